@@ -1,0 +1,268 @@
+"""The campaign file: provider, caller ID, message, DTMF question, retry policy, calling window, pacing.
+
+A campaign file is TOML. ``parse_campaign`` turns its text into a validated :class:`CampaignSpec`;
+every problem is reported with the dotted path of the field that caused it.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+import tomllib
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+class SpecError(ValueError):
+    """A campaign file that cannot be used; ``field`` is the dotted path of the culprit."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.message = message
+
+
+def parse_duration(value: Any) -> timedelta:
+    """Read ``90``, ``"90s"``, ``"10m"``, ``"2h"``, ``"1d"`` or ``"500ms"`` as a duration."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"not a duration: {value!r} (use seconds or a number with ms, s, m, h or d)")
+    return timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def placeholders(template: str) -> set[str]:
+    """The ``{names}`` a message template takes from each contact's CSV columns."""
+    names = set()
+    for _, field_name, _, _ in string.Formatter().parse(template):
+        if field_name is not None:
+            if not field_name.isidentifier():
+                raise ValueError(f"placeholder {{{field_name}}} must be a plain column name")
+            names.add(field_name)
+    return names
+
+
+def render(template: str, variables: dict[str, str]) -> str:
+    """Fill a template's placeholders from one contact's variables."""
+    return template.format_map(variables)
+
+
+class Message(_Model):
+    """What the callee hears: TTS text (with ``{placeholders}``) or an audio file URL."""
+
+    text: str | None = None
+    audio_url: str | None = None
+    ssml: bool = False
+    language: str = "en-US"
+    voice: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Message:
+        if (self.text is None) == (self.audio_url is None):
+            raise ValueError("give exactly one of text or audio_url")
+        if self.text is not None:
+            if not self.text.strip():
+                raise ValueError("text is empty")
+            placeholders(self.text)
+        if self.audio_url is not None and not self.audio_url.startswith(("http://", "https://")):
+            raise ValueError("audio_url must be an http(s) URL")
+        return self
+
+
+class Question(_Model):
+    """A DTMF question asked after the message."""
+
+    prompt: str = Field(min_length=1)
+    prompt_audio_url: str | None = None
+    min_digits: int = Field(1, ge=1, le=20)
+    max_digits: int = Field(1, ge=1, le=20)
+    attempts: int = Field(1, ge=1, le=10)
+    timeout: Duration = timedelta(seconds=5)
+    terminator: str = "#"
+    pattern: str = "[0-9]*"
+    choices: dict[str, str] = Field(default_factory=dict)
+    invalid_prompt: str = "Sorry, that was not a valid choice."
+    final_prompt: str = "Thank you. Goodbye."
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise ValueError(f"not a regular expression: {error}") from None
+        return pattern
+
+    @field_validator("terminator")
+    @classmethod
+    def _key(cls, terminator: str) -> str:
+        if terminator not in ("", "#", "*"):
+            raise ValueError("terminator must be '#', '*' or empty")
+        return terminator
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Question:
+        if self.min_digits > self.max_digits:
+            raise ValueError("min_digits is larger than max_digits")
+        if not timedelta(seconds=1) <= self.timeout <= timedelta(seconds=10):
+            raise ValueError("timeout must be between 1 and 10 seconds")
+        for key in self.choices:
+            if not self.accepts(key):
+                raise ValueError(f"choice {key!r} does not satisfy the digits and pattern rules")
+        return self
+
+    def accepts(self, digits: str) -> bool:
+        """True when ``digits`` is a valid answer (length, pattern, and one of the choices if any)."""
+        if not self.min_digits <= len(digits) <= self.max_digits:
+            return False
+        if not re.fullmatch(self.pattern, digits):
+            return False
+        return not self.choices or digits in self.choices
+
+    def choice(self, digits: str | None) -> str | None:
+        return self.choices.get(digits) if digits else None
+
+
+RetryableOutcome = Literal["busy", "no_answer", "failed", "machine"]
+
+
+class RetryPolicy(_Model):
+    """Which outcomes are tried again, how many attempts in all, and how long to wait between them."""
+
+    max_attempts: int = Field(3, ge=1, le=20)
+    retry_on: tuple[RetryableOutcome, ...] = ("busy", "no_answer", "failed")
+    delay: Duration = timedelta(minutes=30)
+    backoff: Literal["fixed", "exponential"] = "fixed"
+    max_delay: Duration = timedelta(hours=24)
+    jitter: float = Field(0.0, ge=0.0, le=0.5)
+
+    @model_validator(mode="after")
+    def _delays(self) -> RetryPolicy:
+        if self.delay <= timedelta(0):
+            raise ValueError("delay must be positive")
+        if self.max_delay < self.delay:
+            raise ValueError("max_delay is shorter than delay")
+        return self
+
+
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_CLOCK = re.compile(r"^([01]\d|2[0-4]):([0-5]\d)$")
+
+
+def _minutes(value: str) -> int:
+    match = _CLOCK.match(value)
+    if not match or (match[1] == "24" and match[2] != "00"):
+        raise ValueError(f"not a time of day: {value!r} (use HH:MM, 00:00 to 24:00)")
+    return int(match[1]) * 60 + int(match[2])
+
+
+class Window(_Model):
+    """Hours and weekdays when calls may be placed, in the callee's local time."""
+
+    start: str = "09:00"
+    end: str = "20:00"
+    days: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat")
+    timezone: str | None = None
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, days: tuple[str, ...]) -> tuple[str, ...]:
+        lowered = tuple(day.lower()[:3] for day in days)
+        unknown = [day for day in lowered if day not in _DAYS]
+        if unknown or not lowered:
+            raise ValueError(f"days must name weekdays from {', '.join(_DAYS)}")
+        return lowered
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, zone: str | None) -> str | None:
+        if zone is not None:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(zone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {zone!r}") from None
+        return zone
+
+    @model_validator(mode="after")
+    def _order(self) -> Window:
+        if _minutes(self.start) >= _minutes(self.end):
+            raise ValueError("start must be before end (windows across midnight are not supported)")
+        return self
+
+    @property
+    def start_minute(self) -> int:
+        return _minutes(self.start)
+
+    @property
+    def end_minute(self) -> int:
+        return _minutes(self.end)
+
+    @property
+    def weekdays(self) -> frozenset[int]:
+        return frozenset(_DAYS.index(day) for day in self.days)
+
+    @classmethod
+    def always(cls) -> Window:
+        return cls(start="00:00", end="24:00", days=_DAYS)
+
+
+class Pacing(_Model):
+    """Per-campaign limits below the provider account's own rate limit."""
+
+    calls_per_second: float | None = Field(None, gt=0, le=1000)
+    max_concurrent: int = Field(50, ge=1, le=10000)
+
+
+class CampaignSpec(_Model):
+    """A parsed, validated campaign file."""
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    provider: str
+    caller_id: str
+    message: Message
+    question: Question | None = None
+    retry: RetryPolicy = RetryPolicy()
+    window: Window = Window()
+    pacing: Pacing = Pacing()
+    phone_column: str = "phone"
+    region: str | None = Field(None, min_length=2, max_length=2)
+
+    def required_columns(self) -> set[str]:
+        """The CSV columns the message needs for every contact."""
+        return placeholders(self.message.text or "")
+
+
+def parse_campaign(text: str) -> CampaignSpec:
+    """Parse and validate a campaign file's TOML text, raising :class:`SpecError` on the first problem."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise SpecError("", f"not valid TOML: {error}") from None
+    try:
+        return CampaignSpec.model_validate(document)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = "unknown field"
+        raise SpecError(field, message) from None

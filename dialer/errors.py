@@ -1,0 +1,67 @@
+"""One rooted error tree. Raise leaves, catch branches; the CLI turns any of them into one line."""
+
+from __future__ import annotations
+
+
+class DialerError(Exception):
+    """Root of every error the dialer raises on purpose."""
+
+
+class ConfigurationError(DialerError):
+    """Settings or a campaign file that cannot work."""
+
+
+class NotFound(DialerError):
+    """A named campaign (or other record) does not exist."""
+
+
+class InvalidState(DialerError):
+    """The command does not fit the campaign's current status."""
+
+
+class ImportFailed(DialerError):
+    """A contact file that cannot be imported; nothing was written."""
+
+
+class ProviderError(DialerError):
+    """A provider refused or did not answer a request."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class ProviderAuthError(ProviderError):
+    """The provider does not accept our credentials (401/403)."""
+
+
+class ProviderRateLimited(ProviderError):
+    """The provider answered 429; ``retry_after`` is its advice in seconds, if any."""
+
+    def __init__(self, message: str, *, retry_after: float | None, status_code: int | None = 429) -> None:
+        super().__init__(message, status_code=status_code)
+        self.retry_after = retry_after
+
+
+class ProviderUnavailable(ProviderError):
+    """5xx or no connection: the call was not placed and may be tried again."""
+
+
+class ProviderTimeout(ProviderError):
+    """The request may have reached the provider but no answer came: never re-dial blindly."""
+
+
+class ProviderRejected(ProviderError):
+    """A 4xx answer: the provider will not place this call."""
+
+
+class WebhookError(DialerError):
+    """A callback that cannot be accepted."""
+
+
+class WebhookAuthError(WebhookError):
+    """A callback whose signature or token does not check out."""
+
+
+class WebhookPayloadError(WebhookError):
+    """A callback whose body is not what the provider sends."""

@@ -1,0 +1,60 @@
+"""Settings from the environment (prefix ``DIALER_``, nested with ``__``) or a ``.env`` file.
+
+Secrets are ``SecretStr``: never logged, never written to the database.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class VonageSettings(BaseModel):
+    """Vonage Voice API: an application id with its RSA private key, and the signature secret."""
+
+    base_url: str = "https://api.nexmo.com"
+    application_id: str = "aaaaaaaa-bbbb-cccc-dddd-0123456789ab"
+    private_key: SecretStr | None = Field(None, description="PEM text, or the path of a PEM file")
+    api_key: str = "dialer"
+    signature_secret: SecretStr | None = None
+    rate_limit: float = Field(3.0, gt=0, description="calls per second allowed on the account")
+
+    def private_key_pem(self) -> str | None:
+        if self.private_key is None:
+            return None
+        value = self.private_key.get_secret_value()
+        if value.lstrip().startswith("-----BEGIN"):
+            return value
+        return Path(value).expanduser().read_text()
+
+
+class Settings(BaseSettings):
+    """Everything the dialer reads from its environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DIALER_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+    )
+
+    database_url: str = "sqlite:///dialer.db"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    public_url: str = Field("http://127.0.0.1:8000", description="the base URL providers call back")
+    http_timeout: float = Field(10.0, gt=0, description="seconds to wait for a provider's answer")
+    pacing_margin: float = Field(
+        0.01, ge=0, le=0.5, description="fraction of each provider's limit left unused as a safety gap"
+    )
+    tick_seconds: float = Field(1.0, gt=0, description="how often the scheduler claims due contacts")
+    sweep_seconds: float = Field(10.0, gt=0, description="how often stalled attempts are checked")
+    vonage: VonageSettings = VonageSettings()
+
+    def provider_settings(self, provider: str) -> BaseModel:
+        settings: BaseModel = getattr(self, provider)
+        return settings
+
+
+@cache
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return Settings()
