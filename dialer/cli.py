@@ -1,0 +1,333 @@
+"""The ``dialer`` command."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import sqlalchemy as sa
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from sqlmodel import select
+
+from campaigns.outcomes import CampaignStatus
+from dialer import db
+from dialer.errors import DialerError
+from dialer.models import Campaign, utcnow
+from dialer.operations import Progress, progress
+from dialer.settings import Settings, get_settings
+
+console = Console(highlight=False)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _friendly(command: F) -> F:
+    """Turn our errors (and a missing schema) into one line and exit code 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except DialerError as error:
+            raise click.ClickException(str(error)) from None
+        except sa.exc.OperationalError as error:
+            message = str(error.orig)
+            if "no such table" in message or "does not exist" in message:
+                message = "the database has no tables yet: run `dialer db upgrade`"
+            raise click.ClickException(f"database: {message}") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class _Group(click.Group):
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], click.Command]:
+        decorator = super().command(*args, **kwargs)
+        return lambda function: decorator(_friendly(function))
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="dialer")
+@click.option("-v", "--verbose", is_flag=True, help="Log what the dialer does.")
+def main(verbose: bool) -> None:
+    """A bulk voice-campaign dialer: import contacts, call them through a provider, export results.
+
+    Settings come from DIALER_* environment variables or a .env file (see the README).
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _settings() -> Settings:
+    return get_settings()
+
+
+# -- database -------------------------------------------------------------------------------------
+
+
+@main.group(cls=_Group, name="db")
+def db_group() -> None:
+    """Database schema."""
+
+
+@db_group.command()
+def upgrade() -> None:
+    """Apply every migration to DIALER_DATABASE_URL."""
+    db.upgrade(_settings().database_url)
+    console.print("database is up to date")
+
+
+# -- campaigns ------------------------------------------------------------------------------------
+
+
+@main.group(cls=_Group)
+def campaign() -> None:
+    """Create, list, start, pause, resume and cancel campaigns."""
+
+
+@campaign.command("create")
+@click.argument("file", type=click.Path(path_type=Path))
+def campaign_create(file: Path) -> None:
+    """Create a campaign from a TOML campaign FILE."""
+    from dialer.operations import create_campaign, read_campaign_file
+
+    spec = read_campaign_file(file)
+    with db.session_scope(_settings().database_url) as session:
+        create_campaign(session, spec)
+    console.print(f"created campaign {spec.name} ({spec.provider}); next: dialer import CSV --campaign {spec.name}")
+
+
+@campaign.command("list")
+def campaign_list() -> None:
+    """List campaigns with their status and contact counts."""
+    with db.session_scope(_settings().database_url) as session:
+        campaigns = session.exec(select(Campaign).order_by(Campaign.id)).all()  # type: ignore[arg-type]
+        reports = [progress(session, c.name) for c in campaigns]
+    if not reports:
+        console.print("no campaigns yet: dialer campaign create FILE")
+        return
+    table = Table("name", "provider", "status", "contacts", "done")
+    for report in reports:
+        table.add_row(report.name, report.provider, report.status, str(report.contacts), str(report.done))
+    console.print(table)
+
+
+def _move(action: str, name: str) -> Campaign:
+    from dialer.operations import change_status, wait_for_sends
+
+    settings = _settings()
+    with db.session_scope(settings.database_url) as session:
+        moved = change_status(session, name=name, action=action, now=utcnow())
+    if moved.status in (CampaignStatus.PAUSED, CampaignStatus.CANCELLED):
+        left = wait_for_sends(settings.database_url, campaign_id=moved.id or 0, timeout=settings.http_timeout + 5)
+        if left:
+            raise click.ClickException(f"{left} call request(s) still on their way to the provider")
+    console.print(f"campaign {moved.name} is {moved.status}")
+    return moved
+
+
+@campaign.command("start")
+@click.argument("name")
+def campaign_start(name: str) -> None:
+    """Start calling a campaign's contacts."""
+    _move("start", name)
+
+
+@campaign.command("pause")
+@click.argument("name")
+def campaign_pause(name: str) -> None:
+    """Pause: no call is placed after this returns; calls in progress finish."""
+    _move("pause", name)
+
+
+@campaign.command("resume")
+@click.argument("name")
+def campaign_resume(name: str) -> None:
+    """Resume a paused campaign."""
+    _move("resume", name)
+
+
+@campaign.command("cancel")
+@click.argument("name")
+def campaign_cancel(name: str) -> None:
+    """Cancel: contacts not yet called are finished as cancelled."""
+    _move("cancel", name)
+
+
+@campaign.command("provider")
+@click.argument("name")
+@click.argument("provider")
+def campaign_provider(name: str, provider: str) -> None:
+    """Switch a (not running) campaign to another PROVIDER; contacts are kept."""
+    from dialer.operations import set_provider
+
+    with db.session_scope(_settings().database_url) as session:
+        set_provider(session, name=name, provider=provider)
+    console.print(f"campaign {name} now calls through {provider}")
+
+
+# -- import / export ------------------------------------------------------------------------------
+
+
+@main.command("import")
+@click.argument("csv_file", metavar="CSV", type=click.Path(path_type=Path))
+@click.option("--campaign", "campaign_name", required=True, help="The campaign to add contacts to.")
+@click.option("--phone-column", help="The column holding phone numbers (default: the campaign's, else 'phone').")
+@click.option("--region", help="Two-letter country for numbers written without +country code (e.g. US).")
+@click.option("--encoding", help="The file's encoding (default: detected; UTF-8, cp1252, latin-1).")
+@click.option("--delimiter", help="The field delimiter (default: detected among , ; tab |).")
+@click.option("--rejects", type=click.Path(path_type=Path), help="Where to write rejected rows (default: CSV.rejects.csv).")
+def import_command(
+    csv_file: Path,
+    campaign_name: str,
+    phone_column: str | None,
+    region: str | None,
+    encoding: str | None,
+    delimiter: str | None,
+    rejects: Path | None,
+) -> None:
+    """Import contacts from CSV into a campaign: all rows accepted or none."""
+    from dialer.importer import import_contacts, write_rejects
+    from dialer.operations import get_campaign
+
+    if delimiter == "\\t":
+        delimiter = "\t"
+    with db.session_scope(_settings().database_url) as session:
+        target = get_campaign(session, campaign_name)
+        report = import_contacts(
+            session,
+            campaign=target,
+            path=csv_file,
+            now=utcnow(),
+            phone_column=phone_column,
+            region=region,
+            encoding=encoding,
+            delimiter=delimiter,
+        )
+    line = f"imported {report.accepted} contact(s) into {campaign_name}"
+    if report.rejects:
+        rejects = rejects or csv_file.with_name(csv_file.stem + ".rejects.csv")
+        write_rejects(report, rejects)
+        line += f"; {len(report.rejects)} row(s) rejected, listed in {rejects}"
+    console.print(line)
+
+
+@main.command("export")
+@click.argument("name")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="The file to write (.csv).")
+@click.option("--attempts", is_flag=True, help="One row per attempt instead of one per contact.")
+def export_command(name: str, out: Path, attempts: bool) -> None:
+    """Export a campaign's results."""
+    from dialer.export import attempt_results, contact_results, write_table
+    from dialer.operations import get_campaign
+
+    with db.session_scope(_settings().database_url) as session:
+        target = get_campaign(session, name)
+        table = attempt_results(session, target) if attempts else contact_results(session, target)
+    write_table(table, out)
+    console.print(f"wrote {len(table)} row(s) to {out}")
+
+
+# -- status ---------------------------------------------------------------------------------------
+
+
+def progress_table(report: Progress) -> Table:
+    table = Table(title=f"{report.name} ({report.provider}): {report.status}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_row("contacts", str(report.contacts))
+    table.add_row("done", f"{report.done} ({report.done / report.contacts:.0%})" if report.contacts else "0")
+    table.add_row("calls in progress", str(report.live_calls))
+    for result, count in sorted(report.results.items()):
+        table.add_row(f"  {result}", str(count))
+    table.add_row("attempts", str(sum(report.attempts.values())))
+    for status, count in sorted(report.attempts.items()):
+        table.add_row(f"  {status}", str(count))
+    for choice, count in sorted(report.choices.items()):
+        table.add_row(f"  answered {choice}", str(count))
+    if report.reason:
+        table.add_row("note", report.reason)
+    return table
+
+
+@main.command()
+@click.argument("name")
+@click.option("--watch", is_flag=True, help="Keep refreshing until the campaign stops running.")
+@click.option("--interval", default=1.0, show_default=True, help="Seconds between refreshes with --watch.")
+def status(name: str, watch: bool, interval: float) -> None:
+    """Show a campaign's progress."""
+    url = _settings().database_url
+
+    def read() -> Progress:
+        with db.session_scope(url) as session:
+            return progress(session, name)
+
+    report = read()
+    if not watch:
+        console.print(progress_table(report))
+        return
+    with Live(progress_table(report), console=console, auto_refresh=False) as live:
+        while report.status == CampaignStatus.RUNNING:
+            time.sleep(interval)
+            report = read()
+            live.update(progress_table(report), refresh=True)
+
+
+# -- servers --------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def serve(host: str, port: int) -> None:
+    """Run the webhook receiver (providers call DIALER_PUBLIC_URL/webhooks/...)."""
+    import uvicorn
+
+    from dialer.receiver import create_app
+
+    uvicorn.run(create_app(_settings()), host=host, port=port, log_level="info")
+
+
+@main.command()
+@click.option("--provider", default="vonage", show_default=True, help="Which provider's API to simulate.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=9000, show_default=True, type=int)
+@click.option("--rate-limit", type=float, help="Calls per second before 429 (default: the provider's documented limit).")
+@click.option("--time-scale", default=0.1, show_default=True, help="Multiply every simulated delay (1 = real time).")
+def simulate(provider: str, host: str, port: int, rate_limit: float | None, time_scale: float) -> None:
+    """Run a provider simulator: its real HTTP API, fake calls, realistic callbacks."""
+    import uvicorn
+
+    from dialer.simulators import simulator_app
+
+    app = simulator_app(provider, _settings(), rate_limit=rate_limit, time_scale=time_scale)
+    uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+@main.command()
+def providers() -> None:
+    """List the providers with their capabilities and rate limits."""
+    from dialer.providers import PROVIDERS
+
+    settings = _settings()
+    table = Table("provider", "TTS", "SSML", "audio", "DTMF", "machine detection", "status look-up", "calls/s")
+    for provider in PROVIDERS.values():
+        can = provider.capabilities
+        limit = getattr(settings.provider_settings(provider.name), "rate_limit", provider.default_rate_limit)
+        marks = ["yes" if flag else "-" for flag in (can.tts, can.ssml, can.audio, can.dtmf, can.machine_detection, can.status_lookup)]
+        table.add_row(provider.name, *marks, f"{limit:g}")
+    console.print(table)
+
+
+@main.command()
+@click.option("--provider", default="vonage", show_default=True, help="Which provider's simulator to run.")
+@click.option("--dir", "directory", default="quickstart", show_default=True, type=click.Path(path_type=Path))
+def quickstart(provider: str, directory: Path) -> None:
+    """Run the example campaign end to end against a simulator, in this process (no Redis/PostgreSQL)."""
+    from dialer.quickstart import run_quickstart
+
+    run_quickstart(provider=provider, directory=directory, console=console, render=progress_table)

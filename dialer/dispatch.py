@@ -1,0 +1,183 @@
+"""Placing one call: the attempt is claimed in the database before the provider is asked.
+
+``place_call`` is safe to run twice for the same attempt (a redelivered task): only the run whose
+guarded ``queued -> dispatching`` update succeeds sends the request.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from campaigns import window as windows
+from campaigns.outcomes import AttemptStatus, CampaignStatus, ContactState
+from campaigns.phones import time_zones
+from campaigns.spec import CampaignSpec, render
+from dialer.db import session_scope
+from dialer.errors import (
+    ProviderAuthError,
+    ProviderRateLimited,
+    ProviderRejected,
+    ProviderTimeout,
+    ProviderUnavailable,
+)
+from dialer.models import Attempt, Campaign, Contact
+from dialer.providers import get_provider
+from dialer.providers.base import CallOrder, send
+from dialer.recorder import advance, finish
+from dialer.runtime import Runtime, spec_of
+
+log = logging.getLogger("dialer.dispatch")
+
+MAX_SLEEP = 1.0
+"""The longest a worker sleeps for its slot; longer waits go back to the queue with a countdown."""
+MAX_SEND_FAILURES = 5
+
+
+def contact_zones(contact: Contact, spec: CampaignSpec) -> tuple[str, ...]:
+    return windows.zones_for(spec.window, contact_zone=contact.zone, number_zones=time_zones(contact.phone))
+
+
+def release(session: Session, *, attempt: Attempt, retry_at: datetime | None, now: datetime) -> bool:
+    """Take back an attempt that never reached the provider, returning its contact to the queue."""
+    deleted = session.execute(
+        sa.delete(Attempt).where(Attempt.id == attempt.id, Attempt.status == AttemptStatus.QUEUED)
+    ).rowcount
+    if deleted != 1:
+        return False
+    values: dict[str, object] = {"state": ContactState.PENDING, "attempts": Contact.attempts - 1, "updated_at": now}
+    if retry_at is not None:
+        values["next_attempt_at"] = retry_at
+    session.execute(
+        sa.update(Contact).where(Contact.id == attempt.contact_id, Contact.state == ContactState.CALLING).values(values)
+    )
+    return True
+
+
+def _claim(session: Session, *, attempt_id: int, campaign_id: int, now: datetime) -> bool:
+    """``queued -> dispatching``, only while the campaign is still running."""
+    running = (
+        sa.select(Campaign.id).where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.RUNNING).exists()
+    )
+    result = session.execute(
+        sa.update(Attempt)
+        .where(Attempt.id == attempt_id, Attempt.status == AttemptStatus.QUEUED, running)
+        .values(status=AttemptStatus.DISPATCHING, dispatched_at=now, updated_at=now)
+    )
+    return result.rowcount == 1
+
+
+def _requeue(session: Session, *, attempt_id: int, now: datetime, failed: bool = False) -> None:
+    """``dispatching -> queued`` after an answer that proves the call was not placed (429, 5xx)."""
+    values: dict[str, object] = {"status": AttemptStatus.QUEUED, "updated_at": now}
+    if failed:
+        values["send_failures"] = Attempt.send_failures + 1
+    session.execute(
+        sa.update(Attempt).where(Attempt.id == attempt_id, Attempt.status == AttemptStatus.DISPATCHING).values(values)
+    )
+
+
+def call_order(rt: Runtime, *, attempt: Attempt, contact: Contact, spec: CampaignSpec) -> CallOrder:
+    message = spec.message
+    base = rt.settings.public_url.rstrip("/")
+    return CallOrder(
+        to=contact.phone,
+        caller_id=spec.caller_id,
+        text=render(message.text, contact.variables) if message.text is not None else None,
+        audio_url=message.audio_url,
+        language=message.language,
+        voice=message.voice,
+        ssml=message.ssml,
+        question=spec.question,
+        callback_url=f"{base}/webhooks/{attempt.provider}/{attempt.callback_token}",
+        reference=attempt.callback_token,
+    )
+
+
+def place_call(rt: Runtime, attempt_id: int) -> None:
+    """Place the call of one queued attempt, or put it back where it belongs."""
+    url = rt.database_url
+    with session_scope(url) as session:
+        row = session.exec(
+            select(Attempt, Contact, Campaign)
+            .join(Contact, Contact.id == Attempt.contact_id)  # type: ignore[arg-type]
+            .join(Campaign, Campaign.id == Attempt.campaign_id)  # type: ignore[arg-type]
+            .where(Attempt.id == attempt_id)
+        ).first()
+        if row is None or row[0].status != AttemptStatus.QUEUED:
+            return  # already placed, released or finished: a duplicate delivery
+        attempt, contact, campaign = row
+        spec = spec_of(campaign)
+        now = rt.clock()
+        if campaign.status != CampaignStatus.RUNNING:
+            release(session, attempt=attempt, retry_at=None, now=now)
+            return
+        zones = contact_zones(contact, spec)
+        if not windows.is_open(spec.window, zones, now):
+            release(session, attempt=attempt, retry_at=windows.next_open(spec.window, zones, now), now=now)
+            return
+
+    buckets = rt.buckets(campaign, spec)
+    slot = rt.limiter.reserve(buckets, max_wait=MAX_SLEEP)
+    if not slot.granted:
+        rt.enqueue(attempt_id, max(0.05, slot.wait - MAX_SLEEP / 2))
+        return
+    if slot.wait > 0:
+        rt.sleep(slot.wait)
+
+    with session_scope(url) as session:
+        if not _claim(session, attempt_id=attempt_id, campaign_id=campaign.id or 0, now=rt.clock()):
+            return
+    provider = get_provider(attempt.provider)
+    credentials = rt.settings.provider_settings(attempt.provider)
+    try:
+        request = provider.build_call(call_order(rt, attempt=attempt, contact=contact, spec=spec), credentials)
+        call_id = provider.parse_call(send(rt.http, request, provider=provider))
+    except ProviderRateLimited as error:
+        pause = error.retry_after if error.retry_after is not None else 1.0
+        rt.limiter.hold(buckets[0], pause)
+        with session_scope(url) as session:
+            _requeue(session, attempt_id=attempt_id, now=rt.clock())
+        rt.enqueue(attempt_id, pause)
+    except ProviderUnavailable as error:
+        _on_unavailable(rt, attempt=attempt, error=error)
+    except ProviderTimeout as error:
+        log.warning("attempt %s: %s; left for reconciliation", attempt_id, error)
+        with session_scope(url) as session:
+            advance(session, attempt_id=attempt_id, status=AttemptStatus.UNKNOWN, now=rt.clock(), reason=str(error))
+    except ProviderAuthError as error:
+        with session_scope(url) as session:
+            _requeue(session, attempt_id=attempt_id, now=rt.clock())
+            session.execute(
+                sa.update(Campaign)
+                .where(Campaign.id == campaign.id, Campaign.status == CampaignStatus.RUNNING)
+                .values(status=CampaignStatus.PAUSED, reason=f"paused: {error}")
+            )
+        log.error("campaign %s paused: %s", campaign.name, error)
+        rt.enqueue(attempt_id, 0)
+    except ProviderRejected as error:
+        with session_scope(url) as session:
+            finish(session, attempt=attempt, status=AttemptStatus.REJECTED, now=rt.clock(), reason=str(error))
+    else:
+        with session_scope(url) as session:
+            session.execute(
+                sa.update(Attempt)
+                .where(Attempt.id == attempt_id, Attempt.provider_call_id.is_(None))  # type: ignore[union-attr]
+                .values(provider_call_id=call_id)
+            )
+            advance(session, attempt_id=attempt_id, status=AttemptStatus.DIALING, now=rt.clock())
+
+
+def _on_unavailable(rt: Runtime, *, attempt: Attempt, error: ProviderUnavailable) -> None:
+    with session_scope(rt.database_url) as session:
+        failures = attempt.send_failures + 1
+        if failures >= MAX_SEND_FAILURES:
+            finish(session, attempt=attempt, status=AttemptStatus.FAILED, now=rt.clock(), reason=str(error))
+            return
+        _requeue(session, attempt_id=attempt.id or 0, now=rt.clock(), failed=True)
+    backoff = timedelta(seconds=min(2**failures, 60))
+    log.warning("attempt %s: %s; trying again in %ss", attempt.id, error, backoff.seconds)
+    rt.enqueue(attempt.id or 0, backoff.total_seconds())

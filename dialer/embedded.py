@@ -1,0 +1,127 @@
+"""The embedded mode: the pump, the sweeper and ``place_call`` workers in one process, no broker."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+
+from dialer.dispatch import place_call
+from dialer.pacing import LocalLimiter
+from dialer.runtime import Runtime, http_client
+from dialer.scheduler import pump, sweep
+from dialer.settings import Settings
+
+log = logging.getLogger("dialer.embedded")
+
+
+class LocalQueue:
+    """Attempt ids ordered by when they are due, served by a pool of threads."""
+
+    def __init__(self, handler: Callable[[int], None], *, workers: int = 16) -> None:
+        self._handler = handler
+        self._heap: list[tuple[float, int, int]] = []
+        self._order = itertools.count()
+        self._ready = threading.Condition()
+        self._stopping = False
+        self._threads = [threading.Thread(target=self._serve, daemon=True, name=f"caller-{i}") for i in range(workers)]
+
+    def put(self, attempt_id: int, countdown: float = 0.0) -> None:
+        with self._ready:
+            heapq.heappush(self._heap, (time.monotonic() + countdown, next(self._order), attempt_id))
+            self._ready.notify()
+
+    def _serve(self) -> None:
+        while True:
+            with self._ready:
+                while not self._stopping and (not self._heap or self._heap[0][0] > time.monotonic()):
+                    self._ready.wait(timeout=self._heap[0][0] - time.monotonic() if self._heap else None)
+                if self._stopping:
+                    return
+                _, _, attempt_id = heapq.heappop(self._heap)
+            try:
+                self._handler(attempt_id)
+            except Exception:
+                log.exception("placing attempt %s failed", attempt_id)
+
+    def __enter__(self) -> LocalQueue:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        with self._ready:
+            self._stopping = True
+            self._ready.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+
+def local_runtime(settings: Settings, queue_put: Callable[[int, float], None]) -> Runtime:
+    return Runtime(settings=settings, limiter=LocalLimiter(), http=http_client(settings), enqueue=queue_put)
+
+
+def run_until(settings: Settings, done: Callable[[], bool], *, on_tick: Callable[[], None] | None = None) -> None:
+    """Pump, place and sweep in this process until ``done()`` says the work is over."""
+    holder: dict[str, Runtime] = {}
+    with LocalQueue(lambda attempt_id: place_call(holder["rt"], attempt_id)) as queue:
+        rt = holder["rt"] = local_runtime(settings, queue.put)
+        last_sweep = 0.0
+        try:
+            while not done():
+                pump(rt)
+                if time.monotonic() - last_sweep >= settings.sweep_seconds:
+                    sweep(rt)
+                    last_sweep = time.monotonic()
+                if on_tick:
+                    on_tick()
+                time.sleep(settings.tick_seconds)
+        finally:
+            rt.http.close()
+
+
+def loopback_socket(port: int = 0) -> socket.socket:
+    """A bound loopback socket (``port=0``: a free one), so a URL is known before its server starts."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    return sock
+
+
+class BackgroundServer:
+    """A uvicorn server in a thread, on a given bound socket or a free loopback port."""
+
+    def __init__(self, app: Any, *, sock: socket.socket | None = None) -> None:
+        self._socket = sock or loopback_socket()
+        self.host, self.port = self._socket.getsockname()
+        config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def __enter__(self) -> BackgroundServer:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError(f"the server on {self.url} did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self._socket.close()

@@ -1,0 +1,113 @@
+"""Results export: one row per contact (or per attempt), safe to open in a spreadsheet."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlmodel import Session
+
+from dialer.errors import ConfigurationError
+from dialer.models import Attempt, Campaign, Contact, DtmfAnswer
+
+_FORMULA = re.compile(r"^[=+\-@\t\r]")
+_NUMBER = re.compile(r"^[+-]?\d+(\.\d+)?$")
+
+
+def escape_cell(value: object) -> object:
+    """Prefix ``'`` to text a spreadsheet would run as a formula; plain numbers (+1415…) stay."""
+    if isinstance(value, str) and _FORMULA.match(value) and not _NUMBER.match(value):
+        return "'" + value
+    return value
+
+
+def contact_results(session: Session, campaign: Campaign) -> pd.DataFrame:
+    """One row per contact: phone, the CSV's own columns, result, attempts, last outcome, DTMF, timing."""
+    last = sa.orm.aliased(Attempt)
+    rows = session.execute(
+        sa.select(
+            Contact.id,
+            Contact.row_number,
+            Contact.phone,
+            Contact.variables,
+            Contact.state,
+            Contact.result,
+            Contact.attempts,
+            last.status.label("last_outcome"),
+            last.reason.label("last_reason"),
+            last.duration,
+            last.price,
+            last.dispatched_at.label("last_called_at"),
+            last.answered_at,
+            last.ended_at,
+        )
+        .outerjoin(last, sa.and_(last.contact_id == Contact.id, last.number == Contact.attempts))
+        .where(Contact.campaign_id == campaign.id)
+        .order_by(Contact.row_number)
+    ).all()
+    base = pd.DataFrame(rows, columns=list(rows[0]._fields) if rows else [])
+    if base.empty:
+        return base
+    answers = pd.DataFrame(
+        session.execute(
+            sa.select(DtmfAnswer.contact_id, DtmfAnswer.digits, DtmfAnswer.choice, DtmfAnswer.valid, DtmfAnswer.received_at)
+            .join(Contact, Contact.id == DtmfAnswer.contact_id)
+            .where(Contact.campaign_id == campaign.id)
+        ).all(),
+        columns=["id", "dtmf_digits", "dtmf_choice", "dtmf_valid", "received_at"],
+    )
+    if not answers.empty:
+        answers = (
+            answers.sort_values(["dtmf_valid", "received_at"]).drop_duplicates("id", keep="last").drop(columns="received_at")
+        )
+    variables = pd.DataFrame(base["variables"].tolist(), index=base.index)
+    table = pd.concat([base[["id", "phone"]], variables, base.drop(columns=["id", "phone", "variables"])], axis=1)
+    table = table.merge(answers, on="id", how="left") if not answers.empty else table.assign(
+        dtmf_digits=None, dtmf_choice=None, dtmf_valid=None
+    )
+    table["result"] = table["result"].fillna(table["state"])
+    return table.drop(columns=["id", "state", "row_number"])
+
+
+def attempt_results(session: Session, campaign: Campaign) -> pd.DataFrame:
+    """One row per attempt."""
+    rows = session.execute(
+        sa.select(
+            Contact.phone,
+            Attempt.number.label("attempt"),
+            Attempt.status.label("outcome"),
+            Attempt.reason,
+            Attempt.provider,
+            Attempt.provider_call_id,
+            Attempt.answered_by,
+            Attempt.duration,
+            Attempt.price,
+            Attempt.queued_at,
+            Attempt.dispatched_at,
+            Attempt.answered_at,
+            Attempt.ended_at,
+            DtmfAnswer.digits.label("dtmf_digits"),
+            DtmfAnswer.choice.label("dtmf_choice"),
+        )
+        .join(Contact, Contact.id == Attempt.contact_id)
+        .outerjoin(DtmfAnswer, DtmfAnswer.attempt_id == Attempt.id)
+        .where(Attempt.campaign_id == campaign.id)
+        .order_by(Contact.row_number, Attempt.number)
+    ).all()
+    return pd.DataFrame(rows, columns=list(rows[0]._fields) if rows else [])
+
+
+def write_table(table: pd.DataFrame, path: Path) -> None:
+    """Write CSV (other formats follow the file's extension)."""
+    safe = table.apply(
+        lambda column: column.map(escape_cell)
+        if column.dtype == object or pd.api.types.is_string_dtype(column)
+        else column
+    )
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        safe.to_csv(path, index=False)
+    else:
+        raise ConfigurationError(f"{path}: unsupported export format {suffix!r} (use .csv)")

@@ -1,0 +1,201 @@
+"""Campaign operations behind the CLI: create, start, pause, resume, cancel, and progress counts."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from campaigns.outcomes import LIVE, AttemptStatus, CampaignStatus, ContactResult, ContactState
+from campaigns.spec import CampaignSpec, SpecError, parse_campaign
+from dialer.db import session_scope
+from dialer.errors import ConfigurationError, InvalidState, NotFound
+from dialer.models import Attempt, Campaign, Contact, DtmfAnswer
+from dialer.providers import PROVIDERS, get_provider
+from dialer.runtime import spec_of
+
+
+def read_campaign_file(path: Path) -> CampaignSpec:
+    """Read and validate a campaign file, naming the file and field of any problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigurationError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigurationError(f"{path}: cannot be read: {error}") from None
+    try:
+        spec = parse_campaign(text)
+    except SpecError as error:
+        raise ConfigurationError(f"{path}: {error}") from None
+    check_provider_can(spec, source=str(path))
+    return spec
+
+
+def check_provider_can(spec: CampaignSpec, *, source: str) -> None:
+    """Refuse a campaign that asks its provider for something it cannot do."""
+    if spec.provider not in PROVIDERS:
+        raise ConfigurationError(f"{source}: provider: unknown provider {spec.provider!r} (known: {', '.join(sorted(PROVIDERS))})")
+    provider = get_provider(spec.provider)
+    can = provider.capabilities
+    wants = {
+        "question (DTMF)": spec.question is not None and not can.dtmf,
+        "message.audio_url": spec.message.audio_url is not None and not can.audio,
+        "message.ssml": spec.message.ssml and not can.ssml,
+        "retry.retry_on machine": "machine" in spec.retry.retry_on and not can.machine_detection,
+    }
+    for what, missing in wants.items():
+        if missing:
+            raise ConfigurationError(f"{source}: {provider.title} cannot do {what}")
+
+
+def get_campaign(session: Session, name: str) -> Campaign:
+    campaign = session.exec(select(Campaign).where(Campaign.name == name)).first()
+    if campaign is None:
+        raise NotFound(f"no campaign named {name!r} (see `dialer campaign list`)")
+    return campaign
+
+
+def create_campaign(session: Session, spec: CampaignSpec) -> Campaign:
+    if session.exec(select(Campaign.id).where(Campaign.name == spec.name)).first() is not None:
+        raise InvalidState(f"a campaign named {spec.name!r} exists already")
+    campaign = Campaign(name=spec.name, provider=spec.provider, spec=spec.model_dump(mode="json"))
+    session.add(campaign)
+    session.flush()
+    return campaign
+
+
+def set_provider(session: Session, *, name: str, provider: str) -> Campaign:
+    """Switch a campaign to another provider between launches; its contacts are untouched."""
+    campaign = get_campaign(session, name)
+    if campaign.status == CampaignStatus.RUNNING:
+        raise InvalidState(f"campaign {name!r} is running: pause it before switching provider")
+    spec = spec_of(campaign).model_copy(update={"provider": provider})
+    check_provider_can(spec, source=f"campaign {name!r}")
+    campaign.spec = spec.model_dump(mode="json")
+    campaign.provider = provider
+    session.add(campaign)
+    return campaign
+
+
+_MOVES = {
+    "start": ({CampaignStatus.DRAFT, CampaignStatus.PAUSED}, CampaignStatus.RUNNING),
+    "resume": ({CampaignStatus.PAUSED}, CampaignStatus.RUNNING),
+    "pause": ({CampaignStatus.RUNNING}, CampaignStatus.PAUSED),
+    "cancel": ({CampaignStatus.DRAFT, CampaignStatus.RUNNING, CampaignStatus.PAUSED}, CampaignStatus.CANCELLED),
+}
+
+
+def change_status(session: Session, *, name: str, action: str, now: datetime) -> Campaign:
+    """Start, pause, resume or cancel a campaign (a guarded update: concurrent commands are safe)."""
+    allowed, target = _MOVES[action]
+    campaign = get_campaign(session, name)
+    if campaign.status not in allowed:
+        raise InvalidState(f"campaign {name!r} is {campaign.status}: cannot {action} it")
+    if action == "start":
+        has_contacts = session.exec(select(Contact.id).where(Contact.campaign_id == campaign.id).limit(1)).first()
+        if has_contacts is None:
+            raise InvalidState(f"campaign {name!r} has no contacts: import a CSV first")
+    values: dict[str, object] = {"status": target, "reason": None}
+    if target == CampaignStatus.RUNNING and campaign.started_at is None:
+        values["started_at"] = now
+    if target == CampaignStatus.CANCELLED:
+        values["finished_at"] = now
+    changed = session.execute(
+        sa.update(Campaign).where(Campaign.id == campaign.id, Campaign.status == campaign.status).values(values)
+    ).rowcount
+    if changed != 1:
+        raise InvalidState(f"campaign {name!r} changed while this command ran: try again")
+    if target in (CampaignStatus.PAUSED, CampaignStatus.CANCELLED):
+        _withdraw_queued(session, campaign=campaign, now=now)
+    if target == CampaignStatus.CANCELLED:
+        session.execute(
+            sa.update(Contact)
+            .where(Contact.campaign_id == campaign.id, Contact.state == ContactState.PENDING)
+            .values(state=ContactState.DONE, result=ContactResult.CANCELLED, updated_at=now)
+        )
+    session.refresh(campaign)
+    return campaign
+
+
+def _withdraw_queued(session: Session, *, campaign: Campaign, now: datetime) -> None:
+    """Take back every queued attempt: their tasks will find nothing to place."""
+    contact_ids = session.execute(
+        sa.delete(Attempt)
+        .where(Attempt.campaign_id == campaign.id, Attempt.status == AttemptStatus.QUEUED)
+        .returning(Attempt.contact_id)
+    ).scalars().all()
+    if contact_ids:
+        session.execute(
+            sa.update(Contact)
+            .where(Contact.id.in_(contact_ids), Contact.state == ContactState.CALLING)  # type: ignore[union-attr]
+            .values(state=ContactState.PENDING, attempts=Contact.attempts - 1, updated_at=now)
+        )
+
+
+def wait_for_sends(url: str, *, campaign_id: int, timeout: float) -> int:
+    """Wait until no request of the campaign is on its way to the provider; return how many remain."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with session_scope(url) as session:
+            sending = session.scalar(
+                sa.select(sa.func.count())
+                .select_from(Attempt)
+                .where(Attempt.campaign_id == campaign_id, Attempt.status == AttemptStatus.DISPATCHING)
+            ) or 0
+        if sending == 0 or time.monotonic() > deadline:
+            return sending
+        time.sleep(0.05)
+
+
+@dataclass
+class Progress:
+    """A campaign's counts, for ``status`` and the quickstart's live view."""
+
+    name: str
+    status: str
+    provider: str
+    reason: str | None
+    contacts: int = 0
+    states: Counter[str] = field(default_factory=Counter)
+    results: Counter[str] = field(default_factory=Counter)
+    attempts: Counter[str] = field(default_factory=Counter)
+    choices: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def done(self) -> int:
+        return self.states[ContactState.DONE]
+
+    @property
+    def live_calls(self) -> int:
+        return sum(n for status, n in self.attempts.items() if AttemptStatus(status) in LIVE)
+
+
+def progress(session: Session, name: str) -> Progress:
+    campaign = get_campaign(session, name)
+    report = Progress(name=campaign.name, status=campaign.status, provider=campaign.provider, reason=campaign.reason)
+    for state, result, count in session.execute(
+        sa.select(Contact.state, Contact.result, sa.func.count())
+        .where(Contact.campaign_id == campaign.id)
+        .group_by(Contact.state, Contact.result)
+    ):
+        report.contacts += count
+        report.states[state] += count
+        if result:
+            report.results[result] += count
+    for status, count in session.execute(
+        sa.select(Attempt.status, sa.func.count()).where(Attempt.campaign_id == campaign.id).group_by(Attempt.status)
+    ):
+        report.attempts[status] = count
+    for choice, count in session.execute(
+        sa.select(DtmfAnswer.choice, sa.func.count())
+        .join(Contact, Contact.id == DtmfAnswer.contact_id)  # type: ignore[arg-type]
+        .where(Contact.campaign_id == campaign.id, DtmfAnswer.valid)
+        .group_by(DtmfAnswer.choice)
+    ):
+        report.choices[choice or "(no name)"] = count
+    return report

@@ -1,0 +1,16 @@
+"""Provider adapters, by name. Each module's ``PROVIDER`` is registered here."""
+
+from __future__ import annotations
+
+from dialer.errors import ConfigurationError
+from dialer.providers import vonage
+from dialer.providers.base import Provider
+
+PROVIDERS: dict[str, Provider] = {provider.name: provider for provider in (vonage.PROVIDER,)}
+
+
+def get_provider(name: str) -> Provider:
+    try:
+        return PROVIDERS[name]
+    except KeyError:
+        raise ConfigurationError(f"unknown provider {name!r} (known: {', '.join(sorted(PROVIDERS))})") from None

@@ -1,0 +1,165 @@
+"""What every provider adapter is made of, and the one place where requests are sent.
+
+A provider is a module of pure functions (build a request, parse an answer, verify and parse a
+webhook) gathered in a :class:`Provider`. Nothing here holds a connection: :func:`send` takes the
+client, sends, and maps HTTP status to the error tree in :mod:`dialer.errors`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import httpx
+from campaigns.outcomes import AttemptStatus
+from campaigns.spec import Question
+from dialer.errors import (
+    ProviderAuthError,
+    ProviderRateLimited,
+    ProviderRejected,
+    ProviderTimeout,
+    ProviderUnavailable,
+)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a provider can do for a campaign."""
+
+    tts: bool = True
+    ssml: bool = False
+    audio: bool = True
+    dtmf: bool = False
+    machine_detection: bool = False
+    status_lookup: bool = False
+
+
+@dataclass(frozen=True)
+class CallOrder:
+    """Everything a provider needs to place one attempt, already rendered for its contact."""
+
+    to: str
+    caller_id: str
+    text: str | None
+    audio_url: str | None
+    language: str
+    voice: str | None
+    ssml: bool
+    question: Question | None
+    callback_url: str
+    """Our per-attempt webhook base, ``{public_url}/webhooks/{provider}/{token}``; add the kind."""
+    reference: str
+    ring_timeout: int = 60
+
+
+@dataclass(frozen=True)
+class CallEvent:
+    """One provider callback (or status look-up) in the common vocabulary."""
+
+    status: AttemptStatus | None = None
+    call_id: str | None = None
+    answered_by: Literal["human", "machine"] | None = None
+    digits: str | None = None
+    input_complete: bool = False
+    """True when the event carries the callee's final DTMF input (possibly empty: timed out)."""
+    duration: int | None = None
+    price: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """A callback as it reached the receiver."""
+
+    kind: str
+    method: str
+    headers: Mapping[str, str]
+    query: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class InputVerdict:
+    """What the receiver decided about DTMF input, for providers that expect a reply."""
+
+    outcome: Literal["accepted", "retry", "done"]
+    question: Question
+    callback_url: str
+    language: str
+
+
+@dataclass(frozen=True)
+class Provider:
+    """A provider adapter: pure functions over plain data."""
+
+    name: str
+    title: str
+    capabilities: Capabilities
+    default_rate_limit: float
+    build_call: Callable[[CallOrder, Any], httpx.Request]
+    parse_call: Callable[[httpx.Response], str]
+    verify_webhook: Callable[[Webhook, Any], None]
+    parse_webhook: Callable[[Webhook], CallEvent]
+    error_detail: Callable[[httpx.Response], str]
+    build_lookup: Callable[[str, Any], httpx.Request] | None = None
+    parse_lookup: Callable[[httpx.Response], CallEvent] | None = None
+    reply_to_input: Callable[[InputVerdict], Any] | None = None
+    webhook_kinds: tuple[str, ...] = field(default=("event",))
+
+
+def retry_after(response: httpx.Response, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def send(client: httpx.Client, request: httpx.Request, *, provider: Provider) -> httpx.Response:
+    """Send ``request`` and return a 2xx answer, or raise the error its status code means.
+
+    A connection that never opened means the call was not placed (:class:`ProviderUnavailable`);
+    a timeout or a dropped connection after the request left may have placed it
+    (:class:`ProviderTimeout`), and must be reconciled, not re-dialed.
+    """
+    try:
+        response = client.send(request)
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
+        raise ProviderUnavailable(f"{provider.title} could not be reached: {error}") from None
+    except httpx.TransportError as error:
+        raise ProviderTimeout(f"{provider.title} did not answer: {error!r}") from None
+    status = response.status_code
+    if status < 300:
+        return response
+    detail = f"{provider.title} answered {status}: {provider.error_detail(response)}"
+    if status in (401, 403):
+        raise ProviderAuthError(detail, status_code=status)
+    if status == 429:
+        raise ProviderRateLimited(detail, retry_after=retry_after(response))
+    if status >= 500:
+        raise ProviderUnavailable(detail, status_code=status)
+    raise ProviderRejected(detail, status_code=status)
+
+
+def json_detail(response: httpx.Response, *keys: str) -> str:
+    """The first of ``keys`` found in a JSON error body, else the body's start."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200] or response.reason_phrase
+    if isinstance(body, dict):
+        for key in keys:
+            if body.get(key):
+                return str(body[key])
+    return response.text[:200]

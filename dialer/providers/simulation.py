@@ -1,0 +1,167 @@
+"""What every provider simulator shares: who answers, how fast, the rate limit, callbacks, the log.
+
+The callee's behaviour is deterministic, by the number's last digit and how many times the
+simulator has already seen that number:
+
+====== =============================================================
+digit  behaviour
+====== =============================================================
+0      busy every time
+1      busy the first time, then answers and presses 1
+2      does not answer the first time, then answers and presses 2
+3      the network fails the first time, then answers and presses 1
+4      rejects the call
+5      an answering machine picks up
+6, 7   answers and presses 1
+8      answers and presses 2
+9      answers and presses nothing (the input times out)
+====== =============================================================
+
+Delays are realistic seconds multiplied by ``time_scale`` (0.1 runs ten times faster).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+log = logging.getLogger("dialer.simulator")
+
+Behaviour = Literal["answered", "busy", "no_answer", "failed", "rejected", "machine"]
+
+
+@dataclass(frozen=True)
+class Script:
+    """How the simulated callee behaves on one call."""
+
+    behaviour: Behaviour
+    digits: str | None = None
+    ring_seconds: float = 4.0
+    talk_seconds: float = 8.0
+
+
+def script_for(number: str, nth_call: int) -> Script:
+    """The deterministic scenario for the ``nth_call`` (1-based) to ``number``."""
+    last = number[-1]
+    first = nth_call == 1
+    if last == "0":
+        return Script("busy", ring_seconds=2.0)
+    if last == "1":
+        return Script("busy", ring_seconds=2.0) if first else Script("answered", "1")
+    if last == "2":
+        return Script("no_answer") if first else Script("answered", "2")
+    if last == "3":
+        return Script("failed", ring_seconds=0.5) if first else Script("answered", "1")
+    if last == "4":
+        return Script("rejected", ring_seconds=3.0)
+    if last == "5":
+        return Script("machine", talk_seconds=12.0)
+    if last == "9":
+        return Script("answered", None)
+    return Script("answered", "2" if last == "8" else "1")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One call the simulator accepted."""
+
+    to: str
+    call_id: str
+    at: float
+
+
+@dataclass
+class Simulation:
+    """The simulator's shared state and helpers."""
+
+    provider: str
+    rate_limit: float
+    time_scale: float = 0.1
+    callback_attempts: int = 5
+    placements: list[Placement] = field(default_factory=list)
+    throttled: int = 0
+    callbacks_failed: int = 0
+    _seen: Counter[str] = field(default_factory=Counter)
+    _recent: deque[float] = field(default_factory=deque)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def admit(self, now: float | None = None) -> bool:
+        """Take one request under the rate limit: no more than ``rate_limit`` in any one second."""
+        now = time.monotonic() if now is None else now
+        while self._recent and now - self._recent[0] >= 1.0:
+            self._recent.popleft()
+        if len(self._recent) >= self.rate_limit:
+            self.throttled += 1
+            return False
+        self._recent.append(now)
+        return True
+
+    def place(self, to: str, call_id: str) -> Script:
+        """Log an accepted call and say how its callee behaves."""
+        self._seen[to] += 1
+        self.placements.append(Placement(to=to, call_id=call_id, at=time.time()))
+        return script_for(to, self._seen[to])
+
+    async def pause(self, seconds: float) -> None:
+        await asyncio.sleep(seconds * self.time_scale)
+
+    def spawn(self, coroutine: Any) -> None:
+        """Run a call's life in the background, keeping a reference so it is not collected."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def deliver(self, client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response | None:
+        """Send a callback, retrying like a real provider until the receiver acknowledges it."""
+        for attempt in range(self.callback_attempts):
+            try:
+                response = await client.send(request)
+                if response.status_code < 300:
+                    return response
+                log.warning("callback %s answered %s", request.url, response.status_code)
+            except httpx.HTTPError as error:
+                log.warning("callback %s failed: %r", request.url, error)
+            await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
+        self.callbacks_failed += 1
+        return None
+
+    def lifespan(self, client: httpx.AsyncClient) -> Any:
+        """An ASGI lifespan that stops the calls in progress and closes the callback client."""
+
+        @contextlib.asynccontextmanager
+        async def lifespan(_: Any) -> AsyncIterator[None]:
+            yield
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await client.aclose()
+
+        return lifespan
+
+    def routes(self) -> list[Route]:
+        """Simulator-only endpoints (not part of any provider's API) for tests and benchmarks."""
+
+        async def report(_: Request) -> JSONResponse:
+            return JSONResponse(
+                {
+                    "provider": self.provider,
+                    "rate_limit": self.rate_limit,
+                    "placements": [asdict(p) for p in self.placements],
+                    "throttled": self.throttled,
+                    "callbacks_failed": self.callbacks_failed,
+                    "calls_in_progress": len(self._tasks),
+                }
+            )
+
+        return [Route("/_simulator/log", report, methods=["GET"])]

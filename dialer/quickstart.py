@@ -1,0 +1,112 @@
+"""``dialer quickstart``: the example campaign end to end in one process, against a simulator."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from campaigns.outcomes import CampaignStatus
+from campaigns.spec import Window, parse_campaign, parse_duration
+from dialer import db
+from dialer.embedded import BackgroundServer, loopback_socket, run_until
+from dialer.export import contact_results, write_table
+from dialer.importer import import_contacts, write_rejects
+from dialer.models import utcnow
+from dialer.operations import Progress, change_status, check_provider_can, create_campaign, get_campaign, progress
+from dialer.providers import get_provider
+from dialer.receiver import create_app as receiver_app
+from dialer.settings import Settings
+from dialer.simulators import dev_credentials, simulator_app
+
+TIME_SCALE = 0.1
+QUICK_RETRY = "3s"
+
+
+def example_file(name: str) -> Path:
+    return Path(str(resources.files("dialer") / "examples" / name))
+
+
+def run_quickstart(
+    *, provider: str, directory: Path, console: Console, render: Callable[[Progress], Table]
+) -> Progress:
+    """Create, import, run and export the shipped example campaign for ``provider``."""
+    get_provider(provider)
+    directory.mkdir(parents=True, exist_ok=True)
+    database = directory / "quickstart.db"
+    for stale in directory.glob("quickstart.db*"):
+        stale.unlink()
+    url = f"sqlite:///{database}"
+    db.upgrade(url)
+
+    spec = parse_campaign(example_file(f"{provider}.toml").read_text())
+    # The demo runs now, whatever the hour, and retries within seconds instead of the file's minutes.
+    spec = spec.model_copy(
+        update={
+            "name": f"quickstart-{provider}",
+            "window": Window.always(),
+            "retry": spec.retry.model_copy(update={"delay": parse_duration(QUICK_RETRY)}),
+        }
+    )
+    check_provider_can(spec, source=f"examples/{provider}.toml")
+    console.print(
+        f"quickstart: {provider} example campaign, calling window ignored and retries after {QUICK_RETRY} for the demo"
+    )
+
+    credentials = dev_credentials()
+    sim_socket, receiver_socket = loopback_socket(), loopback_socket()
+    sim_url, receiver_url = (f"http://127.0.0.1:{s.getsockname()[1]}" for s in (sim_socket, receiver_socket))
+    overrides: dict[str, Any] = {name: dict(values) for name, values in credentials.items()}
+    overrides[provider] = {**overrides.get(provider, {}), "base_url": sim_url}
+    settings = Settings(
+        database_url=url,
+        public_url=receiver_url,
+        tick_seconds=0.25,
+        sweep_seconds=2,
+        requeue_after=10,
+        settle_after=20,
+        give_up_after=60,
+        **overrides,
+    )
+    with (
+        BackgroundServer(simulator_app(provider, settings, time_scale=TIME_SCALE), sock=sim_socket),
+        BackgroundServer(receiver_app(settings), sock=receiver_socket),
+    ):
+        with db.session_scope(url) as session:
+            campaign = create_campaign(session, spec)
+            report = import_contacts(session, campaign=campaign, path=example_file("contacts.csv"), now=utcnow())
+        line = f"imported {report.accepted} contacts"
+        if report.rejects:
+            write_rejects(report, directory / "rejects.csv")
+            line += f", {len(report.rejects)} row(s) rejected (see {directory / 'rejects.csv'})"
+        console.print(line)
+        with db.session_scope(url) as session:
+            change_status(session, name=spec.name, action="start", now=utcnow())
+
+        def read() -> Progress:
+            with db.session_scope(url) as session:
+                return progress(session, spec.name)
+
+        started = time.monotonic()
+        with Live(render(read()), console=console, auto_refresh=False, transient=False) as live:
+            state = {"report": read()}
+
+            def tick() -> None:
+                state["report"] = read()
+                live.update(render(state["report"]), refresh=True)
+
+            run_until(settings, lambda: state["report"].status != CampaignStatus.RUNNING, on_tick=tick)
+        final = read()
+        out = directory / "results.csv"
+        with db.session_scope(url) as session:
+            write_table(contact_results(session, get_campaign(session, spec.name)), out)
+    console.print(f"finished in {time.monotonic() - started:.1f}s; results in {out}")
+    shutil.copy(example_file(f"{provider}.toml"), directory / f"{provider}.toml")
+    return final

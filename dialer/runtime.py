@@ -1,0 +1,67 @@
+"""What the dispatch and scheduling functions need from the outside world, injected."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+
+import httpx
+
+from campaigns.spec import CampaignSpec
+from dialer.models import Campaign, utcnow
+from dialer.pacing import Bucket, Limiter
+from dialer.providers import get_provider
+from dialer.settings import Settings
+
+
+@dataclass
+class Runtime:
+    """Settings, the limiter, the HTTP client, and how to enqueue ``place_call`` (Celery or local)."""
+
+    settings: Settings
+    limiter: Limiter
+    http: httpx.Client
+    enqueue: Callable[[int, float], None]
+    clock: Callable[[], datetime] = field(default=utcnow)
+    sleep: Callable[[float], None] = field(default=time.sleep)
+
+    @property
+    def database_url(self) -> str:
+        return self.settings.database_url
+
+    def rate_limit(self, provider: str) -> float:
+        """The provider account's calls per second, less the safety margin."""
+        configured = getattr(self.settings.provider_settings(provider), "rate_limit", None)
+        rate = float(configured or get_provider(provider).default_rate_limit)
+        return rate * (1 - self.settings.pacing_margin)
+
+    def provider_bucket(self, provider: str) -> Bucket:
+        """The account-wide bucket every request to ``provider`` draws from."""
+        return Bucket(f"provider:{provider}", self.rate_limit(provider))
+
+    def buckets(self, campaign: Campaign, spec: CampaignSpec) -> list[Bucket]:
+        buckets = [self.provider_bucket(campaign.provider)]
+        if spec.pacing.calls_per_second:
+            rate = spec.pacing.calls_per_second * (1 - self.settings.pacing_margin)
+            buckets.append(Bucket(f"campaign:{campaign.id}", rate))
+        return buckets
+
+
+def http_client(settings: Settings) -> httpx.Client:
+    timeout = httpx.Timeout(settings.http_timeout, connect=min(5.0, settings.http_timeout))
+    return httpx.Client(timeout=timeout, limits=httpx.Limits(max_connections=100, max_keepalive_connections=50))
+
+
+@lru_cache(maxsize=256)
+def _parsed(spec_json: str) -> CampaignSpec:
+    return CampaignSpec.model_validate_json(spec_json)
+
+
+def spec_of(campaign: Campaign) -> CampaignSpec:
+    """The campaign's validated spec (parsed once per distinct spec in this process)."""
+    import json
+
+    return _parsed(json.dumps(campaign.spec, sort_keys=True))

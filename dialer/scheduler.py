@@ -1,0 +1,236 @@
+"""The pump that turns due contacts into queued attempts, and the sweeper that settles stalled ones.
+
+Both read the truth from the database, so losing every broker message loses no contact: the
+sweeper re-enqueues attempts left ``queued`` and looks up (or gives up on) attempts whose result
+never arrived.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+from collections import defaultdict
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from campaigns import window as windows
+from campaigns.outcomes import LIVE, AttemptStatus, CampaignStatus, ContactResult, ContactState
+from campaigns.spec import CampaignSpec
+from dialer.db import is_postgresql, session_scope
+from dialer.dispatch import contact_zones
+from dialer.errors import ProviderError
+from dialer.models import Attempt, Campaign, Contact, DncEntry
+from dialer.providers import get_provider
+from dialer.providers.base import send
+from dialer.recorder import apply_event, finish
+from dialer.runtime import Runtime, spec_of
+
+log = logging.getLogger("dialer.scheduler")
+
+LOOKAHEAD = 2.0
+"""Seconds of each provider's budget kept queued ahead of the workers."""
+_LIVE = [status.value for status in LIVE]
+
+
+def _count(session: Session, *conditions: sa.ColumnElement[bool]) -> int:
+    return session.scalar(sa.select(sa.func.count()).select_from(Attempt).where(*conditions)) or 0
+
+
+def claim_due(session: Session, *, campaign: Campaign, spec: CampaignSpec, limit: int, now: datetime) -> list[int]:
+    """Turn up to ``limit`` due, in-window contacts into queued attempts; return the attempt ids.
+
+    Contacts outside their calling window are moved to the window's next opening, so they wait
+    without being rescanned; numbers on the DNC list are finished as ``dnc``.
+    """
+    claimed: list[int] = []
+    for _ in range(10):
+        wanted = limit - len(claimed)
+        if wanted <= 0:
+            break
+        query = (
+            select(Contact.id, Contact.phone, Contact.zone)
+            .where(
+                Contact.campaign_id == campaign.id,
+                Contact.state == ContactState.PENDING,
+                Contact.next_attempt_at <= now,
+            )
+            .order_by(Contact.next_attempt_at, Contact.id)  # type: ignore[arg-type]
+            .limit(wanted * 2)
+        )
+        if is_postgresql(session):
+            query = query.with_for_update(skip_locked=True)
+        candidates = session.exec(query).all()
+        if not candidates:
+            break
+        blocked = set(
+            session.exec(
+                select(DncEntry.phone).where(
+                    DncEntry.phone.in_([c.phone for c in candidates]),  # type: ignore[attr-defined]
+                    (DncEntry.campaign_id == campaign.id) | (DncEntry.campaign_id.is_(None)),  # type: ignore[union-attr]
+                )
+            ).all()
+        )
+        callable_ids: list[int] = []
+        for contact_id, phone, zone in candidates:
+            if phone in blocked:
+                session.execute(
+                    sa.update(Contact)
+                    .where(Contact.id == contact_id, Contact.state == ContactState.PENDING)
+                    .values(state=ContactState.DONE, result=ContactResult.DNC, updated_at=now)
+                )
+                continue
+            contact = Contact(id=contact_id, campaign_id=campaign.id or 0, phone=phone, zone=zone, row_number=0)
+            zones = contact_zones(contact, spec)
+            if windows.is_open(spec.window, zones, now):
+                callable_ids.append(contact_id)
+            else:
+                session.execute(
+                    sa.update(Contact)
+                    .where(Contact.id == contact_id)
+                    .values(next_attempt_at=windows.next_open(spec.window, zones, now))
+                )
+        callable_ids = callable_ids[:wanted]
+        if callable_ids:
+            rows = session.execute(
+                sa.update(Contact)
+                .where(Contact.id.in_(callable_ids), Contact.state == ContactState.PENDING)  # type: ignore[union-attr]
+                .values(state=ContactState.CALLING, attempts=Contact.attempts + 1, updated_at=now)
+                .returning(Contact.id, Contact.attempts)
+            ).all()
+            if rows:
+                ids = session.scalars(
+                    sa.insert(Attempt).returning(Attempt.id, sort_by_parameter_order=True),
+                    [
+                        {
+                            "campaign_id": campaign.id,
+                            "contact_id": contact_id,
+                            "number": number,
+                            "provider": campaign.provider,
+                            "status": AttemptStatus.QUEUED.value,
+                            "callback_token": secrets.token_urlsafe(24),
+                            "queued_at": now,
+                            "updated_at": now,
+                        }
+                        for contact_id, number in rows
+                    ],
+                ).all()
+                claimed += ids
+    return claimed
+
+
+def finish_campaigns(session: Session, *, now: datetime) -> list[str]:
+    """Mark running campaigns with nothing left to do as completed."""
+    unfinished = (
+        sa.select(Contact.id)
+        .where(Contact.campaign_id == Campaign.id, Contact.state != ContactState.DONE)
+        .exists()
+    )
+    done = session.execute(
+        sa.update(Campaign)
+        .where(Campaign.status == CampaignStatus.RUNNING, ~unfinished)
+        .values(status=CampaignStatus.COMPLETED, finished_at=now)
+        .returning(Campaign.name)
+    ).scalars()
+    return list(done)
+
+
+def pump(rt: Runtime) -> int:
+    """Claim due contacts of running campaigns within each provider's budget; enqueue their calls."""
+    now = rt.clock()
+    claimed: list[int] = []
+    with session_scope(rt.database_url) as session:
+        finished = finish_campaigns(session, now=now)
+        for name in finished:
+            log.info("campaign %s completed", name)
+        campaigns = session.exec(select(Campaign).where(Campaign.status == CampaignStatus.RUNNING)).all()
+        by_provider: dict[str, list[Campaign]] = defaultdict(list)
+        for campaign in campaigns:
+            by_provider[campaign.provider].append(campaign)
+        for provider, running in by_provider.items():
+            budget = math.ceil(rt.rate_limit(provider) * LOOKAHEAD) - _count(
+                session, Attempt.provider == provider, Attempt.status == AttemptStatus.QUEUED
+            )
+            for campaign in running:
+                if budget <= 0:
+                    break
+                spec = spec_of(campaign)
+                room = spec.pacing.max_concurrent - _count(
+                    session, Attempt.campaign_id == campaign.id, Attempt.status.in_(_LIVE)  # type: ignore[attr-defined]
+                )
+                limit = min(budget, room)
+                if spec.pacing.calls_per_second:
+                    queued = _count(session, Attempt.campaign_id == campaign.id, Attempt.status == AttemptStatus.QUEUED)
+                    limit = min(limit, math.ceil(spec.pacing.calls_per_second * LOOKAHEAD) - queued)
+                if limit > 0:
+                    ids = claim_due(session, campaign=campaign, spec=spec, limit=limit, now=now)
+                    budget -= len(ids)
+                    claimed += ids
+    for attempt_id in claimed:
+        rt.enqueue(attempt_id, 0)
+    return len(claimed)
+
+
+def sweep(rt: Runtime) -> dict[str, int]:
+    """Re-enqueue lost work and settle attempts whose result never came."""
+    settings = rt.settings
+    now = rt.clock()
+    counts = {"requeued": 0, "unknown": 0, "looked_up": 0, "given_up": 0, "waiting": 0}
+    with session_scope(rt.database_url) as session:
+        stale = now - timedelta(seconds=settings.requeue_after)
+        requeue = session.execute(
+            sa.update(Attempt)
+            .where(Attempt.status == AttemptStatus.QUEUED, Attempt.updated_at < stale)
+            .values(updated_at=now)
+            .returning(Attempt.id)
+        ).scalars().all()
+        # A worker that died while sending leaves ``dispatching``: the call may exist, never re-dial.
+        cut = now - timedelta(seconds=settings.http_timeout * 3)
+        counts["unknown"] = session.execute(
+            sa.update(Attempt)
+            .where(Attempt.status == AttemptStatus.DISPATCHING, Attempt.updated_at < cut)
+            .values(status=AttemptStatus.UNKNOWN, updated_at=now, reason="worker stopped while sending")
+        ).rowcount
+        overdue = session.exec(
+            select(Attempt)
+            .where(
+                Attempt.status.in_(  # type: ignore[attr-defined]
+                    [s.value for s in (AttemptStatus.UNKNOWN, AttemptStatus.DIALING, AttemptStatus.RINGING, AttemptStatus.ANSWERED)]
+                ),
+                Attempt.updated_at < now - timedelta(seconds=settings.settle_after),
+            )
+            .limit(200)
+        ).all()
+    for attempt_id in requeue:
+        rt.enqueue(attempt_id, 0)
+    counts["requeued"] = len(requeue)
+    for attempt in overdue:
+        counts[_reconcile(rt, attempt, now)] += 1
+    return counts
+
+
+def _reconcile(rt: Runtime, attempt: Attempt, now: datetime) -> str:
+    """Ask the provider how an overdue attempt ended; give up on it after ``give_up_after``."""
+    provider = get_provider(attempt.provider)
+    if attempt.provider_call_id and provider.build_lookup and provider.parse_lookup:
+        slot = rt.limiter.reserve([rt.provider_bucket(attempt.provider)], max_wait=0.5)
+        if slot.granted:
+            rt.sleep(slot.wait)
+            try:
+                request = provider.build_lookup(attempt.provider_call_id, rt.settings.provider_settings(attempt.provider))
+                event = provider.parse_lookup(send(rt.http, request, provider=provider))
+            except ProviderError as error:
+                log.warning("status look-up of attempt %s failed: %s", attempt.id, error)
+            else:
+                with session_scope(rt.database_url) as session:
+                    apply_event(session, attempt=attempt, event=event, now=now)
+                    session.execute(sa.update(Attempt).where(Attempt.id == attempt.id).values(updated_at=now))
+                return "looked_up"
+    started = attempt.dispatched_at or attempt.queued_at
+    if started < now - timedelta(seconds=rt.settings.give_up_after):
+        with session_scope(rt.database_url) as session:
+            finish(session, attempt=attempt, status=AttemptStatus.FAILED, now=now, reason="no result from the provider")
+        return "given_up"
+    return "waiting"

@@ -1,0 +1,46 @@
+"""The provider simulators by name, and throwaway credentials for running them locally."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from starlette.applications import Starlette
+
+from dialer.errors import ConfigurationError
+from dialer.providers import get_provider
+from dialer.providers import vonage_sim
+from dialer.providers.simulation import Simulation
+from dialer.settings import Settings
+
+_FACTORIES: dict[str, Callable[[Simulation, Any], Starlette]] = {
+    "vonage": vonage_sim.create_app,
+}
+
+
+def simulator_app(
+    provider: str, settings: Settings, *, rate_limit: float | None = None, time_scale: float = 0.1
+) -> Starlette:
+    """A simulator for ``provider`` that accepts the credentials in ``settings``."""
+    get_provider(provider)
+    factory = _FACTORIES.get(provider)
+    if factory is None:
+        raise ConfigurationError(f"no simulator for {provider!r} yet")
+    credentials = settings.provider_settings(provider)
+    limit = rate_limit or getattr(credentials, "rate_limit", None) or get_provider(provider).default_rate_limit
+    try:
+        return factory(Simulation(provider=provider, rate_limit=limit, time_scale=time_scale), credentials)
+    except ValueError as error:
+        raise ConfigurationError(f"the {provider} simulator cannot start: {error}") from None
+
+
+def dev_credentials() -> dict[str, dict[str, str]]:
+    """Fresh local-only credentials for every provider, as nested settings values."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return {"vonage": {"private_key": pem, "signature_secret": secrets.token_hex(32)}}

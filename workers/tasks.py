@@ -1,0 +1,55 @@
+"""Thin tasks: they take ids and call into :mod:`dialer`, which holds the logic."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import redis
+
+from dialer import dispatch, scheduler
+from dialer.pacing import RedisLimiter
+from dialer.runtime import Runtime, http_client
+from workers.app import app, settings
+
+
+def _enqueue(attempt_id: int, countdown: float) -> None:
+    place_call.apply_async((attempt_id,), countdown=countdown or None)
+
+
+@cache
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(settings.redis_url)
+
+
+@cache
+def runtime() -> Runtime:
+    """This worker process's runtime (made after fork, once)."""
+    return Runtime(settings=settings, limiter=RedisLimiter(_redis()), http=http_client(settings), enqueue=_enqueue)
+
+
+@app.task(name="dialer.place_call")
+def place_call(attempt_id: int) -> None:
+    dispatch.place_call(runtime(), attempt_id)
+
+
+@app.task(name="dialer.pump")
+def pump() -> int:
+    # One pump at a time across every beat and worker: overlapping pumps would only waste work.
+    lock = _redis().lock("dialer:pump", timeout=30, blocking=False)
+    if not lock.acquire():
+        return 0
+    try:
+        return scheduler.pump(runtime())
+    finally:
+        lock.release()
+
+
+@app.task(name="dialer.sweep")
+def sweep() -> dict[str, int]:
+    lock = _redis().lock("dialer:sweep", timeout=300, blocking=False)
+    if not lock.acquire():
+        return {}
+    try:
+        return scheduler.sweep(runtime())
+    finally:
+        lock.release()
