@@ -1,0 +1,138 @@
+"""Helpers for end-to-end runs: a campaign with known behaviour per number, and its expectations."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter, defaultdict
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import sqlalchemy as sa
+from sqlmodel import select
+
+from dialer import db
+from dialer.models import Attempt, Campaign, Contact, DtmfAnswer
+
+RETRY_DELAY = 2.0
+CAMPAIGN = """
+name = "e2e"
+provider = "{provider}"
+caller_id = "+14155550100"
+
+[message]
+text = "Hello {{first_name}}, this is a reminder."
+
+[question]
+prompt = "Press 1 to confirm or 2 to cancel."
+attempts = 2
+pattern = "[12]"
+choices = {{ "1" = "confirm", "2" = "cancel" }}
+
+[retry]
+max_attempts = 3
+retry_on = ["busy", "no_answer", "failed"]
+delay = "{delay}s"
+
+[window]
+start = "00:00"
+end = "24:00"
+days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+[pacing]
+max_concurrent = 500
+"""
+
+#: What the retry policy above must make of each simulated callee, by the number's last digit:
+#: the attempts' outcomes in order, the contact's result, and the DTMF digits stored.
+EXPECTED: dict[str, tuple[list[str], str, str | None]] = {
+    "0": (["busy", "busy", "busy"], "exhausted", None),
+    "1": (["busy", "completed"], "dtmf_answered", "1"),
+    "2": (["no_answer", "completed"], "dtmf_answered", "2"),
+    "3": (["failed", "completed"], "dtmf_answered", "1"),
+    "4": (["rejected"], "exhausted", None),
+    "5": (["machine"], "exhausted", None),
+    "6": (["completed"], "dtmf_answered", "1"),
+    "7": (["completed"], "dtmf_answered", "1"),
+    "8": (["completed"], "dtmf_answered", "2"),
+    "9": (["completed"], "reached", None),
+}
+CHOICES = {"1": "confirm", "2": "cancel"}
+
+
+def write_campaign(directory: Path, *, provider: str = "vonage", delay: float = RETRY_DELAY) -> Path:
+    path = directory / "campaign.toml"
+    path.write_text(CAMPAIGN.format(provider=provider, delay=delay))
+    return path
+
+
+def write_contacts(directory: Path, count: int) -> Path:
+    """``count`` valid US numbers whose last digits cycle through every scenario."""
+    path = directory / "contacts.csv"
+    areas = ["212", "312", "415", "617", "713", "305", "206", "404", "503", "702"]
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["phone", "first_name"])
+        for index in range(count):
+            writer.writerow([f"+1{areas[index // 100]}55501{index % 100:02d}", f"Person {index}"])
+    return path
+
+
+def campaign_status(url: str) -> str:
+    with db.session_scope(url) as session:
+        return session.exec(select(Campaign.status).where(Campaign.name == "e2e")).one()
+
+
+def check_campaign(url: str, *, simulator_url: str, export: Path, queueing: float, delay: float = RETRY_DELAY) -> None:
+    """Every contact final, retries as the policy says, every DTMF answer stored, no double dial,
+    and the export equal to the database.
+
+    A retry is never placed before the policy's delay; it may wait up to ``queueing`` seconds more
+    behind contacts that fell due earlier (the first pass, at the provider's rate).
+    """
+    with db.session_scope(url) as session:
+        campaign = session.exec(select(Campaign).where(Campaign.name == "e2e")).one()
+        contacts = session.exec(select(Contact).where(Contact.campaign_id == campaign.id)).all()
+        attempts = session.exec(select(Attempt).order_by(Attempt.contact_id, Attempt.number)).all()  # type: ignore[arg-type]
+        answers = {a.attempt_id: a for a in session.exec(select(DtmfAnswer)).all()}
+        live = session.scalar(sa.select(sa.func.count()).select_from(Attempt).where(Attempt.ended_at.is_(None)))
+    assert campaign.status == "completed"
+    assert live == 0
+    by_contact: dict[int, list[Attempt]] = defaultdict(list)
+    for attempt in attempts:
+        by_contact[attempt.contact_id].append(attempt)
+
+    for contact in contacts:
+        outcomes, result, digits = EXPECTED[contact.phone[-1]]
+        tried = by_contact[contact.id or 0]
+        assert contact.state == "done", contact.phone
+        assert [a.status for a in tried] == outcomes, contact.phone
+        assert [a.number for a in tried] == list(range(1, len(outcomes) + 1))
+        assert contact.result == result, contact.phone
+        assert contact.attempts == len(outcomes)
+        for previous, following in zip(tried, tried[1:], strict=False):
+            assert previous.ended_at is not None and following.dispatched_at is not None
+            gap = following.dispatched_at - previous.ended_at
+            assert timedelta(seconds=delay) <= gap < timedelta(seconds=delay + queueing), (contact.phone, gap)
+        stored = [answers[a.id].digits for a in tried if a.id in answers and answers[a.id].valid]
+        assert stored == ([digits] if digits else []), contact.phone
+
+    # The simulator's own log: each attempt placed exactly once, and nothing else placed.
+    log = httpx.get(f"{simulator_url}/_simulator/log", timeout=10).json()
+    placed = Counter(p["call_id"] for p in log["placements"])
+    assert all(n == 1 for n in placed.values())
+    assert set(placed) == {a.provider_call_id for a in attempts}
+    per_number = Counter(p["to"].lstrip("+") for p in log["placements"])
+    assert per_number == Counter(c.phone.lstrip("+") for c in contacts for _ in by_contact[c.id or 0])
+
+    exported = pd.read_csv(export, dtype=str, keep_default_na=False).set_index("phone")
+    assert len(exported) == len(contacts)
+    for contact in contacts:
+        row = exported.loc[contact.phone]
+        outcomes, result, digits = EXPECTED[contact.phone[-1]]
+        assert row["result"] == contact.result
+        assert int(row["attempts"]) == contact.attempts
+        assert row["last_outcome"] == outcomes[-1]
+        assert row["dtmf_digits"] == (digits or "")
+        assert row["dtmf_choice"] == (CHOICES[digits] if digits else "")
