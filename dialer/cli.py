@@ -59,7 +59,9 @@ def main(verbose: bool) -> None:
 
     Settings come from DIALER_* environment variables or a .env file (see the README).
     """
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
 
 
 def _settings() -> Settings:
@@ -98,7 +100,9 @@ def campaign_create(file: Path) -> None:
     spec = read_campaign_file(file)
     with db.session_scope(_settings().database_url) as session:
         create_campaign(session, spec)
-    console.print(f"created campaign {spec.name} ({spec.provider}); next: dialer import CSV --campaign {spec.name}")
+    console.print(
+        f"created campaign {spec.name} ({spec.provider}); next: dialer import CSV --campaign {spec.name}"
+    )
 
 
 @campaign.command("list")
@@ -123,7 +127,9 @@ def _move(action: str, name: str) -> Campaign:
     with db.session_scope(settings.database_url) as session:
         moved = change_status(session, name=name, action=action, now=utcnow())
     if moved.status in (CampaignStatus.PAUSED, CampaignStatus.CANCELLED):
-        left = wait_for_sends(settings.database_url, campaign_id=moved.id or 0, timeout=settings.http_timeout + 5)
+        left = wait_for_sends(
+            settings.database_url, campaign_id=moved.id or 0, timeout=settings.http_timeout + 5
+        )
         if left:
             raise click.ClickException(f"{left} call request(s) still on their way to the provider")
     console.print(f"campaign {moved.name} is {moved.status}")
@@ -176,11 +182,17 @@ def campaign_provider(name: str, provider: str) -> None:
 @main.command("import")
 @click.argument("csv_file", metavar="CSV", type=click.Path(path_type=Path))
 @click.option("--campaign", "campaign_name", required=True, help="The campaign to add contacts to.")
-@click.option("--phone-column", help="The column holding phone numbers (default: the campaign's, else 'phone').")
+@click.option(
+    "--phone-column", help="The column holding phone numbers (default: the campaign's, else 'phone')."
+)
 @click.option("--region", help="Two-letter country for numbers written without +country code (e.g. US).")
 @click.option("--encoding", help="The file's encoding (default: detected; UTF-8, cp1252, latin-1).")
 @click.option("--delimiter", help="The field delimiter (default: detected among , ; tab |).")
-@click.option("--rejects", type=click.Path(path_type=Path), help="Where to write rejected rows (default: CSV.rejects.csv).")
+@click.option(
+    "--rejects",
+    type=click.Path(path_type=Path),
+    help="Where to write rejected rows (default: CSV.rejects.csv).",
+)
 def import_command(
     csv_file: Path,
     campaign_name: str,
@@ -218,7 +230,9 @@ def import_command(
 
 @main.command("export")
 @click.argument("name")
-@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="The file to write (.csv).")
+@click.option(
+    "--out", "out", required=True, type=click.Path(path_type=Path), help="The file to write (.csv)."
+)
 @click.option("--attempts", is_flag=True, help="One row per attempt instead of one per contact.")
 def export_command(name: str, out: Path, attempts: bool) -> None:
     """Export a campaign's results."""
@@ -236,7 +250,9 @@ def export_command(name: str, out: Path, attempts: bool) -> None:
 
 
 def progress_table(report: Progress) -> Table:
-    table = Table(title=f"{report.name} ({report.provider}): {report.status}", show_header=False, title_justify="left")
+    table = Table(
+        title=f"{report.name} ({report.provider}): {report.status}", show_header=False, title_justify="left"
+    )
     table.add_column(style="bold")
     table.add_column(justify="right")
     table.add_row("contacts", str(report.contacts))
@@ -296,8 +312,12 @@ def serve(host: str, port: int) -> None:
 @click.option("--provider", default="vonage", show_default=True, help="Which provider's API to simulate.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=9000, show_default=True, type=int)
-@click.option("--rate-limit", type=float, help="Calls per second before 429 (default: the provider's documented limit).")
-@click.option("--time-scale", default=0.1, show_default=True, help="Multiply every simulated delay (1 = real time).")
+@click.option(
+    "--rate-limit", type=float, help="Calls per second before 429 (default: the provider's documented limit)."
+)
+@click.option(
+    "--time-scale", default=0.1, show_default=True, help="Multiply every simulated delay (1 = real time)."
+)
 def simulate(provider: str, host: str, port: int, rate_limit: float | None, time_scale: float) -> None:
     """Run a provider simulator: its real HTTP API, fake calls, realistic callbacks."""
     import uvicorn
@@ -314,13 +334,42 @@ def providers() -> None:
     from dialer.providers import PROVIDERS
 
     settings = _settings()
-    table = Table("provider", "TTS", "SSML", "audio", "DTMF", "machine detection", "status look-up", "calls/s")
+    table = Table(
+        "provider", "TTS", "SSML", "audio", "DTMF", "machine detection", "status look-up", "calls/s"
+    )
     for provider in PROVIDERS.values():
         can = provider.capabilities
         limit = getattr(settings.provider_settings(provider.name), "rate_limit", provider.default_rate_limit)
-        marks = ["yes" if flag else "-" for flag in (can.tts, can.ssml, can.audio, can.dtmf, can.machine_detection, can.status_lookup)]
+        marks = [
+            "yes" if flag else "-"
+            for flag in (can.tts, can.ssml, can.audio, can.dtmf, can.machine_detection, can.status_lookup)
+        ]
         table.add_row(provider.name, *marks, f"{limit:g}")
     console.print(table)
+
+
+@main.command("dev-env")
+@click.option("--out", default=".env", show_default=True, type=click.Path(path_type=Path))
+@click.option("--keys", default=".dialer", show_default=True, type=click.Path(path_type=Path))
+def dev_env(out: Path, keys: Path) -> None:
+    """Write throwaway simulator credentials to a .env file (never use them with a real provider)."""
+    from dialer.simulators import dev_credentials
+
+    if out.exists():
+        raise click.ClickException(f"{out} exists already: move it away first")
+    credentials = dev_credentials()
+    keys.mkdir(parents=True, exist_ok=True)
+    key_file = keys / "vonage-private.pem"
+    key_file.write_text(credentials["vonage"]["private_key"])
+    key_file.chmod(0o600)
+    out.write_text(
+        "# Local simulator credentials made by `dialer dev-env`; not for real providers.\n"
+        f"DIALER_VONAGE__PRIVATE_KEY={key_file}\n"
+        f"DIALER_VONAGE__SIGNATURE_SECRET={credentials['vonage']['signature_secret']}\n"
+        "DIALER_VONAGE__BASE_URL=http://127.0.0.1:9000\n"
+    )
+    out.chmod(0o600)
+    console.print(f"wrote {out} and {key_file}")
 
 
 @main.command()

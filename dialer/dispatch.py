@@ -48,11 +48,17 @@ def release(session: Session, *, attempt: Attempt, retry_at: datetime | None, no
     ).rowcount
     if deleted != 1:
         return False
-    values: dict[str, object] = {"state": ContactState.PENDING, "attempts": Contact.attempts - 1, "updated_at": now}
+    values: dict[str, object] = {
+        "state": ContactState.PENDING,
+        "attempts": Contact.attempts - 1,
+        "updated_at": now,
+    }
     if retry_at is not None:
         values["next_attempt_at"] = retry_at
     session.execute(
-        sa.update(Contact).where(Contact.id == attempt.contact_id, Contact.state == ContactState.CALLING).values(values)
+        sa.update(Contact)
+        .where(Contact.id == attempt.contact_id, Contact.state == ContactState.CALLING)
+        .values(values)
     )
     return True
 
@@ -60,7 +66,9 @@ def release(session: Session, *, attempt: Attempt, retry_at: datetime | None, no
 def _claim(session: Session, *, attempt_id: int, campaign_id: int, now: datetime) -> bool:
     """``queued -> dispatching``, only while the campaign is still running."""
     running = (
-        sa.select(Campaign.id).where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.RUNNING).exists()
+        sa.select(Campaign.id)
+        .where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.RUNNING)
+        .exists()
     )
     result = session.execute(
         sa.update(Attempt)
@@ -76,7 +84,9 @@ def _requeue(session: Session, *, attempt_id: int, now: datetime, failed: bool =
     if failed:
         values["send_failures"] = Attempt.send_failures + 1
     session.execute(
-        sa.update(Attempt).where(Attempt.id == attempt_id, Attempt.status == AttemptStatus.DISPATCHING).values(values)
+        sa.update(Attempt)
+        .where(Attempt.id == attempt_id, Attempt.status == AttemptStatus.DISPATCHING)
+        .values(values)
     )
 
 
@@ -134,7 +144,9 @@ def place_call(rt: Runtime, attempt_id: int) -> None:
     provider = get_provider(attempt.provider)
     credentials = rt.settings.provider_settings(attempt.provider)
     try:
-        request = provider.build_call(call_order(rt, attempt=attempt, contact=contact, spec=spec), credentials)
+        request = provider.build_call(
+            call_order(rt, attempt=attempt, contact=contact, spec=spec), credentials
+        )
         call_id = provider.parse_call(send(rt.http, request, provider=provider))
     except ProviderRateLimited as error:
         pause = error.retry_after if error.retry_after is not None else 1.0
@@ -147,7 +159,13 @@ def place_call(rt: Runtime, attempt_id: int) -> None:
     except ProviderTimeout as error:
         log.warning("attempt %s: %s; left for reconciliation", attempt_id, error)
         with session_scope(url) as session:
-            advance(session, attempt_id=attempt_id, status=AttemptStatus.UNKNOWN, now=rt.clock(), reason=str(error))
+            advance(
+                session,
+                attempt_id=attempt_id,
+                status=AttemptStatus.UNKNOWN,
+                now=rt.clock(),
+                reason=str(error),
+            )
     except ProviderAuthError as error:
         with session_scope(url) as session:
             _requeue(session, attempt_id=attempt_id, now=rt.clock())

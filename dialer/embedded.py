@@ -32,7 +32,9 @@ class LocalQueue:
         self._order = itertools.count()
         self._ready = threading.Condition()
         self._stopping = False
-        self._threads = [threading.Thread(target=self._serve, daemon=True, name=f"caller-{i}") for i in range(workers)]
+        self._threads = [
+            threading.Thread(target=self._serve, daemon=True, name=f"caller-{i}") for i in range(workers)
+        ]
 
     def put(self, attempt_id: int, countdown: float = 0.0) -> None:
         with self._ready:
@@ -69,7 +71,9 @@ def local_runtime(settings: Settings, queue_put: Callable[[int, float], None]) -
     return Runtime(settings=settings, limiter=LocalLimiter(), http=http_client(settings), enqueue=queue_put)
 
 
-def run_until(settings: Settings, done: Callable[[], bool], *, on_tick: Callable[[], None] | None = None) -> None:
+def run_until(
+    settings: Settings, done: Callable[[], bool], *, on_tick: Callable[[], None] | None = None
+) -> None:
     """Pump, place and sweep in this process until ``done()`` says the work is over."""
     holder: dict[str, Runtime] = {}
     with LocalQueue(lambda attempt_id: place_call(holder["rt"], attempt_id)) as queue:
@@ -104,7 +108,9 @@ class BackgroundServer:
         self.host, self.port = self._socket.getsockname()
         config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
+        )
 
     @property
     def url(self) -> str:

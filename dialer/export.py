@@ -52,7 +52,13 @@ def contact_results(session: Session, campaign: Campaign) -> pd.DataFrame:
         return base
     answers = pd.DataFrame(
         session.execute(
-            sa.select(DtmfAnswer.contact_id, DtmfAnswer.digits, DtmfAnswer.choice, DtmfAnswer.valid, DtmfAnswer.received_at)
+            sa.select(
+                DtmfAnswer.contact_id,
+                DtmfAnswer.digits,
+                DtmfAnswer.choice,
+                DtmfAnswer.valid,
+                DtmfAnswer.received_at,
+            )
             .join(Contact, Contact.id == DtmfAnswer.contact_id)
             .where(Contact.campaign_id == campaign.id)
         ).all(),
@@ -60,12 +66,18 @@ def contact_results(session: Session, campaign: Campaign) -> pd.DataFrame:
     )
     if not answers.empty:
         answers = (
-            answers.sort_values(["dtmf_valid", "received_at"]).drop_duplicates("id", keep="last").drop(columns="received_at")
+            answers.sort_values(["dtmf_valid", "received_at"])
+            .drop_duplicates("id", keep="last")
+            .drop(columns="received_at")
         )
     variables = pd.DataFrame(base["variables"].tolist(), index=base.index)
-    table = pd.concat([base[["id", "phone"]], variables, base.drop(columns=["id", "phone", "variables"])], axis=1)
-    table = table.merge(answers, on="id", how="left") if not answers.empty else table.assign(
-        dtmf_digits=None, dtmf_choice=None, dtmf_valid=None
+    table = pd.concat(
+        [base[["id", "phone"]], variables, base.drop(columns=["id", "phone", "variables"])], axis=1
+    )
+    table = (
+        table.merge(answers, on="id", how="left")
+        if not answers.empty
+        else table.assign(dtmf_digits=None, dtmf_choice=None, dtmf_valid=None)
     )
     table["result"] = table["result"].fillna(table["state"])
     return table.drop(columns=["id", "state", "row_number"])
@@ -102,9 +114,11 @@ def attempt_results(session: Session, campaign: Campaign) -> pd.DataFrame:
 def write_table(table: pd.DataFrame, path: Path) -> None:
     """Write CSV (other formats follow the file's extension)."""
     safe = table.apply(
-        lambda column: column.map(escape_cell)
-        if column.dtype == object or pd.api.types.is_string_dtype(column)
-        else column
+        lambda column: (
+            column.map(escape_cell)
+            if column.dtype == object or pd.api.types.is_string_dtype(column)
+            else column
+        )
     )
     suffix = path.suffix.lower()
     if suffix == ".csv":

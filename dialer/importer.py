@@ -71,7 +71,9 @@ def _sniff(path: Path, encoding: str | None, delimiter: str | None) -> tuple[str
         try:
             delimiter = csv.Sniffer().sniff(text[:8192], delimiters=_DELIMITERS).delimiter
         except csv.Error:
-            delimiter = max(_DELIMITERS, key=first_line.count) if any(d in first_line for d in _DELIMITERS) else ","
+            delimiter = (
+                max(_DELIMITERS, key=first_line.count) if any(d in first_line for d in _DELIMITERS) else ","
+            )
     return encoding, delimiter
 
 
@@ -189,7 +191,9 @@ def _check_header(path: Path, columns: list[str], phone_column: str, required: s
         )
     missing = sorted(required - set(columns))
     if missing:
-        raise ImportFailed(f"{path}: row 1: the message needs column(s) {', '.join(missing)}, which the file lacks")
+        raise ImportFailed(
+            f"{path}: row 1: the message needs column(s) {', '.join(missing)}, which the file lacks"
+        )
 
 
 def _is_zone(name: str) -> bool:

@@ -39,7 +39,9 @@ def read_campaign_file(path: Path) -> CampaignSpec:
 def check_provider_can(spec: CampaignSpec, *, source: str) -> None:
     """Refuse a campaign that asks its provider for something it cannot do."""
     if spec.provider not in PROVIDERS:
-        raise ConfigurationError(f"{source}: provider: unknown provider {spec.provider!r} (known: {', '.join(sorted(PROVIDERS))})")
+        raise ConfigurationError(
+            f"{source}: provider: unknown provider {spec.provider!r} (known: {', '.join(sorted(PROVIDERS))})"
+        )
     provider = get_provider(spec.provider)
     can = provider.capabilities
     wants = {
@@ -86,7 +88,10 @@ _MOVES = {
     "start": ({CampaignStatus.DRAFT, CampaignStatus.PAUSED}, CampaignStatus.RUNNING),
     "resume": ({CampaignStatus.PAUSED}, CampaignStatus.RUNNING),
     "pause": ({CampaignStatus.RUNNING}, CampaignStatus.PAUSED),
-    "cancel": ({CampaignStatus.DRAFT, CampaignStatus.RUNNING, CampaignStatus.PAUSED}, CampaignStatus.CANCELLED),
+    "cancel": (
+        {CampaignStatus.DRAFT, CampaignStatus.RUNNING, CampaignStatus.PAUSED},
+        CampaignStatus.CANCELLED,
+    ),
 }
 
 
@@ -97,7 +102,9 @@ def change_status(session: Session, *, name: str, action: str, now: datetime) ->
     if campaign.status not in allowed:
         raise InvalidState(f"campaign {name!r} is {campaign.status}: cannot {action} it")
     if action == "start":
-        has_contacts = session.exec(select(Contact.id).where(Contact.campaign_id == campaign.id).limit(1)).first()
+        has_contacts = session.exec(
+            select(Contact.id).where(Contact.campaign_id == campaign.id).limit(1)
+        ).first()
         if has_contacts is None:
             raise InvalidState(f"campaign {name!r} has no contacts: import a CSV first")
     values: dict[str, object] = {"status": target, "reason": None}
@@ -106,7 +113,9 @@ def change_status(session: Session, *, name: str, action: str, now: datetime) ->
     if target == CampaignStatus.CANCELLED:
         values["finished_at"] = now
     changed = session.execute(
-        sa.update(Campaign).where(Campaign.id == campaign.id, Campaign.status == campaign.status).values(values)
+        sa.update(Campaign)
+        .where(Campaign.id == campaign.id, Campaign.status == campaign.status)
+        .values(values)
     ).rowcount
     if changed != 1:
         raise InvalidState(f"campaign {name!r} changed while this command ran: try again")
@@ -124,11 +133,15 @@ def change_status(session: Session, *, name: str, action: str, now: datetime) ->
 
 def _withdraw_queued(session: Session, *, campaign: Campaign, now: datetime) -> None:
     """Take back every queued attempt: their tasks will find nothing to place."""
-    contact_ids = session.execute(
-        sa.delete(Attempt)
-        .where(Attempt.campaign_id == campaign.id, Attempt.status == AttemptStatus.QUEUED)
-        .returning(Attempt.contact_id)
-    ).scalars().all()
+    contact_ids = (
+        session.execute(
+            sa.delete(Attempt)
+            .where(Attempt.campaign_id == campaign.id, Attempt.status == AttemptStatus.QUEUED)
+            .returning(Attempt.contact_id)
+        )
+        .scalars()
+        .all()
+    )
     if contact_ids:
         session.execute(
             sa.update(Contact)
@@ -142,11 +155,14 @@ def wait_for_sends(url: str, *, campaign_id: int, timeout: float) -> int:
     deadline = time.monotonic() + timeout
     while True:
         with session_scope(url) as session:
-            sending = session.scalar(
-                sa.select(sa.func.count())
-                .select_from(Attempt)
-                .where(Attempt.campaign_id == campaign_id, Attempt.status == AttemptStatus.DISPATCHING)
-            ) or 0
+            sending = (
+                session.scalar(
+                    sa.select(sa.func.count())
+                    .select_from(Attempt)
+                    .where(Attempt.campaign_id == campaign_id, Attempt.status == AttemptStatus.DISPATCHING)
+                )
+                or 0
+            )
         if sending == 0 or time.monotonic() > deadline:
             return sending
         time.sleep(0.05)
@@ -177,7 +193,9 @@ class Progress:
 
 def progress(session: Session, name: str) -> Progress:
     campaign = get_campaign(session, name)
-    report = Progress(name=campaign.name, status=campaign.status, provider=campaign.provider, reason=campaign.reason)
+    report = Progress(
+        name=campaign.name, status=campaign.status, provider=campaign.provider, reason=campaign.reason
+    )
     for state, result, count in session.execute(
         sa.select(Contact.state, Contact.result, sa.func.count())
         .where(Contact.campaign_id == campaign.id)
@@ -188,7 +206,9 @@ def progress(session: Session, name: str) -> Progress:
         if result:
             report.results[result] += count
     for status, count in session.execute(
-        sa.select(Attempt.status, sa.func.count()).where(Attempt.campaign_id == campaign.id).group_by(Attempt.status)
+        sa.select(Attempt.status, sa.func.count())
+        .where(Attempt.campaign_id == campaign.id)
+        .group_by(Attempt.status)
     ):
         report.attempts[status] = count
     for choice, count in session.execute(

@@ -20,7 +20,14 @@ from dialer.embedded import BackgroundServer, loopback_socket, run_until
 from dialer.export import contact_results, write_table
 from dialer.importer import import_contacts, write_rejects
 from dialer.models import utcnow
-from dialer.operations import Progress, change_status, check_provider_can, create_campaign, get_campaign, progress
+from dialer.operations import (
+    Progress,
+    change_status,
+    check_provider_can,
+    create_campaign,
+    get_campaign,
+    progress,
+)
 from dialer.providers import get_provider
 from dialer.receiver import create_app as receiver_app
 from dialer.settings import Settings
@@ -57,7 +64,8 @@ def run_quickstart(
     )
     check_provider_can(spec, source=f"examples/{provider}.toml")
     console.print(
-        f"quickstart: {provider} example campaign, calling window ignored and retries after {QUICK_RETRY} for the demo"
+        f"quickstart: the {provider} example campaign; for the demo the calling window is ignored"
+        f" and retries come after {QUICK_RETRY}"
     )
 
     credentials = dev_credentials()
@@ -81,7 +89,9 @@ def run_quickstart(
     ):
         with db.session_scope(url) as session:
             campaign = create_campaign(session, spec)
-            report = import_contacts(session, campaign=campaign, path=example_file("contacts.csv"), now=utcnow())
+            report = import_contacts(
+                session, campaign=campaign, path=example_file("contacts.csv"), now=utcnow()
+            )
         line = f"imported {report.accepted} contacts"
         if report.rejects:
             write_rejects(report, directory / "rejects.csv")

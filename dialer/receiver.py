@@ -49,7 +49,11 @@ def create_app(settings: Settings) -> Starlette:
             return PlainTextResponse("no such callback", status_code=404)
         body = await request.body() if request.method == "POST" else request.url.query.encode()
         hook = Webhook(
-            kind=kind, method=request.method, headers=dict(request.headers), query=dict(request.query_params), body=body
+            kind=kind,
+            method=request.method,
+            headers=dict(request.headers),
+            query=dict(request.query_params),
+            body=body,
         )
         try:
             reply = await run_in_threadpool(record, name, token, hook)

@@ -24,7 +24,9 @@ from dialer.providers.base import CallEvent, InputVerdict, Provider, Webhook
 from dialer.runtime import spec_of
 
 
-def advance(session: Session, *, attempt_id: int, status: AttemptStatus, now: datetime, **fields: Any) -> bool:
+def advance(
+    session: Session, *, attempt_id: int, status: AttemptStatus, now: datetime, **fields: Any
+) -> bool:
     """Move an attempt forward to ``status``; False when it is already there or further on."""
     values = {"status": status.value, "updated_at": now, **fields}
     if status == AttemptStatus.ANSWERED:
@@ -81,7 +83,14 @@ def finish(
         return False
     campaign = session.get(Campaign, attempt.campaign_id)
     assert campaign is not None
-    settle(session, attempt=attempt, outcome=status, spec=spec_of(campaign), campaign_status=campaign.status, now=now)
+    settle(
+        session,
+        attempt=attempt,
+        outcome=status,
+        spec=spec_of(campaign),
+        campaign_status=campaign.status,
+        now=now,
+    )
     return True
 
 
@@ -146,7 +155,14 @@ def record_input(
 
 
 def record_webhook(
-    session: Session, *, provider: Provider, settings: Any, token: str, webhook: Webhook, now: datetime, public_url: str
+    session: Session,
+    *,
+    provider: Provider,
+    settings: Any,
+    token: str,
+    webhook: Webhook,
+    now: datetime,
+    public_url: str,
 ) -> Any:
     """Authenticate, store once and apply one callback; return the provider's expected reply, if any."""
     provider.verify_webhook(webhook, settings)
@@ -154,7 +170,9 @@ def record_webhook(
     if attempt is None or attempt.provider != provider.name:
         raise WebhookAuthError("unknown callback token")
     event = provider.parse_webhook(webhook)
-    digest = hashlib.sha256(b"\0".join([provider.name.encode(), token.encode(), webhook.kind.encode(), webhook.body]))
+    digest = hashlib.sha256(
+        b"\0".join([provider.name.encode(), token.encode(), webhook.kind.encode(), webhook.body])
+    )
     try:
         with session.begin_nested():
             session.add(
@@ -191,5 +209,7 @@ def record_webhook(
         return None
     callback_url = f"{public_url.rstrip('/')}/webhooks/{provider.name}/{token}"
     return provider.reply_to_input(
-        InputVerdict(outcome=verdict, question=spec.question, callback_url=callback_url, language=spec.message.language)
+        InputVerdict(
+            outcome=verdict, question=spec.question, callback_url=callback_url, language=spec.message.language
+        )
     )

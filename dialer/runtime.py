@@ -52,7 +52,9 @@ class Runtime:
 
 def http_client(settings: Settings) -> httpx.Client:
     timeout = httpx.Timeout(settings.http_timeout, connect=min(5.0, settings.http_timeout))
-    return httpx.Client(timeout=timeout, limits=httpx.Limits(max_connections=100, max_keepalive_connections=50))
+    return httpx.Client(
+        timeout=timeout, limits=httpx.Limits(max_connections=100, max_keepalive_connections=50)
+    )
 
 
 @lru_cache(maxsize=256)

@@ -39,7 +39,9 @@ def _count(session: Session, *conditions: sa.ColumnElement[bool]) -> int:
     return session.scalar(sa.select(sa.func.count()).select_from(Attempt).where(*conditions)) or 0
 
 
-def claim_due(session: Session, *, campaign: Campaign, spec: CampaignSpec, limit: int, now: datetime) -> list[int]:
+def claim_due(
+    session: Session, *, campaign: Campaign, spec: CampaignSpec, limit: int, now: datetime
+) -> list[int]:
     """Turn up to ``limit`` due, in-window contacts into queued attempts; return the attempt ids.
 
     Contacts outside their calling window are moved to the window's next opening, so they wait
@@ -82,7 +84,9 @@ def claim_due(session: Session, *, campaign: Campaign, spec: CampaignSpec, limit
                     .values(state=ContactState.DONE, result=ContactResult.DNC, updated_at=now)
                 )
                 continue
-            contact = Contact(id=contact_id, campaign_id=campaign.id or 0, phone=phone, zone=zone, row_number=0)
+            contact = Contact(
+                id=contact_id, campaign_id=campaign.id or 0, phone=phone, zone=zone, row_number=0
+            )
             zones = contact_zones(contact, spec)
             if windows.is_open(spec.window, zones, now):
                 callable_ids.append(contact_id)
@@ -158,11 +162,15 @@ def pump(rt: Runtime) -> int:
                     break
                 spec = spec_of(campaign)
                 room = spec.pacing.max_concurrent - _count(
-                    session, Attempt.campaign_id == campaign.id, Attempt.status.in_(_LIVE)  # type: ignore[attr-defined]
+                    session,
+                    Attempt.campaign_id == campaign.id,
+                    Attempt.status.in_(_LIVE),  # type: ignore[attr-defined]
                 )
                 limit = min(budget, room)
                 if spec.pacing.calls_per_second:
-                    queued = _count(session, Attempt.campaign_id == campaign.id, Attempt.status == AttemptStatus.QUEUED)
+                    queued = _count(
+                        session, Attempt.campaign_id == campaign.id, Attempt.status == AttemptStatus.QUEUED
+                    )
                     limit = min(limit, math.ceil(spec.pacing.calls_per_second * LOOKAHEAD) - queued)
                 if limit > 0:
                     ids = claim_due(session, campaign=campaign, spec=spec, limit=limit, now=now)
@@ -180,12 +188,16 @@ def sweep(rt: Runtime) -> dict[str, int]:
     counts = {"requeued": 0, "unknown": 0, "looked_up": 0, "given_up": 0, "waiting": 0}
     with session_scope(rt.database_url) as session:
         stale = now - timedelta(seconds=settings.requeue_after)
-        requeue = session.execute(
-            sa.update(Attempt)
-            .where(Attempt.status == AttemptStatus.QUEUED, Attempt.updated_at < stale)
-            .values(updated_at=now)
-            .returning(Attempt.id)
-        ).scalars().all()
+        requeue = (
+            session.execute(
+                sa.update(Attempt)
+                .where(Attempt.status == AttemptStatus.QUEUED, Attempt.updated_at < stale)
+                .values(updated_at=now)
+                .returning(Attempt.id)
+            )
+            .scalars()
+            .all()
+        )
         # A worker that died while sending leaves ``dispatching``: the call may exist, never re-dial.
         cut = now - timedelta(seconds=settings.http_timeout * 3)
         counts["unknown"] = session.execute(
@@ -197,7 +209,15 @@ def sweep(rt: Runtime) -> dict[str, int]:
             select(Attempt)
             .where(
                 Attempt.status.in_(  # type: ignore[attr-defined]
-                    [s.value for s in (AttemptStatus.UNKNOWN, AttemptStatus.DIALING, AttemptStatus.RINGING, AttemptStatus.ANSWERED)]
+                    [
+                        s.value
+                        for s in (
+                            AttemptStatus.UNKNOWN,
+                            AttemptStatus.DIALING,
+                            AttemptStatus.RINGING,
+                            AttemptStatus.ANSWERED,
+                        )
+                    ]
                 ),
                 Attempt.updated_at < now - timedelta(seconds=settings.settle_after),
             )
@@ -219,7 +239,9 @@ def _reconcile(rt: Runtime, attempt: Attempt, now: datetime) -> str:
         if slot.granted:
             rt.sleep(slot.wait)
             try:
-                request = provider.build_lookup(attempt.provider_call_id, rt.settings.provider_settings(attempt.provider))
+                request = provider.build_lookup(
+                    attempt.provider_call_id, rt.settings.provider_settings(attempt.provider)
+                )
                 event = provider.parse_lookup(send(rt.http, request, provider=provider))
             except ProviderError as error:
                 log.warning("status look-up of attempt %s failed: %s", attempt.id, error)
@@ -231,6 +253,12 @@ def _reconcile(rt: Runtime, attempt: Attempt, now: datetime) -> str:
     started = attempt.dispatched_at or attempt.queued_at
     if started < now - timedelta(seconds=rt.settings.give_up_after):
         with session_scope(rt.database_url) as session:
-            finish(session, attempt=attempt, status=AttemptStatus.FAILED, now=now, reason="no result from the provider")
+            finish(
+                session,
+                attempt=attempt,
+                status=AttemptStatus.FAILED,
+                now=now,
+                reason="no result from the provider",
+            )
         return "given_up"
     return "waiting"

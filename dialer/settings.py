@@ -48,7 +48,9 @@ class Settings(BaseSettings):
     tick_seconds: float = Field(1.0, gt=0, description="how often the scheduler claims due contacts")
     sweep_seconds: float = Field(10.0, gt=0, description="how often stalled attempts are checked")
     requeue_after: float = Field(30.0, gt=0, description="seconds before a queued attempt is enqueued again")
-    settle_after: float = Field(600.0, gt=0, description="seconds without news before an attempt is looked up")
+    settle_after: float = Field(
+        600.0, gt=0, description="seconds without news before an attempt is looked up"
+    )
     give_up_after: float = Field(
         3600.0, gt=0, description="seconds after dispatch before an attempt with no result is failed"
     )

@@ -11,8 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.applications import Starlette
 
 from dialer.errors import ConfigurationError
-from dialer.providers import get_provider
-from dialer.providers import vonage_sim
+from dialer.providers import get_provider, vonage_sim
 from dialer.providers.simulation import Simulation
 from dialer.settings import Settings
 
@@ -30,7 +29,9 @@ def simulator_app(
     if factory is None:
         raise ConfigurationError(f"no simulator for {provider!r} yet")
     credentials = settings.provider_settings(provider)
-    limit = rate_limit or getattr(credentials, "rate_limit", None) or get_provider(provider).default_rate_limit
+    limit = (
+        rate_limit or getattr(credentials, "rate_limit", None) or get_provider(provider).default_rate_limit
+    )
     try:
         return factory(Simulation(provider=provider, rate_limit=limit, time_scale=time_scale), credentials)
     except ValueError as error:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 from collections import Counter, defaultdict
 from datetime import timedelta
 from pathlib import Path
@@ -84,7 +85,9 @@ def campaign_status(url: str) -> str:
         return session.exec(select(Campaign.status).where(Campaign.name == "e2e")).one()
 
 
-def check_campaign(url: str, *, simulator_url: str, export: Path, queueing: float, delay: float = RETRY_DELAY) -> None:
+def check_campaign(
+    url: str, *, simulator_url: str, export: Path, queueing: float, delay: float = RETRY_DELAY
+) -> None:
     """Every contact final, retries as the policy says, every DTMF answer stored, no double dial,
     and the export equal to the database.
 
@@ -96,7 +99,9 @@ def check_campaign(url: str, *, simulator_url: str, export: Path, queueing: floa
         contacts = session.exec(select(Contact).where(Contact.campaign_id == campaign.id)).all()
         attempts = session.exec(select(Attempt).order_by(Attempt.contact_id, Attempt.number)).all()  # type: ignore[arg-type]
         answers = {a.attempt_id: a for a in session.exec(select(DtmfAnswer)).all()}
-        live = session.scalar(sa.select(sa.func.count()).select_from(Attempt).where(Attempt.ended_at.is_(None)))
+        live = session.scalar(
+            sa.select(sa.func.count()).select_from(Attempt).where(Attempt.ended_at.is_(None))
+        )
     assert campaign.status == "completed"
     assert live == 0
     by_contact: dict[int, list[Attempt]] = defaultdict(list)
@@ -111,7 +116,7 @@ def check_campaign(url: str, *, simulator_url: str, export: Path, queueing: floa
         assert [a.number for a in tried] == list(range(1, len(outcomes) + 1))
         assert contact.result == result, contact.phone
         assert contact.attempts == len(outcomes)
-        for previous, following in zip(tried, tried[1:], strict=False):
+        for previous, following in itertools.pairwise(tried):
             assert previous.ended_at is not None and following.dispatched_at is not None
             gap = following.dispatched_at - previous.ended_at
             assert timedelta(seconds=delay) <= gap < timedelta(seconds=delay + queueing), (contact.phone, gap)

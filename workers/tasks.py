@@ -24,7 +24,9 @@ def _redis() -> redis.Redis:
 @cache
 def runtime() -> Runtime:
     """This worker process's runtime (made after fork, once)."""
-    return Runtime(settings=settings, limiter=RedisLimiter(_redis()), http=http_client(settings), enqueue=_enqueue)
+    return Runtime(
+        settings=settings, limiter=RedisLimiter(_redis()), http=http_client(settings), enqueue=_enqueue
+    )
 
 
 @app.task(name="dialer.place_call")

@@ -13,4 +13,6 @@ def get_provider(name: str) -> Provider:
     try:
         return PROVIDERS[name]
     except KeyError:
-        raise ConfigurationError(f"unknown provider {name!r} (known: {', '.join(sorted(PROVIDERS))})") from None
+        raise ConfigurationError(
+            f"unknown provider {name!r} (known: {', '.join(sorted(PROVIDERS))})"
+        ) from None

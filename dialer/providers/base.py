@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import httpx
+
 from campaigns.outcomes import AttemptStatus
 from campaigns.spec import Question
 from dialer.errors import (

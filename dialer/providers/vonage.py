@@ -28,9 +28,9 @@ import jwt
 from campaigns.outcomes import AttemptStatus
 from dialer.errors import ConfigurationError, ProviderTimeout, WebhookAuthError, WebhookPayloadError
 from dialer.providers.base import (
-    Capabilities,
     CallEvent,
     CallOrder,
+    Capabilities,
     InputVerdict,
     Provider,
     Webhook,
@@ -220,7 +220,9 @@ def parse_webhook(webhook: Webhook) -> CallEvent:
         dtmf = payload.get("dtmf") if isinstance(payload, dict) else None
         if not isinstance(dtmf, dict):
             raise WebhookPayloadError("Vonage input callback without dtmf")
-        return CallEvent(call_id=payload.get("uuid"), digits=str(dtmf.get("digits") or ""), input_complete=True)
+        return CallEvent(
+            call_id=payload.get("uuid"), digits=str(dtmf.get("digits") or ""), input_complete=True
+        )
     raise WebhookPayloadError(f"Vonage sends no {webhook.kind!r} callback")
 
 
@@ -238,7 +240,9 @@ def reply_to_input(verdict: InputVerdict) -> list[dict[str, Any]]:
 PROVIDER = Provider(
     name="vonage",
     title="Vonage",
-    capabilities=Capabilities(tts=True, ssml=True, audio=True, dtmf=True, machine_detection=True, status_lookup=True),
+    capabilities=Capabilities(
+        tts=True, ssml=True, audio=True, dtmf=True, machine_detection=True, status_lookup=True
+    ),
     default_rate_limit=3.0,
     build_call=build_call,
     parse_call=parse_call,

@@ -272,7 +272,9 @@ def create_app(sim: Simulation, settings: VonageSettings) -> Starlette:
         if not authorised(request):
             return unauthorised()
         if not sim.admit():
-            return _problem(429, "throttled", "Too Many Requests", "You have exceeded the call creation rate.")
+            return _problem(
+                429, "throttled", "Too Many Requests", "You have exceeded the call creation rate."
+            )
         try:
             body = await request.json()
         except ValueError:
@@ -292,7 +294,12 @@ def create_app(sim: Simulation, settings: VonageSettings) -> Starlette:
         calls[call_id] = call
         sim.spawn(run(call))
         return JSONResponse(
-            {"uuid": call_id, "status": "started", "direction": "outbound", "conversation_uuid": call.conversation_uuid},
+            {
+                "uuid": call_id,
+                "status": "started",
+                "direction": "outbound",
+                "conversation_uuid": call.conversation_uuid,
+            },
             status_code=201,
         )
 

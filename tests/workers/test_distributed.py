@@ -34,12 +34,16 @@ def _free_port() -> int:
 
 
 @contextmanager
-def processes(commands: dict[str, list[str]], *, env: dict[str, str], cwd: Path) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
+def processes(
+    commands: dict[str, list[str]], *, env: dict[str, str], cwd: Path
+) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
     started: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for name, command in commands.items():
             with (cwd / f"{name}.log").open("wb") as log:
-                started[name] = subprocess.Popen(command, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+                started[name] = subprocess.Popen(
+                    command, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT
+                )
         yield started
     finally:
         for process in started.values():
@@ -93,7 +97,16 @@ def test_campaign_runs_on_celery_workers_redis_and_postgresql(
     dialer = [sys.executable, "-m", "dialer"]
     celery = [sys.executable, "-m", "celery", "-A", "workers"]
     commands = {
-        "simulator": [*dialer, "simulate", "--port", str(sim_port), "--rate-limit", str(RATE), "--time-scale", "0.05"],
+        "simulator": [
+            *dialer,
+            "simulate",
+            "--port",
+            str(sim_port),
+            "--rate-limit",
+            str(RATE),
+            "--time-scale",
+            "0.05",
+        ],
         "receiver": [*dialer, "serve", "--port", str(web_port)],
         "worker1": [*celery, "worker", "--pool", "threads", "-c", "16", "-n", "w1@%h", "-l", "warning"],
         "worker2": [*celery, "worker", "--pool", "threads", "-c", "16", "-n", "w2@%h", "-l", "warning"],
@@ -101,7 +114,9 @@ def test_campaign_runs_on_celery_workers_redis_and_postgresql(
     }
     runner = CliRunner()
     _run(runner, env, "campaign", "create", str(write_campaign(tmp_path)))
-    assert "imported 200" in _run(runner, env, "import", str(write_contacts(tmp_path, CONTACTS)), "--campaign", "e2e")
+    assert "imported 200" in _run(
+        runner, env, "import", str(write_contacts(tmp_path, CONTACTS)), "--campaign", "e2e"
+    )
     with processes(commands, env=env, cwd=tmp_path) as running:
         _wait_for(f"http://127.0.0.1:{sim_port}/_simulator/log")
         _wait_for(f"http://127.0.0.1:{web_port}/health")
@@ -109,9 +124,16 @@ def test_campaign_runs_on_celery_workers_redis_and_postgresql(
         deadline = time.monotonic() + 150
         while campaign_status(postgres_url) == "running":
             dead = [name for name, process in running.items() if process.poll() is not None]
-            assert not dead, f"{dead} exited: " + "".join((tmp_path / f"{n}.log").read_text()[-2000:] for n in dead)
+            assert not dead, f"{dead} exited: " + "".join(
+                (tmp_path / f"{n}.log").read_text()[-2000:] for n in dead
+            )
             assert time.monotonic() < deadline, _run(runner, env, "status", "e2e")
             time.sleep(1)
         export = tmp_path / "results.csv"
         _run(runner, env, "export", "e2e", "--out", str(export))
-        check_campaign(postgres_url, simulator_url=f"http://127.0.0.1:{sim_port}", export=export, queueing=CONTACTS / RATE + 5)
+        check_campaign(
+            postgres_url,
+            simulator_url=f"http://127.0.0.1:{sim_port}",
+            export=export,
+            queueing=CONTACTS / RATE + 5,
+        )
