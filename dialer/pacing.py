@@ -3,7 +3,9 @@
 A bucket allows one request every ``1 / rate`` seconds. :meth:`reserve` books the earliest slot
 allowed by every bucket at once (provider account and, when set, the campaign) and says how long
 to wait for it; when that wait is longer than ``max_wait`` nothing is booked, so a worker never
-sleeps away a slot it would not use. A provider's 429 pushes its bucket forward for everyone.
+sleeps away a slot it would not use. A provider's 429 pushes its bucket forward for everyone. A reservation that would leave one
+bucket's free slots unused (a slow campaign on a busy account) books nothing and says when to
+come back, so the account's budget goes to whoever can use it.
 """
 
 from __future__ import annotations
@@ -58,6 +60,16 @@ end
 local wait = start - now
 if wait > max_wait then
   return {0, string.format('%.6f', wait)}
+end
+-- Booking later than a bucket's own next slot would waste that bucket's slots in between
+-- (another campaign could use the account's): book nothing, come back when it is time.
+for i, key in ipairs(KEYS) do
+  local tat = tonumber(redis.call('GET', key))
+  local own = now
+  if tat and tat > now then own = tat end
+  if start - own >= tonumber(ARGV[i + 2]) then
+    return {0, string.format('%.6f', wait)}
+  end
 end
 for i, key in ipairs(KEYS) do
   local tat = start + tonumber(ARGV[i + 2])
@@ -126,6 +138,9 @@ class LocalLimiter:
             wait = start - now
             if wait > max_wait:
                 return Slot(granted=False, wait=wait)
+            for bucket in buckets:  # see the Lua script: never skip a bucket's free slot
+                if start - max(now, self._tat.get(bucket.key, now)) >= bucket.interval:
+                    return Slot(granted=False, wait=wait)
             for bucket in buckets:
                 self._tat[bucket.key] = start + bucket.interval
             return Slot(granted=True, wait=wait)

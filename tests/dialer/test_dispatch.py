@@ -1,0 +1,102 @@
+"""Placing calls: exactly once, whatever the broker redelivers or the provider answers."""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+from sqlmodel import select
+
+from dialer import db
+from dialer.dispatch import place_call
+from dialer.models import Attempt, Contact
+from dialer.operations import change_status
+from dialer.settings import Settings
+from tests.dialer.factories import NOW, FakeVonage, campaign_with_contacts, queued_attempts, runtime
+
+
+def _attempt(url: str, attempt_id: int) -> Attempt:
+    with db.session_scope(url) as session:
+        attempt = session.get(Attempt, attempt_id)
+        assert attempt is not None
+        return attempt
+
+
+def test_the_same_task_delivered_twice_places_one_call(settings: Settings) -> None:
+    campaign = campaign_with_contacts(settings.database_url, ["+12125550106"])
+    (attempt,) = queued_attempts(settings.database_url, campaign, 1)
+    provider, enqueued = FakeVonage(), []
+    rt = runtime(settings, provider, enqueued)
+    place_call(rt, attempt.id or 0)
+    place_call(rt, attempt.id or 0)
+    assert len(provider.requests) == 1
+    stored = _attempt(settings.database_url, attempt.id or 0)
+    assert (stored.status, stored.provider_call_id) == ("dialing", "call-1")
+
+
+def test_two_workers_racing_for_one_attempt_place_one_call(settings: Settings) -> None:
+    campaign = campaign_with_contacts(settings.database_url, ["+12125550106"])
+    (attempt,) = queued_attempts(settings.database_url, campaign, 1)
+    provider = FakeVonage()
+    rt = runtime(settings, provider, [])
+    workers = [threading.Thread(target=place_call, args=(rt, attempt.id)) for _ in range(8)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert len(provider.requests) == 1
+
+
+def test_a_429_keeps_the_attempt_and_tries_again_after_retry_after(settings: Settings) -> None:
+    campaign = campaign_with_contacts(settings.database_url, ["+12125550106"])
+    (attempt,) = queued_attempts(settings.database_url, campaign, 1)
+    provider = FakeVonage(httpx.Response(429, headers={"Retry-After": "2"}, json={"title": "Throttled"}))
+    enqueued: list[tuple[int, float]] = []
+    rt = runtime(settings, provider, enqueued)
+    place_call(rt, attempt.id or 0)
+    assert _attempt(settings.database_url, attempt.id or 0).status == "queued"
+    assert enqueued == [(attempt.id, 2.0)]
+    slot = rt.limiter.reserve([rt.provider_bucket("vonage")], max_wait=1)
+    assert not slot.granted  # every worker now waits for the provider
+
+
+def test_a_4xx_ends_the_attempt_as_rejected_with_the_reason(settings: Settings) -> None:
+    campaign = campaign_with_contacts(settings.database_url, ["+12125550106"])
+    (attempt,) = queued_attempts(settings.database_url, campaign, 1)
+    provider = FakeVonage(httpx.Response(400, json={"title": "Bad Request", "detail": "bad number"}))
+    place_call(runtime(settings, provider, []), attempt.id or 0)
+    stored = _attempt(settings.database_url, attempt.id or 0)
+    assert stored.status == "rejected" and "bad number" in (stored.reason or "")
+    with db.session_scope(settings.database_url) as session:
+        contact = session.get(Contact, stored.contact_id)
+        assert contact is not None and (contact.state, contact.result) == ("done", "exhausted")
+
+
+def test_a_timeout_after_sending_is_never_redialed(settings: Settings) -> None:
+    campaign = campaign_with_contacts(settings.database_url, ["+12125550106"])
+    (attempt,) = queued_attempts(settings.database_url, campaign, 1)
+
+    def times_out(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("no answer", request=request)
+
+    enqueued: list[tuple[int, float]] = []
+    rt = runtime(settings, FakeVonage(), enqueued)
+    rt.http = httpx.Client(transport=httpx.MockTransport(times_out))
+    place_call(rt, attempt.id or 0)
+    place_call(rt, attempt.id or 0)
+    assert _attempt(settings.database_url, attempt.id or 0).status == "unknown"
+    assert enqueued == []
+
+
+def test_queued_work_of_a_paused_campaign_places_nothing(settings: Settings) -> None:
+    campaign = campaign_with_contacts(settings.database_url, ["+12125550106", "+12125550107"])
+    attempts = queued_attempts(settings.database_url, campaign, 2)
+    with db.session_scope(settings.database_url) as session:
+        change_status(session, name="e2e", action="pause", now=NOW)
+    provider = FakeVonage()
+    for attempt in attempts:
+        place_call(runtime(settings, provider, []), attempt.id or 0)
+    assert provider.requests == []
+    with db.session_scope(settings.database_url) as session:
+        contacts = session.exec(select(Contact).order_by(Contact.id)).all()  # type: ignore[arg-type]
+        assert [(c.state, c.attempts) for c in contacts] == [("pending", 0), ("pending", 0)]

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+
+from dialer.pacing import Bucket, Limiter, LocalLimiter, RedisLimiter, Slot
+
+
+class Clock:
+    def __init__(self, start: float = 1_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(params=["local", "redis"])
+def make_limiter(request: pytest.FixtureRequest) -> Iterator[Callable[[Clock], Limiter]]:
+    if request.param == "local":
+        yield lambda clock: LocalLimiter(clock)
+        return
+    url = request.getfixturevalue("redis_url")
+    client = redis.Redis.from_url(url)
+    yield lambda clock: RedisLimiter(client, clock=clock)
+    client.close()
+
+
+def test_slots_are_spaced_by_the_interval_and_long_waits_book_nothing(make_limiter: Callable[[Clock], Limiter]) -> None:
+    clock = Clock()
+    limiter = make_limiter(clock)
+    bucket = Bucket("provider:test", rate=10)
+    slots = [limiter.reserve([bucket], max_wait=1.0) for _ in range(15)]
+    granted = [s.wait for s in slots if s.granted]
+    assert granted == pytest.approx([i * 0.1 for i in range(11)])
+    refused = [s for s in slots if not s.granted]
+    assert len(refused) == 4 and all(s.wait == pytest.approx(1.1) for s in refused)
+    clock.now += 0.55
+    assert limiter.reserve([bucket], max_wait=1.0).wait == pytest.approx(0.55)
+
+
+def test_two_hosts_with_skewed_clocks_share_redis_time(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    early, late = RedisLimiter(client), RedisLimiter(client)  # Redis's own TIME for both
+    bucket = Bucket("provider:skew", rate=5)
+    waits = [(early if i % 2 else late).reserve([bucket], max_wait=5).wait for i in range(6)]
+    gaps = [b - a for a, b in zip(waits, waits[1:], strict=False)]
+    assert all(gap >= 0.2 - 0.02 for gap in gaps)
+
+
+def test_a_slow_campaign_leaves_the_account_slots_to_others(make_limiter: Callable[[Clock], Limiter]) -> None:
+    clock = Clock()
+    limiter = make_limiter(clock)
+    account, campaign = Bucket("provider:a", rate=10), Bucket("campaign:1", rate=2)
+    assert limiter.reserve([account, campaign], max_wait=5) == Slot(granted=True, wait=0.0)
+    second = limiter.reserve([account, campaign], max_wait=5)
+    assert not second.granted and second.wait == pytest.approx(0.5)
+    other = limiter.reserve([account], max_wait=5)
+    assert other.granted and other.wait == pytest.approx(0.1)
+    clock.now += 0.5
+    assert limiter.reserve([account, campaign], max_wait=5).granted
+
+
+def test_a_429_holds_the_bucket_for_everyone(make_limiter: Callable[[Clock], Limiter]) -> None:
+    limiter = make_limiter(Clock())
+    bucket = Bucket("provider:held", rate=10)
+    limiter.hold(bucket, 3.0)
+    slot = limiter.reserve([bucket], max_wait=1.0)
+    assert not slot.granted and slot.wait == pytest.approx(3.0)
