@@ -3,9 +3,10 @@
 A bucket allows one request every ``1 / rate`` seconds. :meth:`reserve` books the earliest slot
 allowed by every bucket at once (provider account and, when set, the campaign) and says how long
 to wait for it; when that wait is longer than ``max_wait`` nothing is booked, so a worker never
-sleeps away a slot it would not use. A provider's 429 pushes its bucket forward for everyone. A reservation that would leave one
-bucket's free slots unused (a slow campaign on a busy account) books nothing and says when to
-come back, so the account's budget goes to whoever can use it.
+sleeps away a slot it would not use. A provider's 429 pushes its bucket forward for everyone.
+A reservation that would leave one bucket's free slots unused (a slow campaign on a busy
+account) books nothing and says when to come back, so the account's budget goes to whoever
+can use it.
 """
 
 from __future__ import annotations

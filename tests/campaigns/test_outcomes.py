@@ -24,5 +24,11 @@ def test_an_attempt_only_moves_forward(current: AttemptStatus, new: AttemptStatu
 
 def test_every_final_outcome_is_final() -> None:
     assert {s.value for s in FINAL} == {
-        "completed", "busy", "no_answer", "failed", "rejected", "machine", "cancelled"
+        "completed",
+        "busy",
+        "no_answer",
+        "failed",
+        "rejected",
+        "machine",
+        "cancelled",
     }

@@ -34,7 +34,8 @@ def test_fixed_delay_from_the_end_of_the_previous_attempt(
 def test_exponential_delay_doubles_and_is_capped() -> None:
     policy = RetryPolicy(max_attempts=10, delay="10m", backoff="exponential", max_delay="30m")
     waits = [
-        next_attempt_at(policy, outcome=AttemptStatus.BUSY, attempts_made=n, ended_at=ENDED) for n in (1, 2, 3, 4)
+        next_attempt_at(policy, outcome=AttemptStatus.BUSY, attempts_made=n, ended_at=ENDED)
+        for n in (1, 2, 3, 4)
     ]
     assert [w - ENDED for w in waits if w] == [timedelta(minutes=m) for m in (10, 20, 30, 30)]
 
@@ -43,7 +44,8 @@ def test_jitter_stays_within_its_fraction() -> None:
     policy = RetryPolicy(delay="100s", jitter=0.2)
     rng = random.Random(1)
     waits = {
-        next_attempt_at(policy, outcome=AttemptStatus.BUSY, attempts_made=1, ended_at=ENDED, rng=rng) for _ in range(200)
+        next_attempt_at(policy, outcome=AttemptStatus.BUSY, attempts_made=1, ended_at=ENDED, rng=rng)
+        for _ in range(200)
     }
     seconds = sorted((w - ENDED).total_seconds() for w in waits if w)
     assert 80 <= seconds[0] < 90 and 110 < seconds[-1] <= 120
@@ -51,6 +53,6 @@ def test_jitter_stays_within_its_fraction() -> None:
 
 def test_machine_is_retried_when_the_campaign_says_so() -> None:
     policy = RetryPolicy(retry_on=("machine",), delay="1h")
-    assert next_attempt_at(policy, outcome=AttemptStatus.MACHINE, attempts_made=1, ended_at=ENDED) == ENDED + timedelta(
-        hours=1
-    )
+    assert next_attempt_at(
+        policy, outcome=AttemptStatus.MACHINE, attempts_made=1, ended_at=ENDED
+    ) == ENDED + timedelta(hours=1)

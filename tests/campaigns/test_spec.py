@@ -35,9 +35,13 @@ def test_defaults_fill_what_a_minimal_file_leaves_out() -> None:
 @pytest.mark.parametrize(
     ("change", "field", "message"),
     [
-        ('[message]\ntext = "Hi"\naudio_url = "https://x/a.wav"', "message", "exactly one of text or audio_url"),
-        ("[retry]\ndelay = \"soon\"", "retry.delay", "not a duration"),
-        ("[retry]\nretry_on = [\"completed\"]", "retry.retry_on.0", "Input should be"),
+        (
+            '[message]\ntext = "Hi"\naudio_url = "https://x/a.wav"',
+            "message",
+            "exactly one of text or audio_url",
+        ),
+        ('[retry]\ndelay = "soon"', "retry.delay", "not a duration"),
+        ('[retry]\nretry_on = ["completed"]', "retry.retry_on.0", "Input should be"),
         ('[window]\nstart = "21:00"\nend = "09:00"', "window", "start must be before end"),
         ('[window]\ntimezone = "Mars/Olympus"', "window.timezone", "unknown time zone"),
         ('[question]\nprompt = "Press"\nchoices = { "12" = "x" }', "question", "choice '12'"),
@@ -46,7 +50,11 @@ def test_defaults_fill_what_a_minimal_file_leaves_out() -> None:
     ],
 )
 def test_a_bad_field_is_named_with_its_problem(change: str, field: str, message: str) -> None:
-    text = MINIMAL.replace("[message]\ntext = \"Hello {first_name}\"", "") if change.startswith("[message]") else MINIMAL
+    text = (
+        MINIMAL.replace('[message]\ntext = "Hello {first_name}"', "")
+        if change.startswith("[message]")
+        else MINIMAL
+    )
     with pytest.raises(SpecError) as caught:
         parse_campaign(text + "\n" + change + "\n")
     assert caught.value.field == field

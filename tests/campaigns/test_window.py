@@ -54,7 +54,11 @@ def test_an_australian_mobile_waits_until_every_zone_it_may_be_in_is_open() -> N
 
 @pytest.mark.parametrize(
     ("contact_zone", "campaign_zone", "expected"),
-    [("Asia/Tokyo", "Europe/Paris", ("Asia/Tokyo",)), (None, "Europe/Paris", ("Europe/Paris",)), (None, None, ("America/Los_Angeles",))],
+    [
+        ("Asia/Tokyo", "Europe/Paris", ("Asia/Tokyo",)),
+        (None, "Europe/Paris", ("Europe/Paris",)),
+        (None, None, ("America/Los_Angeles",)),
+    ],
 )
 def test_a_contact_or_campaign_zone_overrides_the_number(
     contact_zone: str | None, campaign_zone: str | None, expected: tuple[str, ...]

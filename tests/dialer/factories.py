@@ -29,8 +29,16 @@ def campaign_with_contacts(url: str, phones: list[str], *, delay: float = 60) ->
         session.execute(
             sa.insert(Contact),
             [
-                {"campaign_id": campaign.id, "phone": p, "variables": {"first_name": "Ada"}, "row_number": i + 2,
-                 "state": "pending", "attempts": 0, "next_attempt_at": NOW, "updated_at": NOW}
+                {
+                    "campaign_id": campaign.id,
+                    "phone": p,
+                    "variables": {"first_name": "Ada"},
+                    "row_number": i + 2,
+                    "state": "pending",
+                    "attempts": 0,
+                    "next_attempt_at": NOW,
+                    "updated_at": NOW,
+                }
                 for i, p in enumerate(phones)
             ],
         )
@@ -40,7 +48,9 @@ def campaign_with_contacts(url: str, phones: list[str], *, delay: float = 60) ->
 
 def queued_attempts(url: str, campaign: Campaign, count: int) -> list[Attempt]:
     with db.session_scope(url) as session:
-        ids = claim_due(session, campaign=session.get(Campaign, campaign.id), spec=_spec(), limit=count, now=NOW)  # type: ignore[arg-type]
+        ids = claim_due(
+            session, campaign=session.get(Campaign, campaign.id), spec=_spec(), limit=count, now=NOW
+        )  # type: ignore[arg-type]
         return [session.get(Attempt, i) for i in ids]  # type: ignore[misc]
 
 

@@ -20,15 +20,24 @@ from tests.dialer.factories import NOW, campaign_with_contacts, queued_attempts
 def _hook(settings: Settings, kind: str, payload: dict[str, object]) -> Webhook:
     body = json.dumps(payload).encode()
     assert settings.vonage.signature_secret is not None
-    token = vonage.sign_webhook(body, secret=settings.vonage.signature_secret.get_secret_value(), api_key=settings.vonage.api_key)
-    return Webhook(kind=kind, method="POST", headers={"authorization": f"Bearer {token}"}, query={}, body=body)
+    token = vonage.sign_webhook(
+        body, secret=settings.vonage.signature_secret.get_secret_value(), api_key=settings.vonage.api_key
+    )
+    return Webhook(
+        kind=kind, method="POST", headers={"authorization": f"Bearer {token}"}, query={}, body=body
+    )
 
 
 def _send(settings: Settings, attempt: Attempt, kind: str, **payload: object) -> object:
     with db.session_scope(settings.database_url) as session:
         return record_webhook(
-            session, provider=vonage.PROVIDER, settings=settings.vonage, token=attempt.callback_token,
-            webhook=_hook(settings, kind, {"uuid": "call-1", **payload}), now=NOW, public_url=settings.public_url,
+            session,
+            provider=vonage.PROVIDER,
+            settings=settings.vonage,
+            token=attempt.callback_token,
+            webhook=_hook(settings, kind, {"uuid": "call-1", **payload}),
+            now=NOW,
+            public_url=settings.public_url,
         )
 
 
@@ -68,7 +77,9 @@ def test_a_wrong_key_is_asked_again_then_the_answer_stored(settings: Settings, a
     reply = _send(settings, attempt, "input", dtmf={"digits": "7", "timed_out": False})
     assert isinstance(reply, list) and reply[-1]["action"] == "input"
     reply = _send(settings, attempt, "input", dtmf={"digits": "2", "timed_out": False})
-    assert isinstance(reply, list) and reply == [{"action": "talk", "text": "Thank you. Goodbye.", "language": "en-US"}]
+    assert isinstance(reply, list) and reply == [
+        {"action": "talk", "text": "Thank you. Goodbye.", "language": "en-US"}
+    ]
     _send(settings, attempt, "event", status="completed")
     with db.session_scope(settings.database_url) as session:
         answer = session.exec(select(DtmfAnswer)).one()

@@ -49,7 +49,11 @@ def test_create_call_speaks_the_documented_body(settings: Settings) -> None:
 
 
 def test_audio_messages_stream_the_url(settings: Settings) -> None:
-    body = json.loads(vonage.build_call(order(text=None, audio_url="https://cdn/a.mp3", question=None), settings.vonage).content)
+    body = json.loads(
+        vonage.build_call(
+            order(text=None, audio_url="https://cdn/a.mp3", question=None), settings.vonage
+        ).content
+    )
     assert body["ncco"] == [{"action": "stream", "streamUrl": ["https://cdn/a.mp3"]}]
 
 
@@ -104,14 +108,18 @@ def test_input_carries_the_digits() -> None:
     assert event.digits == "1" and event.input_complete
 
 
-def _signed(settings: Settings, body: bytes, *, secret: str | None = None, api_key: str | None = None) -> Webhook:
+def _signed(
+    settings: Settings, body: bytes, *, secret: str | None = None, api_key: str | None = None
+) -> Webhook:
     assert settings.vonage.signature_secret is not None
     token = vonage.sign_webhook(
         body,
         secret=secret or settings.vonage.signature_secret.get_secret_value(),
         api_key=api_key or settings.vonage.api_key,
     )
-    return Webhook(kind="event", method="POST", headers={"authorization": f"Bearer {token}"}, query={}, body=body)
+    return Webhook(
+        kind="event", method="POST", headers={"authorization": f"Bearer {token}"}, query={}, body=body
+    )
 
 
 def test_a_signed_webhook_verifies(settings: Settings) -> None:
@@ -122,9 +130,20 @@ def test_a_signed_webhook_verifies(settings: Settings) -> None:
 @pytest.mark.parametrize("tamper", ["secret", "body", "api_key", "missing"])
 def test_a_forged_or_tampered_webhook_is_refused(settings: Settings, tamper: str) -> None:
     body = (DATA / "event_answered.json").read_bytes()
-    webhook = _signed(settings, body, secret="x" * 32 if tamper == "secret" else None, api_key="other" if tamper == "api_key" else None)
+    webhook = _signed(
+        settings,
+        body,
+        secret="x" * 32 if tamper == "secret" else None,
+        api_key="other" if tamper == "api_key" else None,
+    )
     if tamper == "body":
-        webhook = Webhook(kind="event", method="POST", headers=webhook.headers, query={}, body=body.replace(b"answered", b"completed"))
+        webhook = Webhook(
+            kind="event",
+            method="POST",
+            headers=webhook.headers,
+            query={},
+            body=body.replace(b"answered", b"completed"),
+        )
     if tamper == "missing":
         webhook = Webhook(kind="event", method="POST", headers={}, query={}, body=body)
     with pytest.raises(WebhookAuthError):

@@ -21,10 +21,14 @@ def simulator(settings: Settings) -> BackgroundServer:
 
 
 def _create(settings: Settings, url: str, **changes: object) -> httpx.Response:
-    request = vonage.build_call(order(callback_url="http://127.0.0.1:9/x"), settings.vonage.model_copy(update={"base_url": url}))
+    request = vonage.build_call(
+        order(callback_url="http://127.0.0.1:9/x"), settings.vonage.model_copy(update={"base_url": url})
+    )
     if changes:
         body = json.loads(request.content) | changes
-        request = httpx.Request("POST", request.url, json=body, headers={"Authorization": request.headers["Authorization"]})
+        request = httpx.Request(
+            "POST", request.url, json=body, headers={"Authorization": request.headers["Authorization"]}
+        )
     with httpx.Client() as client:
         return client.send(request)
 
@@ -59,7 +63,9 @@ def test_an_invalid_body_gets_400_naming_the_parameter(
     assert response.json()["invalid_parameters"][0]["name"] == parameter
 
 
-def test_more_calls_than_the_limit_in_one_second_get_429(settings: Settings, simulator: BackgroundServer) -> None:
+def test_more_calls_than_the_limit_in_one_second_get_429(
+    settings: Settings, simulator: BackgroundServer
+) -> None:
     codes = [_create(settings, simulator.url).status_code for _ in range(5)]
     assert codes.count(201) == 3 and codes[3:] == [429, 429]
     log = httpx.get(f"{simulator.url}/_simulator/log").json()
