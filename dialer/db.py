@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from alembic import command
@@ -50,6 +50,12 @@ def session_scope(url: str) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def changed(session: Session, statement: sa.Executable) -> int:
+    """Run a guarded UPDATE or DELETE and say how many rows it changed (1 means the guard held)."""
+    result = session.execute(statement)
+    return cast(sa.CursorResult[Any], result).rowcount
 
 
 def is_postgresql(session: Session) -> bool:

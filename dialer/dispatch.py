@@ -10,13 +10,13 @@ import logging
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from campaigns import window as windows
 from campaigns.outcomes import AttemptStatus, CampaignStatus, ContactState
 from campaigns.phones import time_zones
 from campaigns.spec import CampaignSpec, render
-from dialer.db import session_scope
+from dialer.db import changed, session_scope
 from dialer.errors import (
     ProviderAuthError,
     ProviderRateLimited,
@@ -43,21 +43,22 @@ def contact_zones(contact: Contact, spec: CampaignSpec) -> tuple[str, ...]:
 
 def release(session: Session, *, attempt: Attempt, retry_at: datetime | None, now: datetime) -> bool:
     """Take back an attempt that never reached the provider, returning its contact to the queue."""
-    deleted = session.execute(
-        sa.delete(Attempt).where(Attempt.id == attempt.id, Attempt.status == AttemptStatus.QUEUED)
-    ).rowcount
+    deleted = changed(
+        session,
+        sa.delete(Attempt).where(col(Attempt.id) == attempt.id, col(Attempt.status) == AttemptStatus.QUEUED),
+    )
     if deleted != 1:
         return False
     values: dict[str, object] = {
         "state": ContactState.PENDING,
-        "attempts": Contact.attempts - 1,
+        "attempts": col(Contact.attempts) - 1,
         "updated_at": now,
     }
     if retry_at is not None:
         values["next_attempt_at"] = retry_at
     session.execute(
         sa.update(Contact)
-        .where(Contact.id == attempt.contact_id, Contact.state == ContactState.CALLING)
+        .where(col(Contact.id) == attempt.contact_id, col(Contact.state) == ContactState.CALLING)
         .values(values)
     )
     return True
@@ -66,26 +67,26 @@ def release(session: Session, *, attempt: Attempt, retry_at: datetime | None, no
 def _claim(session: Session, *, attempt_id: int, campaign_id: int, now: datetime) -> bool:
     """``queued -> dispatching``, only while the campaign is still running."""
     running = (
-        sa.select(Campaign.id)
-        .where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.RUNNING)
+        sa.select(col(Campaign.id))
+        .where(col(Campaign.id) == campaign_id, col(Campaign.status) == CampaignStatus.RUNNING)
         .exists()
     )
-    result = session.execute(
+    statement = (
         sa.update(Attempt)
-        .where(Attempt.id == attempt_id, Attempt.status == AttemptStatus.QUEUED, running)
+        .where(col(Attempt.id) == attempt_id, col(Attempt.status) == AttemptStatus.QUEUED, running)
         .values(status=AttemptStatus.DISPATCHING, dispatched_at=now, updated_at=now)
     )
-    return result.rowcount == 1
+    return changed(session, statement) == 1
 
 
 def _requeue(session: Session, *, attempt_id: int, now: datetime, failed: bool = False) -> None:
     """``dispatching -> queued`` after an answer that proves the call was not placed (429, 5xx)."""
     values: dict[str, object] = {"status": AttemptStatus.QUEUED, "updated_at": now}
     if failed:
-        values["send_failures"] = Attempt.send_failures + 1
+        values["send_failures"] = col(Attempt.send_failures) + 1
     session.execute(
         sa.update(Attempt)
-        .where(Attempt.id == attempt_id, Attempt.status == AttemptStatus.DISPATCHING)
+        .where(col(Attempt.id) == attempt_id, col(Attempt.status) == AttemptStatus.DISPATCHING)
         .values(values)
     )
 
@@ -113,9 +114,9 @@ def place_call(rt: Runtime, attempt_id: int) -> None:
     with session_scope(url) as session:
         row = session.exec(
             select(Attempt, Contact, Campaign)
-            .join(Contact, Contact.id == Attempt.contact_id)  # type: ignore[arg-type]
-            .join(Campaign, Campaign.id == Attempt.campaign_id)  # type: ignore[arg-type]
-            .where(Attempt.id == attempt_id)
+            .join(Contact, col(Contact.id) == col(Attempt.contact_id))
+            .join(Campaign, col(Campaign.id) == col(Attempt.campaign_id))
+            .where(col(Attempt.id) == attempt_id)
         ).first()
         if row is None or row[0].status != AttemptStatus.QUEUED:
             return  # already placed, released or finished: a duplicate delivery
@@ -172,7 +173,7 @@ def place_call(rt: Runtime, attempt_id: int) -> None:
             _requeue(session, attempt_id=attempt_id, now=rt.clock())
             session.execute(
                 sa.update(Campaign)
-                .where(Campaign.id == campaign.id, Campaign.status == CampaignStatus.RUNNING)
+                .where(col(Campaign.id) == campaign.id, col(Campaign.status) == CampaignStatus.RUNNING)
                 .values(status=CampaignStatus.PAUSED, reason=f"paused: {error}")
             )
         log.error("campaign %s paused: %s", campaign.name, error)
@@ -184,7 +185,7 @@ def place_call(rt: Runtime, attempt_id: int) -> None:
         with session_scope(url) as session:
             session.execute(
                 sa.update(Attempt)
-                .where(Attempt.id == attempt_id, Attempt.provider_call_id.is_(None))  # type: ignore[union-attr]
+                .where(col(Attempt.id) == attempt_id, col(Attempt.provider_call_id).is_(None))
                 .values(provider_call_id=call_id)
             )
             advance(session, attempt_id=attempt_id, status=AttemptStatus.DIALING, now=rt.clock())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from dialer.errors import ConfigurationError
 from dialer.models import Attempt, Campaign, Contact, DtmfAnswer
@@ -28,24 +28,26 @@ def contact_results(session: Session, campaign: Campaign) -> pd.DataFrame:
     last = sa.orm.aliased(Attempt)
     rows = session.execute(
         sa.select(
-            Contact.id,
-            Contact.row_number,
-            Contact.phone,
-            Contact.variables,
-            Contact.state,
-            Contact.result,
-            Contact.attempts,
-            last.status.label("last_outcome"),
-            last.reason.label("last_reason"),
-            last.duration,
-            last.price,
-            last.dispatched_at.label("last_called_at"),
-            last.answered_at,
-            last.ended_at,
+            col(Contact.id),
+            col(Contact.row_number),
+            col(Contact.phone),
+            col(Contact.variables),
+            col(Contact.state),
+            col(Contact.result),
+            col(Contact.attempts),
+            col(last.status).label("last_outcome"),
+            col(last.reason).label("last_reason"),
+            col(last.duration),
+            col(last.price),
+            col(last.dispatched_at).label("last_called_at"),
+            col(last.answered_at),
+            col(last.ended_at),
         )
-        .outerjoin(last, sa.and_(last.contact_id == Contact.id, last.number == Contact.attempts))
-        .where(Contact.campaign_id == campaign.id)
-        .order_by(Contact.row_number)
+        .outerjoin(
+            last, sa.and_(col(last.contact_id) == col(Contact.id), col(last.number) == col(Contact.attempts))
+        )
+        .where(col(Contact.campaign_id) == campaign.id)
+        .order_by(col(Contact.row_number))
     ).all()
     base = pd.DataFrame(rows, columns=list(rows[0]._fields) if rows else [])
     if base.empty:
@@ -53,14 +55,14 @@ def contact_results(session: Session, campaign: Campaign) -> pd.DataFrame:
     answers = pd.DataFrame(
         session.execute(
             sa.select(
-                DtmfAnswer.contact_id,
-                DtmfAnswer.digits,
-                DtmfAnswer.choice,
-                DtmfAnswer.valid,
-                DtmfAnswer.received_at,
+                col(DtmfAnswer.contact_id),
+                col(DtmfAnswer.digits),
+                col(DtmfAnswer.choice),
+                col(DtmfAnswer.valid),
+                col(DtmfAnswer.received_at),
             )
-            .join(Contact, Contact.id == DtmfAnswer.contact_id)
-            .where(Contact.campaign_id == campaign.id)
+            .join(Contact, col(Contact.id) == col(DtmfAnswer.contact_id))
+            .where(col(Contact.campaign_id) == campaign.id)
         ).all(),
         columns=["id", "dtmf_digits", "dtmf_choice", "dtmf_valid", "received_at"],
     )
@@ -87,26 +89,26 @@ def attempt_results(session: Session, campaign: Campaign) -> pd.DataFrame:
     """One row per attempt."""
     rows = session.execute(
         sa.select(
-            Contact.phone,
-            Attempt.number.label("attempt"),
-            Attempt.status.label("outcome"),
-            Attempt.reason,
-            Attempt.provider,
-            Attempt.provider_call_id,
-            Attempt.answered_by,
-            Attempt.duration,
-            Attempt.price,
-            Attempt.queued_at,
-            Attempt.dispatched_at,
-            Attempt.answered_at,
-            Attempt.ended_at,
-            DtmfAnswer.digits.label("dtmf_digits"),
-            DtmfAnswer.choice.label("dtmf_choice"),
+            col(Contact.phone),
+            col(Attempt.number).label("attempt"),
+            col(Attempt.status).label("outcome"),
+            col(Attempt.reason),
+            col(Attempt.provider),
+            col(Attempt.provider_call_id),
+            col(Attempt.answered_by),
+            col(Attempt.duration),
+            col(Attempt.price),
+            col(Attempt.queued_at),
+            col(Attempt.dispatched_at),
+            col(Attempt.answered_at),
+            col(Attempt.ended_at),
+            col(DtmfAnswer.digits).label("dtmf_digits"),
+            col(DtmfAnswer.choice).label("dtmf_choice"),
         )
-        .join(Contact, Contact.id == Attempt.contact_id)
-        .outerjoin(DtmfAnswer, DtmfAnswer.attempt_id == Attempt.id)
-        .where(Attempt.campaign_id == campaign.id)
-        .order_by(Contact.row_number, Attempt.number)
+        .join(Contact, col(Contact.id) == col(Attempt.contact_id))
+        .outerjoin(DtmfAnswer, col(DtmfAnswer.attempt_id) == col(Attempt.id))
+        .where(col(Attempt.campaign_id) == campaign.id)
+        .order_by(col(Contact.row_number), col(Attempt.number))
     ).all()
     return pd.DataFrame(rows, columns=list(rows[0]._fields) if rows else [])
 

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from campaigns.phones import InvalidPhone, normalise
 from dialer.errors import ImportFailed
@@ -116,11 +116,11 @@ def import_contacts(
     region = region or spec.region
     encoding, delimiter = _sniff(path, encoding, delimiter)
     report = ImportReport(file=path)
-    known = set(session.exec(select(Contact.phone).where(Contact.campaign_id == campaign.id)).all())
+    known = set(session.exec(select(col(Contact.phone)).where(col(Contact.campaign_id) == campaign.id)).all())
     blocked = set(
         session.exec(
-            select(DncEntry.phone).where(
-                (DncEntry.campaign_id == campaign.id) | (DncEntry.campaign_id.is_(None))  # type: ignore[union-attr]
+            select(col(DncEntry.phone)).where(
+                (col(DncEntry.campaign_id) == campaign.id) | (col(DncEntry.campaign_id).is_(None))
             )
         ).all()
     )

@@ -9,11 +9,11 @@ from datetime import datetime
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from campaigns.outcomes import LIVE, AttemptStatus, CampaignStatus, ContactResult, ContactState
 from campaigns.spec import CampaignSpec, SpecError, parse_campaign
-from dialer.db import session_scope
+from dialer.db import changed, session_scope
 from dialer.errors import ConfigurationError, InvalidState, NotFound
 from dialer.models import Attempt, Campaign, Contact, DtmfAnswer
 from dialer.providers import PROVIDERS, get_provider
@@ -56,14 +56,14 @@ def check_provider_can(spec: CampaignSpec, *, source: str) -> None:
 
 
 def get_campaign(session: Session, name: str) -> Campaign:
-    campaign = session.exec(select(Campaign).where(Campaign.name == name)).first()
+    campaign = session.exec(select(Campaign).where(col(Campaign.name) == name)).first()
     if campaign is None:
         raise NotFound(f"no campaign named {name!r} (see `dialer campaign list`)")
     return campaign
 
 
 def create_campaign(session: Session, spec: CampaignSpec) -> Campaign:
-    if session.exec(select(Campaign.id).where(Campaign.name == spec.name)).first() is not None:
+    if session.exec(select(col(Campaign.id)).where(col(Campaign.name) == spec.name)).first() is not None:
         raise InvalidState(f"a campaign named {spec.name!r} exists already")
     campaign = Campaign(name=spec.name, provider=spec.provider, spec=spec.model_dump(mode="json"))
     session.add(campaign)
@@ -103,7 +103,7 @@ def change_status(session: Session, *, name: str, action: str, now: datetime) ->
         raise InvalidState(f"campaign {name!r} is {campaign.status}: cannot {action} it")
     if action == "start":
         has_contacts = session.exec(
-            select(Contact.id).where(Contact.campaign_id == campaign.id).limit(1)
+            select(col(Contact.id)).where(col(Contact.campaign_id) == campaign.id).limit(1)
         ).first()
         if has_contacts is None:
             raise InvalidState(f"campaign {name!r} has no contacts: import a CSV first")
@@ -112,19 +112,17 @@ def change_status(session: Session, *, name: str, action: str, now: datetime) ->
         values["started_at"] = now
     if target == CampaignStatus.CANCELLED:
         values["finished_at"] = now
-    changed = session.execute(
-        sa.update(Campaign)
-        .where(Campaign.id == campaign.id, Campaign.status == campaign.status)
-        .values(values)
-    ).rowcount
-    if changed != 1:
+    guarded = sa.update(Campaign).where(
+        col(Campaign.id) == campaign.id, col(Campaign.status) == campaign.status
+    )
+    if changed(session, guarded.values(values)) != 1:
         raise InvalidState(f"campaign {name!r} changed while this command ran: try again")
     if target in (CampaignStatus.PAUSED, CampaignStatus.CANCELLED):
         _withdraw_queued(session, campaign=campaign, now=now)
     if target == CampaignStatus.CANCELLED:
         session.execute(
             sa.update(Contact)
-            .where(Contact.campaign_id == campaign.id, Contact.state == ContactState.PENDING)
+            .where(col(Contact.campaign_id) == campaign.id, col(Contact.state) == ContactState.PENDING)
             .values(state=ContactState.DONE, result=ContactResult.CANCELLED, updated_at=now)
         )
     session.refresh(campaign)
@@ -136,8 +134,8 @@ def _withdraw_queued(session: Session, *, campaign: Campaign, now: datetime) -> 
     contact_ids = (
         session.execute(
             sa.delete(Attempt)
-            .where(Attempt.campaign_id == campaign.id, Attempt.status == AttemptStatus.QUEUED)
-            .returning(Attempt.contact_id)
+            .where(col(Attempt.campaign_id) == campaign.id, col(Attempt.status) == AttemptStatus.QUEUED)
+            .returning(col(Attempt.contact_id))
         )
         .scalars()
         .all()
@@ -145,8 +143,8 @@ def _withdraw_queued(session: Session, *, campaign: Campaign, now: datetime) -> 
     if contact_ids:
         session.execute(
             sa.update(Contact)
-            .where(Contact.id.in_(contact_ids), Contact.state == ContactState.CALLING)  # type: ignore[union-attr]
-            .values(state=ContactState.PENDING, attempts=Contact.attempts - 1, updated_at=now)
+            .where(col(Contact.id).in_(contact_ids), col(Contact.state) == ContactState.CALLING)
+            .values(state=ContactState.PENDING, attempts=col(Contact.attempts) - 1, updated_at=now)
         )
 
 
@@ -159,7 +157,10 @@ def wait_for_sends(url: str, *, campaign_id: int, timeout: float) -> int:
                 session.scalar(
                     sa.select(sa.func.count())
                     .select_from(Attempt)
-                    .where(Attempt.campaign_id == campaign_id, Attempt.status == AttemptStatus.DISPATCHING)
+                    .where(
+                        col(Attempt.campaign_id) == campaign_id,
+                        col(Attempt.status) == AttemptStatus.DISPATCHING,
+                    )
                 )
                 or 0
             )
@@ -197,25 +198,25 @@ def progress(session: Session, name: str) -> Progress:
         name=campaign.name, status=campaign.status, provider=campaign.provider, reason=campaign.reason
     )
     for state, result, count in session.execute(
-        sa.select(Contact.state, Contact.result, sa.func.count())
-        .where(Contact.campaign_id == campaign.id)
-        .group_by(Contact.state, Contact.result)
+        sa.select(col(Contact.state), col(Contact.result), sa.func.count())
+        .where(col(Contact.campaign_id) == campaign.id)
+        .group_by(col(Contact.state), col(Contact.result))
     ):
         report.contacts += count
         report.states[state] += count
         if result:
             report.results[result] += count
     for status, count in session.execute(
-        sa.select(Attempt.status, sa.func.count())
-        .where(Attempt.campaign_id == campaign.id)
-        .group_by(Attempt.status)
+        sa.select(col(Attempt.status), sa.func.count())
+        .where(col(Attempt.campaign_id) == campaign.id)
+        .group_by(col(Attempt.status))
     ):
         report.attempts[status] = count
     for choice, count in session.execute(
-        sa.select(DtmfAnswer.choice, sa.func.count())
-        .join(Contact, Contact.id == DtmfAnswer.contact_id)  # type: ignore[arg-type]
-        .where(Contact.campaign_id == campaign.id, DtmfAnswer.valid)
-        .group_by(DtmfAnswer.choice)
+        sa.select(col(DtmfAnswer.choice), sa.func.count())
+        .join(Contact, col(Contact.id) == col(DtmfAnswer.contact_id))
+        .where(col(Contact.campaign_id) == campaign.id, col(DtmfAnswer.valid))
+        .group_by(col(DtmfAnswer.choice))
     ):
         report.choices[choice or "(no name)"] = count
     return report

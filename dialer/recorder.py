@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from campaigns.outcomes import (
     AttemptStatus,
@@ -18,6 +18,7 @@ from campaigns.outcomes import (
 )
 from campaigns.retry import next_attempt_at
 from campaigns.spec import CampaignSpec, Question
+from dialer.db import changed
 from dialer.errors import WebhookAuthError
 from dialer.models import Attempt, Campaign, Contact, DtmfAnswer, WebhookEvent
 from dialer.providers.base import CallEvent, InputVerdict, Provider, Webhook
@@ -33,12 +34,9 @@ def advance(
         values.setdefault("answered_at", now)
     if status.is_final:
         values.setdefault("ended_at", now)
-    result = session.execute(
-        sa.update(Attempt)
-        .where(Attempt.id == attempt_id, Attempt.status.in_([s.value for s in earlier_than(status)]))
-        .values(**values)
-    )
-    return result.rowcount == 1
+    earlier = [s.value for s in earlier_than(status)]
+    guarded = sa.update(Attempt).where(col(Attempt.id) == attempt_id, col(Attempt.status).in_(earlier))
+    return changed(session, guarded.values(**values)) == 1
 
 
 def settle(
@@ -56,7 +54,9 @@ def settle(
     values: dict[str, Any]
     if outcome == AttemptStatus.COMPLETED:
         answered = session.exec(
-            select(DtmfAnswer.valid).where(DtmfAnswer.attempt_id == attempt.id, DtmfAnswer.valid)
+            select(col(DtmfAnswer.valid)).where(
+                col(DtmfAnswer.attempt_id) == attempt.id, col(DtmfAnswer.valid)
+            )
         ).first()
         result = ContactResult.DTMF_ANSWERED if answered else ContactResult.REACHED
         values = {"state": ContactState.DONE, "result": result}
@@ -70,7 +70,7 @@ def settle(
             values = {"state": ContactState.PENDING, "next_attempt_at": retry_at}
     session.execute(
         sa.update(Contact)
-        .where(Contact.id == contact.id, Contact.state == ContactState.CALLING)
+        .where(col(Contact.id) == contact.id, col(Contact.state) == ContactState.CALLING)
         .values(updated_at=now, **values)
     )
 
@@ -104,11 +104,11 @@ def apply_event(session: Session, *, attempt: Attempt, event: CallEvent, now: da
     if event.price is not None:
         notes["price"] = event.price
     if notes:
-        session.execute(sa.update(Attempt).where(Attempt.id == attempt.id).values(**notes))
+        session.execute(sa.update(Attempt).where(col(Attempt.id) == attempt.id).values(**notes))
     if event.call_id and attempt.provider_call_id is None:
         session.execute(
             sa.update(Attempt)
-            .where(Attempt.id == attempt.id, Attempt.provider_call_id.is_(None))  # type: ignore[union-attr]
+            .where(col(Attempt.id) == attempt.id, col(Attempt.provider_call_id).is_(None))
             .values(provider_call_id=event.call_id)
         )
     status = event.status
@@ -148,7 +148,7 @@ def record_input(
         # The call may already be settled as reached: an answer that arrives late still counts.
         session.execute(
             sa.update(Contact)
-            .where(Contact.id == attempt.contact_id, Contact.result == ContactResult.REACHED)
+            .where(col(Contact.id) == attempt.contact_id, col(Contact.result) == ContactResult.REACHED)
             .values(result=ContactResult.DTMF_ANSWERED)
         )
     return "accepted" if valid else "done"
@@ -166,7 +166,7 @@ def record_webhook(
 ) -> Any:
     """Authenticate, store once and apply one callback; return the provider's expected reply, if any."""
     provider.verify_webhook(webhook, settings)
-    attempt = session.exec(select(Attempt).where(Attempt.callback_token == token)).first()
+    attempt = session.exec(select(Attempt).where(col(Attempt.callback_token) == token)).first()
     if attempt is None or attempt.provider != provider.name:
         raise WebhookAuthError("unknown callback token")
     event = provider.parse_webhook(webhook)
@@ -199,7 +199,7 @@ def record_webhook(
     rounds = session.scalar(
         sa.select(sa.func.count())
         .select_from(WebhookEvent)
-        .where(WebhookEvent.attempt_id == attempt.id, WebhookEvent.kind == webhook.kind)
+        .where(col(WebhookEvent.attempt_id) == attempt.id, col(WebhookEvent.kind) == webhook.kind)
     )
     final = not interactive or (rounds or 0) >= spec.question.attempts
     verdict = record_input(

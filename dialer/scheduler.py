@@ -14,12 +14,12 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from campaigns import window as windows
 from campaigns.outcomes import LIVE, AttemptStatus, CampaignStatus, ContactResult, ContactState
 from campaigns.spec import CampaignSpec
-from dialer.db import is_postgresql, session_scope
+from dialer.db import changed, is_postgresql, session_scope
 from dialer.dispatch import contact_zones
 from dialer.errors import ProviderError
 from dialer.models import Attempt, Campaign, Contact, DncEntry
@@ -53,13 +53,13 @@ def claim_due(
         if wanted <= 0:
             break
         query = (
-            select(Contact.id, Contact.phone, Contact.zone)
+            select(col(Contact.id), col(Contact.phone), col(Contact.zone))
             .where(
-                Contact.campaign_id == campaign.id,
-                Contact.state == ContactState.PENDING,
-                Contact.next_attempt_at <= now,
+                col(Contact.campaign_id) == campaign.id,
+                col(Contact.state) == ContactState.PENDING,
+                col(Contact.next_attempt_at) <= now,
             )
-            .order_by(Contact.next_attempt_at, Contact.id)  # type: ignore[arg-type]
+            .order_by(col(Contact.next_attempt_at), col(Contact.id))
             .limit(wanted * 2)
         )
         if is_postgresql(session):
@@ -69,18 +69,19 @@ def claim_due(
             break
         blocked = set(
             session.exec(
-                select(DncEntry.phone).where(
-                    DncEntry.phone.in_([c.phone for c in candidates]),  # type: ignore[attr-defined]
-                    (DncEntry.campaign_id == campaign.id) | (DncEntry.campaign_id.is_(None)),  # type: ignore[union-attr]
+                select(col(DncEntry.phone)).where(
+                    col(DncEntry.phone).in_([phone for _, phone, _ in candidates]),
+                    (col(DncEntry.campaign_id) == campaign.id) | (col(DncEntry.campaign_id).is_(None)),
                 )
             ).all()
         )
         callable_ids: list[int] = []
         for contact_id, phone, zone in candidates:
+            assert contact_id is not None
             if phone in blocked:
                 session.execute(
                     sa.update(Contact)
-                    .where(Contact.id == contact_id, Contact.state == ContactState.PENDING)
+                    .where(col(Contact.id) == contact_id, col(Contact.state) == ContactState.PENDING)
                     .values(state=ContactState.DONE, result=ContactResult.DNC, updated_at=now)
                 )
                 continue
@@ -93,20 +94,20 @@ def claim_due(
             else:
                 session.execute(
                     sa.update(Contact)
-                    .where(Contact.id == contact_id)
+                    .where(col(Contact.id) == contact_id)
                     .values(next_attempt_at=windows.next_open(spec.window, zones, now))
                 )
         callable_ids = callable_ids[:wanted]
         if callable_ids:
             rows = session.execute(
                 sa.update(Contact)
-                .where(Contact.id.in_(callable_ids), Contact.state == ContactState.PENDING)  # type: ignore[union-attr]
-                .values(state=ContactState.CALLING, attempts=Contact.attempts + 1, updated_at=now)
-                .returning(Contact.id, Contact.attempts)
+                .where(col(Contact.id).in_(callable_ids), col(Contact.state) == ContactState.PENDING)
+                .values(state=ContactState.CALLING, attempts=col(Contact.attempts) + 1, updated_at=now)
+                .returning(col(Contact.id), col(Contact.attempts))
             ).all()
             if rows:
                 ids = session.scalars(
-                    sa.insert(Attempt).returning(Attempt.id, sort_by_parameter_order=True),
+                    sa.insert(Attempt).returning(col(Attempt.id), sort_by_parameter_order=True),
                     [
                         {
                             "campaign_id": campaign.id,
@@ -121,22 +122,22 @@ def claim_due(
                         for contact_id, number in rows
                     ],
                 ).all()
-                claimed += ids
+                claimed += [attempt_id for attempt_id in ids if attempt_id is not None]
     return claimed
 
 
 def finish_campaigns(session: Session, *, now: datetime) -> list[str]:
     """Mark running campaigns with nothing left to do as completed."""
     unfinished = (
-        sa.select(Contact.id)
-        .where(Contact.campaign_id == Campaign.id, Contact.state != ContactState.DONE)
+        sa.select(col(Contact.id))
+        .where(col(Contact.campaign_id) == col(Campaign.id), col(Contact.state) != ContactState.DONE)
         .exists()
     )
     done = session.execute(
         sa.update(Campaign)
-        .where(Campaign.status == CampaignStatus.RUNNING, ~unfinished)
+        .where(col(Campaign.status) == CampaignStatus.RUNNING, ~unfinished)
         .values(status=CampaignStatus.COMPLETED, finished_at=now)
-        .returning(Campaign.name)
+        .returning(col(Campaign.name))
     ).scalars()
     return list(done)
 
@@ -149,13 +150,13 @@ def pump(rt: Runtime) -> int:
         finished = finish_campaigns(session, now=now)
         for name in finished:
             log.info("campaign %s completed", name)
-        campaigns = session.exec(select(Campaign).where(Campaign.status == CampaignStatus.RUNNING)).all()
+        campaigns = session.exec(select(Campaign).where(col(Campaign.status) == CampaignStatus.RUNNING)).all()
         by_provider: dict[str, list[Campaign]] = defaultdict(list)
         for campaign in campaigns:
             by_provider[campaign.provider].append(campaign)
         for provider, running in by_provider.items():
             budget = math.ceil(rt.rate_limit(provider) * LOOKAHEAD) - _count(
-                session, Attempt.provider == provider, Attempt.status == AttemptStatus.QUEUED
+                session, col(Attempt.provider) == provider, col(Attempt.status) == AttemptStatus.QUEUED
             )
             for campaign in running:
                 if budget <= 0:
@@ -163,13 +164,15 @@ def pump(rt: Runtime) -> int:
                 spec = spec_of(campaign)
                 room = spec.pacing.max_concurrent - _count(
                     session,
-                    Attempt.campaign_id == campaign.id,
-                    Attempt.status.in_(_LIVE),  # type: ignore[attr-defined]
+                    col(Attempt.campaign_id) == campaign.id,
+                    col(Attempt.status).in_(_LIVE),
                 )
                 limit = min(budget, room)
                 if spec.pacing.calls_per_second:
                     queued = _count(
-                        session, Attempt.campaign_id == campaign.id, Attempt.status == AttemptStatus.QUEUED
+                        session,
+                        col(Attempt.campaign_id) == campaign.id,
+                        col(Attempt.status) == AttemptStatus.QUEUED,
                     )
                     limit = min(limit, math.ceil(spec.pacing.calls_per_second * LOOKAHEAD) - queued)
                 if limit > 0:
@@ -191,24 +194,25 @@ def sweep(rt: Runtime) -> dict[str, int]:
         requeue = (
             session.execute(
                 sa.update(Attempt)
-                .where(Attempt.status == AttemptStatus.QUEUED, Attempt.updated_at < stale)
+                .where(col(Attempt.status) == AttemptStatus.QUEUED, col(Attempt.updated_at) < stale)
                 .values(updated_at=now)
-                .returning(Attempt.id)
+                .returning(col(Attempt.id))
             )
             .scalars()
             .all()
         )
         # A worker that died while sending leaves ``dispatching``: the call may exist, never re-dial.
         cut = now - timedelta(seconds=settings.http_timeout * 3)
-        counts["unknown"] = session.execute(
+        counts["unknown"] = changed(
+            session,
             sa.update(Attempt)
-            .where(Attempt.status == AttemptStatus.DISPATCHING, Attempt.updated_at < cut)
-            .values(status=AttemptStatus.UNKNOWN, updated_at=now, reason="worker stopped while sending")
-        ).rowcount
+            .where(col(Attempt.status) == AttemptStatus.DISPATCHING, col(Attempt.updated_at) < cut)
+            .values(status=AttemptStatus.UNKNOWN, updated_at=now, reason="worker stopped while sending"),
+        )
         overdue = session.exec(
             select(Attempt)
             .where(
-                Attempt.status.in_(  # type: ignore[attr-defined]
+                col(Attempt.status).in_(
                     [
                         s.value
                         for s in (
@@ -219,7 +223,7 @@ def sweep(rt: Runtime) -> dict[str, int]:
                         )
                     ]
                 ),
-                Attempt.updated_at < now - timedelta(seconds=settings.settle_after),
+                col(Attempt.updated_at) < now - timedelta(seconds=settings.settle_after),
             )
             .limit(200)
         ).all()
@@ -248,7 +252,9 @@ def _reconcile(rt: Runtime, attempt: Attempt, now: datetime) -> str:
             else:
                 with session_scope(rt.database_url) as session:
                     apply_event(session, attempt=attempt, event=event, now=now)
-                    session.execute(sa.update(Attempt).where(Attempt.id == attempt.id).values(updated_at=now))
+                    session.execute(
+                        sa.update(Attempt).where(col(Attempt.id) == attempt.id).values(updated_at=now)
+                    )
                 return "looked_up"
     started = attempt.dispatched_at or attempt.queued_at
     if started < now - timedelta(seconds=rt.settings.give_up_after):

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import sqlalchemy as sa
-from sqlmodel import select
+from sqlmodel import col, select
 
 from dialer import db
 from dialer.models import Attempt, Campaign, Contact, DtmfAnswer
@@ -82,7 +82,7 @@ def write_contacts(directory: Path, count: int) -> Path:
 
 def campaign_status(url: str) -> str:
     with db.session_scope(url) as session:
-        return session.exec(select(Campaign.status).where(Campaign.name == "e2e")).one()
+        return session.exec(select(col(Campaign.status)).where(col(Campaign.name) == "e2e")).one()
 
 
 def check_campaign(
@@ -95,12 +95,12 @@ def check_campaign(
     behind contacts that fell due earlier (the first pass, at the provider's rate).
     """
     with db.session_scope(url) as session:
-        campaign = session.exec(select(Campaign).where(Campaign.name == "e2e")).one()
-        contacts = session.exec(select(Contact).where(Contact.campaign_id == campaign.id)).all()
-        attempts = session.exec(select(Attempt).order_by(Attempt.contact_id, Attempt.number)).all()  # type: ignore[arg-type]
+        campaign = session.exec(select(Campaign).where(col(Campaign.name) == "e2e")).one()
+        contacts = session.exec(select(Contact).where(col(Contact.campaign_id) == campaign.id)).all()
+        attempts = session.exec(select(Attempt).order_by(col(Attempt.contact_id), col(Attempt.number))).all()
         answers = {a.attempt_id: a for a in session.exec(select(DtmfAnswer)).all()}
         live = session.scalar(
-            sa.select(sa.func.count()).select_from(Attempt).where(Attempt.ended_at.is_(None))
+            sa.select(sa.func.count()).select_from(Attempt).where(col(Attempt.ended_at).is_(None))
         )
     assert campaign.status == "completed"
     assert live == 0

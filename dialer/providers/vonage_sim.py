@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import jwt
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -156,7 +157,10 @@ def create_app(sim: Simulation, settings: VonageSettings) -> Starlette:
     pem = settings.private_key_pem()
     if pem is None or settings.signature_secret is None:
         raise ValueError("the Vonage simulator needs the application's key and the signature secret")
-    public_key = serialization.load_pem_private_key(pem.encode(), password=None).public_key()
+    private_key = serialization.load_pem_private_key(pem.encode(), password=None)
+    if not isinstance(private_key, rsa.RSAPrivateKey):
+        raise ValueError("the Vonage application key must be an RSA key")
+    public_key = private_key.public_key()
     secret = settings.signature_secret.get_secret_value()
     calls: dict[str, _Call] = {}
     client = httpx.AsyncClient(timeout=5.0)
