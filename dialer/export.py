@@ -23,6 +23,17 @@ def escape_cell(value: object) -> object:
     return value
 
 
+def _tidy(table: pd.DataFrame) -> pd.DataFrame:
+    """Whole seconds and ISO-8601 UTC timestamps, as a spreadsheet reads them."""
+    for column in table.columns:
+        if column == "duration":
+            table[column] = table[column].astype("Int64")
+        elif column.endswith("_at"):
+            stamps = pd.to_datetime(table[column], utc=True)
+            table[column] = stamps.dt.strftime("%Y-%m-%dT%H:%M:%SZ").where(stamps.notna(), None)
+    return table
+
+
 def contact_results(session: Session, campaign: Campaign) -> pd.DataFrame:
     """One row per contact: phone, the CSV's own columns, result, attempts, last outcome, DTMF, timing."""
     last = sa.orm.aliased(Attempt)
@@ -82,7 +93,7 @@ def contact_results(session: Session, campaign: Campaign) -> pd.DataFrame:
         else table.assign(dtmf_digits=None, dtmf_choice=None, dtmf_valid=None)
     )
     table["result"] = table["result"].fillna(table["state"])
-    return table.drop(columns=["id", "state", "row_number"])
+    return _tidy(table.drop(columns=["id", "state", "row_number"]))
 
 
 def attempt_results(session: Session, campaign: Campaign) -> pd.DataFrame:
@@ -110,7 +121,7 @@ def attempt_results(session: Session, campaign: Campaign) -> pd.DataFrame:
         .where(col(Attempt.campaign_id) == campaign.id)
         .order_by(col(Contact.row_number), col(Attempt.number))
     ).all()
-    return pd.DataFrame(rows, columns=list(rows[0]._fields) if rows else [])
+    return _tidy(pd.DataFrame(rows, columns=list(rows[0]._fields) if rows else []))
 
 
 def write_table(table: pd.DataFrame, path: Path) -> None:

@@ -117,6 +117,6 @@ def run_quickstart(
         out = directory / "results.csv"
         with db.session_scope(url) as session:
             write_table(contact_results(session, get_campaign(session, spec.name)), out)
-    console.print(f"finished in {time.monotonic() - started:.1f}s; results in {out}")
+    console.print(f"\nfinished in {time.monotonic() - started:.1f}s; results in {out}")
     shutil.copy(example_file(f"{provider}.toml"), directory / f"{provider}.toml")
     return final
