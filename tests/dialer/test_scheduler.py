@@ -1,0 +1,125 @@
+"""The pump and the sweeper: due work found again from the tables, within budgets and windows."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import httpx
+import sqlalchemy as sa
+from sqlmodel import col, select
+
+from dialer import db
+from dialer.models import Attempt, Campaign, Contact, DncEntry
+from dialer.operations import set_provider
+from dialer.scheduler import pump, sweep
+from dialer.settings import Settings
+from tests.dialer.factories import NOW, FakeVonage, campaign_with_contacts, queued_attempts, runtime
+
+PHONES = [f"+121255501{i:02d}" for i in range(10)]
+
+
+def _attempts(url: str) -> list[Attempt]:
+    with db.session_scope(url) as session:
+        return list(session.exec(select(Attempt).order_by(col(Attempt.id))).all())
+
+
+def test_the_pump_queues_no_more_than_the_provider_budget(settings: Settings) -> None:
+    settings = settings.model_copy(update={"vonage": settings.vonage.model_copy(update={"rate_limit": 2.0})})
+    campaign_with_contacts(settings.database_url, PHONES)
+    enqueued: list[tuple[int, float]] = []
+    rt = runtime(settings, FakeVonage(), enqueued)
+    assert pump(rt) == 4  # two seconds ahead at 2 calls/s (less the 1% margin, rounded up)
+    assert pump(rt) == 0  # nothing more while those four wait
+    assert [a.id for a in _attempts(settings.database_url)] == [attempt_id for attempt_id, _ in enqueued]
+
+
+def test_contacts_outside_their_window_wait_for_it(settings: Settings) -> None:
+    campaign_with_contacts(settings.database_url, ["+12125550106"])  # New York
+    with db.session_scope(settings.database_url) as session:
+        campaign = session.exec(select(Campaign)).one()
+        campaign.spec = campaign.spec | {"window": {"start": "09:00", "end": "17:00", "days": ["mon"]}}
+        session.add(campaign)
+    rt = runtime(settings, FakeVonage(), [])
+    rt.clock = lambda: NOW.replace(hour=23)  # Monday 18:00 in New York
+    assert pump(rt) == 0
+    with db.session_scope(settings.database_url) as session:
+        contact = session.exec(select(Contact)).one()
+    assert contact.next_attempt_at == NOW.replace(day=30, hour=14)  # next Monday, 09:00 in New York
+
+
+def test_a_number_added_to_the_dnc_list_after_import_is_not_called(settings: Settings) -> None:
+    campaign_with_contacts(settings.database_url, ["+12125550106", "+12125550107"])
+    with db.session_scope(settings.database_url) as session:
+        session.add(DncEntry(phone="+12125550106"))
+    assert pump(runtime(settings, FakeVonage(), [])) == 1
+    with db.session_scope(settings.database_url) as session:
+        results = session.execute(sa.select(Contact.phone, Contact.result).order_by(Contact.id)).all()
+    assert results == [("+12125550106", "dnc"), ("+12125550107", None)]
+
+
+def test_queued_attempts_whose_messages_were_lost_are_enqueued_again(settings: Settings) -> None:
+    campaign = campaign_with_contacts(settings.database_url, PHONES[:3])
+    attempts = queued_attempts(settings.database_url, campaign, 3)
+    enqueued: list[tuple[int, float]] = []
+    rt = runtime(settings, FakeVonage(), enqueued)
+    assert sweep(rt)["requeued"] == 0  # still fresh: their messages may be on their way
+    rt.clock = lambda: NOW + timedelta(seconds=settings.requeue_after + 1)
+    assert sweep(rt)["requeued"] == 3
+    assert sorted(attempt_id for attempt_id, _ in enqueued) == [a.id for a in attempts]
+
+
+def test_a_worker_killed_while_sending_leaves_unknown_not_a_redial(settings: Settings) -> None:
+    campaign = campaign_with_contacts(settings.database_url, PHONES[:1])
+    queued_attempts(settings.database_url, campaign, 1)
+    with db.session_scope(settings.database_url) as session:
+        session.execute(sa.update(Attempt).values(status="dispatching"))
+    enqueued: list[tuple[int, float]] = []
+    rt = runtime(settings, FakeVonage(), enqueued)
+    rt.clock = lambda: NOW + timedelta(minutes=5)
+    assert sweep(rt)["unknown"] == 1
+    assert _attempts(settings.database_url)[0].status == "unknown" and enqueued == []
+
+
+def test_an_attempt_whose_webhooks_never_came_is_settled_from_the_provider(settings: Settings) -> None:
+    campaign = campaign_with_contacts(settings.database_url, PHONES[:1])
+    queued_attempts(settings.database_url, campaign, 1)
+    with db.session_scope(settings.database_url) as session:
+        session.execute(
+            sa.update(Attempt).values(status="ringing", provider_call_id="call-9", dispatched_at=NOW)
+        )
+    provider = FakeVonage(httpx.Response(200, json={"uuid": "call-9", "status": "busy"}))
+    rt = runtime(settings, provider, [])
+    rt.clock = lambda: NOW + timedelta(seconds=settings.settle_after + 1)
+    assert sweep(rt)["looked_up"] == 1
+    assert provider.requests[0].url.path == "/v1/calls/call-9"
+    assert _attempts(settings.database_url)[0].status == "busy"
+
+
+def test_an_attempt_the_provider_knows_nothing_of_is_given_up(settings: Settings) -> None:
+    campaign = campaign_with_contacts(settings.database_url, PHONES[:1])
+    queued_attempts(settings.database_url, campaign, 1)
+    with db.session_scope(settings.database_url) as session:
+        session.execute(sa.update(Attempt).values(status="unknown", dispatched_at=NOW))
+    rt = runtime(settings, FakeVonage(), [])
+    rt.clock = lambda: NOW + timedelta(seconds=settings.give_up_after + 1)
+    assert sweep(rt)["given_up"] == 1
+    attempt = _attempts(settings.database_url)[0]
+    assert (attempt.status, attempt.reason) == ("failed", "no result from the provider")
+
+
+def test_a_finished_campaign_is_marked_completed(settings: Settings) -> None:
+    campaign_with_contacts(settings.database_url, PHONES[:1])
+    with db.session_scope(settings.database_url) as session:
+        session.execute(sa.update(Contact).values(state="done", result="reached"))
+    pump(runtime(settings, FakeVonage(), []))
+    with db.session_scope(settings.database_url) as session:
+        assert session.exec(select(Campaign.status)).one() == "completed"
+
+
+def test_switching_provider_keeps_the_contacts(settings: Settings) -> None:
+    campaign_with_contacts(settings.database_url, PHONES[:3])
+    with db.session_scope(settings.database_url) as session:
+        session.execute(sa.update(Campaign).values(status="paused"))
+    with db.session_scope(settings.database_url) as session:
+        set_provider(session, name="e2e", provider="vonage")
+        assert session.scalar(sa.select(sa.func.count()).select_from(Contact)) == 3
