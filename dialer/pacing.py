@@ -44,7 +44,8 @@ class Limiter(Protocol):
     def hold(self, bucket: Bucket, seconds: float) -> None: ...
 
 
-_RESERVE = """
+# Redis's own clock, unless a test passes one in ARGV[2].
+_NOW = """
 local now
 if ARGV[2] ~= '' then
   now = tonumber(ARGV[2])
@@ -52,6 +53,9 @@ else
   local t = redis.call('TIME')
   now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
+"""
+
+_RESERVE = _NOW + """
 local max_wait = tonumber(ARGV[1])
 local start = now
 for _, key in ipairs(KEYS) do
@@ -79,14 +83,7 @@ end
 return {1, string.format('%.6f', wait)}
 """
 
-_HOLD = """
-local now
-if ARGV[2] ~= '' then
-  now = tonumber(ARGV[2])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
+_HOLD = _NOW + """
 local until_ = now + tonumber(ARGV[1])
 local tat = tonumber(redis.call('GET', KEYS[1]))
 if not tat or tat < until_ then
