@@ -26,7 +26,7 @@ from dialer.errors import (
 )
 from dialer.models import Attempt, Campaign, Contact
 from dialer.providers import get_provider
-from dialer.providers.base import CallOrder, send
+from dialer.providers.base import ACCOUNT_TOKEN, CallOrder
 from dialer.recorder import advance, finish
 from dialer.runtime import Runtime, spec_of
 
@@ -145,11 +145,12 @@ def place_call(rt: Runtime, attempt_id: int) -> None:
             return
     provider = get_provider(attempt.provider)
     credentials = rt.settings.provider_settings(attempt.provider)
+    order = call_order(rt, attempt=attempt, contact=contact, spec=spec)
     try:
-        request = provider.build_call(
-            call_order(rt, attempt=attempt, contact=contact, spec=spec), credentials
-        )
-        call_id = provider.parse_call(send(rt.http, request, provider=provider))
+        if not provider.per_call_callbacks:
+            account_url = f"{rt.settings.public_url.rstrip('/')}/webhooks/{provider.name}/{ACCOUNT_TOKEN}"
+            rt.calls.prepare(provider, credentials, callback_url=account_url, caller_id=spec.caller_id)
+        call_id = rt.calls.place(provider, credentials, order)
     except ProviderRateLimited as error:
         pause = error.retry_after if error.retry_after is not None else 1.0
         rt.limiter.hold(buckets[0], pause)

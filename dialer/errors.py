@@ -63,5 +63,9 @@ class WebhookAuthError(WebhookError):
     """A callback whose signature or token does not check out."""
 
 
+class WebhookNotReady(WebhookError):
+    """A callback for a call we have not finished recording yet: the sender should try again."""
+
+
 class WebhookPayloadError(WebhookError):
     """A callback whose body is not what the provider sends."""

@@ -55,7 +55,9 @@ else
 end
 """
 
-_RESERVE = _NOW + """
+_RESERVE = (
+    _NOW
+    + """
 local max_wait = tonumber(ARGV[1])
 local start = now
 for _, key in ipairs(KEYS) do
@@ -82,8 +84,11 @@ for i, key in ipairs(KEYS) do
 end
 return {1, string.format('%.6f', wait)}
 """
+)
 
-_HOLD = _NOW + """
+_HOLD = (
+    _NOW
+    + """
 local until_ = now + tonumber(ARGV[1])
 local tat = tonumber(redis.call('GET', KEYS[1]))
 if not tat or tat < until_ then
@@ -91,6 +96,7 @@ if not tat or tat < until_ then
 end
 return 1
 """
+)
 
 
 class RedisLimiter:

@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from dialer.db import session_scope
-from dialer.errors import WebhookAuthError, WebhookPayloadError
+from dialer.errors import WebhookAuthError, WebhookNotReady, WebhookPayloadError
 from dialer.models import utcnow
 from dialer.providers import PROVIDERS
 from dialer.providers.base import Webhook
@@ -60,6 +60,9 @@ def create_app(settings: Settings) -> Starlette:
         except WebhookAuthError as error:
             log.warning("%s %s callback refused: %s", name, kind, error)
             return PlainTextResponse("unauthorised", status_code=401)
+        except WebhookNotReady as error:
+            log.info("%s %s callback early: %s", name, kind, error)
+            return PlainTextResponse(str(error), status_code=503, headers={"Retry-After": "1"})
         except WebhookPayloadError as error:
             log.warning("%s %s callback malformed: %s", name, kind, error)
             return PlainTextResponse(str(error), status_code=400)

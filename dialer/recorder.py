@@ -19,7 +19,7 @@ from campaigns.outcomes import (
 from campaigns.retry import next_attempt_at
 from campaigns.spec import CampaignSpec, Question
 from dialer.db import changed
-from dialer.errors import WebhookAuthError
+from dialer.errors import WebhookAuthError, WebhookNotReady
 from dialer.models import Attempt, Campaign, Contact, DtmfAnswer, WebhookEvent
 from dialer.providers.base import CallEvent, InputVerdict, Provider, Webhook
 from dialer.runtime import spec_of
@@ -166,10 +166,20 @@ def record_webhook(
 ) -> Any:
     """Authenticate, store once and apply one callback; return the provider's expected reply, if any."""
     provider.verify_webhook(webhook, settings)
-    attempt = session.exec(select(Attempt).where(col(Attempt.callback_token) == token)).first()
-    if attempt is None or attempt.provider != provider.name:
-        raise WebhookAuthError("unknown callback token")
     event = provider.parse_webhook(webhook)
+    if provider.per_call_callbacks:
+        attempt = session.exec(select(Attempt).where(col(Attempt.callback_token) == token)).first()
+        if attempt is None or attempt.provider != provider.name:
+            raise WebhookAuthError("unknown callback token")
+    else:
+        attempt = session.exec(
+            select(Attempt).where(
+                col(Attempt.provider) == provider.name, col(Attempt.provider_call_id) == event.call_id
+            )
+        ).first()
+        if attempt is None:
+            # The provider can call back before its create-call answer reached us: come again.
+            raise WebhookNotReady(f"no attempt with {provider.title} call id {event.call_id!r} yet")
     digest = hashlib.sha256(
         b"\0".join([provider.name.encode(), token.encode(), webhook.kind.encode(), webhook.body])
     )

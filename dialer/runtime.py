@@ -14,6 +14,7 @@ from campaigns.spec import CampaignSpec
 from dialer.models import Campaign, utcnow
 from dialer.pacing import Bucket, Limiter
 from dialer.providers import get_provider
+from dialer.providers.client import ProviderClient
 from dialer.settings import Settings
 
 
@@ -27,6 +28,10 @@ class Runtime:
     enqueue: Callable[[int, float], None]
     clock: Callable[[], datetime] = field(default=utcnow)
     sleep: Callable[[float], None] = field(default=time.sleep)
+    calls: ProviderClient = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.calls = ProviderClient(self.http)
 
     @property
     def database_url(self) -> str:

@@ -24,7 +24,6 @@ from dialer.dispatch import contact_zones
 from dialer.errors import ProviderError
 from dialer.models import Attempt, Campaign, Contact, DncEntry
 from dialer.providers import get_provider
-from dialer.providers.base import send
 from dialer.recorder import apply_event, finish
 from dialer.runtime import Runtime, spec_of
 
@@ -243,10 +242,8 @@ def _reconcile(rt: Runtime, attempt: Attempt, now: datetime) -> str:
         if slot.granted:
             rt.sleep(slot.wait)
             try:
-                request = provider.build_lookup(
-                    attempt.provider_call_id, rt.settings.provider_settings(attempt.provider)
-                )
-                event = provider.parse_lookup(send(rt.http, request, provider=provider))
+                credentials = rt.settings.provider_settings(attempt.provider)
+                event = rt.calls.look_up(provider, credentials, attempt.provider_call_id)
             except ProviderError as error:
                 log.warning("status look-up of attempt %s failed: %s", attempt.id, error)
             else:

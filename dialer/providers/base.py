@@ -92,23 +92,46 @@ class InputVerdict:
     language: str
 
 
+ACCOUNT_TOKEN = "account"
+"""The path segment of callbacks configured per account rather than per call."""
+
+
+@dataclass(frozen=True)
+class Token:
+    """A bearer token from a provider's sign-in call, and how many seconds it lives."""
+
+    value: str
+    lifetime: float
+
+
 @dataclass(frozen=True)
 class Provider:
-    """A provider adapter: pure functions over plain data."""
+    """A provider adapter: pure functions over plain data.
+
+    ``build_call`` and ``build_lookup`` take the provider's settings and, for providers that sign
+    in (``sign_in``), the current token. Providers whose callbacks are configured per account
+    rather than per call (``per_call_callbacks=False``) say so, register them with ``setup``
+    (given the settings, the callback URL, the token and the caller ID), and have their callbacks
+    matched to attempts by call id.
+    """
 
     name: str
     title: str
     capabilities: Capabilities
     default_rate_limit: float
-    build_call: Callable[[CallOrder, Any], httpx.Request]
+    build_call: Callable[[CallOrder, Any, str | None], httpx.Request]
     parse_call: Callable[[httpx.Response], str]
     verify_webhook: Callable[[Webhook, Any], None]
     parse_webhook: Callable[[Webhook], CallEvent]
     error_detail: Callable[[httpx.Response], str]
-    build_lookup: Callable[[str, Any], httpx.Request] | None = None
+    build_lookup: Callable[[str, Any, str | None], httpx.Request] | None = None
     parse_lookup: Callable[[httpx.Response], CallEvent] | None = None
     reply_to_input: Callable[[InputVerdict], Any] | None = None
     webhook_kinds: tuple[str, ...] = field(default=("event",))
+    sign_in: Callable[[Any], httpx.Request] | None = None
+    parse_sign_in: Callable[[httpx.Response], Token] | None = None
+    setup: Callable[[Any, str, str | None, str], httpx.Request] | None = None
+    per_call_callbacks: bool = True
 
 
 def retry_after(response: httpx.Response, *, now: datetime | None = None) -> float | None:

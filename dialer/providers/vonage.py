@@ -114,7 +114,7 @@ def _question_actions(question: Any, callback_url: str, language: str) -> list[d
     ]
 
 
-def build_call(order: CallOrder, settings: VonageSettings) -> httpx.Request:
+def build_call(order: CallOrder, settings: VonageSettings, token: str | None = None) -> httpx.Request:
     body = {
         "to": [{"type": "phone", "number": _digits(order.to)}],
         "from": {"type": "phone", "number": _digits(order.caller_id)},
@@ -140,7 +140,7 @@ def parse_call(response: httpx.Response) -> str:
         raise ProviderTimeout(f"Vonage create-call answer has no uuid: {response.text[:200]}") from None
 
 
-def build_lookup(call_id: str, settings: VonageSettings) -> httpx.Request:
+def build_lookup(call_id: str, settings: VonageSettings, token: str | None = None) -> httpx.Request:
     return httpx.Request(
         "GET",
         f"{settings.base_url}/v1/calls/{call_id}",

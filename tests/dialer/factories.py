@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import httpx
@@ -72,7 +73,11 @@ class FakeVonage:
         return httpx.Response(201, json={"uuid": f"call-{len(self.requests)}", "status": "started"})
 
 
-def runtime(settings: Settings, transport: FakeVonage, enqueued: list[tuple[int, float]]) -> Runtime:
+def runtime(
+    settings: Settings,
+    transport: Callable[[httpx.Request], httpx.Response],
+    enqueued: list[tuple[int, float]],
+) -> Runtime:
     return Runtime(
         settings=settings,
         limiter=LocalLimiter(),

@@ -80,8 +80,7 @@ def test_a_timeout_after_sending_is_never_redialed(settings: Settings) -> None:
         raise httpx.ReadTimeout("no answer", request=request)
 
     enqueued: list[tuple[int, float]] = []
-    rt = runtime(settings, FakeVonage(), enqueued)
-    rt.http = httpx.Client(transport=httpx.MockTransport(times_out))
+    rt = runtime(settings, times_out, enqueued)
     place_call(rt, attempt.id or 0)
     place_call(rt, attempt.id or 0)
     assert _attempt(settings.database_url, attempt.id or 0).status == "unknown"

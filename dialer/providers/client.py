@@ -1,0 +1,70 @@
+"""Talking to providers: tokens signed in, cached until shortly before they expire, renewed on 401."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from dialer.errors import ProviderAuthError
+from dialer.providers.base import CallEvent, CallOrder, Provider, send
+
+RENEW_BEFORE = 60.0
+"""Seconds before a token's expiry when it is renewed rather than used."""
+
+
+class ProviderClient:
+    """Sends every provider request of one process through one HTTP client."""
+
+    def __init__(self, http: httpx.Client, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.http = http
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._tokens: dict[str, tuple[str, float]] = {}
+        self._prepared: set[tuple[str, str]] = set()
+
+    def _token(self, provider: Provider, settings: Any, *, renew: bool = False) -> str | None:
+        if provider.sign_in is None or provider.parse_sign_in is None:
+            return None
+        with self._lock:
+            held = self._tokens.get(provider.name)
+            if held and not renew and held[1] - RENEW_BEFORE > self._clock():
+                return held[0]
+            token = provider.parse_sign_in(send(self.http, provider.sign_in(settings), provider=provider))
+            self._tokens[provider.name] = (token.value, self._clock() + token.lifetime)
+            return token.value
+
+    def _send(
+        self, provider: Provider, settings: Any, build: Callable[[str | None], httpx.Request]
+    ) -> httpx.Response:
+        token = self._token(provider, settings)
+        try:
+            return send(self.http, build(token), provider=provider)
+        except ProviderAuthError:
+            if provider.sign_in is None:
+                raise
+            # The token may have been revoked or expired early: sign in again, once.
+            return send(self.http, build(self._token(provider, settings, renew=True)), provider=provider)
+
+    def prepare(self, provider: Provider, settings: Any, *, callback_url: str, caller_id: str) -> None:
+        """Register account-level callbacks once per process and caller ID (where the provider needs it)."""
+        if provider.setup is None or (provider.name, caller_id) in self._prepared:
+            return
+        setup = provider.setup
+        self._send(provider, settings, lambda token: setup(settings, callback_url, token, caller_id))
+        self._prepared.add((provider.name, caller_id))
+
+    def place(self, provider: Provider, settings: Any, order: CallOrder) -> str:
+        """Ask the provider to place one call; return its call id."""
+        response = self._send(provider, settings, lambda token: provider.build_call(order, settings, token))
+        return provider.parse_call(response)
+
+    def look_up(self, provider: Provider, settings: Any, call_id: str) -> CallEvent:
+        """Ask the provider how a call stands (only for providers with a status look-up)."""
+        assert provider.build_lookup is not None and provider.parse_lookup is not None
+        build = provider.build_lookup
+        response = self._send(provider, settings, lambda token: build(call_id, settings, token))
+        return provider.parse_lookup(response)
