@@ -31,6 +31,45 @@ class VonageSettings(BaseModel):
         return Path(value).expanduser().read_text()
 
 
+class CmSettings(BaseModel):
+    """CM.com Voice API: a product token (a GUID) sent as a header."""
+
+    base_url: str = "https://api.cm.com"
+    product_token: SecretStr | None = None
+    rate_limit: float = Field(10.0, gt=0, description="calls per second allowed on the account")
+
+
+class RouteeSettings(BaseModel):
+    """Routee: OAuth2 client credentials (application id and secret) for a bearer token."""
+
+    base_url: str = "https://connect.routee.net"
+    auth_url: str = "https://auth.routee.net"
+    application_id: str = ""
+    application_secret: SecretStr | None = None
+    rate_limit: float = Field(1.0, gt=0, description="requests per second (Routee documents 1)")
+
+
+class CequensSettings(BaseModel):
+    """Cequens: an API key and user name signed in for a bearer token."""
+
+    base_url: str = "https://apis.cequens.com"
+    call_path: str = Field("/voice/v1/calls", description="not in the public documents; see the adapter")
+    api_key: SecretStr | None = None
+    user_name: str = ""
+    rate_limit: float = Field(10.0, gt=0, description="calls per second allowed on the account")
+
+
+class FractelSettings(BaseModel):
+    """Fractel FoneStorm: a user name and password signed in for a token; callbacks use HTTP Basic."""
+
+    base_url: str = "https://api.fonestorm.com"
+    username: str = ""
+    password: SecretStr | None = None
+    webhook_username: str = "dialer"
+    webhook_password: SecretStr | None = None
+    rate_limit: float = Field(10.0, gt=0, description="requests per second (Fractel documents 10)")
+
+
 class Settings(BaseSettings):
     """Everything the dialer reads from its environment."""
 
@@ -55,6 +94,10 @@ class Settings(BaseSettings):
         3600.0, gt=0, description="seconds after dispatch before an attempt with no result is failed"
     )
     vonage: VonageSettings = VonageSettings()
+    cm: CmSettings = CmSettings()
+    routee: RouteeSettings = RouteeSettings()
+    cequens: CequensSettings = CequensSettings()
+    fractel: FractelSettings = FractelSettings()
 
     def provider_settings(self, provider: str) -> BaseModel:
         settings: BaseModel = getattr(self, provider)

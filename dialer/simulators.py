@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -11,12 +12,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.applications import Starlette
 
 from dialer.errors import ConfigurationError
-from dialer.providers import get_provider, vonage_sim
+from dialer.providers import cm_sim, get_provider, vonage_sim
 from dialer.providers.simulation import Simulation
 from dialer.settings import Settings
 
 _FACTORIES: dict[str, Callable[[Simulation, Any], Starlette]] = {
     "vonage": vonage_sim.create_app,
+    "cm": cm_sim.create_app,
 }
 
 
@@ -44,4 +46,14 @@ def dev_credentials() -> dict[str, dict[str, str]]:
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
-    return {"vonage": {"private_key": pem, "signature_secret": secrets.token_hex(32)}}
+    return {
+        "vonage": {"private_key": pem, "signature_secret": secrets.token_hex(32)},
+        "cm": {"product_token": str(uuid.uuid4())},
+        "routee": {"application_id": secrets.token_hex(12), "application_secret": secrets.token_urlsafe(24)},
+        "cequens": {"api_key": secrets.token_urlsafe(32), "user_name": "dialer"},
+        "fractel": {
+            "username": "dialer",
+            "password": secrets.token_urlsafe(16),
+            "webhook_password": secrets.token_urlsafe(16),
+        },
+    }

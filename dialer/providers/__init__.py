@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dialer.errors import ConfigurationError
-from dialer.providers import vonage
+from dialer.providers import cm, vonage
 from dialer.providers.base import Provider
 
-PROVIDERS: dict[str, Provider] = {provider.name: provider for provider in (vonage.PROVIDER,)}
+PROVIDERS: dict[str, Provider] = {provider.name: provider for provider in (vonage.PROVIDER, cm.PROVIDER)}
 
 
 def get_provider(name: str) -> Provider:

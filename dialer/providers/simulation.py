@@ -27,7 +27,7 @@ import contextlib
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -39,6 +39,8 @@ from starlette.routing import Route
 log = logging.getLogger("dialer.simulator")
 
 Behaviour = Literal["answered", "busy", "no_answer", "failed", "rejected", "machine"]
+Emit = Callable[..., Awaitable[None]]
+"""A provider's way of telling the caller about a stage: ``await emit(stage, **details)``."""
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,45 @@ class Simulation:
             await client.aclose()
 
         return lifespan
+
+    async def run_call(
+        self,
+        script: Script,
+        *,
+        ring_timeout: float,
+        emit: Emit,
+        conversation: Callable[[], Awaitable[None]],
+    ) -> None:
+        """The life of one call, the same for every provider: only ``emit`` speaks its dialect.
+
+        ``conversation`` is what happens once the callee picks up (the message, the question);
+        the ``completed`` stage carries ``duration`` (seconds, unscaled) and ``answered_at``.
+        """
+        await self.pause(0.3)
+        await emit("started")
+        if script.behaviour == "failed":
+            await self.pause(script.ring_seconds)
+            await emit("failed")
+            return
+        await self.pause(1.0)
+        await emit("ringing")
+        if script.behaviour in ("busy", "rejected"):
+            await self.pause(script.ring_seconds)
+            await emit(script.behaviour)
+            return
+        if script.behaviour == "no_answer":
+            await self.pause(ring_timeout)
+            await emit("no_answer")
+            return
+        await self.pause(script.ring_seconds)
+        answered_at = time.time()
+        await emit("answered")
+        if script.behaviour == "machine":
+            await self.pause(2.0)
+            await emit("machine")
+        await conversation()
+        duration = max(1, round((time.time() - answered_at) / self.time_scale))
+        await emit("completed", duration=duration, answered_at=answered_at)
 
     def routes(self) -> list[Route]:
         """Simulator-only endpoints (not part of any provider's API) for tests and benchmarks."""

@@ -236,41 +236,26 @@ def create_app(sim: Simulation, settings: VonageSettings) -> Starlette:
                 return
 
     async def run(call: _Call) -> None:
-        script = call.script
-        await sim.pause(0.3)
-        await event(call, "started")
-        if script.behaviour == "failed":
-            await sim.pause(script.ring_seconds)
-            await event(call, "failed")
-            return
-        await sim.pause(1.0)
-        await event(call, "ringing")
-        if script.behaviour in ("busy", "rejected"):
-            await sim.pause(script.ring_seconds)
-            await event(call, script.behaviour)
-            return
-        if script.behaviour == "no_answer":
-            await sim.pause(float(call.body.get("ringing_timer", 60)))
-            await event(call, "timeout")
-            return
-        await sim.pause(script.ring_seconds)
-        answered_at = time.time()
-        await event(call, "answered")
-        if script.behaviour == "machine":
-            await sim.pause(2.0)
-            await event(call, "machine")
-        await play(call, call.body.get("ncco", []))
-        ended = time.time()
-        duration = max(1, round((ended - answered_at) / sim.time_scale))
-        call.details = {
-            "rate": "0.01200000",
-            "price": f"{0.012 * duration / 60:.8f}",
-            "duration": str(duration),
-            "start_time": _stamp(answered_at),
-            "end_time": _stamp(ended),
-            "network": "310260",
-        }
-        await event(call, "completed", **call.details)
+        async def emit(stage: str, *, duration: int = 0, answered_at: float = 0.0) -> None:
+            if stage == "completed":
+                call.details = {
+                    "rate": "0.01200000",
+                    "price": f"{0.012 * duration / 60:.8f}",
+                    "duration": str(duration),
+                    "start_time": _stamp(answered_at),
+                    "end_time": _stamp(),
+                    "network": "310260",
+                }
+                await event(call, "completed", **call.details)
+            else:
+                await event(call, "timeout" if stage == "no_answer" else stage)
+
+        await sim.run_call(
+            call.script,
+            ring_timeout=float(call.body.get("ringing_timer", 60)),
+            emit=emit,
+            conversation=lambda: play(call, call.body.get("ncco", [])),
+        )
 
     async def create_call(request: Request) -> JSONResponse:
         if not authorised(request):

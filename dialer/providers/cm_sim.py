@@ -1,0 +1,186 @@
+"""A CM.com Voice API stand-in: DTMF and Notification instructions, product-token auth, one callback."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from dialer.providers.simulation import Script, Simulation
+from dialer.settings import CmSettings
+
+_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+_PROMPT_TYPES = {"TTS", "TTS_SSML", "File", 0, 1, 2}
+_RANGES = {
+    "min-digits": (1, 64),
+    "max-digits": (1, 64),
+    "max-attempts": (1, 10),
+    "timeout": (1000, 10000),
+    "max-ringing-timeout": (10, 60),
+}
+#: How each end of a call is reported: result code, description, SIP code and reason.
+_ENDS = {
+    "completed": (10, "finished", 200, "OK"),
+    "busy": (12, "rejected", 486, "Busy Here"),
+    "rejected": (12, "rejected", 603, "Decline"),
+    "no_answer": (9, "cancelled", 480, "Temporarily Unavailable"),
+    "failed": (11, "failed", 503, "Service Unavailable"),
+}
+
+
+def _message(status: int, text: str) -> JSONResponse:
+    return JSONResponse({"message": text}, status_code=status)
+
+
+def validate(body: Any, *, dtmf: bool) -> str | None:
+    """The first schema problem of an instruction, or None."""
+    if not isinstance(body, dict):
+        return "The request body must be a JSON object."
+    if ("callee" in body) == ("callees" in body):
+        return "Give exactly one of callee or callees."
+    caller = body.get("caller")
+    if not isinstance(caller, str) or not 1 <= len(caller) <= 24:
+        return "caller is required, between 1 and 24 characters."
+    required = ["prompt", "valid-prompt"] if dtmf else ["prompt"]
+    for name in required:
+        value = body.get(name)
+        if not isinstance(value, str) or not 1 <= len(value) <= 1000:
+            return f"{name} is required, between 1 and 1000 characters."
+    for name in ("prompt-type", "valid-prompt-type", "invalid-prompt-type"):
+        if name in body and body[name] not in _PROMPT_TYPES:
+            return f"{name} must be TTS, TTS_SSML or File."
+    for name, (low, high) in _RANGES.items():
+        if body.get(name) is not None and not (isinstance(body[name], int) and low <= body[name] <= high):
+            return f"{name} must be between {low} and {high}."
+    if dtmf and body.get("min-digits", 1) > body.get("max-digits", 64):
+        return "min-digits must not exceed max-digits."
+    if "regex" in body:
+        try:
+            re.compile(body["regex"])
+        except (re.error, TypeError):
+            return "regex is not a valid regular expression."
+    url = body.get("callback-url")
+    if url is not None and not str(url).startswith(("http://", "https://")):
+        return "callback-url must be an absolute URI."
+    return None
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds")
+
+
+def create_app(sim: Simulation, settings: CmSettings) -> Starlette:
+    if settings.product_token is None:
+        raise ValueError("the CM.com simulator needs the product token")
+    token = settings.product_token.get_secret_value()
+    client = httpx.AsyncClient(timeout=5.0)
+
+    async def run(body: dict[str, Any], call_id: str, callee: str, script: Script, *, dtmf: bool) -> None:
+        started = datetime.now(UTC)
+        answered: dict[str, datetime] = {}
+        collected = {"digits": "", "valid": False, "attempts": 0}
+
+        async def conversation() -> None:
+            answered["at"] = datetime.now(UTC)
+            await sim.pause(min(len(body["prompt"]) / 15, 20))
+            if not dtmf or script.behaviour != "answered":
+                return
+            regex = body.get("regex", "[0-9]*")
+            for attempt in range(1, int(body.get("max-attempts") or 1) + 1):
+                collected["attempts"] = attempt
+                digits = script.digits or ""
+                await sim.pause(2.0 if digits else int(body.get("timeout") or 5000) / 1000)
+                if digits and re.fullmatch(regex, digits):
+                    collected.update(digits=digits, valid=True)
+                    return
+                collected["digits"] = digits
+
+        async def emit(stage: str, **_: Any) -> None:
+            if stage not in _ENDS:
+                return  # CM.com calls back once, when the call is over
+            code, description, sip, reason = _ENDS[stage]
+            payload: dict[str, Any] = {
+                "type": "dtmf-finished" if dtmf else "notification-finished",
+                "call-id": call_id,
+                "instruction-id": body.get("instruction-id"),
+                "caller": body["caller"],
+                "callee": callee,
+                "result": {
+                    "code": code,
+                    "description": description,
+                    "sip-disconnect-code": sip,
+                    "sip-disconnect-reason": reason,
+                },
+                "started-on": _stamp(started),
+                "ended-on": _stamp(datetime.now(UTC)),
+            }
+            if "at" in answered:
+                payload["answered-on"] = _stamp(answered["at"])
+            if dtmf and stage == "completed":
+                payload |= collected
+            if body.get("callback-url"):
+                await sim.deliver(client, client.build_request("POST", body["callback-url"], json=payload))
+
+        await sim.run_call(
+            script,
+            ring_timeout=float(body.get("max-ringing-timeout") or 60),
+            emit=emit,
+            conversation=conversation,
+        )
+
+    async def instruct(request: Request) -> JSONResponse:
+        if request.headers.get("x-cm-producttoken", "").lower() != token.lower():
+            return _message(401, "Unauthorized: invalid product token.")
+        if not sim.admit():
+            return _message(429, "Too many requests.")
+        dtmf = request.url.path.endswith("/DTMF")
+        try:
+            body = await request.json()
+        except ValueError:
+            return _message(400, "The request body is not valid JSON.")
+        if problem := validate(body, dtmf=dtmf):
+            return _message(400, problem)
+        callees = body["callees"] if "callees" in body else [body["callee"]]
+        if not all(isinstance(c, str) and _E164.match(c) for c in callees):
+            return JSONResponse(
+                [
+                    {
+                        "type": "call-queued",
+                        "instruction-id": body.get("instruction-id"),
+                        "success": False,
+                        "error": "Invalid callee: numbers must be in E.164 format.",
+                    }
+                ]
+            )
+        events = []
+        for callee in callees:
+            call_id = str(uuid.uuid4())
+            script = sim.place(callee, call_id)
+            sim.spawn(run(body, call_id, callee, script, dtmf=dtmf))
+            events.append(
+                {
+                    "type": "call-queued",
+                    "call-id": call_id,
+                    "instruction-id": body.get("instruction-id"),
+                    "caller": body["caller"],
+                    "callee": callee,
+                    "success": True,
+                }
+            )
+        return JSONResponse(events)
+
+    return Starlette(
+        routes=[
+            Route("/voiceapi/v2/DTMF", instruct, methods=["POST"]),
+            Route("/voiceapi/v2/Notification", instruct, methods=["POST"]),
+            *sim.routes(),
+        ],
+        lifespan=sim.lifespan(client),
+    )
