@@ -49,6 +49,11 @@ def check_provider_can(spec: CampaignSpec, *, source: str) -> None:
         "message.audio_url": spec.message.audio_url is not None and not can.audio,
         "message.ssml": spec.message.ssml and not can.ssml,
         "retry.retry_on machine": "machine" in spec.retry.retry_on and not can.machine_detection,
+        f"message.audio_url other than {', '.join(can.audio_formats or ())} files": bool(
+            spec.message.audio_url
+            and can.audio_formats
+            and not spec.message.audio_url.lower().endswith(can.audio_formats)
+        ),
     }
     for what, missing in wants.items():
         if missing:

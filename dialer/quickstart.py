@@ -73,6 +73,8 @@ def run_quickstart(
     sim_url, receiver_url = (f"http://127.0.0.1:{s.getsockname()[1]}" for s in (sim_socket, receiver_socket))
     overrides: dict[str, Any] = {name: dict(values) for name, values in credentials.items()}
     overrides[provider] = {**overrides.get(provider, {}), "base_url": sim_url}
+    if provider == "routee":
+        overrides[provider]["auth_url"] = sim_url  # the simulator also plays the token endpoint
     settings = Settings(
         database_url=url,
         public_url=receiver_url,

@@ -17,7 +17,7 @@ from campaigns.outcomes import (
     earlier_than,
 )
 from campaigns.retry import next_attempt_at
-from campaigns.spec import CampaignSpec, Question
+from campaigns.spec import CampaignSpec, Question, render
 from dialer.db import changed
 from dialer.errors import WebhookAuthError, WebhookNotReady
 from dialer.models import Attempt, Campaign, Contact, DtmfAnswer, WebhookEvent
@@ -198,11 +198,16 @@ def record_webhook(
     except sa.exc.IntegrityError:
         return None  # a redelivery of a callback already recorded
     apply_event(session, attempt=attempt, event=event, now=now)
-    if not event.input_complete:
+    if not event.input_complete and not (event.answered_by == "machine" and provider.reply_to_machine):
         return None
     campaign = session.get(Campaign, attempt.campaign_id)
     assert campaign is not None
     spec = spec_of(campaign)
+    if not event.input_complete and provider.reply_to_machine is not None:
+        contact = session.get(Contact, attempt.contact_id)
+        assert contact is not None
+        text = render(spec.message.text, contact.variables) if spec.message.text is not None else None
+        return provider.reply_to_machine(text, spec.message.audio_url, spec.message.language)
     if spec.question is None:
         return None
     interactive = provider.reply_to_input is not None

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dialer.errors import ConfigurationError
-from dialer.providers import cm, vonage
+from dialer.providers import cm, routee, vonage
 from dialer.providers.base import Provider
 
-PROVIDERS: dict[str, Provider] = {provider.name: provider for provider in (vonage.PROVIDER, cm.PROVIDER)}
+PROVIDERS: dict[str, Provider] = {
+    provider.name: provider for provider in (vonage.PROVIDER, cm.PROVIDER, routee.PROVIDER)
+}
 
 
 def get_provider(name: str) -> Provider:

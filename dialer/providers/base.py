@@ -36,6 +36,8 @@ class Capabilities:
     dtmf: bool = False
     machine_detection: bool = False
     status_lookup: bool = False
+    audio_formats: tuple[str, ...] | None = None
+    """File endings an audio URL must have (None: any)."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,7 @@ class Provider:
     build_lookup: Callable[[str, Any, str | None], httpx.Request] | None = None
     parse_lookup: Callable[[httpx.Response], CallEvent] | None = None
     reply_to_input: Callable[[InputVerdict], Any] | None = None
+    reply_to_machine: Callable[[str | None, str | None, str], Any] | None = None
     webhook_kinds: tuple[str, ...] = field(default=("event",))
     sign_in: Callable[[Any], httpx.Request] | None = None
     parse_sign_in: Callable[[httpx.Response], Token] | None = None
