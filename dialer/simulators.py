@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.applications import Starlette
 
 from dialer.errors import ConfigurationError
-from dialer.providers import cequens_sim, cm_sim, get_provider, routee_sim, vonage_sim
+from dialer.providers import cequens_sim, cm_sim, fractel_sim, get_provider, routee_sim, vonage_sim
 from dialer.providers.simulation import Simulation
 from dialer.settings import Settings
 
@@ -21,6 +21,7 @@ _FACTORIES: dict[str, Callable[[Simulation, Any], Starlette]] = {
     "cm": cm_sim.create_app,
     "routee": routee_sim.create_app,
     "cequens": cequens_sim.create_app,
+    "fractel": fractel_sim.create_app,
 }
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dialer.errors import ConfigurationError
-from dialer.providers import cequens, cm, routee, vonage
+from dialer.providers import cequens, cm, fractel, routee, vonage
 from dialer.providers.base import Provider
 
 PROVIDERS: dict[str, Provider] = {
-    provider.name: provider for provider in (vonage.PROVIDER, cm.PROVIDER, routee.PROVIDER, cequens.PROVIDER)
+    provider.name: provider
+    for provider in (vonage.PROVIDER, cm.PROVIDER, routee.PROVIDER, cequens.PROVIDER, fractel.PROVIDER)
 }
 
 

@@ -1,0 +1,177 @@
+"""A Fractel FoneStorm stand-in: /v2/auth tokens, send_notify registration, calls and callbacks."""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from dialer.providers.simulation import Script, Simulation
+from dialer.settings import FractelSettings
+
+_SERVICE_TYPES = {"Device", "VoiceMail", "SoundFile", "TTS", "Phonenumber"}
+_DISPOSITION = {
+    "completed": "ANSWERED",
+    "busy": "BUSY",
+    "no_answer": "NO_ANSWER",
+    "failed": "FAILED:503",
+    "rejected": "REJECTED",
+}
+
+
+@dataclass(frozen=True)
+class _Notify:
+    url: str
+    method: str
+    username: str | None
+    password: str | None
+
+
+def _error(status: int, error: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": error, "message": message, "status_code": status}, status_code=status)
+
+
+def e164(dialled: str) -> str:
+    """The number a dial string reaches: 1 + 10 digits is North American, 011 + digits international."""
+    if dialled.startswith("011"):
+        return "+" + dialled[3:]
+    return "+" + dialled
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    from urllib.parse import parse_qsl
+
+    raw = await request.body()
+    if request.headers.get("content-type", "").startswith("application/json"):
+        value = await request.json()
+        return value if isinstance(value, dict) else {}
+    return dict(parse_qsl(raw.decode()))
+
+
+def validate(body: dict[str, Any]) -> str | None:
+    if not re.fullmatch(r"\d{7,15}", re.sub(r"\D", "", str(body.get("fonenumber", "")))):
+        return "fonenumber must be one of your FoneNumbers"
+    to = re.sub(r"\D", "", str(body.get("to", "")))
+    if not (7 <= len(to) <= 15 or 1 <= len(to) <= 6):
+        return "to must be a valid phone number (7 to 15 digits) or a speed dial (1 to 6 digits)"
+    if body.get("service_type") not in _SERVICE_TYPES:
+        return f"service_type must be one of {', '.join(sorted(_SERVICE_TYPES))}"
+    service_id = str(body.get("service_id") or "")
+    if not service_id:
+        return "service_id is required"
+    if body["service_type"] == "SoundFile" and not (
+        service_id.startswith(("http://", "https://")) and service_id.lower().endswith(".wav")
+    ):
+        return "service_id must be the URL of a WAV file"
+    return None
+
+
+def create_app(sim: Simulation, settings: FractelSettings) -> Starlette:
+    if settings.password is None:
+        raise ValueError("the Fractel simulator needs the user name and password")
+    tokens: dict[str, float] = {}
+    notify: dict[str, _Notify] = {}
+    client = httpx.AsyncClient(timeout=5.0)
+
+    async def auth(request: Request) -> JSONResponse:
+        body = await _body(request)
+        assert settings.password is not None
+        if (
+            body.get("username") != settings.username
+            or body.get("password") != settings.password.get_secret_value()
+        ):
+            return _error(401, "Unauthorized", "Invalid username or password")
+        expires = int(body.get("expires") or 3600)
+        if not 1 <= expires <= 86400:
+            return _error(400, "Bad Request", "expires must be between 1 and 86400")
+        token = secrets.token_urlsafe(32)
+        tokens[token] = time.monotonic() + expires
+        return JSONResponse({"authorization": {"token": token, "expires": expires}}, status_code=201)
+
+    def authorised(request: Request) -> bool:
+        return tokens.get(request.headers.get("token", ""), 0) > time.monotonic()
+
+    async def send_notify(request: Request) -> JSONResponse:
+        if not authorised(request):
+            return _error(401, "Unauthorized", "A valid token header is required")
+        body = await _body(request)
+        fonenumber = re.sub(r"\D", "", str(body.get("fonenumber", "")))
+        if not fonenumber or not str(body.get("url", "")).startswith(("http://", "https://")):
+            return _error(400, "Bad Request", "fonenumber and url are required")
+        method = str(body.get("method", "POST")).upper()
+        if method not in ("GET", "POST", "JSON"):
+            return _error(400, "Bad Request", "method must be GET, POST or JSON")
+        notify[fonenumber] = _Notify(body["url"], method, body.get("url_username"), body.get("url_password"))
+        return JSONResponse({"notify": {"fonenumber": fonenumber, "url": body["url"], "method": method}})
+
+    async def tell(fonenumber: str, payload: dict[str, Any]) -> None:
+        target = notify.get(fonenumber)
+        if target is None:
+            return
+        headers = {}
+        if target.username is not None:
+            pair = f"{target.username}:{target.password or ''}"
+            headers["Authorization"] = f"Basic {base64.b64encode(pair.encode()).decode()}"
+        if target.method == "GET":
+            request = client.build_request("GET", target.url, params=payload, headers=headers)
+        elif target.method == "POST":
+            request = client.build_request("POST", target.url, data=payload, headers=headers)
+        else:
+            request = client.build_request("POST", target.url, json=payload, headers=headers)
+        await sim.deliver(client, request)
+
+    async def run(body: dict[str, Any], call_id: str, script: Script) -> None:
+        fonenumber = re.sub(r"\D", "", str(body["fonenumber"]))
+        base = {
+            "uid": call_id,
+            "account_code": settings.username,
+            "from": fonenumber,
+            "to": re.sub(r"\D", "", str(body["to"])),
+            "direction": "OUTBOUND",
+            "type": "VOICE",
+        }
+
+        async def conversation() -> None:
+            await sim.pause(min(len(str(body["service_id"])) / 15, 20))
+
+        async def emit(stage: str, *, duration: int = 0, **_: Any) -> None:
+            if stage == "started":
+                await tell(fonenumber, base | {"status": "BEGIN"})
+            elif stage in _DISPOSITION:
+                end = {"status": "END", "disposition": _DISPOSITION[stage], "billable_seconds": duration}
+                await tell(fonenumber, base | end)
+
+        await sim.run_call(script, ring_timeout=30.0, emit=emit, conversation=conversation)
+
+    async def call(request: Request) -> JSONResponse:
+        if not authorised(request):
+            return _error(401, "Unauthorized", "A valid token header is required")
+        if not sim.admit():
+            return _error(429, "Too Many Requests", "The limit is 10 requests per second")
+        body = await _body(request)
+        if problem := validate(body):
+            return _error(400, "Bad Request", problem)
+        call_id = str(uuid.uuid4())
+        script = sim.place(e164(re.sub(r"\D", "", str(body["to"]))), call_id)
+        sim.spawn(run(body, call_id, script))
+        return JSONResponse({"call": {"id": call_id}}, status_code=201)
+
+    return Starlette(
+        routes=[
+            Route("/v2/auth", auth, methods=["POST"]),
+            Route("/v2/calls/send_notify", send_notify, methods=["POST"]),
+            Route("/v2/calls", call, methods=["POST"]),
+            *sim.routes(),
+        ],
+        lifespan=sim.lifespan(client),
+    )
