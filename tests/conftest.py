@@ -16,7 +16,7 @@ import redis
 import sqlalchemy as sa
 
 from dialer import db
-from dialer.settings import Settings
+from dialer.settings import Settings, get_settings
 from dialer.simulators import dev_credentials
 
 REDIS_URL = os.environ.get("DIALER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -28,6 +28,12 @@ def unavailable(reason: str) -> None:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"CI=true and {reason}")
     pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def fresh_settings() -> None:
+    """Commands read settings once per process: each test's environment must be read anew."""
+    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")

@@ -17,13 +17,6 @@ def env(sqlite_url: str) -> dict[str, str]:
     return {"DIALER_DATABASE_URL": sqlite_url}
 
 
-@pytest.fixture(autouse=True)
-def fresh_settings() -> None:
-    from dialer.settings import get_settings
-
-    get_settings.cache_clear()
-
-
 def run(env: dict[str, str], *args: str) -> tuple[int, str]:
     result = CliRunner().invoke(main, list(args), env=env)
     return result.exit_code, result.output

@@ -15,7 +15,7 @@ from dialer.pacing import LocalLimiter
 from dialer.runtime import Runtime
 from dialer.scheduler import claim_due
 from dialer.settings import Settings
-from tests.e2e import CAMPAIGN
+from tests.e2e import campaign_text
 
 NOW = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
 
@@ -26,7 +26,7 @@ def campaign_with_contacts(url: str, phones: list[str], *, delay: float = 60) ->
     from dialer.models import Contact
 
     with db.session_scope(url) as session:
-        campaign = create_campaign(session, parse_campaign(CAMPAIGN.format(provider="vonage", delay=delay)))
+        campaign = create_campaign(session, parse_campaign(campaign_text("vonage", delay)))
         session.execute(
             sa.insert(Contact),
             [
@@ -56,7 +56,7 @@ def queued_attempts(url: str, campaign: Campaign, count: int) -> list[Attempt]:
 
 
 def _spec():  # type: ignore[no-untyped-def]
-    return parse_campaign(CAMPAIGN.format(provider="vonage", delay=60))
+    return parse_campaign(campaign_text("vonage", 60))
 
 
 class FakeVonage:

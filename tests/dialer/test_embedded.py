@@ -17,7 +17,7 @@ from dialer.operations import change_status, create_campaign, get_campaign
 from dialer.receiver import create_app
 from dialer.settings import Settings
 from dialer.simulators import simulator_app
-from tests.e2e import CAMPAIGN, campaign_status, check_campaign, write_contacts
+from tests.e2e import campaign_status, campaign_text, check_campaign, write_contacts
 
 CONTACTS = 60
 RATE = 10
@@ -36,7 +36,7 @@ def test_a_campaign_runs_in_one_process(
         vonage={**credentials["vonage"], "base_url": sim_url, "rate_limit": RATE},
     )
     with db.session_scope(sqlite_url) as session:
-        campaign = create_campaign(session, parse_campaign(CAMPAIGN.format(provider="vonage", delay=2)))
+        campaign = create_campaign(session, parse_campaign(campaign_text("vonage", 2)))
         import_contacts(session, campaign=campaign, path=write_contacts(tmp_path, CONTACTS), now=utcnow())
         change_status(session, name="e2e", action="start", now=utcnow())
     with (

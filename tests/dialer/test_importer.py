@@ -14,13 +14,13 @@ from dialer.importer import MAX_FIELD, import_contacts
 from dialer.models import Campaign, Contact, DncEntry
 from dialer.operations import create_campaign
 from tests.dialer.factories import NOW
-from tests.e2e import CAMPAIGN
+from tests.e2e import campaign_text
 
 
 @pytest.fixture
 def campaign(sqlite_url: str) -> Campaign:
     with db.session_scope(sqlite_url) as session:
-        return create_campaign(session, parse_campaign(CAMPAIGN.format(provider="vonage", delay=60)))
+        return create_campaign(session, parse_campaign(campaign_text("vonage", 60)))
 
 
 def _import(url: str, campaign: Campaign, path: Path, **options: object):  # type: ignore[no-untyped-def]

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from dialer.cli import main
 from dialer.embedded import loopback_socket
+from dialer.providers import PROVIDERS
 from tests.e2e import campaign_status, check_campaign, write_campaign, write_contacts
 
 pytestmark = pytest.mark.services
@@ -74,13 +75,33 @@ def _run(runner: CliRunner, env: dict[str, str], *args: str) -> str:
     return result.output
 
 
+def provider_env(
+    provider: str, credentials: dict[str, dict[str, str]], *, sim_url: str, directory: Path
+) -> dict[str, str]:
+    """Every provider's credentials as DIALER_* variables, and ``provider`` pointed at its simulator."""
+    env = {}
+    for name, values in credentials.items():
+        for key, value in values.items():
+            if key == "private_key":  # a PEM file, as an operator would configure it
+                path = directory / f"{name}.pem"
+                path.write_text(value)
+                value = str(path)
+            env[f"DIALER_{name.upper()}__{key.upper()}"] = value
+    prefix = f"DIALER_{provider.upper()}__"
+    env[prefix + "BASE_URL"] = sim_url
+    env[prefix + "RATE_LIMIT"] = str(RATE)
+    if provider == "routee":
+        env[prefix + "AUTH_URL"] = sim_url
+    return env
+
+
 @pytest.mark.timeout(240)
+@pytest.mark.parametrize("provider", sorted(PROVIDERS))
 def test_campaign_runs_on_celery_workers_redis_and_postgresql(
-    tmp_path: Path, postgres_url: str, redis_url: str, credentials: dict[str, dict[str, str]]
+    tmp_path: Path, postgres_url: str, redis_url: str, credentials: dict[str, dict[str, str]], provider: str
 ) -> None:
-    key_file = tmp_path / "vonage.pem"
-    key_file.write_text(credentials["vonage"]["private_key"])
     sim_port, web_port = _free_port(), _free_port()
+    sim_url = f"http://127.0.0.1:{sim_port}"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("DIALER_")},
         "DIALER_DATABASE_URL": postgres_url,
@@ -89,10 +110,7 @@ def test_campaign_runs_on_celery_workers_redis_and_postgresql(
         "DIALER_TICK_SECONDS": "0.5",
         "DIALER_SWEEP_SECONDS": "2",
         "DIALER_REQUEUE_AFTER": "15",
-        "DIALER_VONAGE__BASE_URL": f"http://127.0.0.1:{sim_port}",
-        "DIALER_VONAGE__PRIVATE_KEY": str(key_file),
-        "DIALER_VONAGE__SIGNATURE_SECRET": credentials["vonage"]["signature_secret"],
-        "DIALER_VONAGE__RATE_LIMIT": str(RATE),
+        **provider_env(provider, credentials, sim_url=sim_url, directory=tmp_path),
     }
     dialer = [sys.executable, "-m", "dialer"]
     celery = [sys.executable, "-m", "celery", "-A", "workers"]
@@ -100,6 +118,8 @@ def test_campaign_runs_on_celery_workers_redis_and_postgresql(
         "simulator": [
             *dialer,
             "simulate",
+            "--provider",
+            provider,
             "--port",
             str(sim_port),
             "--rate-limit",
@@ -113,12 +133,12 @@ def test_campaign_runs_on_celery_workers_redis_and_postgresql(
         "beat": [*celery, "beat", "-s", str(tmp_path / "beat-schedule"), "-l", "warning"],
     }
     runner = CliRunner()
-    _run(runner, env, "campaign", "create", str(write_campaign(tmp_path)))
+    _run(runner, env, "campaign", "create", str(write_campaign(tmp_path, provider=provider)))
     assert "imported 200" in _run(
         runner, env, "import", str(write_contacts(tmp_path, CONTACTS)), "--campaign", "e2e"
     )
     with processes(commands, env=env, cwd=tmp_path) as running:
-        _wait_for(f"http://127.0.0.1:{sim_port}/_simulator/log")
+        _wait_for(f"{sim_url}/_simulator/log")
         _wait_for(f"http://127.0.0.1:{web_port}/health")
         _run(runner, env, "campaign", "start", "e2e")
         deadline = time.monotonic() + 150
@@ -133,7 +153,8 @@ def test_campaign_runs_on_celery_workers_redis_and_postgresql(
         _run(runner, env, "export", "e2e", "--out", str(export))
         check_campaign(
             postgres_url,
-            simulator_url=f"http://127.0.0.1:{sim_port}",
+            provider=provider,
+            simulator_url=sim_url,
             export=export,
             queueing=CONTACTS / RATE + 5,
         )
