@@ -18,9 +18,9 @@ from campaigns.phones import time_zones
 from campaigns.spec import CampaignSpec, render
 from dialer.db import changed, session_scope
 from dialer.errors import (
-    ProviderAuthError,
     ProviderRateLimited,
     ProviderRejected,
+    ProviderSetupError,
     ProviderTimeout,
     ProviderUnavailable,
 )
@@ -169,7 +169,7 @@ def place_call(rt: Runtime, attempt_id: int) -> None:
                 now=rt.clock(),
                 reason=str(error),
             )
-    except ProviderAuthError as error:
+    except ProviderSetupError as error:
         with session_scope(url) as session:
             _requeue(session, attempt_id=attempt_id, now=rt.clock())
             session.execute(

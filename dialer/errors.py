@@ -31,7 +31,11 @@ class ProviderError(DialerError):
         self.status_code = status_code
 
 
-class ProviderAuthError(ProviderError):
+class ProviderSetupError(ProviderError):
+    """Nothing will work until an operator fixes the settings: credentials or the API's URL."""
+
+
+class ProviderAuthError(ProviderSetupError):
     """The provider does not accept our credentials (401/403)."""
 
 

@@ -21,6 +21,7 @@ from dialer.errors import (
     ProviderAuthError,
     ProviderRateLimited,
     ProviderRejected,
+    ProviderSetupError,
     ProviderTimeout,
     ProviderUnavailable,
 )
@@ -172,6 +173,11 @@ def send(client: httpx.Client, request: httpx.Request, *, provider: Provider) ->
     detail = f"{provider.title} answered {status}: {provider.error_detail(response)}"
     if status in (401, 403):
         raise ProviderAuthError(detail, status_code=status)
+    if status in (404, 405) and request.method == "POST":
+        # The endpoint itself is missing: a wrong base URL or path, not a bad number.
+        raise ProviderSetupError(
+            f"{detail} (is DIALER_{provider.name.upper()}__BASE_URL right?)", status_code=status
+        )
     if status == 429:
         raise ProviderRateLimited(detail, retry_after=retry_after(response))
     if status >= 500:

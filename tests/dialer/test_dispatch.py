@@ -5,11 +5,12 @@ from __future__ import annotations
 import threading
 
 import httpx
+import pytest
 from sqlmodel import select
 
 from dialer import db
 from dialer.dispatch import place_call
-from dialer.models import Attempt, Contact
+from dialer.models import Attempt, Campaign, Contact
 from dialer.operations import change_status
 from dialer.settings import Settings
 from tests.dialer.factories import NOW, FakeVonage, campaign_with_contacts, queued_attempts, runtime
@@ -70,6 +71,21 @@ def test_a_4xx_ends_the_attempt_as_rejected_with_the_reason(settings: Settings) 
     with db.session_scope(settings.database_url) as session:
         contact = session.get(Contact, stored.contact_id)
         assert contact is not None and (contact.state, contact.result) == ("done", "exhausted")
+
+
+@pytest.mark.parametrize("status", [401, 404])
+def test_wrong_credentials_or_url_pause_the_campaign_and_keep_the_attempt(
+    settings: Settings, status: int
+) -> None:
+    campaign = campaign_with_contacts(settings.database_url, ["+12125550106"])
+    (attempt,) = queued_attempts(settings.database_url, campaign, 1)
+    provider = FakeVonage(httpx.Response(status, json={"title": "Nope", "detail": "not here"}))
+    place_call(runtime(settings, provider, []), attempt.id or 0)
+    assert _attempt(settings.database_url, attempt.id or 0).status == "queued"
+    with db.session_scope(settings.database_url) as session:
+        paused = session.get(Campaign, campaign.id)
+        assert paused is not None and paused.status == "paused"
+        assert paused.reason is not None and f"answered {status}" in paused.reason
 
 
 def test_a_timeout_after_sending_is_never_redialed(settings: Settings) -> None:
