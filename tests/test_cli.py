@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from dialer.cli import main
-from tests.e2e import write_campaign
+from dialer.providers import PROVIDERS
+from tests.e2e import campaign_text, expected, write_campaign
 
 
 @pytest.fixture
@@ -72,16 +73,55 @@ def test_starting_twice_and_starting_empty_are_refused(env: dict[str, str], tmp_
     assert run(env, "campaign", "start", "e2e") == (1, "Error: campaign 'e2e' is running: cannot start it\n")
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.parametrize(
+    ("provider", "change", "message"),
+    [
+        ("fractel", "", "Fractel cannot do question (DTMF)"),
+        (
+            "routee",
+            'audio_url = "https://cdn.example/hello.mp3"',
+            "Routee cannot do message.audio_url other than .wav files",
+        ),
+        ("cm", 'audio_url = "https://cdn.example/hello.wav"', "CM.com cannot do message.audio_url"),
+    ],
+)
+def test_a_campaign_its_provider_cannot_run_is_refused_at_create(
+    env: dict[str, str], tmp_path: Path, provider: str, change: str, message: str
+) -> None:
+    text = campaign_text("vonage").replace('provider = "vonage"', f'provider = "{provider}"')
+    if change:
+        text = text.replace('text = "Hello {first_name}, this is a reminder."', change)
+    path = tmp_path / "campaign.toml"
+    path.write_text(text)
+    assert run(env, "campaign", "create", str(path)) == (1, f"Error: {path}: {message}\n")
+
+
+def test_providers_lists_capabilities_and_limits(env: dict[str, str]) -> None:
+    code, output = run(env, "providers")
+    lines = ([cell.strip() for cell in line.strip("│ ").split("│")] for line in output.splitlines())
+    rows = {cells[0]: cells for cells in lines if cells[0] in PROVIDERS}
+    assert code == 0 and set(rows) == set(PROVIDERS)
+    assert rows["routee"][-1] == "1" and rows["vonage"][-1] == "3"
+    assert rows["fractel"][4] == "-" and rows["vonage"][4] == "yes"  # the DTMF column
+
+
+@pytest.mark.timeout(200)
+@pytest.mark.parametrize("provider", sorted(PROVIDERS))
 def test_quickstart_runs_the_example_to_a_results_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, provider: str
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    code, output = run({}, "quickstart")
+    code, output = run({}, "quickstart", "--provider", provider)
     assert code == 0, output
     assert "imported 60 contacts, 2 row(s) rejected" in output
     results = pd.read_csv(tmp_path / "quickstart" / "results.csv", dtype=str, keep_default_na=False)
+    table = expected(provider)
     assert len(results) == 60
-    assert set(results["result"]) == {"dtmf_answered", "reached", "exhausted"}
-    assert (results["attempts"].astype(int) >= 1).all()
-    assert results["dtmf_choice"].value_counts().to_dict() == {"confirm": 24, "cancel": 12, "": 24}
+    for _, row in results.iterrows():
+        outcomes, result, digits = table[row["phone"][-1]]
+        assert (row["result"], int(row["attempts"]), row["last_outcome"]) == (
+            result,
+            len(outcomes),
+            outcomes[-1],
+        )
+        assert row["dtmf_choice"] == {"1": "confirm", "2": "cancel"}.get(digits or "", "")

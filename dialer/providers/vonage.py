@@ -153,7 +153,14 @@ def parse_lookup(response: httpx.Response) -> CallEvent:
 
 
 def error_detail(response: httpx.Response) -> str:
-    return json_detail(response, "detail", "title")
+    """The problem's detail, with each invalid parameter's reason when Vonage lists them."""
+    detail = json_detail(response, "detail", "title")
+    try:
+        invalid = response.json().get("invalid_parameters") or []
+    except (ValueError, AttributeError):
+        return detail
+    reasons = [f"{p.get('name')}: {p.get('reason')}" for p in invalid if isinstance(p, dict)]
+    return f"{detail} ({'; '.join(reasons)})" if reasons else detail
 
 
 def sign_webhook(body: bytes, *, secret: str, api_key: str, now: float | None = None) -> str:

@@ -1,0 +1,136 @@
+"""Each provider's callback statuses, row by row, from payloads shaped like the documents' examples."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+
+from campaigns.outcomes import AttemptStatus
+from dialer.providers import cequens, cm, fractel, routee
+from dialer.providers.base import CallEvent, Provider, Webhook
+
+DATA = Path(__file__).parent / "data"
+
+
+def _parse(provider: Provider, kind: str, name: str, method: str = "POST") -> CallEvent:
+    body = (DATA / provider.name / f"{name}.json").read_bytes()
+    query: dict[str, str] = {}
+    if method == "GET":
+        query = json.loads(body)
+        body = urlencode(query).encode()
+    return provider.parse_webhook(Webhook(kind=kind, method=method, headers={}, query=query, body=body))
+
+
+@pytest.mark.parametrize(
+    ("name", "status"),
+    [
+        ("finished", AttemptStatus.COMPLETED),
+        ("cancelled", AttemptStatus.NO_ANSWER),
+        ("failed", AttemptStatus.FAILED),
+        ("rejected", AttemptStatus.REJECTED),
+        ("rejected_busy", AttemptStatus.BUSY),
+        ("notification_finished", AttemptStatus.COMPLETED),
+    ],
+)
+def test_cm_result_codes(name: str, status: AttemptStatus) -> None:
+    event = _parse(cm.PROVIDER, "callback", name)
+    assert event.status == status
+    assert event.call_id == "2ec8ae8a-6e3c-4a87-b0b4-2f6b0c3f8a11"
+
+
+def test_cm_finished_dtmf_carries_digits_and_duration() -> None:
+    event = _parse(cm.PROVIDER, "callback", "finished")
+    assert (event.digits, event.input_complete, event.duration) == ("1", True, 32)
+    assert not _parse(cm.PROVIDER, "callback", "notification_finished").input_complete
+
+
+@pytest.mark.parametrize(
+    ("name", "status"),
+    [
+        ("Queued", None),
+        ("Initiated", AttemptStatus.DIALING),
+        ("Ringing", AttemptStatus.RINGING),
+        ("InProgress", AttemptStatus.ANSWERED),
+        ("Completed", AttemptStatus.COMPLETED),
+        ("Busy", AttemptStatus.BUSY),
+        ("NoAnswer", AttemptStatus.NO_ANSWER),
+        ("Failed", AttemptStatus.FAILED),
+        ("Unknown", None),
+        ("Unsent", AttemptStatus.REJECTED),
+        ("Terminated", AttemptStatus.FAILED),
+    ],
+)
+def test_routee_statuses(name: str, status: AttemptStatus | None) -> None:
+    event = _parse(routee.PROVIDER, "status", f"status_{name}")
+    assert event.status == status
+    assert event.call_id == "7f0c9a4e-3b1d-4c55-a1c2-9e8f7a6b5c4d"
+
+
+def test_routee_completed_price_collect_and_machine() -> None:
+    assert (
+        _parse(routee.PROVIDER, "status", "status_Completed").duration,
+        _parse(routee.PROVIDER, "status", "status_Completed").price,
+    ) == (32, "0.0085")
+    collected = _parse(routee.PROVIDER, "collect", "collect")
+    assert (collected.digits, collected.input_complete) == ("2", True)
+    assert _parse(routee.PROVIDER, "machine", "machine").answered_by == "machine"
+
+
+@pytest.mark.parametrize(
+    ("name", "status"),
+    [
+        ("initiated", AttemptStatus.DIALING),
+        ("ringing", AttemptStatus.RINGING),
+        ("answered", AttemptStatus.ANSWERED),
+        ("completed", AttemptStatus.COMPLETED),
+        ("busy", AttemptStatus.BUSY),
+        ("no-answer", AttemptStatus.NO_ANSWER),
+        ("failed", AttemptStatus.FAILED),
+        ("rejected", AttemptStatus.REJECTED),
+    ],
+)
+def test_cequens_statuses(name: str, status: AttemptStatus) -> None:
+    event = _parse(cequens.PROVIDER, "status", f"status_{name}")
+    assert (event.status, event.call_id) == (status, "5d1e2f3a-4b5c-4d6e-8f90-a1b2c3d4e5f6")
+
+
+def test_cequens_dtmf_arrives_as_a_get_query() -> None:
+    event = _parse(cequens.PROVIDER, "dtmf", "dtmf_query", method="GET")
+    assert (event.digits, event.input_complete, event.call_id) == (
+        "1",
+        True,
+        "5d1e2f3a-4b5c-4d6e-8f90-a1b2c3d4e5f6",
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "status"),
+    [
+        ("begin", AttemptStatus.DIALING),
+        ("end_ANSWERED", AttemptStatus.COMPLETED),
+        ("end_NO_ANSWER", AttemptStatus.NO_ANSWER),
+        ("end_REJECTED", AttemptStatus.REJECTED),
+        ("end_BUSY", AttemptStatus.BUSY),
+        ("end_CANCEL", AttemptStatus.CANCELLED),
+        ("end_INVALID", AttemptStatus.REJECTED),
+        ("end_FAILED", AttemptStatus.FAILED),
+        ("end_FAILED_503", AttemptStatus.FAILED),
+    ],
+)
+def test_fractel_dispositions(name: str, status: AttemptStatus) -> None:
+    event = _parse(fractel.PROVIDER, "event", name)
+    assert (event.status, event.call_id) == (status, "c0ffee00-1234-4abc-9def-001122334455")
+
+
+def test_fractel_answered_reports_billable_seconds() -> None:
+    assert _parse(fractel.PROVIDER, "event", "end_ANSWERED").duration == 41
+
+
+@pytest.mark.parametrize(
+    ("e164", "dialled"), [("+12125550106", "12125550106"), ("+4989456789", "0114989456789")]
+)
+def test_fractel_dials_us_and_international_numbers_as_documented(e164: str, dialled: str) -> None:
+    assert fractel.dial_string(e164) == dialled
