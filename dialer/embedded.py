@@ -76,10 +76,11 @@ def run_until(
 ) -> None:
     """Pump, place and sweep in this process until ``done()`` says the work is over."""
     holder: dict[str, Runtime] = {}
-    with LocalQueue(lambda attempt_id: place_call(holder["rt"], attempt_id)) as queue:
-        rt = holder["rt"] = local_runtime(settings, queue.put)
-        last_sweep = 0.0
-        try:
+    queue = LocalQueue(lambda attempt_id: place_call(holder["rt"], attempt_id))
+    rt = holder["rt"] = local_runtime(settings, queue.put)
+    try:
+        with queue:
+            last_sweep = 0.0
             while not done():
                 pump(rt)
                 if time.monotonic() - last_sweep >= settings.sweep_seconds:
@@ -88,8 +89,9 @@ def run_until(
                 if on_tick:
                     on_tick()
                 time.sleep(settings.tick_seconds)
-        finally:
-            rt.http.close()
+    finally:
+        # Only once the callers have stopped: a request in flight must not lose its connection.
+        rt.http.close()
 
 
 def loopback_socket(port: int = 0) -> socket.socket:
