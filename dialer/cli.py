@@ -360,14 +360,16 @@ def dev_env(out: Path, keys: Path) -> None:
     credentials = dev_credentials()
     keys.mkdir(parents=True, exist_ok=True)
     key_file = keys / "vonage-private.pem"
-    key_file.write_text(credentials["vonage"]["private_key"])
+    key_file.write_text(credentials["vonage"].pop("private_key"))
     key_file.chmod(0o600)
-    out.write_text(
-        "# Local simulator credentials made by `dialer dev-env`; not for real providers.\n"
-        f"DIALER_VONAGE__PRIVATE_KEY={key_file}\n"
-        f"DIALER_VONAGE__SIGNATURE_SECRET={credentials['vonage']['signature_secret']}\n"
-        "DIALER_VONAGE__BASE_URL=http://127.0.0.1:9000\n"
-    )
+    lines = ["# Local simulator credentials made by `dialer dev-env`; not for real providers."]
+    lines.append(f"DIALER_VONAGE__PRIVATE_KEY={key_file}")
+    for provider, values in credentials.items():
+        prefix = f"DIALER_{provider.upper()}__"
+        lines += [f"{prefix}{key.upper()}={value}" for key, value in values.items()]
+        lines.append(f"{prefix}BASE_URL=http://127.0.0.1:9000")  # where `dialer simulate` listens
+    lines.append("DIALER_ROUTEE__AUTH_URL=http://127.0.0.1:9000")
+    out.write_text("\n".join(lines) + "\n")
     out.chmod(0o600)
     console.print(f"wrote {out} and {key_file}")
 

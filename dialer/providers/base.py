@@ -185,6 +185,22 @@ def send(client: httpx.Client, request: httpx.Request, *, provider: Provider) ->
     raise ProviderRejected(detail, status_code=status)
 
 
+def call_id_at(response: httpx.Response, *path: str | int, provider: str) -> str:
+    """The call id found at ``path`` in a create-call answer.
+
+    An answer without one may still stand for a placed call: it is treated like a lost answer
+    (:class:`ProviderTimeout`), to be reconciled, never re-dialed.
+    """
+    try:
+        value: Any = response.json()
+        for key in path:
+            value = value[key]
+    except (ValueError, KeyError, TypeError, IndexError):
+        where = ".".join(str(key) for key in path)
+        raise ProviderTimeout(f"{provider} answer has no {where}: {response.text[:200]}") from None
+    return str(value)
+
+
 def json_detail(response: httpx.Response, *keys: str) -> str:
     """The first of ``keys`` found in a JSON error body, else the body's start."""
     try:

@@ -23,8 +23,16 @@ from typing import Any
 import httpx
 
 from campaigns.outcomes import AttemptStatus
-from dialer.errors import ProviderRejected, ProviderTimeout, WebhookPayloadError
-from dialer.providers.base import CallEvent, CallOrder, Capabilities, Provider, Webhook, json_detail
+from dialer.errors import ProviderRejected, WebhookPayloadError
+from dialer.providers.base import (
+    CallEvent,
+    CallOrder,
+    Capabilities,
+    Provider,
+    Webhook,
+    call_id_at,
+    json_detail,
+)
 from dialer.settings import CmSettings
 
 #: ``result.code`` of the callback in the common vocabulary.
@@ -82,11 +90,12 @@ def build_call(order: CallOrder, settings: CmSettings, token: str | None = None)
 def parse_call(response: httpx.Response) -> str:
     try:
         event = response.json()[0]
-    except (ValueError, KeyError, IndexError, TypeError):
-        raise ProviderTimeout(f"CM.com answer is not an event list: {response.text[:200]}") from None
-    if not event.get("success", False):
+        refused = not event.get("success", False)
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        refused = False
+    if refused:
         raise ProviderRejected(f"CM.com refused the call: {event.get('error') or 'no reason given'}")
-    return str(event["call-id"])
+    return call_id_at(response, 0, "call-id", provider="CM.com")
 
 
 def error_detail(response: httpx.Response) -> str:

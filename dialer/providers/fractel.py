@@ -24,8 +24,17 @@ from typing import Any
 import httpx
 
 from campaigns.outcomes import AttemptStatus
-from dialer.errors import ConfigurationError, ProviderTimeout, WebhookAuthError, WebhookPayloadError
-from dialer.providers.base import CallEvent, CallOrder, Capabilities, Provider, Token, Webhook, json_detail
+from dialer.errors import ConfigurationError, WebhookAuthError, WebhookPayloadError
+from dialer.providers.base import (
+    CallEvent,
+    CallOrder,
+    Capabilities,
+    Provider,
+    Token,
+    Webhook,
+    call_id_at,
+    json_detail,
+)
 from dialer.settings import FractelSettings
 
 TOKEN_LIFETIME = 3600
@@ -96,10 +105,7 @@ def build_call(order: CallOrder, settings: FractelSettings, token: str | None = 
 
 
 def parse_call(response: httpx.Response) -> str:
-    try:
-        return str(response.json()["call"]["id"])
-    except (ValueError, KeyError, TypeError):
-        raise ProviderTimeout(f"Fractel answer has no call id: {response.text[:200]}") from None
+    return call_id_at(response, "call", "id", provider="Fractel")
 
 
 def error_detail(response: httpx.Response) -> str:

@@ -23,7 +23,7 @@ import httpx
 
 from campaigns.outcomes import AttemptStatus
 from campaigns.spec import Question
-from dialer.errors import ConfigurationError, ProviderTimeout, WebhookPayloadError
+from dialer.errors import ConfigurationError, WebhookPayloadError
 from dialer.providers.base import (
     CallEvent,
     CallOrder,
@@ -32,6 +32,7 @@ from dialer.providers.base import (
     Provider,
     Token,
     Webhook,
+    call_id_at,
     json_detail,
 )
 from dialer.settings import RouteeSettings
@@ -121,10 +122,7 @@ def build_call(order: CallOrder, settings: RouteeSettings, token: str | None = N
 
 
 def parse_call(response: httpx.Response) -> str:
-    try:
-        return str(response.json()["trackingId"])
-    except (ValueError, KeyError, TypeError):
-        raise ProviderTimeout(f"Routee answer has no trackingId: {response.text[:200]}") from None
+    return call_id_at(response, "trackingId", provider="Routee")
 
 
 def build_lookup(call_id: str, settings: RouteeSettings, token: str | None = None) -> httpx.Request:

@@ -26,7 +26,7 @@ import httpx
 import jwt
 
 from campaigns.outcomes import AttemptStatus
-from dialer.errors import ConfigurationError, ProviderTimeout, WebhookAuthError, WebhookPayloadError
+from dialer.errors import ConfigurationError, WebhookAuthError, WebhookPayloadError
 from dialer.providers.base import (
     CallEvent,
     CallOrder,
@@ -34,6 +34,7 @@ from dialer.providers.base import (
     InputVerdict,
     Provider,
     Webhook,
+    call_id_at,
     json_detail,
 )
 from dialer.settings import VonageSettings
@@ -133,11 +134,7 @@ def build_call(order: CallOrder, settings: VonageSettings, token: str | None = N
 
 
 def parse_call(response: httpx.Response) -> str:
-    try:
-        return str(response.json()["uuid"])
-    except (ValueError, KeyError, TypeError):
-        # The call may exist: treat it like a lost answer, to be reconciled, never re-dialed.
-        raise ProviderTimeout(f"Vonage create-call answer has no uuid: {response.text[:200]}") from None
+    return call_id_at(response, "uuid", provider="Vonage")
 
 
 def build_lookup(call_id: str, settings: VonageSettings, token: str | None = None) -> httpx.Request:

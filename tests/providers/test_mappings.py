@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 from urllib.parse import urlencode
 
+import httpx
 import pytest
 
 from campaigns.outcomes import AttemptStatus
-from dialer.providers import cequens, cm, fractel, routee
+from dialer.errors import ProviderRejected, ProviderTimeout
+from dialer.providers import PROVIDERS, cequens, cm, fractel, routee
 from dialer.providers.base import CallEvent, Provider, Webhook
 
 DATA = Path(__file__).parent / "data"
@@ -134,3 +136,16 @@ def test_fractel_answered_reports_billable_seconds() -> None:
 )
 def test_fractel_dials_us_and_international_numbers_as_documented(e164: str, dialled: str) -> None:
     assert fractel.dial_string(e164) == dialled
+
+
+@pytest.mark.parametrize("name", sorted(PROVIDERS))
+def test_a_create_answer_without_a_call_id_counts_as_lost_not_refused(name: str) -> None:
+    answer = {"cequens": {"replyCode": 0, "data": {}}, "cm": [{"success": True}]}.get(name, {})
+    with pytest.raises(ProviderTimeout):
+        PROVIDERS[name].parse_call(httpx.Response(201, json=answer))
+
+
+def test_cm_refusing_the_instruction_is_a_rejection_with_its_reason() -> None:
+    answer = [{"type": "call-queued", "success": False, "error": "Invalid callee"}]
+    with pytest.raises(ProviderRejected, match="Invalid callee"):
+        cm.parse_call(httpx.Response(200, json=answer))
