@@ -9,6 +9,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
+from campaigns.outcomes import LIVE
+
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
     """Aware UTC datetimes in, aware UTC datetimes out, on SQLite and PostgreSQL alike."""
@@ -71,7 +73,9 @@ class Contact(SQLModel, table=True):
     updated_at: datetime = _when(nullable=False, default_now=True)
 
 
-_LIVE_ATTEMPT = sa.text("status IN ('queued', 'dispatching', 'unknown', 'dialing', 'ringing', 'answered')")
+_LIVE_ATTEMPT = sa.text(
+    "status IN (" + ", ".join(f"'{status.value}'" for status in sorted(LIVE, key=lambda s: s.rank)) + ")"
+)
 
 
 class Attempt(SQLModel, table=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -69,6 +70,4 @@ def _parsed(spec_json: str) -> CampaignSpec:
 
 def spec_of(campaign: Campaign) -> CampaignSpec:
     """The campaign's validated spec (parsed once per distinct spec in this process)."""
-    import json
-
     return _parsed(json.dumps(campaign.spec, sort_keys=True))

@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
 
-from dialer.errors import ProviderAuthError
+from dialer.errors import ProviderAuthError, ProviderTimeout, ProviderUnavailable
 from dialer.providers.base import CallEvent, CallOrder, Provider, send
 
 RENEW_BEFORE = 60.0
 """Seconds before a token's expiry when it is renewed rather than used."""
+
+
+@contextmanager
+def _not_a_call() -> Iterator[None]:
+    """A request that places no call (sign-in, set-up): a timeout there is safe to retry."""
+    try:
+        yield
+    except ProviderTimeout as error:
+        raise ProviderUnavailable(str(error)) from None
 
 
 class ProviderClient:
@@ -33,7 +43,8 @@ class ProviderClient:
             held = self._tokens.get(provider.name)
             if held and not renew and held[1] - RENEW_BEFORE > self._clock():
                 return held[0]
-            token = provider.parse_sign_in(send(self.http, provider.sign_in(settings), provider=provider))
+            with _not_a_call():
+                token = provider.parse_sign_in(send(self.http, provider.sign_in(settings), provider=provider))
             self._tokens[provider.name] = (token.value, self._clock() + token.lifetime)
             return token.value
 
@@ -54,7 +65,8 @@ class ProviderClient:
         if provider.setup is None or (provider.name, caller_id) in self._prepared:
             return
         setup = provider.setup
-        self._send(provider, settings, lambda token: setup(settings, callback_url, token, caller_id))
+        with _not_a_call():
+            self._send(provider, settings, lambda token: setup(settings, callback_url, token, caller_id))
         self._prepared.add((provider.name, caller_id))
 
     def place(self, provider: Provider, settings: Any, order: CallOrder) -> str:

@@ -9,7 +9,9 @@ from urllib.parse import parse_qsl
 
 import httpx
 import jwt
+import pytest
 
+from dialer.errors import ProviderUnavailable
 from dialer.providers import cequens, fractel, routee
 from dialer.providers.client import ProviderClient
 from dialer.settings import Settings
@@ -98,3 +100,11 @@ def test_fractel_accepts_both_token_answers_and_sends_the_token_header(settings:
         "service_type": "TTS",
         "service_id": "Hello Ada",
     }
+
+
+def test_a_sign_in_that_times_out_is_retried_not_reconciled(settings: Settings) -> None:
+    def slow_auth(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("no answer", request=request)
+
+    with httpx.Client(transport=httpx.MockTransport(slow_auth)) as http, pytest.raises(ProviderUnavailable):
+        ProviderClient(http).place(routee.PROVIDER, settings.routee, order())
