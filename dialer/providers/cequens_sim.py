@@ -142,6 +142,8 @@ def create_app(sim: Simulation, settings: CequensSettings) -> Starlette:
     async def call(request: Request) -> JSONResponse:
         if not authorised(request):
             return _error(401, "Unauthorized: sign in for a token", 1002)
+        if (interference := await sim.interfere()) is not None:
+            return interference
         if not sim.admit():
             return _error(429, "Too many requests", 1003)
         try:

@@ -138,6 +138,8 @@ def create_app(sim: Simulation, settings: CmSettings) -> Starlette:
     async def instruct(request: Request) -> JSONResponse:
         if request.headers.get("x-cm-producttoken", "").lower() != token.lower():
             return _message(401, "Unauthorized: invalid product token.")
+        if (interference := await sim.interfere()) is not None:
+            return interference
         if not sim.admit():
             return _message(429, "Too many requests.")
         dtmf = request.url.path.endswith("/DTMF")

@@ -156,6 +156,8 @@ def create_app(sim: Simulation, settings: FractelSettings) -> Starlette:
     async def call(request: Request) -> JSONResponse:
         if not authorised(request):
             return _error(401, "Unauthorized", "A valid token header is required")
+        if (interference := await sim.interfere()) is not None:
+            return interference
         if not sim.admit():
             return _error(429, "Too Many Requests", "The limit is 10 requests per second")
         body = await _body(request)

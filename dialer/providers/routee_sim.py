@@ -242,6 +242,8 @@ def create_app(sim: Simulation, settings: RouteeSettings) -> Starlette:
     async def create(request: Request) -> JSONResponse:
         if not authorised(request):
             return _error(401, 1, "Invalid or expired access token")
+        if (interference := await sim.interfere()) is not None:
+            return interference
         if not sim.admit():
             return _error(429, 1, "Too many requests: the limit is 1 request per second")
         try:

@@ -91,15 +91,37 @@ class Simulation:
     rate_limit: float
     time_scale: float = 0.1
     callback_attempts: int = 5
+    slow_seconds: float = 15.0
     placements: list[Placement] = field(default_factory=list)
     throttled: int = 0
     callbacks_failed: int = 0
+    fault: str | None = None
+    """``429``, ``500`` or ``slow``: how create-call requests are answered until ``fault_until``."""
+    fault_until: float = 0.0
+    faulted: int = 0
     _seen: Counter[str] = field(default_factory=Counter)
     _recent: deque[float] = field(default_factory=deque)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
+    def _faulting(self, kind: str) -> bool:
+        if self.fault == kind and time.monotonic() < self.fault_until:
+            self.faulted += 1
+            return True
+        return False
+
+    async def interfere(self) -> JSONResponse | None:
+        """An injected 500, or a stall longer than any client waits, before a create-call is handled."""
+        if self._faulting("500"):
+            return JSONResponse({"error": "Internal Server Error"}, status_code=500)
+        if self._faulting("slow"):
+            await asyncio.sleep(self.slow_seconds)
+        return None
+
     def admit(self, now: float | None = None) -> bool:
         """Take one request under the rate limit: no more than ``rate_limit`` in any one second."""
+        if self._faulting("429"):
+            self.throttled += 1
+            return False
         now = time.monotonic() if now is None else now
         while self._recent and now - self._recent[0] >= 1.0:
             self._recent.popleft()
@@ -200,9 +222,19 @@ class Simulation:
                     "rate_limit": self.rate_limit,
                     "placements": [asdict(p) for p in self.placements],
                     "throttled": self.throttled,
+                    "faulted": self.faulted,
                     "callbacks_failed": self.callbacks_failed,
                     "calls_in_progress": len(self._tasks),
                 }
             )
 
-        return [Route("/_simulator/log", report, methods=["GET"])]
+        async def inject(request: Request) -> JSONResponse:
+            body = await request.json()
+            self.fault = body.get("fault")
+            self.fault_until = time.monotonic() + float(body.get("seconds", 5))
+            return JSONResponse({"fault": self.fault, "seconds": body.get("seconds", 5)})
+
+        return [
+            Route("/_simulator/log", report, methods=["GET"]),
+            Route("/_simulator/fault", inject, methods=["POST"]),
+        ]

@@ -260,6 +260,8 @@ def create_app(sim: Simulation, settings: VonageSettings) -> Starlette:
     async def create_call(request: Request) -> JSONResponse:
         if not authorised(request):
             return unauthorised()
+        if (interference := await sim.interfere()) is not None:
+            return interference
         if not sim.admit():
             return _problem(
                 429, "throttled", "Too Many Requests", "You have exceeded the call creation rate."
