@@ -3,10 +3,6 @@ and a provider answering 429, 500 or nothing for a while. The simulator's own lo
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -16,20 +12,12 @@ import httpx
 import pytest
 import redis
 import sqlalchemy as sa
-from click.testing import CliRunner
 from sqlmodel import select
 
 from dialer import db
 from dialer.models import Attempt, Contact
 from tests.e2e import campaign_status, write_campaign, write_contacts
-from tests.workers.test_distributed import (
-    RATE,
-    _free_port,
-    _run,
-    _wait_for,
-    processes,
-    provider_env,
-)
+from tests.workers.deployment import Deployment, deployment
 
 pytestmark = pytest.mark.services
 
@@ -64,61 +52,41 @@ def check_exactly_once(url: str, simulator_url: str) -> dict[str, int]:
     }
 
 
+FAST_RECOVERY = {
+    "DIALER_REQUEUE_AFTER": "5",
+    "DIALER_HTTP_TIMEOUT": "2",
+    "DIALER_SETTLE_AFTER": "10",
+    "DIALER_GIVE_UP_AFTER": "30",
+}
+
+
 def run_campaign(
     tmp_path: Path,
     postgres_url: str,
     redis_url: str,
     credentials: dict[str, dict[str, str]],
     *,
-    during: Callable[[dict[str, object], str], None],
+    during: Callable[[Deployment], None],
 ) -> dict[str, int]:
-    sim_port, web_port = _free_port(), _free_port()
-    sim_url = f"http://127.0.0.1:{sim_port}"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("DIALER_")},
-        "DIALER_DATABASE_URL": postgres_url,
-        "DIALER_REDIS_URL": redis_url,
-        "DIALER_PUBLIC_URL": f"http://127.0.0.1:{web_port}",
-        "DIALER_TICK_SECONDS": "0.5",
-        "DIALER_SWEEP_SECONDS": "2",
-        "DIALER_REQUEUE_AFTER": "5",
-        "DIALER_HTTP_TIMEOUT": "2",
-        "DIALER_SETTLE_AFTER": "10",
-        "DIALER_GIVE_UP_AFTER": "30",
-        **provider_env("vonage", credentials, sim_url=sim_url, directory=tmp_path),
-    }
-    dialer = [sys.executable, "-m", "dialer"]
-    celery = [sys.executable, "-m", "celery", "-A", "workers"]
-    worker = [*celery, "worker", "--pool", "threads", "-c", "16", "-l", "warning"]
-    commands = {
-        "simulator": [
-            *dialer,
-            "simulate",
-            "--port",
-            str(sim_port),
-            "--rate-limit",
-            str(RATE),
-            "--time-scale",
-            "0.05",
-        ],
-        "receiver": [*dialer, "serve", "--port", str(web_port)],
-        "worker1": [*worker, "-n", "w1@%h"],
-        "worker2": [*worker, "-n", "w2@%h"],
-        "beat": [*celery, "beat", "-s", str(tmp_path / "beat-schedule"), "-l", "warning"],
-    }
-    runner = CliRunner()
-    _run(runner, env, "campaign", "create", str(write_campaign(tmp_path)))
-    _run(runner, env, "import", str(write_contacts(tmp_path, CONTACTS)), "--campaign", "e2e")
-    with processes(commands, env=env, cwd=tmp_path) as running:
-        _wait_for(f"{sim_url}/_simulator/log")
-        _wait_for(f"http://127.0.0.1:{web_port}/health")
-        _run(runner, env, "campaign", "start", "e2e")
-        during({"running": running, "commands": commands, "env": env, "cwd": tmp_path}, sim_url)
+    """Run a 500-contact campaign, doing ``during`` to it once it is under way."""
+    with deployment(
+        tmp_path,
+        provider="vonage",
+        postgres_url=postgres_url,
+        redis_url=redis_url,
+        credentials=credentials,
+        settings=FAST_RECOVERY,
+    ) as system:
+        system.dialer("campaign", "create", str(write_campaign(tmp_path)))
+        system.dialer("import", str(write_contacts(tmp_path, CONTACTS)), "--campaign", "e2e")
+        system.dialer("campaign", "start", "e2e")
+        during(system)
         deadline = time.monotonic() + 240
         while campaign_status(postgres_url) == "running":
-            assert time.monotonic() < deadline, _run(runner, env, "status", "e2e")
+            assert not system.dead(), system.dead()
+            assert time.monotonic() < deadline, system.dialer("status", "e2e")
             time.sleep(1)
-        return check_exactly_once(postgres_url, sim_url)
+        return check_exactly_once(postgres_url, system.sim_url)
 
 
 def _placements(sim_url: str) -> int:
@@ -136,23 +104,10 @@ def _wait_for_placements(sim_url: str, count: int) -> None:
 def test_a_worker_killed_mid_campaign_causes_no_duplicate_call(
     tmp_path: Path, postgres_url: str, redis_url: str, credentials: dict[str, dict[str, str]]
 ) -> None:
-    def kill_and_restart(deployment: dict[str, object], sim_url: str) -> None:
-        _wait_for_placements(sim_url, 150)
-        running = deployment["running"]
-        assert isinstance(running, dict)
-        os.kill(running["worker1"].pid, signal.SIGKILL)
-        running["worker1"].wait()
-        commands = deployment["commands"]
-        assert isinstance(commands, dict)
-        restarted = [*commands["worker1"][:-2], "-n", "w3@%h"]
-        with (tmp_path / "worker3.log").open("wb") as log:
-            running["worker3"] = subprocess.Popen(
-                restarted,
-                env=deployment["env"],
-                cwd=tmp_path,
-                stdout=log,
-                stderr=subprocess.STDOUT,  # type: ignore[arg-type]
-            )
+    def kill_and_restart(system: Deployment) -> None:
+        _wait_for_placements(system.sim_url, 150)
+        system.kill("w1")
+        system.start_worker("w3")
 
     figures = run_campaign(tmp_path, postgres_url, redis_url, credentials, during=kill_and_restart)
     assert figures["contacts"] == CONTACTS
@@ -162,8 +117,8 @@ def test_a_worker_killed_mid_campaign_causes_no_duplicate_call(
 def test_redis_emptied_mid_campaign_causes_no_duplicate_call(
     tmp_path: Path, postgres_url: str, redis_url: str, credentials: dict[str, dict[str, str]]
 ) -> None:
-    def flush(deployment: dict[str, object], sim_url: str) -> None:
-        _wait_for_placements(sim_url, 150)
+    def flush(system: Deployment) -> None:
+        _wait_for_placements(system.sim_url, 150)
         client = redis.Redis.from_url(redis_url)
         client.flushdb()  # every queued message and the limiter's state are gone
         client.close()
@@ -176,10 +131,10 @@ def test_redis_emptied_mid_campaign_causes_no_duplicate_call(
 def test_a_provider_answering_429_500_and_nothing_causes_no_duplicate_call(
     tmp_path: Path, postgres_url: str, redis_url: str, credentials: dict[str, dict[str, str]]
 ) -> None:
-    def misbehave(deployment: dict[str, object], sim_url: str) -> None:
+    def misbehave(system: Deployment) -> None:
         for fault in ("429", "500", "slow"):
-            _wait_for_placements(sim_url, _placements(sim_url) + 60)
-            httpx.post(f"{sim_url}/_simulator/fault", json={"fault": fault, "seconds": 3}, timeout=5)
+            _wait_for_placements(system.sim_url, _placements(system.sim_url) + 60)
+            httpx.post(f"{system.sim_url}/_simulator/fault", json={"fault": fault, "seconds": 3}, timeout=5)
 
     figures = run_campaign(tmp_path, postgres_url, redis_url, credentials, during=misbehave)
     assert figures["contacts"] == CONTACTS

@@ -1,0 +1,150 @@
+"""The system as deployed, for tests: simulator, receiver, two Celery workers and beat as processes,
+on the real Redis and PostgreSQL, everything on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from click.testing import CliRunner
+
+from dialer.cli import main
+from dialer.embedded import loopback_socket
+
+RATE = 20
+DIALER = [sys.executable, "-m", "dialer"]
+CELERY = [sys.executable, "-m", "celery", "-A", "workers"]
+
+
+def free_port() -> int:
+    sock = loopback_socket()
+    port: int = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def wait_for(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} did not come up")
+
+
+def provider_env(
+    provider: str, credentials: dict[str, dict[str, str]], *, sim_url: str, directory: Path
+) -> dict[str, str]:
+    """Every provider's credentials as DIALER_* variables, and ``provider`` pointed at its simulator."""
+    env = {}
+    for name, values in credentials.items():
+        for key, value in values.items():
+            if key == "private_key":  # a PEM file, as an operator would configure it
+                path = directory / f"{name}.pem"
+                path.write_text(value)
+                value = str(path)
+            env[f"DIALER_{name.upper()}__{key.upper()}"] = value
+    prefix = f"DIALER_{provider.upper()}__"
+    env[prefix + "BASE_URL"] = sim_url
+    env[prefix + "RATE_LIMIT"] = str(RATE)
+    if provider == "routee":
+        env[prefix + "AUTH_URL"] = sim_url
+    return env
+
+
+@dataclass
+class Deployment:
+    directory: Path
+    env: dict[str, str]
+    sim_url: str
+    web_url: str
+    running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    runner: CliRunner = field(default_factory=CliRunner)
+
+    def dialer(self, *args: str) -> str:
+        """Run a ``dialer`` command as an operator would; it must succeed."""
+        result = self.runner.invoke(main, list(args), env=self.env, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    def start(self, name: str, command: list[str]) -> None:
+        with (self.directory / f"{name}.log").open("wb") as log:
+            self.running[name] = subprocess.Popen(
+                command, env=self.env, cwd=self.directory, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def start_worker(self, name: str) -> None:
+        self.start(
+            name, [*CELERY, "worker", "--pool", "threads", "-c", "16", "-n", f"{name}@%h", "-l", "warning"]
+        )
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: no goodbye, no acknowledgements, exactly like a machine that dies."""
+        os.kill(self.running[name].pid, signal.SIGKILL)
+        self.running[name].wait()
+
+    def dead(self) -> str:
+        """The log tails of processes that stopped by themselves."""
+        return "".join(
+            (self.directory / f"{name}.log").read_text()[-2000:]
+            for name, process in self.running.items()
+            if process.poll() is not None and process.returncode != -signal.SIGKILL
+        )
+
+
+@contextmanager
+def deployment(
+    directory: Path,
+    *,
+    provider: str,
+    postgres_url: str,
+    redis_url: str,
+    credentials: dict[str, dict[str, str]],
+    settings: dict[str, str] | None = None,
+) -> Iterator[Deployment]:
+    """Start every process; stop them all afterwards."""
+    sim_port, web_port = free_port(), free_port()
+    sim_url, web_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{web_port}"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("DIALER_")},
+        "DIALER_DATABASE_URL": postgres_url,
+        "DIALER_REDIS_URL": redis_url,
+        "DIALER_PUBLIC_URL": web_url,
+        "DIALER_TICK_SECONDS": "0.5",
+        "DIALER_SWEEP_SECONDS": "2",
+        "DIALER_REQUEUE_AFTER": "15",
+        **provider_env(provider, credentials, sim_url=sim_url, directory=directory),
+        **(settings or {}),
+    }
+    system = Deployment(directory=directory, env=env, sim_url=sim_url, web_url=web_url)
+    simulate = ["simulate", "--provider", provider, "--port", str(sim_port), "--rate-limit", str(RATE)]
+    try:
+        system.start("simulator", [*DIALER, *simulate, "--time-scale", "0.05"])
+        system.start("receiver", [*DIALER, "serve", "--port", str(web_port)])
+        system.start_worker("w1")
+        system.start_worker("w2")
+        system.start("beat", [*CELERY, "beat", "-s", str(directory / "beat-schedule"), "-l", "warning"])
+        wait_for(f"{sim_url}/_simulator/log")
+        wait_for(f"{web_url}/health")
+        yield system
+    finally:
+        for process in system.running.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in system.running.values():
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
