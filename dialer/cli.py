@@ -23,7 +23,7 @@ from dialer.models import Campaign, utcnow
 from dialer.operations import Progress, progress
 from dialer.settings import Settings, get_settings
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -244,6 +244,105 @@ def export_command(name: str, out: Path, attempts: bool) -> None:
         table = attempt_results(session, target) if attempts else contact_results(session, target)
     write_table(table, out)
     console.print(f"wrote {len(table)} row(s) to {out}")
+
+
+# -- do-not-call list ----------------------------------------------------------------------------
+
+
+@main.group(cls=_Group)
+def dnc() -> None:
+    """The do-not-call list: numbers never called, globally or in one campaign (--campaign)."""
+
+
+def _campaign_id(session: Any, name: str | None) -> int | None:
+    from dialer.operations import get_campaign
+
+    return None if name is None else get_campaign(session, name).id
+
+
+_scope_option = click.option(
+    "--campaign", "campaign_name", help="Only this campaign (default: every campaign)."
+)
+_region_option = click.option("--region", help="Two-letter country for numbers without +country code.")
+
+
+@dnc.command("add")
+@click.argument("phones", nargs=-1, required=True)
+@_scope_option
+@_region_option
+@click.option("--reason", help="Why (kept with the number).")
+def dnc_add(
+    phones: tuple[str, ...], campaign_name: str | None, region: str | None, reason: str | None
+) -> None:
+    """Add PHONES to the list."""
+    from dialer import dnc as lists
+
+    numbers = lists.normalised(phones, region)
+    with db.session_scope(_settings().database_url) as session:
+        added = lists.add(
+            session, numbers, campaign_id=_campaign_id(session, campaign_name), reason=reason, now=utcnow()
+        )
+    console.print(f"added {added} number(s) ({len(numbers) - added} already listed)")
+
+
+@dnc.command("remove")
+@click.argument("phones", nargs=-1, required=True)
+@_scope_option
+@_region_option
+def dnc_remove(phones: tuple[str, ...], campaign_name: str | None, region: str | None) -> None:
+    """Take PHONES off the list."""
+    from dialer import dnc as lists
+
+    numbers = lists.normalised(phones, region)
+    with db.session_scope(_settings().database_url) as session:
+        removed = lists.remove(session, numbers, campaign_id=_campaign_id(session, campaign_name))
+    console.print(f"removed {removed} number(s)")
+
+
+@dnc.command("list")
+@_scope_option
+def dnc_list(campaign_name: str | None) -> None:
+    """Show the list."""
+    from dialer import dnc as lists
+
+    with db.session_scope(_settings().database_url) as session:
+        listed = lists.entries(session, campaign_id=_campaign_id(session, campaign_name))
+    table = Table("phone", "reason", "added (UTC)")
+    for entry in listed:
+        table.add_row(entry.phone, entry.reason or "", entry.added_at.strftime("%Y-%m-%d %H:%M"))
+    console.print(table if listed else "the list is empty")
+
+
+@dnc.command("import")
+@click.argument("csv_file", metavar="CSV", type=click.Path(path_type=Path))
+@_scope_option
+@_region_option
+@click.option("--phone-column", default="phone", show_default=True)
+@click.option("--reason", help="Why (kept with every number).")
+def dnc_import(
+    csv_file: Path, campaign_name: str | None, region: str | None, phone_column: str, reason: str | None
+) -> None:
+    """Add every number of a CSV to the list; rows that are not numbers are listed, none is added."""
+    from dialer import dnc as lists
+    from dialer.importer import ImportReport, write_rejects
+
+    with db.session_scope(_settings().database_url) as session:
+        added, rejects = lists.import_file(
+            session,
+            csv_file,
+            campaign_id=_campaign_id(session, campaign_name),
+            phone_column=phone_column,
+            region=region,
+            reason=reason,
+            now=utcnow(),
+        )
+        if rejects:
+            out = csv_file.with_name(csv_file.stem + ".rejects.csv")
+            write_rejects(ImportReport(file=csv_file, rejects=rejects), out)
+            raise DialerError(
+                f"{csv_file}: {len(rejects)} row(s) are not phone numbers (listed in {out}); nothing added"
+            )
+    console.print(f"added {added} number(s) from {csv_file}")
 
 
 # -- status ---------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ class ImportReport:
     rejects_file: Path | None = None
 
 
-def _sniff(path: Path, encoding: str | None, delimiter: str | None) -> tuple[str, str]:
+def sniff(path: Path, encoding: str | None, delimiter: str | None) -> tuple[str, str]:
     """The file's encoding and delimiter: given, or found from its start."""
     head = path.read_bytes()[:65536]
     if not head.strip():
@@ -77,7 +77,7 @@ def _sniff(path: Path, encoding: str | None, delimiter: str | None) -> tuple[str
     return encoding, delimiter
 
 
-def _chunks(path: Path, encoding: str, delimiter: str) -> Iterator[pd.DataFrame]:
+def chunks(path: Path, encoding: str, delimiter: str) -> Iterator[pd.DataFrame]:
     try:
         yield from pd.read_csv(
             path,
@@ -114,7 +114,7 @@ def import_contacts(
     spec = spec_of(campaign)
     phone_column = phone_column or spec.phone_column
     region = region or spec.region
-    encoding, delimiter = _sniff(path, encoding, delimiter)
+    encoding, delimiter = sniff(path, encoding, delimiter)
     report = ImportReport(file=path)
     known = set(session.exec(select(col(Contact.phone)).where(col(Contact.campaign_id) == campaign.id)).all())
     blocked = set(
@@ -127,7 +127,7 @@ def import_contacts(
     first_row: dict[str, int] = {}
     header_checked = False
     rows_seen = 0
-    for chunk in _chunks(path, encoding, delimiter):
+    for chunk in chunks(path, encoding, delimiter):
         if not header_checked:
             _check_header(path, list(chunk.columns), phone_column, spec.required_columns())
             header_checked = True

@@ -1,0 +1,67 @@
+"""The do-not-call list through the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from dialer.cli import main
+from tests.e2e import write_campaign
+
+
+@pytest.fixture
+def env(sqlite_url: str) -> dict[str, str]:
+    return {"DIALER_DATABASE_URL": sqlite_url}
+
+
+def run(env: dict[str, str], *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args), env=env)
+    return result.exit_code, result.output
+
+
+def test_numbers_are_added_normalised_listed_and_removed(env: dict[str, str]) -> None:
+    assert run(
+        env, "dnc", "add", "(212) 555-0106", "+1 212 555 0107", "--region", "US", "--reason", "asked"
+    ) == (
+        0,
+        "added 2 number(s) (0 already listed)\n",
+    )
+    assert run(env, "dnc", "add", "+12125550106")[1] == "added 0 number(s) (1 already listed)\n"
+    code, listed = run(env, "dnc", "list")
+    assert code == 0 and "+12125550106" in listed and "+12125550107" in listed and "asked" in listed
+    assert run(env, "dnc", "remove", "+12125550106") == (0, "removed 1 number(s)\n")
+    assert "+12125550106" not in run(env, "dnc", "list")[1]
+
+
+def test_an_invalid_number_adds_nothing(env: dict[str, str]) -> None:
+    code, output = run(env, "dnc", "add", "+12125550106", "call me")
+    assert (code, output) == (
+        1,
+        "Error: 'call me': not a phone number\n",
+    )
+    assert run(env, "dnc", "list")[1] == "the list is empty\n"
+
+
+def test_a_campaign_list_is_separate_from_the_global_one(env: dict[str, str], tmp_path: Path) -> None:
+    assert run(env, "campaign", "create", str(write_campaign(tmp_path)))[0] == 0
+    assert run(env, "dnc", "add", "+12125550106", "--campaign", "e2e")[0] == 0
+    assert "+12125550106" in run(env, "dnc", "list", "--campaign", "e2e")[1]
+    assert run(env, "dnc", "list")[1] == "the list is empty\n"
+    assert run(env, "dnc", "add", "+12125550106", "--campaign", "nope")[0] == 1
+
+
+def test_a_file_with_a_bad_row_adds_nothing_and_lists_the_row(env: dict[str, str], tmp_path: Path) -> None:
+    path = tmp_path / "dnc.csv"
+    path.write_text("phone,name\n+12125550106,Ada\nnot a number,Ben\n")
+    code, output = run(env, "dnc", "import", str(path))
+    rejects = tmp_path / "dnc.rejects.csv"
+    assert (code, output) == (
+        1,
+        f"Error: {path}: 1 row(s) are not phone numbers (listed in {rejects}); nothing added\n",
+    )
+    assert rejects.read_text().splitlines()[1] == "3,not a number,invalid phone number: not a phone number"
+    assert run(env, "dnc", "list")[1] == "the list is empty\n"
+    path.write_text("phone,name\n+12125550106,Ada\n+12125550107,Ben\n")
+    assert run(env, "dnc", "import", str(path)) == (0, f"added 2 number(s) from {path}\n")
