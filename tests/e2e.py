@@ -120,8 +120,9 @@ def check_campaign(
     """Every contact final, retries as the policy says, every DTMF answer stored, no double dial,
     and the export equal to the database.
 
-    A retry is never placed before the policy's delay; it may wait up to ``queueing`` seconds more
-    behind contacts that fell due earlier (the first pass, at the provider's rate).
+    A retry is scheduled exactly the policy's delay after the previous attempt ended and never
+    placed before; ``queueing`` is a loose sanity bound on how long it may then wait behind contacts
+    that fell due earlier (the first pass, at the provider's rate, on a busy machine).
     """
     with db.session_scope(url) as session:
         campaign = session.exec(select(Campaign).where(col(Campaign.name) == "e2e")).one()
@@ -150,6 +151,9 @@ def check_campaign(
             assert previous.ended_at is not None and following.dispatched_at is not None
             gap = following.dispatched_at - previous.ended_at
             assert timedelta(seconds=delay) <= gap < timedelta(seconds=delay + queueing), (contact.phone, gap)
+        if len(tried) > 1:  # the last retry was scheduled exactly the policy's delay after the attempt before
+            assert tried[-2].ended_at is not None
+            assert contact.next_attempt_at == tried[-2].ended_at + timedelta(seconds=delay), contact.phone
         stored = [answers[a.id].digits for a in tried if a.id in answers and answers[a.id].valid]
         assert stored == ([digits] if digits else []), contact.phone
 

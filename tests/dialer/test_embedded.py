@@ -49,4 +49,4 @@ def test_a_campaign_runs_in_one_process(
         export = tmp_path / "results.csv"
         with db.session_scope(sqlite_url) as session:
             write_table(contact_results(session, get_campaign(session, "e2e")), export)
-        check_campaign(sqlite_url, simulator_url=sim_url, export=export, queueing=CONTACTS / RATE + 5)
+        check_campaign(sqlite_url, simulator_url=sim_url, export=export, queueing=3 * CONTACTS / RATE + 15)

@@ -42,5 +42,5 @@ def test_campaign_runs_on_celery_workers_redis_and_postgresql(
             provider=provider,
             simulator_url=system.sim_url,
             export=export,
-            queueing=CONTACTS / RATE + 5,
+            queueing=3 * CONTACTS / RATE + 15,
         )
