@@ -58,7 +58,9 @@ def test_two_hosts_with_skewed_clocks_still_keep_the_interval(redis_url: str) ->
             assert host_a.reserve([bucket], max_wait=5).granted
         slots.append(float(client.get("dialer:pace:provider:skew") or 0) - bucket.interval)
     client.close()
-    assert [round(later - earlier, 6) for earlier, later in itertools.pairwise(slots)] == [0.2] * 5
+    # Never closer than the interval (a host reading its own clock would book 30 s in the past).
+    gaps = [later - earlier for earlier, later in itertools.pairwise(slots)]
+    assert all(gap >= bucket.interval - 1e-6 for gap in gaps), gaps
 
 
 def test_a_slow_campaign_leaves_the_account_slots_to_others(make_limiter: Callable[[Clock], Limiter]) -> None:
