@@ -452,7 +452,7 @@ def providers() -> None:
 @click.option("--keys", default=".dialer", show_default=True, type=click.Path(path_type=Path))
 def dev_env(out: Path, keys: Path) -> None:
     """Write throwaway simulator credentials to a .env file (never use them with a real provider)."""
-    from dialer.simulators import dev_credentials
+    from dialer.simulators import dev_credentials, simulator_urls
 
     if out.exists():
         raise click.ClickException(f"{out} exists already: move it away first")
@@ -465,9 +465,8 @@ def dev_env(out: Path, keys: Path) -> None:
     lines.append(f"DIALER_VONAGE__PRIVATE_KEY={key_file}")
     for provider, values in credentials.items():
         prefix = f"DIALER_{provider.upper()}__"
-        lines += [f"{prefix}{key.upper()}={value}" for key, value in values.items()]
-        lines.append(f"{prefix}BASE_URL=http://127.0.0.1:9000")  # where `dialer simulate` listens
-    lines.append("DIALER_ROUTEE__AUTH_URL=http://127.0.0.1:9000")
+        urls = simulator_urls(provider, "http://127.0.0.1:9000")  # where `dialer simulate` listens
+        lines += [f"{prefix}{key.upper()}={value}" for key, value in (values | urls).items()]
     out.write_text("\n".join(lines) + "\n")
     out.chmod(0o600)
     console.print(f"wrote {out} and {key_file}")

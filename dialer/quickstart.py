@@ -31,7 +31,7 @@ from dialer.operations import (
 from dialer.providers import get_provider
 from dialer.receiver import create_app as receiver_app
 from dialer.settings import Settings
-from dialer.simulators import dev_credentials, simulator_app
+from dialer.simulators import dev_credentials, simulator_app, simulator_urls
 
 TIME_SCALE = 0.1
 QUICK_RETRY = "3s"
@@ -72,9 +72,7 @@ def run_quickstart(
     sim_socket, receiver_socket = loopback_socket(), loopback_socket()
     sim_url, receiver_url = (f"http://127.0.0.1:{s.getsockname()[1]}" for s in (sim_socket, receiver_socket))
     overrides: dict[str, Any] = {name: dict(values) for name, values in credentials.items()}
-    overrides[provider] = {**overrides.get(provider, {}), "base_url": sim_url}
-    if provider == "routee":
-        overrides[provider]["auth_url"] = sim_url  # the simulator also plays the token endpoint
+    overrides[provider] = {**overrides.get(provider, {}), **simulator_urls(provider, sim_url)}
     settings = Settings(
         database_url=url,
         public_url=receiver_url,

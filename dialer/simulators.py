@@ -43,6 +43,14 @@ def simulator_app(
         raise ConfigurationError(f"the {provider} simulator cannot start: {error}") from None
 
 
+def simulator_urls(provider: str, url: str) -> dict[str, str]:
+    """The settings that point ``provider`` at its simulator at ``url`` (Routee's token host too)."""
+    urls = {"base_url": url}
+    if provider == "routee":
+        urls["auth_url"] = url  # the simulator also plays Routee's separate OAuth2 host
+    return urls
+
+
 def dev_credentials() -> dict[str, dict[str, str]]:
     """Fresh local-only credentials for every provider, as nested settings values."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)

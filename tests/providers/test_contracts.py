@@ -14,7 +14,7 @@ from dialer.errors import ProviderAuthError, ProviderRateLimited, ProviderReject
 from dialer.providers import PROVIDERS, get_provider
 from dialer.providers.client import ProviderClient
 from dialer.settings import Settings
-from dialer.simulators import dev_credentials, simulator_app
+from dialer.simulators import dev_credentials, simulator_app, simulator_urls
 from tests.providers.test_vonage import order
 
 #: Credentials the provider has never issued, per provider.
@@ -44,8 +44,7 @@ def provider_name(request: pytest.FixtureRequest) -> str:
 
 
 def _pointed(settings: Settings, name: str, url: str, **changes: Any) -> Any:
-    extra = {"auth_url": url} if name == "routee" else {}
-    return getattr(settings, name).model_copy(update={"base_url": url, **extra, **changes})
+    return getattr(settings, name).model_copy(update={**simulator_urls(name, url), **changes})
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from dialer.cli import main
 from dialer.embedded import loopback_socket
+from dialer.simulators import simulator_urls
 
 RATE = 20
 DIALER = [sys.executable, "-m", "dialer"]
@@ -56,10 +57,8 @@ def provider_env(
                 value = str(path)
             env[f"DIALER_{name.upper()}__{key.upper()}"] = value
     prefix = f"DIALER_{provider.upper()}__"
-    env[prefix + "BASE_URL"] = sim_url
+    env |= {prefix + key.upper(): value for key, value in simulator_urls(provider, sim_url).items()}
     env[prefix + "RATE_LIMIT"] = str(RATE)
-    if provider == "routee":
-        env[prefix + "AUTH_URL"] = sim_url
     return env
 
 
