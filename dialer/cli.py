@@ -441,7 +441,7 @@ def providers() -> None:
         limit = getattr(settings.provider_settings(provider.name), "rate_limit", provider.default_rate_limit)
         marks = [
             "yes" if flag else "-"
-            for flag in (can.tts, can.ssml, can.audio, can.dtmf, can.machine_detection, can.status_lookup)
+            for flag in (can.tts, can.ssml, can.audio, can.dtmf, can.machine_detection, provider.can_look_up)
         ]
         table.add_row(provider.name, *marks, f"{limit:g}")
     console.print(table)

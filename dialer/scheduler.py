@@ -237,7 +237,7 @@ def sweep(rt: Runtime) -> dict[str, int]:
 def _reconcile(rt: Runtime, attempt: Attempt, now: datetime) -> str:
     """Ask the provider how an overdue attempt ended; give up on it after ``give_up_after``."""
     provider = get_provider(attempt.provider)
-    if attempt.provider_call_id and provider.build_lookup and provider.parse_lookup:
+    if attempt.provider_call_id and provider.can_look_up:
         slot = rt.limiter.reserve([rt.provider_bucket(attempt.provider)], max_wait=0.5)
         if slot.granted:
             rt.sleep(slot.wait)

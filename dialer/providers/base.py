@@ -36,7 +36,6 @@ class Capabilities:
     audio: bool = True
     dtmf: bool = False
     machine_detection: bool = False
-    status_lookup: bool = False
     audio_formats: tuple[str, ...] | None = None
     """File endings an audio URL must have (None: any)."""
 
@@ -136,6 +135,11 @@ class Provider:
     parse_sign_in: Callable[[httpx.Response], Token] | None = None
     setup: Callable[[Any, str, str | None, str], httpx.Request] | None = None
     per_call_callbacks: bool = True
+
+    @property
+    def can_look_up(self) -> bool:
+        """Whether the provider answers how a call stands (the sweeper asks when callbacks are late)."""
+        return self.build_lookup is not None and self.parse_lookup is not None
 
 
 def retry_after(response: httpx.Response, *, now: datetime | None = None) -> float | None:

@@ -200,7 +200,6 @@ PROVIDER = Provider(
         audio=True,
         dtmf=True,
         machine_detection=True,
-        status_lookup=True,
         audio_formats=(".wav",),
     ),
     default_rate_limit=1.0,

@@ -244,9 +244,7 @@ def reply_to_input(verdict: InputVerdict) -> list[dict[str, Any]]:
 PROVIDER = Provider(
     name="vonage",
     title="Vonage",
-    capabilities=Capabilities(
-        tts=True, ssml=True, audio=True, dtmf=True, machine_detection=True, status_lookup=True
-    ),
+    capabilities=Capabilities(tts=True, ssml=True, audio=True, dtmf=True, machine_detection=True),
     default_rate_limit=3.0,
     build_call=build_call,
     parse_call=parse_call,
