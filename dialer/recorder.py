@@ -198,12 +198,14 @@ def record_webhook(
     except sa.exc.IntegrityError:
         return None  # a redelivery of a callback already recorded
     apply_event(session, attempt=attempt, event=event, now=now)
-    if not event.input_complete and not (event.answered_by == "machine" and provider.reply_to_machine):
+    answers_machine = event.answered_by == "machine" and provider.reply_to_machine is not None
+    if not event.input_complete and not answers_machine:
         return None
     campaign = session.get(Campaign, attempt.campaign_id)
     assert campaign is not None
     spec = spec_of(campaign)
-    if not event.input_complete and provider.reply_to_machine is not None:
+    if not event.input_complete:  # a machine answered: leave the message, skip the question
+        assert provider.reply_to_machine is not None
         contact = session.get(Contact, attempt.contact_id)
         assert contact is not None
         text = render(spec.message.text, contact.variables) if spec.message.text is not None else None
