@@ -5,12 +5,14 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import click
 import sqlalchemy as sa
+from rich import progress as bars
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -176,6 +178,16 @@ def campaign_provider(name: str, provider: str) -> None:
     console.print(f"campaign {name} now calls through {provider}")
 
 
+@contextmanager
+def _bytes_bar(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr (only on a terminal) fed with ``(bytes done, bytes in all)``."""
+    errors = Console(stderr=True)
+    columns = (*bars.Progress.get_default_columns(), bars.DownloadColumn(), bars.TransferSpeedColumn())
+    with bars.Progress(*columns, console=errors, transient=True, disable=not errors.is_terminal) as bar:
+        task = bar.add_task(description, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
 # -- import / export ------------------------------------------------------------------------------
 
 
@@ -208,7 +220,7 @@ def import_command(
 
     if delimiter == "\\t":
         delimiter = "\t"
-    with db.session_scope(_settings().database_url) as session:
+    with db.session_scope(_settings().database_url) as session, _bytes_bar(f"importing {csv_file}") as show:
         target = get_campaign(session, campaign_name)
         report = import_contacts(
             session,
@@ -219,6 +231,7 @@ def import_command(
             region=region,
             encoding=encoding,
             delimiter=delimiter,
+            progress=show,
         )
     line = f"imported {report.accepted} contact(s) into {campaign_name}"
     if report.rejects:

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import random
+from collections.abc import Callable, Iterator
+
+import phonenumbers
 import pytest
 
-from campaigns.phones import InvalidPhone, normalise
+from campaigns.phones import InvalidPhone, Normaliser, normalise
 
 
 @pytest.mark.parametrize(
@@ -31,3 +35,77 @@ def test_numbers_are_normalised_to_e164(raw: str, region: str | None, e164: str)
 def test_invalid_numbers_say_why(raw: str, region: str | None, reason: str) -> None:
     with pytest.raises(InvalidPhone, match=reason):
         normalise(raw, region)
+
+
+def _answer(function: Callable[[str], str | None], raw: str) -> str | None:
+    try:
+        return function(raw)
+    except InvalidPhone as error:
+        return f"invalid: {error}"
+
+
+def _corpus() -> Iterator[tuple[str, str | None]]:
+    """Every region's example numbers, written the ways files write them, and slightly broken."""
+    shuffle = random.Random(20261123)
+    formats = (
+        phonenumbers.PhoneNumberFormat.E164,
+        phonenumbers.PhoneNumberFormat.INTERNATIONAL,
+        phonenumbers.PhoneNumberFormat.NATIONAL,
+    )
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for kind in phonenumbers.PhoneNumberType.values():
+            example = phonenumbers.example_number_for_type(region, kind)
+            if example is None:
+                continue
+            for number_format in formats:
+                written = phonenumbers.format_number(example, number_format)
+                digits = [i for i, c in enumerate(written) if c.isdigit()]
+                position = shuffle.choice(digits[-6:])
+                variants = [
+                    written,
+                    written.replace("+", "00", 1),
+                    written[:position] + str((int(written[position]) + 1) % 10) + written[position + 1 :],
+                    written[:position] + written[position + 1 :],
+                    written + str(shuffle.randrange(10)),
+                ]
+                for raw in variants:
+                    yield raw, region if number_format == phonenumbers.PhoneNumberFormat.NATIONAL else None
+                    yield raw, shuffle.choice(("US", "GB", "DE", "FR", "IT", "AR", "BR", "AU", "IN"))
+
+
+def test_the_normaliser_agrees_with_phonenumbers_everywhere() -> None:
+    corpus = list(_corpus())
+    assert len(corpus) > 20_000
+    valid = quick = 0
+    for raw, region in corpus:
+        normaliser = Normaliser(region)
+        expected = _answer(normaliser.slow, raw)
+        assert expected is not None
+        assert _answer(normaliser, raw) == expected, (raw, region)
+        shortcut = _answer(normaliser.fast, raw)
+        assert shortcut is None or shortcut == expected, (raw, region)
+        valid += expected.startswith("+")
+        quick += shortcut is not None and shortcut.startswith("+")
+    # The shortcut is what makes a million-row import fast: it must carry most valid numbers.
+    assert quick > 0.8 * valid
+
+
+@pytest.mark.parametrize(
+    ("raw", "region"),
+    [
+        ("+1 (415) 555-2671", None),
+        ("(212) 555-2671", "US"),
+        ("0044 20 7946 0123", None),
+        ("020 7946 0123", "GB"),
+        ("+44 (0) 20 7946 0123", None),
+        ("+49 30 12345678", None),
+        ("01 23 45 67 89", "FR"),
+    ],
+)
+def test_common_shapes_take_the_shortcut(raw: str, region: str | None) -> None:
+    assert Normaliser(region).fast(raw) == normalise(raw, region)
+
+
+def test_the_shortcut_refuses_an_invalid_number_with_phonenumbers_reason() -> None:
+    with pytest.raises(InvalidPhone, match=r"^not a valid number for its country$"):
+        Normaliser().fast("+1 011 555 0100")

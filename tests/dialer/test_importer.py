@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from campaigns.spec import parse_campaign
-from dialer import db
+from dialer import db, importer
 from dialer.errors import ImportFailed
 from dialer.importer import MAX_FIELD, import_contacts
 from dialer.models import Campaign, Contact, DncEntry
@@ -17,9 +17,15 @@ from tests.dialer.factories import NOW
 from tests.e2e import campaign_text
 
 
+@pytest.fixture(params=["sqlite_url", pytest.param("postgres_url", marks=pytest.mark.services)])
+def url(request: pytest.FixtureRequest) -> str:
+    """Both databases: PostgreSQL takes the COPY path, SQLite executemany."""
+    return str(request.getfixturevalue(request.param))
+
+
 @pytest.fixture
-def campaign(sqlite_url: str) -> Campaign:
-    with db.session_scope(sqlite_url) as session:
+def campaign(url: str) -> Campaign:
+    with db.session_scope(url) as session:
         return create_campaign(session, parse_campaign(campaign_text("vonage", 60)))
 
 
@@ -55,25 +61,23 @@ def _contacts(url: str) -> int:
     ],
 )
 def test_a_bad_file_is_refused_with_one_clear_message_and_nothing_written(
-    sqlite_url: str, campaign: Campaign, tmp_path: Path, content: bytes, message: str
+    url: str, campaign: Campaign, tmp_path: Path, content: bytes, message: str
 ) -> None:
     path = tmp_path / "contacts.csv"
     path.write_bytes(content)
     with pytest.raises(ImportFailed) as caught:
-        _import(sqlite_url, campaign, path)
+        _import(url, campaign, path)
     assert str(caught.value) == message.format(path=path)
-    assert _contacts(sqlite_url) == 0
+    assert _contacts(url) == 0
 
 
-def test_a_missing_file_is_named(sqlite_url: str, campaign: Campaign, tmp_path: Path) -> None:
+def test_a_missing_file_is_named(url: str, campaign: Campaign, tmp_path: Path) -> None:
     with pytest.raises(ImportFailed, match=r"nope\.csv: no such file"):
-        _import(sqlite_url, campaign, tmp_path / "nope.csv")
+        _import(url, campaign, tmp_path / "nope.csv")
 
 
-def test_bad_rows_are_reported_and_good_rows_kept(
-    sqlite_url: str, campaign: Campaign, tmp_path: Path
-) -> None:
-    with db.session_scope(sqlite_url) as session:
+def test_bad_rows_are_reported_and_good_rows_kept(url: str, campaign: Campaign, tmp_path: Path) -> None:
+    with db.session_scope(url) as session:
         session.add(DncEntry(phone="+12125550109"))
     path = tmp_path / "contacts.csv"
     path.write_text(
@@ -85,7 +89,7 @@ def test_bad_rows_are_reported_and_good_rows_kept(
         "+12125550107,Zoned,Mars/Base\n"
         "+12125550108,Tokyo,Asia/Tokyo\n"
     )
-    report = _import(sqlite_url, campaign, path, region="US")
+    report = _import(url, campaign, path, region="US")
     assert report.accepted == 2
     assert [(r.row, r.reason) for r in report.rejects] == [
         (3, "invalid phone number: not a phone number"),
@@ -93,7 +97,7 @@ def test_bad_rows_are_reported_and_good_rows_kept(
         (5, "on the do-not-call list"),
         (6, "unknown time zone in column 'timezone'"),
     ]
-    with db.session_scope(sqlite_url) as session:
+    with db.session_scope(url) as session:
         contacts = session.execute(
             sa.select(Contact.phone, Contact.zone, Contact.variables).order_by(Contact.id)
         ).all()
@@ -101,29 +105,69 @@ def test_bad_rows_are_reported_and_good_rows_kept(
         ("+12125550106", None, {"first_name": "Ada", "timezone": ""}),
         ("+12125550108", "Asia/Tokyo", {"first_name": "Tokyo", "timezone": "Asia/Tokyo"}),
     ]
+    with db.session_scope(url) as session:
+        due = session.execute(
+            sa.select(Contact.row_number, Contact.state, Contact.attempts, Contact.next_attempt_at)
+            .where(Contact.next_attempt_at <= NOW)
+            .order_by(Contact.id)
+        ).all()
+    assert due == [(2, "pending", 0, NOW), (7, "pending", 0, NOW)]
+    with db.session_scope(url) as session:  # stored exactly as the ORM stores the same instant
+        session.add(
+            Contact(campaign_id=campaign.id, phone="+12125550199", row_number=99, next_attempt_at=NOW)
+        )
+        session.flush()
+        stored = session.execute(sa.text("SELECT DISTINCT next_attempt_at FROM contact")).all()
+    assert len(stored) == 1
 
 
-def test_importing_the_same_file_twice_adds_nothing(
-    sqlite_url: str, campaign: Campaign, tmp_path: Path
+def test_a_bad_field_in_a_later_chunk_undoes_the_chunks_already_written(
+    url: str, campaign: Campaign, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(importer, "CHUNK_ROWS", 2)
+    path = tmp_path / "contacts.csv"
+    rows = [f"+1212555{n:04d},Person {n}" for n in range(100, 106)]
+    rows[4] = "+12125550199," + "x" * (MAX_FIELD + 1)
+    path.write_text("phone,first_name\n" + "\n".join(rows) + "\n")
+    with pytest.raises(ImportFailed, match="row 6, column 'first_name'"):
+        _import(url, campaign, path)
+    assert _contacts(url) == 0
+
+
+def test_progress_is_told_bytes_read_up_to_the_whole_file(
+    url: str, campaign: Campaign, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(importer, "CHUNK_ROWS", 10)
+    path = tmp_path / "contacts.csv"
+    path.write_text("phone,first_name\n" + "".join(f"+1212555{n:04d},P{n}\n" for n in range(100, 135)))
+    seen: list[tuple[int, int]] = []
+    report = _import(url, campaign, path, progress=lambda done, total: seen.append((done, total)))
+    assert report.accepted == 35
+    assert len(seen) == 4
+    assert {total for _, total in seen} == {path.stat().st_size}
+    assert seen[-1][0] == path.stat().st_size
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+
+
+def test_importing_the_same_file_twice_adds_nothing(url: str, campaign: Campaign, tmp_path: Path) -> None:
     path = tmp_path / "contacts.csv"
     path.write_text("phone,first_name\n+12125550106,Ada\n+12125550107,Ben\n")
-    assert _import(sqlite_url, campaign, path).accepted == 2
-    second = _import(sqlite_url, campaign, path)
+    assert _import(url, campaign, path).accepted == 2
+    second = _import(url, campaign, path)
     assert second.accepted == 0 and {r.reason for r in second.rejects} == {"already in the campaign"}
-    assert _contacts(sqlite_url) == 2
+    assert _contacts(url) == 2
 
 
 @pytest.mark.parametrize(
     ("encoding", "delimiter"), [("utf-8-sig", ","), ("utf-8", ";"), ("cp1252", "\t"), ("latin-1", "|")]
 )
 def test_encodings_and_delimiters_are_detected(
-    sqlite_url: str, campaign: Campaign, tmp_path: Path, encoding: str, delimiter: str
+    url: str, campaign: Campaign, tmp_path: Path, encoding: str, delimiter: str
 ) -> None:
     path = tmp_path / "contacts.csv"
     text = f"phone{delimiter}first_name\n+12125550106{delimiter}Zoë\n+12125550107{delimiter}Renée\n"
     path.write_bytes(text.encode(encoding))
-    assert _import(sqlite_url, campaign, path).accepted == 2
-    with db.session_scope(sqlite_url) as session:
+    assert _import(url, campaign, path).accepted == 2
+    with db.session_scope(url) as session:
         names = session.execute(sa.select(Contact.variables).order_by(Contact.id)).scalars().all()
     assert [n["first_name"] for n in names] == ["Zoë", "Renée"]
