@@ -1,9 +1,17 @@
-"""Results export: one row per contact (or per attempt), safe to open in a spreadsheet."""
+"""Results export: one row per contact (or per attempt), as CSV, XLSX or Parquet.
+
+CSV and XLSX are for spreadsheets: a text cell that starts with ``= + - @`` (or a tab or carriage
+return) is prefixed with ``'`` so it is shown, never run, and timestamps are ISO-8601 UTC text.
+Parquet is for programs: values are kept as they are, timestamps as UTC timestamps.
+"""
 
 from __future__ import annotations
 
+import io
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
@@ -12,37 +20,68 @@ from sqlmodel import Session, col
 from dialer.errors import ConfigurationError
 from dialer.models import Attempt, Campaign, Contact, DtmfAnswer
 
-_FORMULA = re.compile(r"^[=+\-@\t\r]")
-_NUMBER = re.compile(r"^[+-]?\d+(\.\d+)?$")
+_FORMULA = r"^[=+\-@\t\r]"
+_NUMBER = r"^[+-]?\d+(?:\.\d+)?$"
+XLSX_MAX_ROWS = 1_048_576
+"""Excel's sheet size, the header row included."""
 
 
 def escape_cell(value: object) -> object:
     """Prefix ``'`` to text a spreadsheet would run as a formula; plain numbers (+1415…) stay."""
-    if isinstance(value, str) and _FORMULA.match(value) and not _NUMBER.match(value):
+    if isinstance(value, str) and re.match(_FORMULA, value) and not re.match(_NUMBER, value):
         return "'" + value
     return value
 
 
-def _tidy(table: pd.DataFrame) -> pd.DataFrame:
-    """Whole seconds and ISO-8601 UTC timestamps, as a spreadsheet reads them."""
+def escape_formulas(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`escape_cell` over every text column, vectorised."""
+    escaped = {}
+    for name, column in table.items():
+        if column.dtype != object and not pd.api.types.is_string_dtype(column):
+            continue
+        try:
+            risky = column.str.match(_FORMULA, na=False) & ~column.str.match(_NUMBER, na=False)
+        except AttributeError:  # an object column without text
+            continue
+        if risky.any():
+            escaped[name] = column.mask(risky, "'" + column[risky].astype(str))
+    return table.assign(**escaped) if escaped else table
+
+
+def _times(table: pd.DataFrame) -> pd.DataFrame:
+    """Timestamps (``*_at`` columns) as UTC datetimes and durations as whole seconds."""
     for column in table.columns:
         if column == "duration":
             table[column] = table[column].astype("Int64")
         elif column.endswith("_at"):
-            stamps = pd.to_datetime(table[column], utc=True)
-            table[column] = stamps.dt.strftime("%Y-%m-%dT%H:%M:%SZ").where(stamps.notna(), None)
+            table[column] = pd.to_datetime(table[column], utc=True)
     return table
+
+
+def _frame(session: Session, query: sa.Select[*tuple[Any, ...]]) -> pd.DataFrame:
+    result = session.execute(query)
+    return pd.DataFrame(result.all(), columns=list(result.keys()))
+
+
+def _variables(texts: pd.Series) -> pd.DataFrame:
+    """The contacts' own CSV columns, from their JSON text, parsed by pandas in one go."""
+    if texts.empty or (texts == "{}").all():
+        return pd.DataFrame(index=texts.index)
+    lines = io.StringIO("\n".join(texts.tolist()))
+    variables = pd.read_json(lines, lines=True, dtype=False)
+    variables.index = texts.index
+    return variables
 
 
 def contact_results(session: Session, campaign: Campaign) -> pd.DataFrame:
     """One row per contact: phone, the CSV's own columns, result, attempts, last outcome, DTMF, timing."""
     last = sa.orm.aliased(Attempt)
-    rows = session.execute(
+    base = _frame(
+        session,
         sa.select(
             col(Contact.id),
-            col(Contact.row_number),
             col(Contact.phone),
-            col(Contact.variables),
+            sa.cast(col(Contact.variables), sa.Text).label("variables"),
             col(Contact.state),
             col(Contact.result),
             col(Contact.attempts),
@@ -58,83 +97,119 @@ def contact_results(session: Session, campaign: Campaign) -> pd.DataFrame:
             last, sa.and_(col(last.contact_id) == col(Contact.id), col(last.number) == col(Contact.attempts))
         )
         .where(col(Contact.campaign_id) == campaign.id)
-        .order_by(col(Contact.row_number))
-    ).all()
-    base = pd.DataFrame(rows, columns=list(rows[0]._fields) if rows else [])
-    if base.empty:
-        return base
-    answers = pd.DataFrame(
-        session.execute(
-            sa.select(
-                col(DtmfAnswer.contact_id),
-                col(DtmfAnswer.digits),
-                col(DtmfAnswer.choice),
-                col(DtmfAnswer.valid),
-                col(DtmfAnswer.received_at),
-            )
-            .join(Contact, col(Contact.id) == col(DtmfAnswer.contact_id))
-            .where(col(Contact.campaign_id) == campaign.id)
-        ).all(),
-        columns=["id", "dtmf_digits", "dtmf_choice", "dtmf_valid", "received_at"],
+        .order_by(col(Contact.row_number)),
     )
-    if not answers.empty:
-        answers = (
-            answers.sort_values(["dtmf_valid", "received_at"])
-            .drop_duplicates("id", keep="last")
-            .drop(columns="received_at")
+    # The contact's answer: its valid one if any, else its latest.
+    answers = _frame(
+        session,
+        sa.select(
+            col(DtmfAnswer.contact_id).label("id"),
+            col(DtmfAnswer.digits).label("dtmf_digits"),
+            col(DtmfAnswer.choice).label("dtmf_choice"),
+            col(DtmfAnswer.valid).label("dtmf_valid"),
         )
-    variables = pd.DataFrame(base["variables"].tolist(), index=base.index)
+        .join(Contact, col(Contact.id) == col(DtmfAnswer.contact_id))
+        .where(col(Contact.campaign_id) == campaign.id)
+        .order_by(col(DtmfAnswer.valid), col(DtmfAnswer.received_at)),
+    ).drop_duplicates("id", keep="last")
     table = pd.concat(
-        [base[["id", "phone"]], variables, base.drop(columns=["id", "phone", "variables"])], axis=1
+        [
+            base[["id", "phone"]],
+            _variables(base["variables"]),
+            base.drop(columns=["id", "phone", "variables"]),
+        ],
+        axis=1,
     )
-    table = (
-        table.merge(answers, on="id", how="left")
-        if not answers.empty
-        else table.assign(dtmf_digits=None, dtmf_choice=None, dtmf_valid=None)
-    )
+    table = table.merge(answers, on="id", how="left")
     table["result"] = table["result"].fillna(table["state"])
-    return _tidy(table.drop(columns=["id", "state", "row_number"]))
+    return _times(table.drop(columns=["id", "state"]))
 
 
 def attempt_results(session: Session, campaign: Campaign) -> pd.DataFrame:
     """One row per attempt."""
-    rows = session.execute(
-        sa.select(
-            col(Contact.phone),
-            col(Attempt.number).label("attempt"),
-            col(Attempt.status).label("outcome"),
-            col(Attempt.reason),
-            col(Attempt.provider),
-            col(Attempt.provider_call_id),
-            col(Attempt.answered_by),
-            col(Attempt.duration),
-            col(Attempt.price),
-            col(Attempt.queued_at),
-            col(Attempt.dispatched_at),
-            col(Attempt.answered_at),
-            col(Attempt.ended_at),
-            col(DtmfAnswer.digits).label("dtmf_digits"),
-            col(DtmfAnswer.choice).label("dtmf_choice"),
+    return _times(
+        _frame(
+            session,
+            sa.select(
+                col(Contact.phone),
+                col(Attempt.number).label("attempt"),
+                col(Attempt.status).label("outcome"),
+                col(Attempt.reason),
+                col(Attempt.provider),
+                col(Attempt.provider_call_id),
+                col(Attempt.answered_by),
+                col(Attempt.duration),
+                col(Attempt.price),
+                col(Attempt.queued_at),
+                col(Attempt.dispatched_at),
+                col(Attempt.answered_at),
+                col(Attempt.ended_at),
+                col(DtmfAnswer.digits).label("dtmf_digits"),
+                col(DtmfAnswer.choice).label("dtmf_choice"),
+            )
+            .join(Contact, col(Contact.id) == col(Attempt.contact_id))
+            .outerjoin(DtmfAnswer, col(DtmfAnswer.attempt_id) == col(Attempt.id))
+            .where(col(Attempt.campaign_id) == campaign.id)
+            .order_by(col(Contact.row_number), col(Attempt.number)),
         )
-        .join(Contact, col(Contact.id) == col(Attempt.contact_id))
-        .outerjoin(DtmfAnswer, col(DtmfAnswer.attempt_id) == col(Attempt.id))
-        .where(col(Attempt.campaign_id) == campaign.id)
-        .order_by(col(Contact.row_number), col(Attempt.number))
-    ).all()
-    return _tidy(pd.DataFrame(rows, columns=list(rows[0]._fields) if rows else []))
+    )
+
+
+def _for_spreadsheets(table: pd.DataFrame) -> pd.DataFrame:
+    """Formula cells escaped, timestamps as ISO-8601 UTC text (``2026-11-23T15:00:00Z``)."""
+    stamps = {
+        name: column.dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        for name, column in table.items()
+        if isinstance(column.dtype, pd.DatetimeTZDtype)
+    }
+    return escape_formulas(table.assign(**stamps))
+
+
+def _csv(table: pd.DataFrame, path: Path) -> None:
+    _for_spreadsheets(table).to_csv(path, index=False)
+
+
+def _xlsx(table: pd.DataFrame, path: Path) -> None:
+    """One sheet, streamed row by row; text is always written as text, never as a formula."""
+    import xlsxwriter
+
+    if len(table) >= XLSX_MAX_ROWS:
+        raise ConfigurationError(
+            f"{path}: {len(table):,} rows do not fit in one Excel sheet "
+            f"(at most {XLSX_MAX_ROWS - 1:,}): export to .csv or .parquet"
+        )
+    safe = _for_spreadsheets(table).astype(object)
+    options = {
+        "constant_memory": True,
+        "strings_to_formulas": False,
+        "strings_to_urls": False,
+        "strings_to_numbers": False,
+    }
+    with xlsxwriter.Workbook(str(path), options) as book:
+        sheet = book.add_worksheet("results")
+        sheet.write_row(0, 0, [str(name) for name in safe.columns], book.add_format({"bold": True}))
+        for row, values in enumerate(safe.where(safe.notna(), None).itertuples(index=False), start=1):
+            sheet.write_row(row, 0, values)
+
+
+def _parquet(table: pd.DataFrame, path: Path) -> None:
+    table.to_parquet(path, index=False)
+
+
+WRITERS: dict[str, Callable[[pd.DataFrame, Path], None]] = {
+    ".csv": _csv,
+    ".xlsx": _xlsx,
+    ".parquet": _parquet,
+}
 
 
 def write_table(table: pd.DataFrame, path: Path) -> None:
-    """Write CSV (other formats follow the file's extension)."""
-    safe = table.apply(
-        lambda column: (
-            column.map(escape_cell)
-            if column.dtype == object or pd.api.types.is_string_dtype(column)
-            else column
+    """Write ``table`` in the format its file extension names (.csv, .xlsx or .parquet)."""
+    writer = WRITERS.get(path.suffix.lower())
+    if writer is None:
+        raise ConfigurationError(
+            f"{path}: unsupported export format {path.suffix!r} (use {', '.join(WRITERS)})"
         )
-    )
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        safe.to_csv(path, index=False)
-    else:
-        raise ConfigurationError(f"{path}: unsupported export format {suffix!r} (use .csv)")
+    if not path.parent.is_dir():
+        raise ConfigurationError(f"{path}: no such directory {str(path.parent)!r}")
+    writer(table, path)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
+import sqlalchemy as sa
 
 from campaigns.spec import parse_campaign
 from dialer import db
-from dialer.models import Attempt, Campaign
+from dialer.models import Attempt, Campaign, Contact, DtmfAnswer
 from dialer.operations import change_status, create_campaign
 from dialer.pacing import LocalLimiter
 from dialer.runtime import Runtime
@@ -21,10 +22,6 @@ NOW = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
 
 
 def campaign_with_contacts(url: str, phones: list[str], *, delay: float = 60) -> Campaign:
-    import sqlalchemy as sa
-
-    from dialer.models import Contact
-
     with db.session_scope(url) as session:
         campaign = create_campaign(session, parse_campaign(campaign_text("vonage", delay)))
         session.execute(
@@ -86,3 +83,50 @@ def runtime(
         clock=lambda: NOW,
         sleep=lambda seconds: None,
     )
+
+
+def finished_campaign(url: str) -> Campaign:
+    """Three contacts: answered with a choice on the 2nd attempt, busy then exhausted, not yet called."""
+    campaign = campaign_with_contacts(url, ["+12125550106", "+12125550100", "+12125550107"])
+    with db.session_scope(url) as session:
+        contacts = session.scalars(sa.select(Contact).order_by(Contact.id)).all()
+        contacts[0].variables = {"first_name": '=HYPERLINK("http://evil")', "note": "VIP"}
+        contacts[0].state, contacts[0].result, contacts[0].attempts = "done", "dtmf_answered", 2
+        contacts[1].variables = {"first_name": "Ben", "note": ""}
+        contacts[1].state, contacts[1].result, contacts[1].attempts = "done", "exhausted", 1
+        contacts[2].variables = {"first_name": "Cy", "note": "-"}
+        rows = [
+            (contacts[0], 1, "busy", None, None),
+            (contacts[0], 2, "completed", 42, "0.00840000"),
+            (contacts[1], 1, "busy", None, None),
+        ]
+        for contact, number, status, duration, price in rows:
+            ended = NOW + timedelta(minutes=number)
+            attempt = Attempt(
+                campaign_id=campaign.id or 0,
+                contact_id=contact.id or 0,
+                number=number,
+                provider="vonage",
+                status=status,
+                callback_token=f"token-{contact.id}-{number}",
+                provider_call_id=f"call-{contact.id}-{number}",
+                duration=duration,
+                price=price,
+                queued_at=ended - timedelta(seconds=50),
+                dispatched_at=ended - timedelta(seconds=49),
+                ended_at=ended,
+            )
+            session.add(attempt)
+            session.flush()
+            if status == "completed":
+                session.add(
+                    DtmfAnswer(
+                        attempt_id=attempt.id or 0,
+                        contact_id=contact.id or 0,
+                        digits="1",
+                        choice="confirm",
+                        valid=True,
+                        received_at=ended,
+                    )
+                )
+    return campaign

@@ -1,11 +1,17 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
+import openpyxl
 import pandas as pd
 import pytest
 
-from dialer.export import escape_cell, write_table
+from dialer import db, export
+from dialer.errors import ConfigurationError
+from dialer.export import attempt_results, contact_results, escape_cell, write_table
+from dialer.models import Campaign
+from tests.dialer.factories import NOW, finished_campaign
 
 
 @pytest.mark.parametrize(
@@ -15,6 +21,7 @@ from dialer.export import escape_cell, write_table
         ("+cmd|' /C calc'!A0", "'+cmd|' /C calc'!A0"),
         ("-2+3", "'-2+3"),
         ("@SUM(A1)", "'@SUM(A1)"),
+        ("\t=1+1", "'\t=1+1"),
         ("+14155550100", "+14155550100"),
         ("-12.5", "-12.5"),
         ("Ada", "Ada"),
@@ -23,9 +30,110 @@ from dialer.export import escape_cell, write_table
 )
 def test_formula_cells_are_escaped_but_numbers_stay(value: object, safe: object) -> None:
     assert escape_cell(value) == safe
+    column = pd.DataFrame({"cell": [value, None]}, dtype=object)
+    assert export.escape_formulas(column)["cell"].tolist() == [safe, None]
 
 
 def test_a_written_csv_carries_the_escaped_cells(tmp_path: Path) -> None:
     out = tmp_path / "results.csv"
     write_table(pd.DataFrame({"phone": ["+14155550100"], "first_name": ["=1+1"]}), out)
     assert out.read_text().splitlines() == ["phone,first_name", "+14155550100,'=1+1"]
+
+
+@pytest.fixture
+def finished(sqlite_url: str) -> Campaign:
+    return finished_campaign(sqlite_url)
+
+
+def test_contact_results_hold_one_row_per_contact_with_its_last_attempt_and_answer(
+    sqlite_url: str, finished: Campaign
+) -> None:
+    with db.session_scope(sqlite_url) as session:
+        table = contact_results(session, finished)
+    assert list(table.columns[:4]) == ["phone", "first_name", "note", "result"]
+    rows = table.set_index("phone")
+    assert rows.loc[
+        "+12125550106", ["result", "attempts", "last_outcome", "duration", "dtmf_choice"]
+    ].tolist() == ["dtmf_answered", 2, "completed", 42, "confirm"]
+    assert rows.loc["+12125550106", "ended_at"] == pd.Timestamp(NOW + timedelta(minutes=2))
+    assert rows.loc["+12125550100", ["result", "last_outcome"]].tolist() == ["exhausted", "busy"]
+    assert rows.loc["+12125550107", "result"] == "pending"
+    assert pd.isna(rows.loc["+12125550107", "last_outcome"])
+
+
+def test_each_format_round_trips_and_spreadsheets_never_see_a_formula(
+    sqlite_url: str, finished: Campaign, tmp_path: Path
+) -> None:
+    with db.session_scope(sqlite_url) as session:
+        table = contact_results(session, finished)
+    for suffix in (".csv", ".xlsx", ".parquet"):
+        write_table(table, tmp_path / f"results{suffix}")
+
+    csv = pd.read_csv(tmp_path / "results.csv", dtype=str, keep_default_na=False)
+    assert csv["first_name"].tolist() == ['\'=HYPERLINK("http://evil")', "Ben", "Cy"]
+    assert csv["note"].tolist() == ["VIP", "", "'-"]
+    assert csv["ended_at"].tolist() == ["2026-11-23T15:02:00Z", "2026-11-23T15:01:00Z", ""]
+
+    sheet = openpyxl.load_workbook(tmp_path / "results.xlsx", read_only=True)["results"]
+    cells = [list(row) for row in sheet.iter_rows(values_only=True)]
+    assert cells[0] == list(table.columns)
+    assert [row[:4] for row in cells[1:]] == [
+        ["+12125550106", '\'=HYPERLINK("http://evil")', "VIP", "dtmf_answered"],
+        ["+12125550100", "Ben", None, "exhausted"],  # an empty text cell is a blank cell
+        ["+12125550107", "Cy", "'-", "pending"],
+    ]
+    ended = cells[0].index("ended_at")
+    assert [row[ended] for row in cells[1:]] == ["2026-11-23T15:02:00Z", "2026-11-23T15:01:00Z", None]
+
+    parquet = pd.read_parquet(tmp_path / "results.parquet")
+    assert parquet["first_name"].tolist()[0] == '=HYPERLINK("http://evil")'  # programs get the value
+    assert parquet["ended_at"].iloc[0] == pd.Timestamp(NOW + timedelta(minutes=2))
+    assert parquet["duration"].tolist()[0] == 42
+
+
+def test_attempt_rows_list_every_attempt_in_order(sqlite_url: str, finished: Campaign) -> None:
+    with db.session_scope(sqlite_url) as session:
+        table = attempt_results(session, finished)
+    assert table[["phone", "attempt", "outcome", "dtmf_choice"]].fillna("").values.tolist() == [
+        ["+12125550106", 1, "busy", ""],
+        ["+12125550106", 2, "completed", "confirm"],
+        ["+12125550100", 1, "busy", ""],
+    ]
+
+
+def test_a_campaign_without_contacts_exports_an_empty_table(sqlite_url: str, tmp_path: Path) -> None:
+    from campaigns.spec import parse_campaign
+    from dialer.operations import create_campaign
+    from tests.e2e import campaign_text
+
+    with db.session_scope(sqlite_url) as session:
+        campaign = create_campaign(session, parse_campaign(campaign_text("vonage", 60)))
+        table = contact_results(session, campaign)
+    assert table.empty
+    write_table(table, tmp_path / "empty.csv")
+    assert (tmp_path / "empty.csv").read_text().startswith("phone,")
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("results.json", "{path}: unsupported export format '.json' (use .csv, .xlsx, .parquet)"),
+        ("missing/results.csv", "{path}: no such directory '{parent}'"),
+    ],
+)
+def test_an_unusable_output_path_is_refused(tmp_path: Path, name: str, message: str) -> None:
+    path = tmp_path / name
+    with pytest.raises(ConfigurationError) as caught:
+        write_table(pd.DataFrame({"phone": ["+14155550100"]}), path)
+    assert str(caught.value) == message.format(path=path, parent=path.parent)
+    assert not path.exists()
+
+
+def test_a_table_larger_than_a_sheet_is_refused_before_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(export, "XLSX_MAX_ROWS", 3)
+    path = tmp_path / "big.xlsx"
+    with pytest.raises(ConfigurationError, match=r"3 rows do not fit in one Excel sheet \(at most 2\)"):
+        write_table(pd.DataFrame({"phone": ["+14155550100"] * 3}), path)
+    assert not path.exists()
