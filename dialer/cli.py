@@ -244,7 +244,11 @@ def import_command(
 @main.command("export")
 @click.argument("name")
 @click.option(
-    "--out", "out", required=True, type=click.Path(path_type=Path), help="The file to write (.csv)."
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The file to write: .csv, .xlsx or .parquet.",
 )
 @click.option("--attempts", is_flag=True, help="One row per attempt instead of one per contact.")
 def export_command(name: str, out: Path, attempts: bool) -> None:
@@ -403,6 +407,48 @@ def status(name: str, watch: bool, interval: float) -> None:
             time.sleep(interval)
             report = read()
             live.update(progress_table(report), refresh=True)
+
+
+@main.command()
+@click.argument("name")
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write a self-contained HTML report with charts to this file.",
+)
+def report(name: str, html_file: Path | None) -> None:
+    """Summarise a campaign's results: reach, DTMF answers, outcomes, attempts, talk time, cost."""
+    from dialer.report import build_report, render_html
+
+    with db.session_scope(_settings().database_url) as session:
+        summary = build_report(session, name)
+    counts = summary.progress
+    table = Table(
+        title=f"{counts.name} ({counts.provider}): {counts.status}", show_header=False, title_justify="left"
+    )
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for label, value in summary.summary():
+        table.add_row(label, value)
+    sections = {
+        "results": counts.results,
+        "attempt outcomes": counts.attempts,
+        "DTMF choices": counts.choices,
+        "contacts by attempts made": {str(made): n for made, n in summary.attempts_per_contact.items()},
+    }
+    for heading, section in sections.items():
+        if section:
+            table.add_section()
+            table.add_row(heading, "")
+            for key, count in sorted(section.items(), key=lambda item: (-item[1], item[0])):
+                table.add_row(f"  {key}", f"{count:,}")
+    console.print(table)
+    if html_file is not None:
+        if not html_file.parent.is_dir():
+            raise click.ClickException(f"{html_file}: no such directory {str(html_file.parent)!r}")
+        html_file.write_text(render_html(summary), encoding="utf-8")
+        console.print(f"wrote {html_file}")
 
 
 # -- servers --------------------------------------------------------------------------------------

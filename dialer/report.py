@@ -1,0 +1,212 @@
+"""A campaign's results report: a summary for the terminal and a self-contained HTML page.
+
+Every figure is one aggregate query, so a report on a million contacts reads no rows into
+Python. The HTML page draws its charts as inline SVG: it needs no network to be opened.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlmodel import Session, col
+
+from campaigns.outcomes import AttemptStatus, ContactResult
+from dialer.models import Attempt, Contact, DtmfAnswer, utcnow
+from dialer.operations import Progress, get_campaign, progress
+
+
+@dataclass(frozen=True)
+class Report:
+    """:class:`Progress` and what only a report needs."""
+
+    progress: Progress
+    attempts_per_contact: dict[int, int]
+    """Attempts made -> how many contacts made that many."""
+    invalid_answers: int
+    talk_seconds: int
+    cost: Decimal | None
+    """The sum of the prices the provider reported, in its currency; None when it reported none."""
+    first_call_at: datetime | None
+    last_call_at: datetime | None
+
+    @property
+    def reached(self) -> int:
+        results = self.progress.results
+        return results[ContactResult.REACHED] + results[ContactResult.DTMF_ANSWERED]
+
+    @property
+    def attempts(self) -> int:
+        return sum(self.progress.attempts.values())
+
+    def summary(self) -> list[tuple[str, str]]:
+        """The headline figures as (label, value) rows, for the terminal and the page alike."""
+        contacts = self.progress.contacts
+
+        def share(count: int) -> str:
+            return f"{count:,} ({count / contacts:.1%})" if contacts else f"{count:,}"
+
+        called = sum(n for made, n in self.attempts_per_contact.items() if made > 0)
+        rows = [
+            ("contacts", f"{contacts:,}"),
+            ("finished", share(self.progress.done)),
+            ("reached", share(self.reached)),
+            ("DTMF answered", share(self.progress.results[ContactResult.DTMF_ANSWERED])),
+            ("invalid DTMF answers", f"{self.invalid_answers:,}"),
+            ("attempts", f"{self.attempts:,}"),
+            ("attempts per contact called", f"{self.attempts / called:.2f}" if called else "-"),
+            ("talk time", _clock(self.talk_seconds)),
+            ("cost", f"{self.cost:.4f} (provider's currency)" if self.cost is not None else "not reported"),
+        ]
+        if self.first_call_at and self.last_call_at:
+            rows.append(("calls placed", f"{_stamp(self.first_call_at)} to {_stamp(self.last_call_at)}"))
+        return rows
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _clock(seconds: int) -> str:
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def build_report(session: Session, name: str) -> Report:
+    """Read a campaign's report from the database."""
+    counts = progress(session, name)
+    campaign = get_campaign(session, name)
+    ours = col(Attempt.campaign_id) == campaign.id
+    per_contact = {
+        made: count
+        for made, count in session.execute(
+            sa.select(col(Contact.attempts), sa.func.count())
+            .where(col(Contact.campaign_id) == campaign.id)
+            .group_by(col(Contact.attempts))
+        )
+    }
+    talk, cost, first, last = session.execute(
+        sa.select(
+            sa.func.coalesce(sa.func.sum(col(Attempt.duration)), 0),
+            sa.func.sum(sa.cast(col(Attempt.price), sa.Numeric(18, 8))),
+            sa.func.min(col(Attempt.dispatched_at)),
+            sa.func.max(col(Attempt.dispatched_at)),
+        ).where(ours)
+    ).one()
+    invalid = session.scalar(
+        sa.select(sa.func.count())
+        .select_from(DtmfAnswer)
+        .join(Attempt, col(Attempt.id) == col(DtmfAnswer.attempt_id))
+        .where(ours, ~col(DtmfAnswer.valid))
+    )
+    return Report(
+        progress=counts,
+        attempts_per_contact=per_contact,
+        invalid_answers=invalid or 0,
+        talk_seconds=int(talk),
+        cost=None if cost is None else Decimal(str(cost)),
+        first_call_at=first,
+        last_call_at=last,
+    )
+
+
+# -- the HTML page ----------------------------------------------------------------------------------
+
+_COLOURS = {
+    ContactResult.REACHED: "#2e7d32",
+    ContactResult.DTMF_ANSWERED: "#1b5e20",
+    ContactResult.EXHAUSTED: "#c62828",
+    ContactResult.DNC: "#6a1b9a",
+    ContactResult.INVALID: "#8d6e63",
+    ContactResult.CANCELLED: "#757575",
+    AttemptStatus.COMPLETED: "#2e7d32",
+    AttemptStatus.BUSY: "#ef6c00",
+    AttemptStatus.NO_ANSWER: "#f9a825",
+    AttemptStatus.FAILED: "#c62828",
+    AttemptStatus.REJECTED: "#ad1457",
+    AttemptStatus.MACHINE: "#5d4037",
+}
+_DEFAULT_COLOUR = "#1565c0"
+
+
+def bar_chart(title: str, counts: list[tuple[str, int]]) -> str:
+    """A horizontal bar chart as inline SVG, one labelled bar per (label, count)."""
+    if not counts:
+        return f"<figure><figcaption>{html.escape(title)}</figcaption><p>nothing yet</p></figure>"
+    label_width, bar_width, row = 170, 360, 26
+    biggest = max(count for _, count in counts) or 1
+    total = sum(count for _, count in counts) or 1
+    height = row * len(counts) + 8
+    bars = []
+    for index, (label, count) in enumerate(counts):
+        y = 4 + index * row
+        width = max(1.0, bar_width * count / biggest) if count else 0.0
+        colour = _COLOURS.get(label, _DEFAULT_COLOUR)  # type: ignore[call-overload]
+        bars.append(
+            f'<text x="{label_width - 8}" y="{y + 16}" text-anchor="end">{html.escape(label)}</text>'
+            f'<rect x="{label_width}" y="{y + 3}" width="{width:.1f}" height="{row - 8}" fill="{colour}">'
+            f"<title>{html.escape(label)}: {count:,}</title></rect>"
+            f'<text x="{label_width + width + 6:.1f}" y="{y + 16}">{count:,} ({count / total:.0%})</text>'
+        )
+    return (
+        f"<figure><figcaption>{html.escape(title)}</figcaption>"
+        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="{html.escape(title)}" '
+        f'width="{label_width + bar_width + 110}" height="{height}" font-size="13">'
+        f"{''.join(bars)}</svg></figure>"
+    )
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 60rem; color: #212121; }
+h1 { font-size: 1.5rem; margin-bottom: 0.2rem; } .meta { color: #616161; margin-top: 0; }
+table { border-collapse: collapse; margin: 1rem 0 2rem; } td { padding: 0.25rem 1.2rem 0.25rem 0; }
+td:last-child { text-align: right; font-variant-numeric: tabular-nums; }
+.charts { display: flex; flex-wrap: wrap; gap: 1rem 3rem; }
+figure { margin: 0; } figcaption { font-weight: 600; margin-bottom: 0.4rem; }
+svg text { fill: #212121; }
+"""
+
+
+def render_html(report: Report, *, now: datetime | None = None) -> str:
+    """The report as one HTML page with inline CSS and SVG charts (no scripts, no network)."""
+    counts = report.progress
+    summary = "".join(
+        f"<tr><td>{html.escape(label)}</td><td>{html.escape(value)}</td></tr>"
+        for label, value in report.summary()
+    )
+    by_count = sorted(counts.results.items(), key=lambda item: -item[1])
+    pending = counts.contacts - counts.done
+    if pending:
+        by_count.append(("not finished", pending))
+    outcomes = sorted(
+        ((status, n) for status, n in counts.attempts.items() if AttemptStatus(status).is_final),
+        key=lambda item: -item[1],
+    )
+    charts = [
+        bar_chart("Contacts by result", by_count),
+        bar_chart("Attempts by outcome", outcomes),
+        bar_chart("DTMF answers by choice", sorted(counts.choices.items(), key=lambda item: -item[1])),
+        bar_chart(
+            "Contacts by attempts made",
+            [
+                (f"{made} attempt{'s' if made != 1 else ''}", n)
+                for made, n in sorted(report.attempts_per_contact.items())
+            ],
+        ),
+    ]
+    name = html.escape(counts.name)
+    note = f"<p>{html.escape(counts.reason)}</p>" if counts.reason else ""
+    return (
+        "<!doctype html>\n"
+        f'<html lang="en"><head><meta charset="utf-8"><title>{name}: campaign report</title>'
+        f"<style>{_STYLE}</style></head><body>"
+        f"<h1>{name}</h1>"
+        f'<p class="meta">{html.escape(counts.provider)} · {html.escape(counts.status)} · '
+        f"report made {_stamp(now or utcnow())}</p>{note}"
+        f"<table>{summary}</table>"
+        f'<div class="charts">{"".join(charts)}</div>'
+        "</body></html>\n"
+    )
