@@ -64,6 +64,7 @@ def main(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    click.get_current_context().call_on_close(db.dispose_engines)
 
 
 def _settings() -> Settings:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import cache
 from importlib import resources
 from typing import Any, cast
 
@@ -16,10 +16,25 @@ from sqlmodel import Session
 
 from dialer.errors import ConfigurationError
 
+_ENGINES: dict[str, Engine] = {}
+_ENGINES_LOCK = threading.Lock()
 
-@cache
+
 def get_engine(url: str) -> Engine:
     """One engine per database URL in this process."""
+    with _ENGINES_LOCK:
+        if url not in _ENGINES:
+            _ENGINES[url] = _create_engine(url)
+        return _ENGINES[url]
+
+
+def dispose_engines() -> None:
+    """Close every pooled connection of this process (before it exits, so none is left dangling)."""
+    for engine in _ENGINES.values():
+        engine.dispose()
+
+
+def _create_engine(url: str) -> Engine:
     try:
         if url.startswith("sqlite"):
             engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
