@@ -20,10 +20,13 @@ import hmac
 import json
 import time
 import uuid
+from functools import lru_cache
 from typing import Any
 
 import httpx
 import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from campaigns.outcomes import AttemptStatus
 from dialer.errors import ConfigurationError, WebhookAuthError, WebhookPayloadError
@@ -60,11 +63,27 @@ STATUSES: dict[str, AttemptStatus | None] = {
 }
 
 
+@lru_cache(maxsize=4)
+def _signing_key(pem: str) -> RSAPrivateKey:
+    """The application's RSA key, parsed once: parsing checks the key, which costs some fifty
+    times the signature itself (PyJWT would parse a PEM string again on every call)."""
+    try:
+        key = serialization.load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError) as error:
+        raise ConfigurationError(
+            f"DIALER_VONAGE__PRIVATE_KEY is not a usable PEM private key: {error}"
+        ) from None
+    if not isinstance(key, RSAPrivateKey):
+        raise ConfigurationError("DIALER_VONAGE__PRIVATE_KEY must be an RSA key (Vonage signs with RS256)")
+    return key
+
+
 def api_token(settings: VonageSettings, *, now: float | None = None) -> str:
     """An application JWT for one request."""
-    key = settings.private_key_pem()
-    if key is None:
+    pem = settings.private_key_pem()
+    if pem is None:
         raise ConfigurationError("DIALER_VONAGE__PRIVATE_KEY is not set (PEM text or a file path)")
+    key = _signing_key(pem)
     issued = int(now if now is not None else time.time())
     claims = {
         "application_id": settings.application_id,

@@ -7,14 +7,15 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from campaigns.outcomes import AttemptStatus
 from campaigns.spec import Question
-from dialer.errors import WebhookAuthError
+from dialer.errors import ConfigurationError, WebhookAuthError
 from dialer.providers import vonage
 from dialer.providers.base import CallOrder, Webhook
 from dialer.providers.vonage_sim import validate_create
-from dialer.settings import Settings
+from dialer.settings import Settings, VonageSettings
 
 DATA = Path(__file__).parent / "data" / "vonage"
 
@@ -155,3 +156,25 @@ def test_a_status_lookup_reads_the_call_resource(settings: Settings) -> None:
     assert request.method == "GET" and request.url.path == "/v1/calls/63f61863"
     response = httpx.Response(200, json=json.loads((DATA / "event_completed.json").read_text()))
     assert vonage.parse_lookup(response).status == AttemptStatus.COMPLETED
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        (
+            "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n",
+            "is not a usable PEM private key",
+        ),
+        (
+            ec.generate_private_key(ec.SECP256R1())
+            .private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+            .decode(),
+            "must be an RSA key",
+        ),
+    ],
+)
+def test_an_unusable_private_key_is_a_configuration_error(key: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        vonage.api_token(VonageSettings(private_key=key))
