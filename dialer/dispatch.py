@@ -25,6 +25,7 @@ from dialer.errors import (
     ProviderUnavailable,
 )
 from dialer.models import Attempt, Campaign, Contact
+from dialer.pacing import Gate
 from dialer.providers import get_provider
 from dialer.providers.base import ACCOUNT_TOKEN, CallOrder
 from dialer.recorder import advance, finish
@@ -150,7 +151,8 @@ def place_call(rt: Runtime, attempt_id: int) -> None:
         if not provider.per_call_callbacks:
             account_url = f"{rt.settings.public_url.rstrip('/')}/webhooks/{provider.name}/{ACCOUNT_TOKEN}"
             rt.calls.prepare(provider, credentials, callback_url=account_url, caller_id=spec.caller_id)
-        call_id = rt.calls.place(provider, credentials, order)
+        gate = rt.provider_gate(attempt.provider)
+        call_id = rt.calls.place(provider, credentials, order, pace=lambda: _pass_gate(rt, gate))
     except ProviderRateLimited as error:
         pause = error.retry_after if error.retry_after is not None else 1.0
         rt.limiter.hold(buckets[0], pause)
@@ -190,6 +192,12 @@ def place_call(rt: Runtime, attempt_id: int) -> None:
                 .values(provider_call_id=call_id)
             )
             advance(session, attempt_id=attempt_id, status=AttemptStatus.DIALING, now=rt.clock())
+
+
+def _pass_gate(rt: Runtime, gate: Gate) -> None:
+    """Wait until the request may leave without a second over the provider's limit."""
+    while (wait := rt.limiter.admit(gate)) > 0:
+        rt.sleep(wait)
 
 
 def _on_unavailable(rt: Runtime, *, attempt: Attempt, error: ProviderUnavailable) -> None:

@@ -1,4 +1,5 @@
-"""Global pacing: GCRA buckets, atomic in one Lua script on Redis's clock, or in-process.
+"""Global pacing: GCRA buckets and a send gate, each atomic in one Lua script on Redis's clock,
+or in-process.
 
 A bucket allows one request every ``1 / rate`` seconds. :meth:`reserve` books the earliest slot
 allowed by every bucket at once (provider account and, when set, the campaign) and says how long
@@ -7,6 +8,13 @@ sleeps away a slot it would not use. A provider's 429 pushes its bucket forward 
 A reservation that would leave one bucket's free slots unused (a slow campaign on a busy
 account) books nothing and says when to come back, so the account's budget goes to whoever
 can use it.
+
+A booked slot says when a request may leave, but a busy host sends some late (a slow database,
+a late wake-up), and a late request followed by a punctual one would put two in less than one
+interval. So each request also passes a :class:`Gate` just before it is sent: it lets one through
+only when one interval has passed since the last one really went, and measures the next interval
+from then. Delays push later requests back instead of bunching them, so no one-second window
+holds more than the limit; the bucket spreads the work, the gate guarantees the spacing.
 """
 
 from __future__ import annotations
@@ -31,6 +39,14 @@ class Bucket:
 
 
 @dataclass(frozen=True)
+class Gate:
+    """Requests leave at least ``interval`` seconds apart, measured between real departures."""
+
+    key: str
+    interval: float
+
+
+@dataclass(frozen=True)
 class Slot:
     """``granted``: a slot is booked ``wait`` seconds from now; else try again in ``wait`` seconds."""
 
@@ -42,6 +58,10 @@ class Limiter(Protocol):
     def reserve(self, buckets: Sequence[Bucket], *, max_wait: float) -> Slot: ...
 
     def hold(self, bucket: Bucket, seconds: float) -> None: ...
+
+    def admit(self, gate: Gate) -> float:
+        """Let one request through ``gate`` now (0.0), or say how many seconds until one may pass."""
+        ...
 
 
 # Redis's own clock, unless a test passes one in ARGV[2].
@@ -99,6 +119,20 @@ return 1
 )
 
 
+_ADMIT = (
+    _NOW
+    + """
+local next_free = tonumber(redis.call('GET', KEYS[1]))
+if next_free and next_free > now then
+  return string.format('%.6f', next_free - now)
+end
+local interval = tonumber(ARGV[1])
+redis.call('SET', KEYS[1], string.format('%.6f', now + interval), 'PX', math.ceil(interval * 1000) + 60000)
+return '0'
+"""
+)
+
+
 class RedisLimiter:
     """Buckets shared by every process and host that uses the same Redis.
 
@@ -113,6 +147,7 @@ class RedisLimiter:
         self._clock = clock
         self._reserve = client.register_script(_RESERVE)
         self._hold = client.register_script(_HOLD)
+        self._admit = client.register_script(_ADMIT)
 
     def _now(self) -> str:
         return "" if self._clock is None else f"{self._clock():.6f}"
@@ -126,6 +161,12 @@ class RedisLimiter:
     def hold(self, bucket: Bucket, seconds: float) -> None:
         self._hold(keys=[self._prefix + bucket.key], args=[f"{seconds:.6f}", self._now()])
 
+    def admit(self, gate: Gate) -> float:
+        wait = self._admit(
+            keys=[self._prefix + "gate:" + gate.key], args=[f"{gate.interval:.9f}", self._now()]
+        )
+        return float(wait)
+
 
 class LocalLimiter:
     """The same buckets inside one process (the embedded mode)."""
@@ -134,6 +175,7 @@ class LocalLimiter:
         self._clock = clock
         self._lock = threading.Lock()
         self._tat: dict[str, float] = {}
+        self._next_free: dict[str, float] = {}
 
     def reserve(self, buckets: Sequence[Bucket], *, max_wait: float) -> Slot:
         with self._lock:
@@ -153,3 +195,12 @@ class LocalLimiter:
         with self._lock:
             until = self._clock() + seconds
             self._tat[bucket.key] = max(self._tat.get(bucket.key, until), until)
+
+    def admit(self, gate: Gate) -> float:
+        with self._lock:
+            now = self._clock()
+            next_free = self._next_free.get(gate.key, now)
+            if next_free > now:
+                return next_free - now
+            self._next_free[gate.key] = now + gate.interval
+            return 0.0

@@ -13,7 +13,7 @@ import httpx
 
 from campaigns.spec import CampaignSpec
 from dialer.models import Campaign, utcnow
-from dialer.pacing import Bucket, Limiter
+from dialer.pacing import Bucket, Gate, Limiter
 from dialer.providers import get_provider
 from dialer.providers.client import ProviderClient
 from dialer.settings import Settings
@@ -38,15 +38,22 @@ class Runtime:
     def database_url(self) -> str:
         return self.settings.database_url
 
+    def account_limit(self, provider: str) -> float:
+        """The provider account's requests per second, as configured or documented."""
+        configured = getattr(self.settings.provider_settings(provider), "rate_limit", None)
+        return float(configured or get_provider(provider).default_rate_limit)
+
     def rate_limit(self, provider: str) -> float:
         """The provider account's calls per second, less the safety margin."""
-        configured = getattr(self.settings.provider_settings(provider), "rate_limit", None)
-        rate = float(configured or get_provider(provider).default_rate_limit)
-        return rate * (1 - self.settings.pacing_margin)
+        return self.account_limit(provider) * (1 - self.settings.pacing_margin)
 
     def provider_bucket(self, provider: str) -> Bucket:
         """The account-wide bucket every request to ``provider`` draws from."""
         return Bucket(f"provider:{provider}", self.rate_limit(provider))
+
+    def provider_gate(self, provider: str) -> Gate:
+        """The last check before a request leaves: one interval of the account's bucket since the last."""
+        return Gate(f"provider:{provider}", self.provider_bucket(provider).interval)
 
     def buckets(self, campaign: Campaign, spec: CampaignSpec) -> list[Bucket]:
         buckets = [self.provider_bucket(campaign.provider)]

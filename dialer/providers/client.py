@@ -49,16 +49,27 @@ class ProviderClient:
             return token.value
 
     def _send(
-        self, provider: Provider, settings: Any, build: Callable[[str | None], httpx.Request]
+        self,
+        provider: Provider,
+        settings: Any,
+        build: Callable[[str | None], httpx.Request],
+        pace: Callable[[], None] | None = None,
     ) -> httpx.Response:
-        token = self._token(provider, settings)
+        """Build and send; ``pace`` is called between the two, so nothing but the send follows it."""
+
+        def go(token: str | None) -> httpx.Response:
+            request = build(token)
+            if pace is not None:
+                pace()
+            return send(self.http, request, provider=provider)
+
         try:
-            return send(self.http, build(token), provider=provider)
+            return go(self._token(provider, settings))
         except ProviderAuthError:
             if provider.sign_in is None:
                 raise
             # The token may have been revoked or expired early: sign in again, once.
-            return send(self.http, build(self._token(provider, settings, renew=True)), provider=provider)
+            return go(self._token(provider, settings, renew=True))
 
     def prepare(self, provider: Provider, settings: Any, *, callback_url: str, caller_id: str) -> None:
         """Register account-level callbacks once per process and caller ID (where the provider needs it)."""
@@ -69,9 +80,17 @@ class ProviderClient:
             self._send(provider, settings, lambda token: setup(settings, callback_url, token, caller_id))
         self._prepared.add((provider.name, caller_id))
 
-    def place(self, provider: Provider, settings: Any, order: CallOrder) -> str:
-        """Ask the provider to place one call; return its call id."""
-        response = self._send(provider, settings, lambda token: provider.build_call(order, settings, token))
+    def place(
+        self, provider: Provider, settings: Any, order: CallOrder, *, pace: Callable[[], None] | None = None
+    ) -> str:
+        """Ask the provider to place one call; return its call id.
+
+        ``pace`` waits for the account's rate limit; it runs once the request is built, just before
+        it is sent.
+        """
+        response = self._send(
+            provider, settings, lambda token: provider.build_call(order, settings, token), pace
+        )
         return provider.parse_call(response)
 
     def look_up(self, provider: Provider, settings: Any, call_id: str) -> CallEvent:

@@ -8,7 +8,8 @@ import pytest
 import redis
 from freezegun import freeze_time
 
-from dialer.pacing import Bucket, Limiter, LocalLimiter, RedisLimiter, Slot
+from dialer.pacing import Bucket, Gate, Limiter, LocalLimiter, RedisLimiter, Slot
+from dialer.providers.simulation import busiest_second
 
 
 class Clock:
@@ -82,3 +83,37 @@ def test_a_429_holds_the_bucket_for_everyone(make_limiter: Callable[[Clock], Lim
     limiter.hold(bucket, 3.0)
     slot = limiter.reserve([bucket], max_wait=1.0)
     assert not slot.granted and slot.wait == pytest.approx(3.0)
+
+
+def test_the_gate_spaces_real_departures_and_a_late_one_pushes_the_next_back(
+    make_limiter: Callable[[Clock], Limiter],
+) -> None:
+    clock = Clock()
+    limiter = make_limiter(clock)
+    gate = Gate("provider:gate", interval=0.1)
+    assert limiter.admit(gate) == 0.0
+    assert limiter.admit(gate) == pytest.approx(0.1)  # too soon: come back when the interval is over
+    clock.now += 0.1
+    assert limiter.admit(gate) == 0.0
+    clock.now += 0.25  # this one leaves late, 0.15 after its turn...
+    assert limiter.admit(gate) == 0.0
+    clock.now += 0.05  # ...so the next, on time by the old rhythm, waits a whole interval from it
+    assert limiter.admit(gate) == pytest.approx(0.05)
+
+
+def test_no_second_holds_more_than_the_limit_whatever_the_arrival_pattern(
+    make_limiter: Callable[[Clock], Limiter],
+) -> None:
+    clock = Clock()
+    limiter = make_limiter(clock)
+    gate = Gate("provider:burst", interval=1 / 19.8)  # 20 a second less 1 %
+    departures = []
+    for step in range(6000):  # three eager senders every millisecond, and a 0.3 s stall now and then
+        clock.now += 0.3 if step % 1500 == 0 else 0.001
+        for _ in range(3):
+            if limiter.admit(gate) == 0.0:
+                departures.append(clock.now)
+    assert busiest_second(departures) == 20
+    gaps = [later - earlier for earlier, later in itertools.pairwise(departures)]
+    assert min(gaps) >= gate.interval - 1e-6
+    assert len(departures) > 19.5 * 6  # six seconds of sending, the budget used
