@@ -27,7 +27,7 @@ import contextlib
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -74,6 +74,17 @@ def script_for(number: str, nth_call: int) -> Script:
     return Script("answered", "2" if last == "8" else "1")
 
 
+def busiest_second(times: Sequence[float]) -> int:
+    """The most of ``times`` (seconds) that fall inside any one-second window ``[t, t + 1)``."""
+    ordered = sorted(times)
+    most = start = 0
+    for end, moment in enumerate(ordered):
+        while moment - ordered[start] >= 1.0:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
+
+
 @dataclass(frozen=True)
 class Placement:
     """One call the simulator accepted."""
@@ -93,6 +104,8 @@ class Simulation:
     callback_attempts: int = 5
     slow_seconds: float = 15.0
     placements: list[Placement] = field(default_factory=list)
+    requests: list[float] = field(default_factory=list)
+    """When each create-call request arrived (wall clock), whatever its answer."""
     throttled: int = 0
     callbacks_failed: int = 0
     fault: str | None = None
@@ -110,7 +123,9 @@ class Simulation:
         return False
 
     async def interfere(self) -> JSONResponse | None:
-        """An injected 500, or a stall longer than any client waits, before a create-call is handled."""
+        """Log a create-call request's arrival; then an injected 500, or a stall longer than any client
+        waits, before it is handled."""
+        self.requests.append(time.time())
         if self._faulting("500"):
             return JSONResponse({"error": "Internal Server Error"}, status_code=500)
         if self._faulting("slow"):
@@ -221,6 +236,8 @@ class Simulation:
                     "provider": self.provider,
                     "rate_limit": self.rate_limit,
                     "placements": [asdict(p) for p in self.placements],
+                    "requests": self.requests,
+                    "busiest_second": busiest_second(self.requests),
                     "throttled": self.throttled,
                     "faulted": self.faulted,
                     "callbacks_failed": self.callbacks_failed,

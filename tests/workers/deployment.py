@@ -45,7 +45,12 @@ def wait_for(url: str, timeout: float = 30) -> None:
 
 
 def provider_env(
-    provider: str, credentials: dict[str, dict[str, str]], *, sim_url: str, directory: Path
+    provider: str,
+    credentials: dict[str, dict[str, str]],
+    *,
+    sim_url: str,
+    directory: Path,
+    rate: float = RATE,
 ) -> dict[str, str]:
     """Every provider's credentials as DIALER_* variables, and ``provider`` pointed at its simulator."""
     env = {}
@@ -58,7 +63,7 @@ def provider_env(
             env[f"DIALER_{name.upper()}__{key.upper()}"] = value
     prefix = f"DIALER_{provider.upper()}__"
     env |= {prefix + key.upper(): value for key, value in simulator_urls(provider, sim_url).items()}
-    env[prefix + "RATE_LIMIT"] = str(RATE)
+    env[prefix + "RATE_LIMIT"] = str(rate)
     return env
 
 
@@ -111,8 +116,13 @@ def deployment(
     redis_url: str,
     credentials: dict[str, dict[str, str]],
     settings: dict[str, str] | None = None,
+    rate: float = RATE,
+    workers: int = 2,
 ) -> Iterator[Deployment]:
-    """Start every process; stop them all afterwards."""
+    """Start every process (``workers`` Celery workers); stop them all afterwards.
+
+    ``rate`` is the provider account's limit, the same for the simulator and the dialer.
+    """
     sim_port, web_port = free_port(), free_port()
     sim_url, web_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{web_port}"
     env = {
@@ -123,16 +133,16 @@ def deployment(
         "DIALER_TICK_SECONDS": "0.5",
         "DIALER_SWEEP_SECONDS": "2",
         "DIALER_REQUEUE_AFTER": "15",
-        **provider_env(provider, credentials, sim_url=sim_url, directory=directory),
+        **provider_env(provider, credentials, sim_url=sim_url, directory=directory, rate=rate),
         **(settings or {}),
     }
     system = Deployment(directory=directory, env=env, sim_url=sim_url, web_url=web_url)
-    simulate = ["simulate", "--provider", provider, "--port", str(sim_port), "--rate-limit", str(RATE)]
+    simulate = ["simulate", "--provider", provider, "--port", str(sim_port), "--rate-limit", str(rate)]
     try:
         system.start("simulator", [*DIALER, *simulate, "--time-scale", "0.05"])
         system.start("receiver", [*DIALER, "serve", "--port", str(web_port)])
-        system.start_worker("w1")
-        system.start_worker("w2")
+        for number in range(1, workers + 1):
+            system.start_worker(f"w{number}")
         system.start("beat", [*CELERY, "beat", "-s", str(directory / "beat-schedule"), "-l", "warning"])
         wait_for(f"{sim_url}/_simulator/log")
         wait_for(f"{web_url}/health")

@@ -17,7 +17,7 @@ from sqlmodel import select
 from dialer import db
 from dialer.models import Attempt, Contact
 from tests.e2e import campaign_status, write_campaign, write_contacts
-from tests.workers.deployment import Deployment, deployment
+from tests.workers.deployment import RATE, Deployment, deployment
 
 pytestmark = pytest.mark.services
 
@@ -49,6 +49,7 @@ def check_exactly_once(url: str, simulator_url: str) -> dict[str, int]:
         "placements": len(placed),
         "throttled": log["throttled"],
         "faulted": log["faulted"],
+        "busiest_second": log["busiest_second"],
     }
 
 
@@ -57,6 +58,11 @@ FAST_RECOVERY = {
     "DIALER_HTTP_TIMEOUT": "2",
     "DIALER_SETTLE_AFTER": "10",
     "DIALER_GIVE_UP_AFTER": "30",
+    # The margin is the delivery jitter the limit absorbs (0.1: 100 ms a second). On this test box
+    # the simulator, receiver, workers and databases share two cores, and a request's way from the
+    # worker to the simulator's handler varies by up to ~80 ms; a provider across the internet
+    # needs its own allowance (DIALER_PACING_MARGIN, README).
+    "DIALER_PACING_MARGIN": "0.1",
 }
 
 
@@ -139,3 +145,5 @@ def test_a_provider_answering_429_500_and_nothing_causes_no_duplicate_call(
     figures = run_campaign(tmp_path, postgres_url, redis_url, credentials, during=misbehave)
     assert figures["contacts"] == CONTACTS
     assert figures["faulted"] > 0 and figures["throttled"] > 0
+    # Every create-call request the provider saw, refused or not: none of its seconds over the limit.
+    assert figures["busiest_second"] <= RATE
