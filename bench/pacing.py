@@ -1,0 +1,125 @@
+"""Pacing against a provider's limit, on the deployed system, as the provider's simulator sees it.
+
+    python bench/pacing.py [--limits 1 20] [--seconds 90] [--workers 2] [--margin 0.02]
+
+For each limit: the Vonage simulator refusing more than ``limit`` calls in any second, the
+receiver, ``--workers`` Celery worker processes and beat, Redis and a fresh PostgreSQL database,
+and a campaign of ``limit * seconds`` contacts who all answer (so no retries). Prints, from the
+simulator's own log of every create-call request:
+
+- busiest second / limit: the most requests in any one-second window, over the limit (must be <= 1.00);
+- utilisation: calls placed per second while placing, over the limit (goal >= 0.98);
+- makespan / (contacts / limit): from ``campaign start`` returning to the last call placed (goal <= 1.03).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import REDIS_URL, machine, postgres_database
+from dialer.providers.simulation import busiest_second
+from dialer.simulators import dev_credentials
+from tests.workers.deployment import Deployment, deployment
+
+CAMPAIGN = """
+name = "pacing"
+provider = "vonage"
+caller_id = "+14155550100"
+
+[message]
+text = "Hello {first_name}, this is a reminder."
+
+[retry]
+max_attempts = 1
+
+[window]
+start = "00:00"
+end = "24:00"
+days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+[pacing]
+max_concurrent = 10000
+"""
+
+
+def write_inputs(directory: Path, contacts: int) -> tuple[Path, Path]:
+    """The campaign, and contacts whose numbers end in 6 to 9: the simulator has them all answer."""
+    campaign = directory / "pacing.toml"
+    campaign.write_text(CAMPAIGN)
+    numbers = (n for n in range(10_000) if n % 10 >= 6)
+    csv_file = directory / "contacts.csv"
+    csv_file.write_text(
+        "phone,first_name\n" + "".join(f"+1212555{next(numbers):04d},P{i}\n" for i in range(contacts))
+    )
+    return campaign, csv_file
+
+
+def simulator_log(system: Deployment) -> dict[str, object]:
+    log: dict[str, object] = httpx.get(f"{system.sim_url}/_simulator/log", timeout=30).json()
+    return log
+
+
+def run(limit: float, seconds: float, workers: int, margin: float) -> str:
+    contacts = round(limit * seconds)
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    with tempfile.TemporaryDirectory() as scratch, postgres_database() as url:
+        directory = Path(scratch)
+        campaign, csv_file = write_inputs(directory, contacts)
+        with deployment(
+            directory,
+            provider="vonage",
+            postgres_url=url,
+            redis_url=REDIS_URL,
+            credentials=dev_credentials(),
+            settings={"DIALER_PACING_MARGIN": str(margin)},
+            rate=limit,
+            workers=workers,
+        ) as system:
+            system.dialer("db", "upgrade")
+            system.dialer("campaign", "create", str(campaign))
+            system.dialer("import", str(csv_file), "--campaign", "pacing")
+            system.dialer("campaign", "start", "pacing")
+            started = time.time()
+            deadline = time.monotonic() + 3 * seconds + 60
+            while len(simulator_log(system)["placements"]) < contacts:  # type: ignore[arg-type]
+                if time.monotonic() > deadline or system.dead():
+                    raise SystemExit(f"the campaign stalled:\n{system.dead()}")
+                time.sleep(0.5)
+            log = simulator_log(system)
+    placed = sorted(p["at"] for p in log["placements"])  # type: ignore[attr-defined]
+    requests: list[float] = log["requests"]  # type: ignore[assignment]
+    busiest = busiest_second(requests)
+    utilisation = (len(placed) - 1) / (limit * (placed[-1] - placed[0]))
+    makespan = placed[-1] - started
+    return (
+        f"limit {limit:>4g}/s  {contacts:>5} contacts  {workers} workers  margin {margin:.2f}:  "
+        f"busiest second/limit {busiest / limit:.2f} ({busiest} requests, {log['throttled']} refused)  "
+        f"utilisation {utilisation:.3f}  makespan/(contacts/limit) {makespan / (contacts / limit):.3f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--limits", type=float, nargs="+", default=[1.0, 20.0])
+    parser.add_argument("--seconds", type=float, default=90.0, help="the ideal length of each run")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--margin", type=float, nargs="+", default=[0.02], help="DIALER_PACING_MARGIN")
+    options = parser.parse_args()
+    print(machine())
+    for margin in options.margin:
+        for limit in options.limits:
+            print(run(limit, options.seconds, options.workers, margin), flush=True)
+
+
+if __name__ == "__main__":
+    main()
