@@ -490,20 +490,29 @@ def simulate(provider: str, host: str, port: int, rate_limit: float | None, time
 @main.command()
 def providers() -> None:
     """List the providers with their capabilities and rate limits."""
-    from dialer.providers import PROVIDERS
+    from dialer.providers import PROVIDERS, account_limit
 
     settings = _settings()
     table = Table(
-        "provider", "TTS", "SSML", "audio", "DTMF", "machine detection", "status look-up", "calls/s"
+        "provider",
+        "TTS",
+        "SSML",
+        "audio",
+        "DTMF",
+        "machine detection",
+        "status look-up",
+        "calls/s",
+        "max calls",
     )
     for provider in PROVIDERS.values():
         can = provider.capabilities
-        limit = getattr(settings.provider_settings(provider.name), "rate_limit", provider.default_rate_limit)
+        account = settings.provider_settings(provider.name)
+        limit = account_limit(provider.name, account)
         marks = [
             "yes" if flag else "-"
             for flag in (can.tts, can.ssml, can.audio, can.dtmf, can.machine_detection, provider.can_look_up)
         ]
-        table.add_row(provider.name, *marks, f"{limit:g}")
+        table.add_row(provider.name, *marks, f"{limit:g}", str(account.max_concurrent or "-"))
     console.print(table)
 
 

@@ -14,7 +14,7 @@ import httpx
 from campaigns.spec import CampaignSpec
 from dialer.models import Campaign, utcnow
 from dialer.pacing import Bucket, Gate, Limiter
-from dialer.providers import get_provider
+from dialer.providers import account_limit
 from dialer.providers.client import ProviderClient
 from dialer.settings import Settings
 
@@ -40,8 +40,11 @@ class Runtime:
 
     def account_limit(self, provider: str) -> float:
         """The provider account's requests per second, as configured or documented."""
-        configured = getattr(self.settings.provider_settings(provider), "rate_limit", None)
-        return float(configured or get_provider(provider).default_rate_limit)
+        return account_limit(provider, self.settings.provider_settings(provider))
+
+    def concurrency_cap(self, provider: str) -> int | None:
+        """How many calls may be in progress at once on the provider account (None: no cap)."""
+        return self.settings.provider_settings(provider).max_concurrent
 
     def rate_limit(self, provider: str) -> float:
         """The provider account's calls per second, less the safety margin."""

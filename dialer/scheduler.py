@@ -157,6 +157,10 @@ def pump(rt: Runtime) -> int:
             budget = math.ceil(rt.rate_limit(provider) * LOOKAHEAD) - _count(
                 session, col(Attempt.provider) == provider, col(Attempt.status) == AttemptStatus.QUEUED
             )
+            cap = rt.concurrency_cap(provider)
+            if cap is not None:  # calls in progress on the account, every campaign together
+                live = _count(session, col(Attempt.provider) == provider, col(Attempt.status).in_(_LIVE))
+                budget = min(budget, cap - live)
             for campaign in running:
                 if budget <= 0:
                     break

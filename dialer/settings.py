@@ -12,7 +12,19 @@ from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class VonageSettings(BaseModel):
+class ProviderAccount(BaseModel):
+    """What every provider account has: its API host, its rate limit and its concurrent-call cap."""
+
+    base_url: str
+    rate_limit: float | None = Field(
+        None, gt=0, description="requests per second allowed on the account (None: the documented limit)"
+    )
+    max_concurrent: int | None = Field(
+        None, ge=1, description="calls in progress at once on the account, every campaign together"
+    )
+
+
+class VonageSettings(ProviderAccount):
     """Vonage Voice API: an application id with its RSA private key, and the signature secret."""
 
     base_url: str = "https://api.nexmo.com"
@@ -20,7 +32,6 @@ class VonageSettings(BaseModel):
     private_key: SecretStr | None = Field(None, description="PEM text, or the path of a PEM file")
     api_key: str = "dialer"
     signature_secret: SecretStr | None = None
-    rate_limit: float = Field(3.0, gt=0, description="calls per second allowed on the account")
 
     def private_key_pem(self) -> str | None:
         if self.private_key is None:
@@ -31,35 +42,32 @@ class VonageSettings(BaseModel):
         return Path(value).expanduser().read_text()
 
 
-class CmSettings(BaseModel):
+class CmSettings(ProviderAccount):
     """CM.com Voice API: a product token (a GUID) sent as a header."""
 
     base_url: str = "https://api.cm.com"
     product_token: SecretStr | None = None
-    rate_limit: float = Field(10.0, gt=0, description="calls per second allowed on the account")
 
 
-class RouteeSettings(BaseModel):
+class RouteeSettings(ProviderAccount):
     """Routee: OAuth2 client credentials (application id and secret) for a bearer token."""
 
     base_url: str = "https://connect.routee.net"
     auth_url: str = "https://auth.routee.net"
     application_id: str = ""
     application_secret: SecretStr | None = None
-    rate_limit: float = Field(1.0, gt=0, description="requests per second (Routee documents 1)")
 
 
-class CequensSettings(BaseModel):
+class CequensSettings(ProviderAccount):
     """Cequens: an API key and user name signed in for a bearer token."""
 
     base_url: str = "https://apis.cequens.com"
     call_path: str = Field("/voice/v1/calls", description="not in the public documents; see the adapter")
     api_key: SecretStr | None = None
     user_name: str = ""
-    rate_limit: float = Field(10.0, gt=0, description="calls per second allowed on the account")
 
 
-class FractelSettings(BaseModel):
+class FractelSettings(ProviderAccount):
     """Fractel FoneStorm: a user name and password signed in for a token; callbacks use HTTP Basic."""
 
     base_url: str = "https://api.fonestorm.com"
@@ -67,7 +75,6 @@ class FractelSettings(BaseModel):
     password: SecretStr | None = None
     webhook_username: str = "dialer"
     webhook_password: SecretStr | None = None
-    rate_limit: float = Field(10.0, gt=0, description="requests per second (Fractel documents 10)")
 
 
 class Settings(BaseSettings):
@@ -99,8 +106,8 @@ class Settings(BaseSettings):
     cequens: CequensSettings = CequensSettings()
     fractel: FractelSettings = FractelSettings()
 
-    def provider_settings(self, provider: str) -> BaseModel:
-        settings: BaseModel = getattr(self, provider)
+    def provider_settings(self, provider: str) -> ProviderAccount:
+        settings: ProviderAccount = getattr(self, provider)
         return settings
 
 

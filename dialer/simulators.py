@@ -12,7 +12,15 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.applications import Starlette
 
 from dialer.errors import ConfigurationError
-from dialer.providers import cequens_sim, cm_sim, fractel_sim, get_provider, routee_sim, vonage_sim
+from dialer.providers import (
+    account_limit,
+    cequens_sim,
+    cm_sim,
+    fractel_sim,
+    get_provider,
+    routee_sim,
+    vonage_sim,
+)
 from dialer.providers.simulation import Simulation
 from dialer.settings import Settings
 
@@ -34,9 +42,7 @@ def simulator_app(
     if factory is None:
         raise ConfigurationError(f"no simulator for {provider!r} yet")
     credentials = settings.provider_settings(provider)
-    limit = (
-        rate_limit or getattr(credentials, "rate_limit", None) or get_provider(provider).default_rate_limit
-    )
+    limit = rate_limit or account_limit(provider, credentials)
     try:
         return factory(Simulation(provider=provider, rate_limit=limit, time_scale=time_scale), credentials)
     except ValueError as error:

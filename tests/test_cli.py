@@ -97,11 +97,12 @@ def test_a_campaign_its_provider_cannot_run_is_refused_at_create(
 
 
 def test_providers_lists_capabilities_and_limits(env: dict[str, str]) -> None:
-    code, output = run(env, "providers")
+    code, output = run(env | {"DIALER_CM__RATE_LIMIT": "25", "DIALER_CM__MAX_CONCURRENT": "40"}, "providers")
     lines = ([cell.strip() for cell in line.strip("│ ").split("│")] for line in output.splitlines())
     rows = {cells[0]: cells for cells in lines if cells[0] in PROVIDERS}
     assert code == 0 and set(rows) == set(PROVIDERS)
-    assert rows["routee"][-1] == "1" and rows["vonage"][-1] == "3"
+    assert rows["routee"][-2:] == ["1", "-"] and rows["vonage"][-2:] == ["3", "-"]  # documented, no cap
+    assert rows["cm"][-2:] == ["25", "40"]  # as configured
     assert rows["fractel"][4] == "-" and rows["vonage"][4] == "yes"  # the DTMF column
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dialer.errors import ConfigurationError
 from dialer.providers import cequens, cm, fractel, routee, vonage
 from dialer.providers.base import Provider
+from dialer.settings import ProviderAccount
 
 PROVIDERS: dict[str, Provider] = {
     provider.name: provider
@@ -19,3 +20,8 @@ def get_provider(name: str) -> Provider:
         raise ConfigurationError(
             f"unknown provider {name!r} (known: {', '.join(sorted(PROVIDERS))})"
         ) from None
+
+
+def account_limit(provider: str, account: ProviderAccount) -> float:
+    """The account's requests per second: as configured, else as the provider documents it."""
+    return account.rate_limit or get_provider(provider).default_rate_limit

@@ -123,3 +123,18 @@ def test_switching_provider_keeps_the_contacts(settings: Settings) -> None:
     with db.session_scope(settings.database_url) as session:
         set_provider(session, name="e2e", provider="vonage")
         assert session.scalar(sa.select(sa.func.count()).select_from(Contact)) == 3
+
+
+def test_the_provider_account_cap_counts_calls_in_progress_of_every_campaign(settings: Settings) -> None:
+    settings = settings.model_copy(
+        update={"vonage": settings.vonage.model_copy(update={"max_concurrent": 3, "rate_limit": 100.0})}
+    )
+    url = settings.database_url
+    campaign_with_contacts(url, PHONES)
+    rt = runtime(settings, FakeVonage(), [])
+    assert pump(rt) == 3  # the account's cap, though the rate and the campaign's own cap allow more
+    with db.session_scope(url) as session:  # two calls are answered, one ends
+        session.execute(sa.update(Attempt).where(col(Attempt.id) <= 2).values(status="answered"))
+        session.execute(sa.update(Attempt).where(col(Attempt.id) == 3).values(status="completed"))
+    assert pump(rt) == 1  # only the ended call's place is free
+    assert pump(rt) == 0
