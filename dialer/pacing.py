@@ -14,7 +14,8 @@ a late wake-up), and a late request followed by a punctual one would put two in 
 interval. So each request also passes a :class:`Gate` just before it is sent: it lets one through
 only when one interval has passed since the last one really went, and measures the next interval
 from then. Delays push later requests back instead of bunching them, so no one-second window
-holds more than the limit; the bucket spreads the work, the gate guarantees the spacing.
+holds more than the limit; the bucket spreads the work, the gate guarantees the spacing. A gate
+with no record of the last departure (Redis emptied) waits one interval, as if one just left.
 """
 
 from __future__ import annotations
@@ -122,12 +123,18 @@ return 1
 _ADMIT = (
     _NOW
     + """
+local interval = tonumber(ARGV[1])
+local ttl = math.ceil(interval * 1000) + 60000
 local next_free = tonumber(redis.call('GET', KEYS[1]))
-if next_free and next_free > now then
+if not next_free then
+  -- No record (first use, idle a minute, or Redis emptied): a request may have just left.
+  next_free = now + interval
+  redis.call('SET', KEYS[1], string.format('%.6f', next_free), 'PX', ttl)
+end
+if next_free > now then
   return string.format('%.6f', next_free - now)
 end
-local interval = tonumber(ARGV[1])
-redis.call('SET', KEYS[1], string.format('%.6f', now + interval), 'PX', math.ceil(interval * 1000) + 60000)
+redis.call('SET', KEYS[1], string.format('%.6f', now + interval), 'PX', ttl)
 return '0'
 """
 )
@@ -199,7 +206,7 @@ class LocalLimiter:
     def admit(self, gate: Gate) -> float:
         with self._lock:
             now = self._clock()
-            next_free = self._next_free.get(gate.key, now)
+            next_free = self._next_free.setdefault(gate.key, now + gate.interval)  # as the Lua script
             if next_free > now:
                 return next_free - now
             self._next_free[gate.key] = now + gate.interval

@@ -91,6 +91,8 @@ def test_the_gate_spaces_real_departures_and_a_late_one_pushes_the_next_back(
     clock = Clock()
     limiter = make_limiter(clock)
     gate = Gate("provider:gate", interval=0.1)
+    assert limiter.admit(gate) == pytest.approx(0.1)  # no record of the last one: it may have just left
+    clock.now += 0.1
     assert limiter.admit(gate) == 0.0
     assert limiter.admit(gate) == pytest.approx(0.1)  # too soon: come back when the interval is over
     clock.now += 0.1
@@ -117,3 +119,17 @@ def test_no_second_holds_more_than_the_limit_whatever_the_arrival_pattern(
     gaps = [later - earlier for earlier, later in itertools.pairwise(departures)]
     assert min(gaps) >= gate.interval - 1e-6
     assert len(departures) > 19.5 * 6  # six seconds of sending, the budget used
+
+
+def test_a_gate_whose_record_was_lost_waits_one_interval(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    clock = Clock()
+    limiter = RedisLimiter(client, clock=clock)
+    gate = Gate("provider:flushed", interval=0.5)
+    clock.now += 0.5
+    assert limiter.admit(gate) == pytest.approx(0.5) and limiter.admit(gate) == pytest.approx(0.5)
+    clock.now += 0.5
+    assert limiter.admit(gate) == 0.0  # a request leaves...
+    client.flushdb()  # ...and Redis forgets it
+    assert limiter.admit(gate) == pytest.approx(0.5)  # the next still keeps its distance
+    client.close()

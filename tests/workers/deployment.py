@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from dialer.cli import main
 from dialer.embedded import loopback_socket
+from dialer.settings import get_settings
 from dialer.simulators import simulator_urls
 
 RATE = 20
@@ -77,7 +78,9 @@ class Deployment:
     runner: CliRunner = field(default_factory=CliRunner)
 
     def dialer(self, *args: str) -> str:
-        """Run a ``dialer`` command as an operator would; it must succeed."""
+        """Run a ``dialer`` command as an operator would (its own settings, as a new process reads
+        them); it must succeed."""
+        get_settings.cache_clear()
         result = self.runner.invoke(main, list(args), env=self.env, catch_exceptions=False)
         assert result.exit_code == 0, result.output
         return result.output

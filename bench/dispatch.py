@@ -1,0 +1,113 @@
+"""Dispatch throughput with no rate limit, against a bare Celery no-op measured in the same run.
+
+    python bench/dispatch.py [--contacts 3000] [--workers 2]
+
+1. The floor: ``--workers`` Celery workers (threads pool, 16 each, the dialer's acknowledgement
+   and prefetch settings) run ``--contacts`` no-op tasks (each counts itself in Redis); tasks/s.
+2. The dialer: the same number of workers, beat, the receiver and a Vonage simulator allowing
+   10,000 calls/s, PostgreSQL; a campaign of ``--contacts`` numbers who all answer. Calls placed
+   per second, from ``campaign start`` returning to the simulator accepting the last call.
+
+Prints both and their ratio (goal >= 0.6).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import REDIS_URL, machine, postgres_database
+from bench.noop_app import DONE, app, noop
+from bench.pacing import simulator_log, write_inputs
+from dialer.simulators import dev_credentials
+from tests.workers.deployment import CELERY, deployment
+
+ROOT = Path(__file__).resolve().parent.parent
+UNLIMITED = 10_000
+
+
+def noop_rate(tasks: int, workers: int) -> float:
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    command = [*CELERY[:-1], "bench.noop_app", "worker", "--pool", "threads", "-c", "16", "-l", "warning"]
+    running = [
+        subprocess.Popen([*command, "-n", f"noop{number}@%h"], env=env, stdout=subprocess.DEVNULL)
+        for number in range(workers)
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while len(app.control.ping(timeout=1.0)) < workers:
+            if time.monotonic() > deadline:
+                raise SystemExit("the no-op workers did not start")
+        started = time.perf_counter()
+        for _ in range(tasks):
+            noop.delay()
+        while int(client.get(DONE) or 0) < tasks:
+            time.sleep(0.01)
+        return tasks / (time.perf_counter() - started)
+    finally:
+        for process in running:
+            process.terminate()
+        for process in running:
+            process.wait(timeout=30)
+        client.close()
+
+
+def dispatch_rate(contacts: int, workers: int) -> float:
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    with tempfile.TemporaryDirectory() as scratch, postgres_database() as url:
+        directory = Path(scratch)
+        campaign, csv_file = write_inputs(directory, contacts)
+        with deployment(
+            directory,
+            provider="vonage",
+            postgres_url=url,
+            redis_url=REDIS_URL,
+            credentials=dev_credentials(),
+            rate=UNLIMITED,
+            workers=workers,
+        ) as system:
+            system.dialer("db", "upgrade")
+            system.dialer("campaign", "create", str(campaign))
+            system.dialer("import", str(csv_file), "--campaign", "pacing")
+            system.dialer("campaign", "start", "pacing")
+            started = time.time()
+            deadline = time.monotonic() + 600
+            while len(simulator_log(system)["placements"]) < contacts:  # type: ignore[arg-type]
+                if time.monotonic() > deadline or system.dead():
+                    raise SystemExit(f"the campaign stalled:\n{system.dead()}")
+                time.sleep(0.2)
+            last = max(p["at"] for p in simulator_log(system)["placements"])  # type: ignore[attr-defined]
+    return contacts / (last - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--contacts", type=int, default=3000)
+    parser.add_argument("--workers", type=int, default=2)
+    options = parser.parse_args()
+    print(machine())
+    floor = noop_rate(options.contacts, options.workers)
+    print(
+        f"bare Celery no-op      {floor:7.0f} tasks/s  ({options.contacts} tasks, {options.workers} workers)"
+    )
+    calls = dispatch_rate(options.contacts, options.workers)
+    print(
+        f"dialer, no rate limit  {calls:7.0f} calls/s  ({options.contacts} calls, {options.workers} workers)"
+    )
+    print(f"ratio                  {calls / floor:7.2f}")
+
+
+if __name__ == "__main__":
+    main()
