@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cache
+from importlib import resources
 
 import phonenumbers
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata, PhoneNumberDesc
@@ -218,7 +219,30 @@ def _is_valid(code: str, national_number: str) -> bool:
 
 
 def time_zones(e164: str) -> tuple[str, ...]:
-    """Every IANA zone the number may be in; empty when the number says nothing usable."""
+    """Every IANA zone the number may be in; empty when the number says nothing usable.
+
+    A +1 number whose prefix says nothing more (a US toll-free number gets all 42 zones of the
+    North American plan, the Caribbean's and Guam's included) is narrowed to the zones of its own
+    region: every country of that plan has its own area codes. Elsewhere a plan may be shared
+    (Australian mobiles ring on Cocos Island too), so every zone of the prefix counts.
+    """
     number = phonenumbers.parse(e164)
-    zones = number_timezones.time_zones_for_number(number)
-    return tuple(sorted(zone for zone in zones if zone != number_timezones.UNKNOWN_TIMEZONE))
+    zones = [
+        zone
+        for zone in number_timezones.time_zones_for_number(number)
+        if zone != number_timezones.UNKNOWN_TIMEZONE
+    ]
+    region = phonenumbers.region_code_for_number(number)
+    if number.country_code == 1 and region and len(zones) > 1:
+        countries = _zone_countries()
+        own = [zone for zone in zones if countries.get(zone, region) == region]
+        zones = own or zones
+    return tuple(sorted(zones))
+
+
+@cache
+def _zone_countries() -> dict[str, str]:
+    """Each IANA zone's country, from the tz database's ``zone.tab`` (shipped by ``tzdata``)."""
+    table = resources.files("tzdata").joinpath("zoneinfo", "zone.tab").read_text(encoding="utf-8")
+    rows = (line.split("\t") for line in table.splitlines() if line and not line.startswith("#"))
+    return {row[2]: row[0] for row in rows}

@@ -71,3 +71,28 @@ def test_the_window_end_is_exclusive() -> None:
     zones = ("UTC",)
     assert is_open(WEEKDAYS, zones, utc(2026, 11, 23, 19, 59))
     assert not is_open(WEEKDAYS, zones, utc(2026, 11, 23, 20, 0))
+
+
+@pytest.mark.parametrize(
+    ("number", "zones"),
+    [
+        ("+12125550100", ("America/New_York",)),
+        ("+19075550100", ("America/Adak", "America/Anchorage")),  # Alaska: its two zones
+        ("+14165550100", ("America/Toronto",)),
+    ],
+)
+def test_a_number_rings_in_the_zones_of_its_prefix(number: str, zones: tuple[str, ...]) -> None:
+    assert time_zones(number) == zones
+
+
+def test_a_us_toll_free_number_is_read_in_us_zones_only() -> None:
+    zones = time_zones("+18005550100")  # its prefix names only +1: all 42 zones of the plan
+    assert "America/New_York" in zones and "Pacific/Honolulu" in zones and "America/Adak" in zones
+    assert not {"Pacific/Guam", "America/Toronto", "America/Puerto_Rico", "Atlantic/Bermuda"} & set(zones)
+    window = Window(start="09:00", end="20:00", days=("mon", "tue", "wed", "thu", "fri"))
+    # 09:00 in Adak (UTC-10) is 19:00 UTC; Guam (UTC+10), no longer counted, would push it to 23:00.
+    assert next_open(window, zones, utc(2026, 11, 23, 12, 0)) == utc(2026, 11, 23, 19, 0)
+
+
+def test_shared_plans_keep_every_zone() -> None:
+    assert "Indian/Cocos" in time_zones("+61412345678")  # an Australian mobile may be on Cocos Island
