@@ -17,18 +17,16 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import REDIS_URL, machine, postgres_database
+from bench.common import REDIS_URL, machine
 from bench.noop_app import DONE, app, noop
-from bench.pacing import simulator_log, write_inputs
-from dialer.simulators import dev_credentials
-from tests.workers.deployment import CELERY, deployment
+from bench.pacing import run_campaign
+from tests.workers.deployment import CELERY
 
 ROOT = Path(__file__).resolve().parent.parent
 UNLIMITED = 10_000
@@ -63,31 +61,8 @@ def noop_rate(tasks: int, workers: int) -> float:
 
 
 def dispatch_rate(contacts: int, workers: int) -> float:
-    redis.Redis.from_url(REDIS_URL).flushdb()
-    with tempfile.TemporaryDirectory() as scratch, postgres_database() as url:
-        directory = Path(scratch)
-        campaign, csv_file = write_inputs(directory, contacts)
-        with deployment(
-            directory,
-            provider="vonage",
-            postgres_url=url,
-            redis_url=REDIS_URL,
-            credentials=dev_credentials(),
-            rate=UNLIMITED,
-            workers=workers,
-        ) as system:
-            system.dialer("db", "upgrade")
-            system.dialer("campaign", "create", str(campaign))
-            system.dialer("import", str(csv_file), "--campaign", "pacing")
-            system.dialer("campaign", "start", "pacing")
-            started = time.time()
-            deadline = time.monotonic() + 600
-            while len(simulator_log(system)["placements"]) < contacts:  # type: ignore[arg-type]
-                if time.monotonic() > deadline or system.dead():
-                    raise SystemExit(f"the campaign stalled:\n{system.dead()}")
-                time.sleep(0.2)
-            last = max(p["at"] for p in simulator_log(system)["placements"])  # type: ignore[attr-defined]
-    return contacts / (last - started)
+    started, log = run_campaign(contacts=contacts, rate=UNLIMITED, workers=workers)
+    return contacts / (max(p["at"] for p in log["placements"]) - started)
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis
@@ -62,13 +63,16 @@ def write_inputs(directory: Path, contacts: int) -> tuple[Path, Path]:
     return campaign, csv_file
 
 
-def simulator_log(system: Deployment) -> dict[str, object]:
-    log: dict[str, object] = httpx.get(f"{system.sim_url}/_simulator/log", timeout=30).json()
+def simulator_log(system: Deployment) -> dict[str, Any]:
+    log: dict[str, Any] = httpx.get(f"{system.sim_url}/_simulator/log", timeout=30).json()
     return log
 
 
-def run(limit: float, seconds: float, workers: int, margin: float) -> str:
-    contacts = round(limit * seconds)
+def run_campaign(
+    *, contacts: int, rate: float, workers: int, settings: dict[str, str] | None = None
+) -> tuple[float, dict[str, Any]]:
+    """A campaign of ``contacts`` answering numbers on a fresh deployment, until the simulator has
+    placed every call: when ``campaign start`` returned (epoch seconds), and the simulator's log."""
     redis.Redis.from_url(REDIS_URL).flushdb()
     with tempfile.TemporaryDirectory() as scratch, postgres_database() as url:
         directory = Path(scratch)
@@ -79,8 +83,8 @@ def run(limit: float, seconds: float, workers: int, margin: float) -> str:
             postgres_url=url,
             redis_url=REDIS_URL,
             credentials=dev_credentials(),
-            settings={"DIALER_PACING_MARGIN": str(margin)},
-            rate=limit,
+            settings=settings,
+            rate=rate,
             workers=workers,
         ) as system:
             system.dialer("db", "upgrade")
@@ -88,15 +92,21 @@ def run(limit: float, seconds: float, workers: int, margin: float) -> str:
             system.dialer("import", str(csv_file), "--campaign", "pacing")
             system.dialer("campaign", "start", "pacing")
             started = time.time()
-            deadline = time.monotonic() + 3 * seconds + 60
-            while len(simulator_log(system)["placements"]) < contacts:  # type: ignore[arg-type]
+            deadline = time.monotonic() + 3 * contacts / min(rate, 1000) + 120
+            while len(simulator_log(system)["placements"]) < contacts:
                 if time.monotonic() > deadline or system.dead():
                     raise SystemExit(f"the campaign stalled:\n{system.dead()}")
-                time.sleep(0.5)
-            log = simulator_log(system)
-    placed = sorted(p["at"] for p in log["placements"])  # type: ignore[attr-defined]
-    requests: list[float] = log["requests"]  # type: ignore[assignment]
-    busiest = busiest_second(requests)
+                time.sleep(0.2)
+            return started, simulator_log(system)
+
+
+def run(limit: float, seconds: float, workers: int, margin: float) -> str:
+    contacts = round(limit * seconds)
+    started, log = run_campaign(
+        contacts=contacts, rate=limit, workers=workers, settings={"DIALER_PACING_MARGIN": str(margin)}
+    )
+    placed = sorted(p["at"] for p in log["placements"])
+    busiest = busiest_second(log["requests"])
     utilisation = (len(placed) - 1) / (limit * (placed[-1] - placed[0]))
     makespan = placed[-1] - started
     return (

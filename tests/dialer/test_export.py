@@ -11,7 +11,7 @@ from dialer import db, export
 from dialer.errors import ConfigurationError
 from dialer.export import attempt_results, contact_results, escape_cell, write_table
 from dialer.models import Campaign
-from tests.dialer.factories import NOW, finished_campaign
+from tests.dialer.factories import NOW
 
 
 @pytest.mark.parametrize(
@@ -38,11 +38,6 @@ def test_a_written_csv_carries_the_escaped_cells(tmp_path: Path) -> None:
     out = tmp_path / "results.csv"
     write_table(pd.DataFrame({"phone": ["+14155550100"], "first_name": ["=1+1"]}), out)
     assert out.read_text().splitlines() == ["phone,first_name", "+14155550100,'=1+1"]
-
-
-@pytest.fixture
-def finished(sqlite_url: str) -> Campaign:
-    return finished_campaign(sqlite_url)
 
 
 def test_contact_results_hold_one_row_per_contact_with_its_last_attempt_and_answer(

@@ -5,19 +5,13 @@ from decimal import Decimal
 from html.parser import HTMLParser
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from dialer import db
 from dialer.cli import main
 from dialer.models import Campaign
 from dialer.report import bar_chart, build_report, render_html
-from tests.dialer.factories import NOW, finished_campaign
-
-
-@pytest.fixture
-def finished(sqlite_url: str) -> Campaign:
-    return finished_campaign(sqlite_url)
+from tests.dialer.factories import NOW
 
 
 def test_the_report_counts_reach_answers_outcomes_attempts_time_and_cost(
