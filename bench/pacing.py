@@ -106,13 +106,23 @@ def run(limit: float, seconds: float, workers: int, margin: float) -> str:
         contacts=contacts, rate=limit, workers=workers, settings={"DIALER_PACING_MARGIN": str(margin)}
     )
     placed = sorted(p["at"] for p in log["placements"])
-    busiest = busiest_second(log["requests"])
+    requests = sorted(log["requests"])
+    busiest = busiest_second(requests)
+    over = sorted(
+        {
+            round(requests[i] - started, 1)
+            for i in range(len(requests) - 1)
+            if busiest_second([t for t in requests[i : i + round(limit) + 1] if t - requests[i] < 1.0])
+            > limit
+        }
+    )
     utilisation = (len(placed) - 1) / (limit * (placed[-1] - placed[0]))
     makespan = placed[-1] - started
     return (
         f"limit {limit:>4g}/s  {contacts:>5} contacts  {workers} workers  margin {margin:.2f}:  "
         f"busiest second/limit {busiest / limit:.2f} ({busiest} requests, {log['throttled']} refused)  "
         f"utilisation {utilisation:.3f}  makespan/(contacts/limit) {makespan / (contacts / limit):.3f}"
+        + (f"  (seconds over the limit start at {over} s)" if over else "")
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -484,6 +485,9 @@ def simulate(provider: str, host: str, port: int, rate_limit: float | None, time
     from dialer.simulators import simulator_app
 
     app = simulator_app(provider, _settings(), rate_limit=rate_limit, time_scale=time_scale)
+    # It times every request it receives: no full collection should walk the start-up objects
+    # (modules, the app) in the middle of that.
+    gc.freeze()
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 
