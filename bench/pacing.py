@@ -63,8 +63,9 @@ def write_inputs(directory: Path, contacts: int) -> tuple[Path, Path]:
     return campaign, csv_file
 
 
-def simulator_log(system: Deployment) -> dict[str, Any]:
-    log: dict[str, Any] = httpx.get(f"{system.sim_url}/_simulator/log", timeout=30).json()
+def simulator_log(system: Deployment, part: str = "log") -> dict[str, Any]:
+    """The simulator's log of every request and placement (``part="count"``: just how many)."""
+    log: dict[str, Any] = httpx.get(f"{system.sim_url}/_simulator/{part}", timeout=120).json()
     return log
 
 
@@ -93,7 +94,7 @@ def run_campaign(
             system.dialer("campaign", "start", "pacing")
             started = time.time()
             deadline = time.monotonic() + 3 * contacts / min(rate, 1000) + 120
-            while len(simulator_log(system)["placements"]) < contacts:
+            while simulator_log(system, "count")["placements"] < contacts:
                 if time.monotonic() > deadline or system.dead():
                     raise SystemExit(f"the campaign stalled:\n{system.dead()}")
                 time.sleep(0.2)

@@ -245,6 +245,9 @@ class Simulation:
                 }
             )
 
+        async def count(_: Request) -> JSONResponse:
+            return JSONResponse({"placements": len(self.placements), "requests": len(self.requests)})
+
         async def inject(request: Request) -> JSONResponse:
             body = await request.json()
             self.fault = body.get("fault")
@@ -253,5 +256,6 @@ class Simulation:
 
         return [
             Route("/_simulator/log", report, methods=["GET"]),
+            Route("/_simulator/count", count, methods=["GET"]),
             Route("/_simulator/fault", inject, methods=["POST"]),
         ]

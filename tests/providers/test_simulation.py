@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import httpx
 import pytest
+from starlette.applications import Starlette
 
+from dialer.embedded import BackgroundServer
 from dialer.providers.simulation import Simulation, busiest_second
 
 
@@ -27,3 +30,12 @@ def test_admission_keeps_any_second_to_the_limit() -> None:
     answers = [sim.admit(now=moment) for moment in (0.0, 0.2, 0.4, 0.6, 1.0, 1.1, 1.2, 1.3)]
     assert answers == [True, True, True, False, True, False, True, False]
     assert sim.throttled == 3
+
+
+def test_the_simulator_counts_requests_and_placements_cheaply() -> None:
+    sim = Simulation(provider="vonage", rate_limit=3)
+    sim.requests += [1.0, 1.2]
+    sim.place("+12125550106", "call-1")
+    with BackgroundServer(Starlette(routes=sim.routes())) as server:
+        assert httpx.get(f"{server.url}/_simulator/count").json() == {"placements": 1, "requests": 2}
+        assert httpx.get(f"{server.url}/_simulator/log").json()["busiest_second"] == 2

@@ -161,7 +161,7 @@ def deployment(
         for number in range(1, workers + 1):
             system.start_worker(f"w{number}")
         system.start("beat", [*CELERY, "beat", "-s", str(directory / "beat-schedule"), "-l", "warning"])
-        wait_for(f"{sim_url}/_simulator/log")
+        wait_for(f"{sim_url}/_simulator/count")
         wait_for(f"{web_url}/health")
         yield system
     finally:

@@ -100,7 +100,7 @@ def run_campaign(
 
 
 def _placements(sim_url: str) -> int:
-    return len(httpx.get(f"{sim_url}/_simulator/log", timeout=10).json()["placements"])
+    return int(httpx.get(f"{sim_url}/_simulator/count", timeout=10).json()["placements"])
 
 
 def _wait_for_placements(sim_url: str, count: int) -> None:
