@@ -37,13 +37,13 @@ def test_formula_cells_are_escaped_but_numbers_stay(value: object, safe: object)
 def test_a_written_csv_carries_the_escaped_cells(tmp_path: Path) -> None:
     out = tmp_path / "results.csv"
     write_table(pd.DataFrame({"phone": ["+14155550100"], "first_name": ["=1+1"]}), out)
-    assert out.read_text().splitlines() == ["phone,first_name", "+14155550100,'=1+1"]
+    assert out.read_text().splitlines() == ['"phone","first_name"', '"+14155550100","\'=1+1"']
 
 
 def test_contact_results_hold_one_row_per_contact_with_its_last_attempt_and_answer(
-    sqlite_url: str, finished: Campaign
+    url: str, finished: Campaign
 ) -> None:
-    with db.session_scope(sqlite_url) as session:
+    with db.session_scope(url) as session:
         table = contact_results(session, finished)
     assert list(table.columns[:4]) == ["phone", "first_name", "note", "result"]
     rows = table.set_index("phone")
@@ -57,9 +57,9 @@ def test_contact_results_hold_one_row_per_contact_with_its_last_attempt_and_answ
 
 
 def test_each_format_round_trips_and_spreadsheets_never_see_a_formula(
-    sqlite_url: str, finished: Campaign, tmp_path: Path
+    url: str, finished: Campaign, tmp_path: Path
 ) -> None:
-    with db.session_scope(sqlite_url) as session:
+    with db.session_scope(url) as session:
         table = contact_results(session, finished)
     for suffix in (".csv", ".xlsx", ".parquet"):
         write_table(table, tmp_path / f"results{suffix}")
@@ -69,8 +69,9 @@ def test_each_format_round_trips_and_spreadsheets_never_see_a_formula(
     assert csv["note"].tolist() == ["VIP", "", "'-"]
     assert csv["ended_at"].tolist() == ["2026-11-23T15:02:00Z", "2026-11-23T15:01:00Z", ""]
 
-    sheet = openpyxl.load_workbook(tmp_path / "results.xlsx", read_only=True)["results"]
-    cells = [list(row) for row in sheet.iter_rows(values_only=True)]
+    book = openpyxl.load_workbook(tmp_path / "results.xlsx", read_only=True)
+    cells = [list(row) for row in book["results"].iter_rows(values_only=True)]
+    book.close()
     assert cells[0] == list(table.columns)
     assert [row[:4] for row in cells[1:]] == [
         ["+12125550106", '\'=HYPERLINK("http://evil")', "VIP", "dtmf_answered"],
@@ -86,8 +87,8 @@ def test_each_format_round_trips_and_spreadsheets_never_see_a_formula(
     assert parquet["duration"].tolist()[0] == 42
 
 
-def test_attempt_rows_list_every_attempt_in_order(sqlite_url: str, finished: Campaign) -> None:
-    with db.session_scope(sqlite_url) as session:
+def test_attempt_rows_list_every_attempt_in_order(url: str, finished: Campaign) -> None:
+    with db.session_scope(url) as session:
         table = attempt_results(session, finished)
     assert table[["phone", "attempt", "outcome", "dtmf_choice"]].fillna("").values.tolist() == [
         ["+12125550106", 1, "busy", ""],
@@ -96,17 +97,17 @@ def test_attempt_rows_list_every_attempt_in_order(sqlite_url: str, finished: Cam
     ]
 
 
-def test_a_campaign_without_contacts_exports_an_empty_table(sqlite_url: str, tmp_path: Path) -> None:
+def test_a_campaign_without_contacts_exports_an_empty_table(url: str, tmp_path: Path) -> None:
     from campaigns.spec import parse_campaign
     from dialer.operations import create_campaign
     from tests.e2e import campaign_text
 
-    with db.session_scope(sqlite_url) as session:
+    with db.session_scope(url) as session:
         campaign = create_campaign(session, parse_campaign(campaign_text("vonage", 60)))
         table = contact_results(session, campaign)
     assert table.empty
     write_table(table, tmp_path / "empty.csv")
-    assert (tmp_path / "empty.csv").read_text().startswith("phone,")
+    assert (tmp_path / "empty.csv").read_text().startswith('"phone","result"')
 
 
 @pytest.mark.parametrize(

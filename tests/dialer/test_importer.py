@@ -17,12 +17,6 @@ from tests.dialer.factories import NOW
 from tests.e2e import campaign_text
 
 
-@pytest.fixture(params=["sqlite_url", pytest.param("postgres_url", marks=pytest.mark.services)])
-def url(request: pytest.FixtureRequest) -> str:
-    """Both databases: PostgreSQL takes the COPY path, SQLite executemany."""
-    return str(request.getfixturevalue(request.param))
-
-
 @pytest.fixture
 def campaign(url: str) -> Campaign:
     with db.session_scope(url) as session:

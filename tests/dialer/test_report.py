@@ -15,9 +15,9 @@ from tests.dialer.factories import NOW
 
 
 def test_the_report_counts_reach_answers_outcomes_attempts_time_and_cost(
-    sqlite_url: str, finished: Campaign
+    url: str, finished: Campaign
 ) -> None:
-    with db.session_scope(sqlite_url) as session:
+    with db.session_scope(url) as session:
         report = build_report(session, "e2e")
     assert report.progress.contacts == 3
     assert report.reached == 1
@@ -35,11 +35,11 @@ def test_the_report_counts_reach_answers_outcomes_attempts_time_and_cost(
 
 
 def test_report_prints_the_summary_and_writes_a_page_that_needs_no_network(
-    sqlite_url: str, finished: Campaign, tmp_path: Path
+    url: str, finished: Campaign, tmp_path: Path
 ) -> None:
     page = tmp_path / "report.html"
     result = CliRunner().invoke(
-        main, ["report", "e2e", "--html", str(page)], env={"DIALER_DATABASE_URL": sqlite_url}
+        main, ["report", "e2e", "--html", str(page)], env={"DIALER_DATABASE_URL": url}
     )
     assert result.exit_code == 0, result.output
     lines = {re.sub(r"\s+", " ", line.strip("│ ")) for line in result.output.splitlines()}
@@ -62,12 +62,12 @@ def test_an_empty_chart_says_so_and_labels_are_escaped() -> None:
     assert widths == [360.0, 120.0]  # bars proportional to the counts
 
 
-def test_a_report_page_for_a_campaign_with_no_calls_yet_still_renders(sqlite_url: str) -> None:
+def test_a_report_page_for_a_campaign_with_no_calls_yet_still_renders(url: str) -> None:
     from campaigns.spec import parse_campaign
     from dialer.operations import create_campaign
     from tests.e2e import campaign_text
 
-    with db.session_scope(sqlite_url) as session:
+    with db.session_scope(url) as session:
         create_campaign(session, parse_campaign(campaign_text("vonage", 60)))
         report = build_report(session, "e2e")
     assert dict(report.summary())["cost"] == "not reported"
