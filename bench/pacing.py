@@ -70,7 +70,12 @@ def simulator_log(system: Deployment, part: str = "log") -> dict[str, Any]:
 
 
 def run_campaign(
-    *, contacts: int, rate: float, workers: int, settings: dict[str, str] | None = None
+    *,
+    contacts: int,
+    rate: float,
+    workers: int,
+    settings: dict[str, str] | None = None,
+    time_scale: float = 0.05,
 ) -> tuple[float, dict[str, Any]]:
     """A campaign of ``contacts`` answering numbers on a fresh deployment, until the simulator has
     placed every call: when ``campaign start`` returned (epoch seconds), and the simulator's log."""
@@ -87,6 +92,7 @@ def run_campaign(
             settings=settings,
             rate=rate,
             workers=workers,
+            time_scale=time_scale,
         ) as system:
             system.dialer("db", "upgrade")
             system.dialer("campaign", "create", str(campaign))

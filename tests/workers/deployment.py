@@ -133,10 +133,12 @@ def deployment(
     settings: dict[str, str] | None = None,
     rate: float = RATE,
     workers: int = 2,
+    time_scale: float = 0.05,
 ) -> Iterator[Deployment]:
     """Start every process (``workers`` Celery workers); stop them all afterwards.
 
-    ``rate`` is the provider account's limit, the same for the simulator and the dialer.
+    ``rate`` is the provider account's limit, the same for the simulator and the dialer;
+    ``time_scale`` multiplies the simulated callees' delays (ringing, talking, answering).
     """
     sim_port, web_port = free_port(), free_port()
     sim_url, web_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{web_port}"
@@ -156,7 +158,7 @@ def deployment(
     try:
         # The simulator stands in for a provider whose machines do not share ours: it times the
         # requests it receives, so it runs ahead of our processes on this host's cores.
-        system.start("simulator", [*DIALER, *simulate, "--time-scale", "0.05"], priority=-10)
+        system.start("simulator", [*DIALER, *simulate, "--time-scale", str(time_scale)], priority=-10)
         system.start("receiver", [*DIALER, "serve", "--port", str(web_port)])
         for number in range(1, workers + 1):
             system.start_worker(f"w{number}")
