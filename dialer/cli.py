@@ -367,12 +367,18 @@ def dnc_import(
 # -- status ---------------------------------------------------------------------------------------
 
 
-def progress_table(report: Progress) -> Table:
+def _campaign_table(report: Progress) -> Table:
+    """An empty two-column table titled with the campaign, its provider and its status."""
     table = Table(
         title=f"{report.name} ({report.provider}): {report.status}", show_header=False, title_justify="left"
     )
     table.add_column(style="bold")
     table.add_column(justify="right")
+    return table
+
+
+def progress_table(report: Progress) -> Table:
+    table = _campaign_table(report)
     table.add_row("contacts", str(report.contacts))
     table.add_row("done", f"{report.done} ({report.done / report.contacts:.0%})" if report.contacts else "0")
     table.add_row("calls in progress", str(report.live_calls))
@@ -426,11 +432,7 @@ def report(name: str, html_file: Path | None) -> None:
     with db.session_scope(_settings().database_url) as session:
         summary = build_report(session, name)
     counts = summary.progress
-    table = Table(
-        title=f"{counts.name} ({counts.provider}): {counts.status}", show_header=False, title_justify="left"
-    )
-    table.add_column(style="bold")
-    table.add_column(justify="right")
+    table = _campaign_table(counts)
     for label, value in summary.summary():
         table.add_row(label, value)
     sections = {
