@@ -8,7 +8,6 @@ Parquet is for programs: values are kept as they are, timestamps as UTC timestam
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,16 +29,10 @@ XLSX_MAX_ROWS = 1_048_576
 """Excel's sheet size, the header row included."""
 
 
-def escape_cell(value: object) -> object:
-    """Prefix ``'`` to text a spreadsheet would run as a formula; plain numbers (+1415…) stay."""
-    if isinstance(value, str) and re.match(_FORMULA, value) and not re.match(_NUMBER, value):
-        return "'" + value
-    return value
-
-
 def escape_formulas(table: pd.DataFrame) -> pd.DataFrame:
-    """:func:`escape_cell` over every text column, vectorised: one pass finds the few cells that
-    start like a formula, and only those are checked for being plain numbers."""
+    """Prefix ``'`` to every text cell a spreadsheet would run as a formula; plain numbers
+    (``+14155550100``, ``-12.5``) stay. One pass finds the few cells that start like a formula;
+    only those are checked for being numbers."""
     escaped = {}
     for name, column in table.items():
         if column.dtype != object and not pd.api.types.is_string_dtype(column):
