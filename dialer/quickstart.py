@@ -50,7 +50,7 @@ def run_quickstart(
     database = directory / "quickstart.db"
     for stale in directory.glob("quickstart.db*"):
         stale.unlink()
-    url = f"sqlite:///{database}"
+    url = f"sqlite:///{database.resolve()}"  # one engine per directory, wherever the process runs
     db.upgrade(url)
 
     spec = parse_campaign(example_file(f"{provider}.toml").read_text())

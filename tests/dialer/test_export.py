@@ -5,13 +5,16 @@ from pathlib import Path
 
 import openpyxl
 import pandas as pd
+import pyarrow as pa
 import pytest
+import sqlalchemy as sa
+from sqlmodel import col
 
 from dialer import db, export
 from dialer.errors import ConfigurationError
 from dialer.export import attempt_results, contact_results, write_table
-from dialer.models import Campaign
-from tests.dialer.factories import NOW
+from dialer.models import Campaign, Contact
+from tests.dialer.factories import NOW, campaign_with_contacts
 
 
 @pytest.mark.parametrize(
@@ -29,13 +32,13 @@ from tests.dialer.factories import NOW
     ],
 )
 def test_formula_cells_are_escaped_but_numbers_stay(value: object, safe: object) -> None:
-    column = pd.DataFrame({"cell": [value, None]}, dtype=object)
-    assert export.escape_formulas(column)["cell"].tolist() == [safe, None]
+    column = pa.chunked_array([pa.array([value, None])])
+    assert export.escape_formulas(column).to_pylist() == [safe, None]
 
 
 def test_a_written_csv_carries_the_escaped_cells(tmp_path: Path) -> None:
     out = tmp_path / "results.csv"
-    write_table(pd.DataFrame({"phone": ["+14155550100"], "first_name": ["=1+1"]}), out)
+    write_table(pa.table({"phone": ["+14155550100"], "first_name": ["=1+1"]}), out)
     assert out.read_text().splitlines() == ['"phone","first_name"', '"+14155550100","\'=1+1"']
 
 
@@ -43,13 +46,13 @@ def test_contact_results_hold_one_row_per_contact_with_its_last_attempt_and_answ
     url: str, finished: Campaign
 ) -> None:
     with db.session_scope(url) as session:
-        table = contact_results(session, finished)
+        table = contact_results(session, finished).to_pandas()
     assert list(table.columns[:4]) == ["phone", "first_name", "note", "result"]
     rows = table.set_index("phone")
     assert rows.loc[
-        "+12125550106", ["result", "attempts", "last_outcome", "duration", "dtmf_choice"]
-    ].tolist() == ["dtmf_answered", 2, "completed", 42, "confirm"]
-    assert rows.loc["+12125550106", "ended_at"] == pd.Timestamp(NOW + timedelta(minutes=2))
+        "+12125550106", ["result", "attempts", "last_outcome", "duration", "dtmf_choice", "dtmf_valid"]
+    ].tolist() == ["dtmf_answered", 2, "completed", 42, "confirm", True]
+    assert rows.loc["+12125550106", "ended_at"] == pd.Timestamp(NOW + timedelta(minutes=2)).tz_localize(None)
     assert rows.loc["+12125550100", ["result", "last_outcome"]].tolist() == ["exhausted", "busy"]
     assert rows.loc["+12125550107", "result"] == "pending"
     assert pd.isna(rows.loc["+12125550107", "last_outcome"])
@@ -71,7 +74,7 @@ def test_each_format_round_trips_and_spreadsheets_never_see_a_formula(
     book = openpyxl.load_workbook(tmp_path / "results.xlsx", read_only=True)
     cells = [list(row) for row in book["results"].iter_rows(values_only=True)]
     book.close()
-    assert cells[0] == list(table.columns)
+    assert cells[0] == table.column_names
     assert [row[:4] for row in cells[1:]] == [
         ["+12125550106", '\'=HYPERLINK("http://evil")', "VIP", "dtmf_answered"],
         ["+12125550100", "Ben", None, "exhausted"],  # an empty text cell is a blank cell
@@ -88,7 +91,7 @@ def test_each_format_round_trips_and_spreadsheets_never_see_a_formula(
 
 def test_attempt_rows_list_every_attempt_in_order(url: str, finished: Campaign) -> None:
     with db.session_scope(url) as session:
-        table = attempt_results(session, finished)
+        table = attempt_results(session, finished).to_pandas()
     assert table[["phone", "attempt", "outcome", "dtmf_choice"]].fillna("").values.tolist() == [
         ["+12125550106", 1, "busy", ""],
         ["+12125550106", 2, "completed", "confirm"],
@@ -104,9 +107,36 @@ def test_a_campaign_without_contacts_exports_an_empty_table(url: str, tmp_path: 
     with db.session_scope(url) as session:
         campaign = create_campaign(session, parse_campaign(campaign_text("vonage", 60)))
         table = contact_results(session, campaign)
-    assert table.empty
+    assert table.num_rows == 0
     write_table(table, tmp_path / "empty.csv")
     assert (tmp_path / "empty.csv").read_text().startswith('"phone","result"')
+
+
+def test_the_contacts_own_columns_are_exported_as_the_file_gave_them(url: str, tmp_path: Path) -> None:
+    """Arrow's JSON reader would turn a column of date-like text into timestamps, and one in
+    which only a later contact has a value must still come out: neither may change a value."""
+    campaign = campaign_with_contacts(url, ["+12125550100", "+12125550101"])
+    visits = [
+        {"visit": "2026-12-01 10:00:00", "code": "007"},
+        {"visit": "2026-12-02", "code": "1e3", "late": "=1"},
+    ]
+    with db.session_scope(url) as session:
+        for contact, variables in zip(
+            session.scalars(sa.select(Contact).order_by(col(Contact.id))), visits, strict=True
+        ):
+            contact.variables = variables
+    with db.session_scope(url) as session:
+        table = contact_results(session, campaign)
+    assert table.select(["visit", "code", "late"]).to_pylist() == [
+        {"visit": "2026-12-01 10:00:00", "code": "007", "late": None},
+        {"visit": "2026-12-02", "code": "1e3", "late": "=1"},
+    ]
+    write_table(table, tmp_path / "results.csv")
+    csv = pd.read_csv(tmp_path / "results.csv", dtype=str, keep_default_na=False)
+    assert csv[["visit", "code", "late"]].values.tolist() == [
+        ["2026-12-01 10:00:00", "007", ""],
+        ["2026-12-02", "1e3", "'=1"],
+    ]
 
 
 @pytest.mark.parametrize(
@@ -119,7 +149,7 @@ def test_a_campaign_without_contacts_exports_an_empty_table(url: str, tmp_path: 
 def test_an_unusable_output_path_is_refused(tmp_path: Path, name: str, message: str) -> None:
     path = tmp_path / name
     with pytest.raises(ConfigurationError) as caught:
-        write_table(pd.DataFrame({"phone": ["+14155550100"]}), path)
+        write_table(pa.table({"phone": ["+14155550100"]}), path)
     assert str(caught.value) == message.format(path=path, parent=path.parent)
     assert not path.exists()
 
@@ -130,5 +160,5 @@ def test_a_table_larger_than_a_sheet_is_refused_before_writing(
     monkeypatch.setattr(export, "XLSX_MAX_ROWS", 3)
     path = tmp_path / "big.xlsx"
     with pytest.raises(ConfigurationError, match=r"3 rows do not fit in one Excel sheet \(at most 2\)"):
-        write_table(pd.DataFrame({"phone": ["+14155550100"] * 3}), path)
+        write_table(pa.table({"phone": ["+14155550100"] * 3}), path)
     assert not path.exists()
