@@ -13,10 +13,10 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from campaigns import window as windows
-from campaigns.outcomes import AttemptStatus, CampaignStatus, ContactState
+from campaigns.outcomes import AttemptStatus, CampaignStatus, ContactState, earlier_than
 from campaigns.phones import time_zones
 from campaigns.spec import CampaignSpec, render
-from dialer.db import changed, session_scope
+from dialer.db import changed, session_scope, statement_session
 from dialer.errors import (
     ProviderRateLimited,
     ProviderRejected,
@@ -25,7 +25,7 @@ from dialer.errors import (
     ProviderUnavailable,
 )
 from dialer.models import Attempt, Campaign, Contact
-from dialer.pacing import Gate
+from dialer.pacing import Bucket, Gate
 from dialer.providers import get_provider
 from dialer.providers.base import ACCOUNT_TOKEN, CallOrder
 from dialer.recorder import advance, finish
@@ -110,27 +110,33 @@ def call_order(rt: Runtime, *, attempt: Attempt, contact: Contact, spec: Campaig
 
 
 def place_call(rt: Runtime, attempt_id: int) -> None:
-    """Place the call of one queued attempt, or put it back where it belongs."""
+    """Place the call of one queued attempt, or put it back where it belongs.
+
+    Each step on the happy path is one statement committed on its own (read, claim, record the
+    call id); no connection is held while waiting for the slot or the provider.
+    """
     url = rt.database_url
-    with session_scope(url) as session:
+    with statement_session(url) as session:
         row = session.exec(
             select(Attempt, Contact, Campaign)
             .join(Contact, col(Contact.id) == col(Attempt.contact_id))
             .join(Campaign, col(Campaign.id) == col(Attempt.campaign_id))
             .where(col(Attempt.id) == attempt_id)
         ).first()
-        if row is None or row[0].status != AttemptStatus.QUEUED:
-            return  # already placed, released or finished: a duplicate delivery
-        attempt, contact, campaign = row
-        spec = spec_of(campaign)
-        now = rt.clock()
-        if campaign.status != CampaignStatus.RUNNING:
+    if row is None or row[0].status != AttemptStatus.QUEUED:
+        return  # already placed, released or finished: a duplicate delivery
+    attempt, contact, campaign = row
+    spec = spec_of(campaign)
+    now = rt.clock()
+    if campaign.status != CampaignStatus.RUNNING:
+        with session_scope(url) as session:
             release(session, attempt=attempt, retry_at=None, now=now)
-            return
-        zones = contact_zones(contact, spec)
-        if not windows.is_open(spec.window, zones, now):
+        return
+    zones = contact_zones(contact, spec)
+    if not windows.is_open(spec.window, zones, now):
+        with session_scope(url) as session:
             release(session, attempt=attempt, retry_at=windows.next_open(spec.window, zones, now), now=now)
-            return
+        return
 
     buckets = rt.buckets(campaign, spec)
     slot = rt.limiter.reserve(buckets, max_wait=MAX_SLEEP)
@@ -141,9 +147,27 @@ def place_call(rt: Runtime, attempt_id: int) -> None:
     if slot.wait > 0:
         rt.sleep(slot.wait)
 
-    with session_scope(url) as session:
+    with statement_session(url) as session:
         if not _claim(session, attempt_id=attempt_id, campaign_id=campaign.id or 0, now=rt.clock()):
             return
+    call_id = _send(rt, attempt=attempt, contact=contact, campaign=campaign, spec=spec, buckets=buckets)
+    if call_id is not None:
+        with statement_session(url) as session:
+            _dialing(session, attempt_id=attempt_id, call_id=call_id, now=rt.clock())
+
+
+def _send(
+    rt: Runtime,
+    *,
+    attempt: Attempt,
+    contact: Contact,
+    campaign: Campaign,
+    spec: CampaignSpec,
+    buckets: list[Bucket],
+) -> str | None:
+    """Ask the provider for a claimed attempt's call: its call id, or None when the provider did not
+    place it (the attempt is then requeued, left for reconciliation, or finished, as the answer says)."""
+    url, attempt_id = rt.database_url, attempt.id or 0
     provider = get_provider(attempt.provider)
     credentials = rt.settings.provider_settings(attempt.provider)
     order = call_order(rt, attempt=attempt, contact=contact, spec=spec)
@@ -152,7 +176,7 @@ def place_call(rt: Runtime, attempt_id: int) -> None:
             account_url = f"{rt.settings.public_url.rstrip('/')}/webhooks/{provider.name}/{ACCOUNT_TOKEN}"
             rt.calls.prepare(provider, credentials, callback_url=account_url, caller_id=spec.caller_id)
         gate = rt.provider_gate(attempt.provider)
-        call_id = rt.calls.place(provider, credentials, order, pace=lambda: _pass_gate(rt, gate))
+        return rt.calls.place(provider, credentials, order, pace=lambda: _pass_gate(rt, gate))
     except ProviderRateLimited as error:
         pause = error.retry_after if error.retry_after is not None else 1.0
         rt.limiter.hold(buckets[0], pause)
@@ -184,14 +208,24 @@ def place_call(rt: Runtime, attempt_id: int) -> None:
     except ProviderRejected as error:
         with session_scope(url) as session:
             finish(session, attempt=attempt, status=AttemptStatus.REJECTED, now=rt.clock(), reason=str(error))
-    else:
-        with session_scope(url) as session:
-            session.execute(
-                sa.update(Attempt)
-                .where(col(Attempt.id) == attempt_id, col(Attempt.provider_call_id).is_(None))
-                .values(provider_call_id=call_id)
-            )
-            advance(session, attempt_id=attempt_id, status=AttemptStatus.DIALING, now=rt.clock())
+    return None
+
+
+def _dialing(session: Session, *, attempt_id: int, call_id: str, now: datetime) -> None:
+    """Keep the provider's call id and move the attempt on to ``dialing``, in one statement; a
+    webhook that came first keeps the call id and the further status it recorded."""
+    earlier = [status.value for status in earlier_than(AttemptStatus.DIALING)]
+    session.execute(
+        sa.update(Attempt)
+        .where(col(Attempt.id) == attempt_id)
+        .values(
+            provider_call_id=sa.func.coalesce(col(Attempt.provider_call_id), call_id),
+            status=sa.case(
+                (col(Attempt.status).in_(earlier), AttemptStatus.DIALING.value), else_=col(Attempt.status)
+            ),
+            updated_at=now,
+        )
+    )
 
 
 def _pass_gate(rt: Runtime, gate: Gate) -> None:

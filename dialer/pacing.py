@@ -15,9 +15,10 @@ one second. So each request also passes a :class:`Gate` just before it is sent: 
 ``count`` real departures and lets one more through only when the oldest of them is a whole
 ``window`` old. No window of that length (a second, stretched by the pacing margin) then holds
 more than ``count`` requests, however they were delayed; and a late request does not push the
-ones after it back, so the budget it missed is caught up. The bucket spreads the work, the gate
-guarantees the limit. A gate with no record (Redis emptied) acts as if ``count`` requests had
-just left, since it cannot know they did not.
+ones after it back, so the budget it missed is caught up, at most twice as fast as the rate
+(``gap``): a burst all at once would reach the provider as a queue, and leave its queue unevenly.
+The bucket spreads the work, the gate guarantees the limit. A gate with no record (Redis emptied)
+acts as if ``count`` requests had just left, since it cannot know they did not.
 """
 
 from __future__ import annotations
@@ -44,11 +45,12 @@ class Bucket:
 
 @dataclass(frozen=True)
 class Gate:
-    """At most ``count`` real departures in any ``window`` seconds."""
+    """At most ``count`` real departures in any ``window`` seconds, and none within ``gap`` of the last."""
 
     key: str
     count: int
     window: float
+    gap: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -138,9 +140,11 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
     redis.call('RPUSH', KEYS[1], unpack(stamps))
   end
 end
+local free = tonumber(redis.call('LINDEX', KEYS[1], 0)) + tonumber(ARGV[4])
 local oldest = tonumber(redis.call('LINDEX', KEYS[1], count - 1))
-if oldest and oldest + window > now then
-  return string.format('%.6f', oldest + window - now)
+if oldest and oldest + window > free then free = oldest + window end
+if free > now then
+  return string.format('%.6f', free - now)
 end
 redis.call('LPUSH', KEYS[1], string.format('%.6f', now))
 redis.call('LTRIM', KEYS[1], 0, count - 1)
@@ -180,7 +184,7 @@ class RedisLimiter:
     def admit(self, gate: Gate) -> float:
         wait = self._admit(
             keys=[self._prefix + "gate:" + gate.key],
-            args=[str(gate.count), self._now(), f"{gate.window:.9f}"],
+            args=[str(gate.count), self._now(), f"{gate.window:.9f}", f"{gate.gap:.9f}"],
         )
         return float(wait)
 
@@ -219,7 +223,8 @@ class LocalLimiter:
             if gate.key not in self._departures:  # as the Lua script: as if a full window just left
                 self._departures[gate.key] = deque([now] * gate.count, maxlen=gate.count)
             departures = self._departures[gate.key]
-            if departures[0] + gate.window > now:
-                return departures[0] + gate.window - now
+            free = max(departures[-1] + gate.gap, departures[0] + gate.window)
+            if free > now:
+                return free - now
             departures.append(now)
             return 0.0

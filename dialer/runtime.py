@@ -57,12 +57,12 @@ class Runtime:
 
     def provider_gate(self, provider: str) -> Gate:
         """The last check before a request leaves: no more than the account's limit in one second,
-        the second stretched by the pacing margin (below one a second: one per interval)."""
+        the second stretched by the pacing margin (below one a second: one per interval), and
+        catching up after a late request at no more than twice the rate."""
         limit = self.account_limit(provider)
         count = max(1, math.floor(limit))
-        return Gate(
-            f"provider:{provider}", count, max(1.0, count / limit) / (1 - self.settings.pacing_margin)
-        )
+        window = max(1.0, count / limit) / (1 - self.settings.pacing_margin)
+        return Gate(f"provider:{provider}", count, window, gap=self.provider_bucket(provider).interval / 2)
 
     def buckets(self, campaign: Campaign, spec: CampaignSpec) -> list[Bucket]:
         buckets = [self.provider_bucket(campaign.provider)]

@@ -115,3 +115,22 @@ def test_queued_work_of_a_paused_campaign_places_nothing(settings: Settings) -> 
     with db.session_scope(settings.database_url) as session:
         contacts = session.exec(select(Contact).order_by(Contact.id)).all()  # type: ignore[arg-type]
         assert [(c.state, c.attempts) for c in contacts] == [("pending", 0), ("pending", 0)]
+
+
+def test_a_webhook_that_beats_the_worker_keeps_its_status(settings: Settings) -> None:
+    """The provider's first callback can be recorded before the worker has read the provider's
+    answer: recording the call id must not move the attempt back to dialing."""
+    campaign = campaign_with_contacts(settings.database_url, ["+12125550106"])
+    (attempt,) = queued_attempts(settings.database_url, campaign, 1)
+    provider = FakeVonage()
+
+    def answer_after_the_webhook(request: httpx.Request) -> httpx.Response:
+        with db.session_scope(settings.database_url) as session:
+            early = session.get(Attempt, attempt.id)
+            assert early is not None and early.status == "dispatching"
+            early.status, early.provider_call_id = "ringing", "call-1"
+        return provider(request)
+
+    place_call(runtime(settings, answer_after_the_webhook, []), attempt.id or 0)
+    stored = _attempt(settings.database_url, attempt.id or 0)
+    assert (stored.status, stored.provider_call_id) == ("ringing", "call-1")

@@ -109,6 +109,18 @@ def test_the_gate_lets_count_requests_through_per_window_and_a_late_one_is_caugh
     assert limiter.admit(gate) == 0.0
 
 
+def test_the_gate_catches_up_no_faster_than_its_gap(make_limiter: Callable[[Clock], Limiter]) -> None:
+    clock = Clock()
+    limiter = make_limiter(clock)
+    gate = Gate("provider:gap", count=4, window=1.0, gap=0.1)
+    assert limiter.admit(gate) == pytest.approx(1.0)  # no record: four may have just left
+    clock.now += 1.0  # a second later four may go...
+    assert limiter.admit(gate) == 0.0
+    assert limiter.admit(gate) == pytest.approx(0.1)  # ...but not at once
+    clock.now += 0.1
+    assert limiter.admit(gate) == 0.0
+
+
 def test_no_second_holds_more_than_the_limit_whatever_the_arrival_pattern(
     make_limiter: Callable[[Clock], Limiter],
 ) -> None:
