@@ -10,22 +10,18 @@ account) books nothing and says when to come back, so the account's budget goes 
 can use it.
 
 A booked slot says when a request may leave, but a busy host sends some late (a slow database,
-a late wake-up), and a late request followed by punctual ones could put more than the limit in
-one second. So each request also passes a :class:`Gate` just before it is sent: it keeps the last
-``count`` real departures and lets one more through only when the oldest of them is a whole
-``window`` old. No window of that length (a second, stretched by the pacing margin) then holds
-more than ``count`` requests, however they were delayed; and a late request does not push the
-ones after it back, so the budget it missed is caught up, at most twice as fast as the rate
-(``gap``): a burst all at once would reach the provider as a queue, and leave its queue unevenly.
-The bucket spreads the work, the gate guarantees the limit. A gate with no record (Redis emptied)
-acts as if ``count`` requests had just left, since it cannot know they did not.
+a late wake-up), and a late request followed by a punctual one would put two in less than one
+interval. So each request also passes a :class:`Gate` just before it is sent: it lets one through
+only when one interval has passed since the last one really went, and measures the next interval
+from then. Delays push later requests back instead of bunching them, so no one-second window
+holds more than the limit; the bucket spreads the work, the gate guarantees the spacing. A gate
+with no record of the last departure (Redis emptied) waits one interval, as if one just left.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -45,12 +41,10 @@ class Bucket:
 
 @dataclass(frozen=True)
 class Gate:
-    """At most ``count`` real departures in any ``window`` seconds, and none within ``gap`` of the last."""
+    """Requests leave at least ``interval`` seconds apart, measured between real departures."""
 
     key: str
-    count: int
-    window: float
-    gap: float = 0.0
+    interval: float
 
 
 @dataclass(frozen=True)
@@ -129,25 +123,18 @@ return 1
 _ADMIT = (
     _NOW
     + """
--- KEYS[1]: the last departures, newest first.
-local count = tonumber(ARGV[1])
-local window = tonumber(ARGV[3])
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  -- No record (first use, or Redis emptied): as many requests as allowed may have just left.
-  for first = 1, count, 1000 do
-    local stamps = {}
-    for i = first, math.min(first + 999, count) do stamps[#stamps + 1] = string.format('%.6f', now) end
-    redis.call('RPUSH', KEYS[1], unpack(stamps))
-  end
+local interval = tonumber(ARGV[1])
+local ttl = math.ceil(interval * 1000) + 60000
+local next_free = tonumber(redis.call('GET', KEYS[1]))
+if not next_free then
+  -- No record (first use, idle a minute, or Redis emptied): a request may have just left.
+  next_free = now + interval
+  redis.call('SET', KEYS[1], string.format('%.6f', next_free), 'PX', ttl)
 end
-local free = tonumber(redis.call('LINDEX', KEYS[1], 0)) + tonumber(ARGV[4])
-local oldest = tonumber(redis.call('LINDEX', KEYS[1], count - 1))
-if oldest and oldest + window > free then free = oldest + window end
-if free > now then
-  return string.format('%.6f', free - now)
+if next_free > now then
+  return string.format('%.6f', next_free - now)
 end
-redis.call('LPUSH', KEYS[1], string.format('%.6f', now))
-redis.call('LTRIM', KEYS[1], 0, count - 1)
+redis.call('SET', KEYS[1], string.format('%.6f', now + interval), 'PX', ttl)
 return '0'
 """
 )
@@ -183,8 +170,7 @@ class RedisLimiter:
 
     def admit(self, gate: Gate) -> float:
         wait = self._admit(
-            keys=[self._prefix + "gate:" + gate.key],
-            args=[str(gate.count), self._now(), f"{gate.window:.9f}", f"{gate.gap:.9f}"],
+            keys=[self._prefix + "gate:" + gate.key], args=[f"{gate.interval:.9f}", self._now()]
         )
         return float(wait)
 
@@ -196,7 +182,7 @@ class LocalLimiter:
         self._clock = clock
         self._lock = threading.Lock()
         self._tat: dict[str, float] = {}
-        self._departures: dict[str, deque[float]] = {}
+        self._next_free: dict[str, float] = {}
 
     def reserve(self, buckets: Sequence[Bucket], *, max_wait: float) -> Slot:
         with self._lock:
@@ -220,11 +206,8 @@ class LocalLimiter:
     def admit(self, gate: Gate) -> float:
         with self._lock:
             now = self._clock()
-            if gate.key not in self._departures:  # as the Lua script: as if a full window just left
-                self._departures[gate.key] = deque([now] * gate.count, maxlen=gate.count)
-            departures = self._departures[gate.key]
-            free = max(departures[-1] + gate.gap, departures[0] + gate.window)
-            if free > now:
-                return free - now
-            departures.append(now)
+            next_free = self._next_free.setdefault(gate.key, now + gate.interval)  # as the Lua script
+            if next_free > now:
+                return next_free - now
+            self._next_free[gate.key] = now + gate.interval
             return 0.0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,13 +55,8 @@ class Runtime:
         return Bucket(f"provider:{provider}", self.rate_limit(provider))
 
     def provider_gate(self, provider: str) -> Gate:
-        """The last check before a request leaves: no more than the account's limit in one second,
-        the second stretched by the pacing margin (below one a second: one per interval), and
-        catching up after a late request at no more than twice the rate."""
-        limit = self.account_limit(provider)
-        count = max(1, math.floor(limit))
-        window = max(1.0, count / limit) / (1 - self.settings.pacing_margin)
-        return Gate(f"provider:{provider}", count, window, gap=self.provider_bucket(provider).interval / 2)
+        """The last check before a request leaves: one interval of the account's bucket since the last."""
+        return Gate(f"provider:{provider}", self.provider_bucket(provider).interval)
 
     def buckets(self, campaign: Campaign, spec: CampaignSpec) -> list[Bucket]:
         buckets = [self.provider_bucket(campaign.provider)]

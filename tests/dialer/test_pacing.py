@@ -85,40 +85,22 @@ def test_a_429_holds_the_bucket_for_everyone(make_limiter: Callable[[Clock], Lim
     assert not slot.granted and slot.wait == pytest.approx(3.0)
 
 
-def test_the_gate_lets_count_requests_through_per_window_and_a_late_one_is_caught_up(
+def test_the_gate_spaces_real_departures_and_a_late_one_pushes_the_next_back(
     make_limiter: Callable[[Clock], Limiter],
 ) -> None:
     clock = Clock()
     limiter = make_limiter(clock)
-    gate = Gate("provider:gate", count=2, window=1.0)
-    assert limiter.admit(gate) == pytest.approx(1.0)  # no record: two may have just left
-    clock.now += 1.0
-    assert limiter.admit(gate) == 0.0 and limiter.admit(gate) == 0.0
-    assert limiter.admit(gate) == pytest.approx(
-        1.0
-    )  # a third in the same second: not before the first is a second old
-    clock.now += 1.0
-    assert limiter.admit(gate) == 0.0  # t = 2.0
-    clock.now += 0.5
-    assert limiter.admit(gate) == 0.0  # t = 2.5
-    clock.now += 0.9  # t = 3.4: this one leaves 0.4 late...
-    assert limiter.admit(gate) == 0.0
-    clock.now += 0.05  # ...and the next is due one second after t = 2.5, not half a second after it
-    assert limiter.admit(gate) == pytest.approx(0.05)
-    clock.now += 0.05
-    assert limiter.admit(gate) == 0.0
-
-
-def test_the_gate_catches_up_no_faster_than_its_gap(make_limiter: Callable[[Clock], Limiter]) -> None:
-    clock = Clock()
-    limiter = make_limiter(clock)
-    gate = Gate("provider:gap", count=4, window=1.0, gap=0.1)
-    assert limiter.admit(gate) == pytest.approx(1.0)  # no record: four may have just left
-    clock.now += 1.0  # a second later four may go...
-    assert limiter.admit(gate) == 0.0
-    assert limiter.admit(gate) == pytest.approx(0.1)  # ...but not at once
+    gate = Gate("provider:gate", interval=0.1)
+    assert limiter.admit(gate) == pytest.approx(0.1)  # no record of the last one: it may have just left
     clock.now += 0.1
     assert limiter.admit(gate) == 0.0
+    assert limiter.admit(gate) == pytest.approx(0.1)  # too soon: come back when the interval is over
+    clock.now += 0.1
+    assert limiter.admit(gate) == 0.0
+    clock.now += 0.25  # this one leaves late, 0.15 after its turn...
+    assert limiter.admit(gate) == 0.0
+    clock.now += 0.05  # ...so the next, on time by the old rhythm, waits a whole interval from it
+    assert limiter.admit(gate) == pytest.approx(0.05)
 
 
 def test_no_second_holds_more_than_the_limit_whatever_the_arrival_pattern(
@@ -126,7 +108,7 @@ def test_no_second_holds_more_than_the_limit_whatever_the_arrival_pattern(
 ) -> None:
     clock = Clock()
     limiter = make_limiter(clock)
-    gate = Gate("provider:burst", count=20, window=1 / 0.99)  # 20 a second, the second stretched by 1 %
+    gate = Gate("provider:burst", interval=1 / 19.8)  # 20 a second less 1 %
     departures = []
     for step in range(6000):  # three eager senders every millisecond, and a 0.3 s stall now and then
         clock.now += 0.3 if step % 1500 == 0 else 0.001
@@ -134,21 +116,20 @@ def test_no_second_holds_more_than_the_limit_whatever_the_arrival_pattern(
             if limiter.admit(gate) == 0.0:
                 departures.append(clock.now)
     assert busiest_second(departures) == 20
-    assert all(
-        later - earlier >= gate.window - 1e-6
-        for earlier, later in zip(departures, departures[20:], strict=False)
-    )
+    gaps = [later - earlier for earlier, later in itertools.pairwise(departures)]
+    assert min(gaps) >= gate.interval - 1e-6
     assert len(departures) > 19.5 * 6  # six seconds of sending, the budget used
 
 
-def test_a_gate_whose_record_was_lost_waits_a_whole_window(redis_url: str) -> None:
+def test_a_gate_whose_record_was_lost_waits_one_interval(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     clock = Clock()
     limiter = RedisLimiter(client, clock=clock)
-    gate = Gate("provider:flushed", count=2, window=1.0)
-    assert limiter.admit(gate) == pytest.approx(1.0) and limiter.admit(gate) == pytest.approx(1.0)
-    clock.now += 1.0
+    gate = Gate("provider:flushed", interval=0.5)
+    clock.now += 0.5
+    assert limiter.admit(gate) == pytest.approx(0.5) and limiter.admit(gate) == pytest.approx(0.5)
+    clock.now += 0.5
     assert limiter.admit(gate) == 0.0  # a request leaves...
     client.flushdb()  # ...and Redis forgets it
-    assert limiter.admit(gate) == pytest.approx(1.0)  # it and another may have just left: wait them out
+    assert limiter.admit(gate) == pytest.approx(0.5)  # the next still keeps its distance
     client.close()
