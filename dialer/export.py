@@ -87,9 +87,11 @@ def contact_results(session: Session, campaign: Campaign) -> pa.Table:
         .order_by(col(Contact.id)),  # import order, then file order
     )
     variables = _variables(table["variables"])
-    columns = [table["phone"], *variables.columns, *table.drop_columns(["phone", "variables"]).columns]
-    names = ["phone", *variables.column_names, *table.drop_columns(["phone", "variables"]).column_names]
-    return pa.table(columns, names=names)
+    rest = table.drop_columns(["phone", "variables"])
+    return pa.table(
+        [table["phone"], *variables.columns, *rest.columns],
+        names=["phone", *variables.column_names, *rest.column_names],
+    )
 
 
 def attempt_results(session: Session, campaign: Campaign) -> pa.Table:
@@ -127,8 +129,9 @@ def _read(session: Session, query: sa.Select[*tuple[Any, ...]]) -> pa.Table:
     committed. SQLite's driver guesses each column's type from its first batch: one batch holds
     every row, so a column empty at the start cannot meet text later.
     """
-    url = session.get_bind().engine.url
-    sql = str(query.compile(dialect=session.get_bind().dialect, compile_kwargs={"literal_binds": True}))
+    engine = session.get_bind().engine
+    url = engine.url
+    sql = str(query.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
     with _connect(url) as connection, connection.cursor() as cursor:
         if url.get_backend_name() == "sqlite":
             cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(2**30)})
