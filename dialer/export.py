@@ -177,11 +177,11 @@ def _variables(lines: pa.ChunkedArray) -> pa.Table:
     data = text.buffers()[2][int(offsets[0]) : int(offsets[-1])]
     options = pa_json.ParseOptions(unexpected_field_behavior="infer")
     variables = pa_json.read_json(pa.BufferReader(data), parse_options=options)
+    as_text = pa.schema([(name, pa.string()) for name in variables.column_names])
     if any(not (pa.types.is_string(kind) or pa.types.is_null(kind)) for kind in variables.schema.types):
-        as_text = pa.schema([(name, pa.string()) for name in variables.column_names])
         options = pa_json.ParseOptions(explicit_schema=as_text, unexpected_field_behavior="error")
         variables = pa_json.read_json(pa.BufferReader(data), parse_options=options)
-    return variables.cast(pa.schema([(name, pa.string()) for name in variables.column_names]))
+    return variables.cast(as_text)  # columns no contact filled come as nulls of no type
 
 
 def escape_formulas(column: pa.ChunkedArray) -> pa.ChunkedArray:
