@@ -55,8 +55,11 @@ class Runtime:
         return Bucket(f"provider:{provider}", self.rate_limit(provider))
 
     def provider_gate(self, provider: str) -> Gate:
-        """The last check before a request leaves: one interval of the account's bucket since the last."""
-        return Gate(f"provider:{provider}", self.provider_bucket(provider).interval)
+        """The last check before a request leaves: one interval of the account's bucket since the
+        last, with a tolerance of a quarter of the time the margin leaves free in each second."""
+        interval = self.provider_bucket(provider).interval
+        slack = interval * self.account_limit(provider) - 1.0  # seconds, e.g. 0.02 / 0.98
+        return Gate(f"provider:{provider}", interval, tolerance=slack / 4)
 
     def buckets(self, campaign: Campaign, spec: CampaignSpec) -> list[Bucket]:
         buckets = [self.provider_bucket(campaign.provider)]

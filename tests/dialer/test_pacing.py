@@ -103,12 +103,30 @@ def test_the_gate_spaces_real_departures_and_a_late_one_pushes_the_next_back(
     assert limiter.admit(gate) == pytest.approx(0.05)
 
 
+def test_a_request_a_moment_late_keeps_the_rhythm(make_limiter: Callable[[Clock], Limiter]) -> None:
+    clock = Clock()
+    limiter = make_limiter(clock)
+    gate = Gate("provider:rhythm", interval=0.1, tolerance=0.005)
+    assert limiter.admit(gate) == pytest.approx(0.1)
+    clock.now += 0.1
+    assert limiter.admit(gate) == 0.0  # on its turn, at 0.1
+    clock.now += 0.104  # 4 ms after its turn (0.2): within the tolerance...
+    assert limiter.admit(gate) == 0.0
+    clock.now += 0.096  # ...so the next turn is 0.3, not 0.304
+    assert limiter.admit(gate) == 0.0
+    clock.now += 0.106  # 6 ms late: beyond the tolerance...
+    assert limiter.admit(gate) == 0.0
+    clock.now += 0.096  # ...so the next turn is 0.1 after this departure, 4 ms from now
+    assert limiter.admit(gate) == pytest.approx(0.004)
+
+
+@pytest.mark.parametrize("tolerance", [0.0, 0.005])
 def test_no_second_holds_more_than_the_limit_whatever_the_arrival_pattern(
-    make_limiter: Callable[[Clock], Limiter],
+    make_limiter: Callable[[Clock], Limiter], tolerance: float
 ) -> None:
     clock = Clock()
     limiter = make_limiter(clock)
-    gate = Gate("provider:burst", interval=1 / 19.8)  # 20 a second less 1 %
+    gate = Gate("provider:burst", interval=1 / 19.8, tolerance=tolerance)  # 20 a second less 1 %
     departures = []
     for step in range(6000):  # three eager senders every millisecond, and a 0.3 s stall now and then
         clock.now += 0.3 if step % 1500 == 0 else 0.001
@@ -116,9 +134,25 @@ def test_no_second_holds_more_than_the_limit_whatever_the_arrival_pattern(
             if limiter.admit(gate) == 0.0:
                 departures.append(clock.now)
     assert busiest_second(departures) == 20
-    gaps = [later - earlier for earlier, later in itertools.pairwise(departures)]
-    assert min(gaps) >= gate.interval - 1e-6
+    # Any n intervals in a row span at least n whole intervals, less the tolerance once.
+    for n in (1, 20):
+        spans = [later - earlier for earlier, later in zip(departures, departures[n:], strict=False)]
+        assert min(spans) >= n * gate.interval - tolerance - 1e-6
     assert len(departures) > 19.5 * 6  # six seconds of sending, the budget used
+
+
+@pytest.mark.parametrize(("tolerance", "sent"), [(0.0, 192), (0.005, 197)])
+def test_small_delays_add_up_only_beyond_the_tolerance(
+    make_limiter: Callable[[Clock], Limiter], tolerance: float, sent: int
+) -> None:
+    clock = Clock()
+    limiter = make_limiter(clock)
+    gate = Gate("provider:steady", interval=1 / 19.8, tolerance=tolerance)
+    departures = 0
+    for _ in range(5000):  # ten seconds of one sender trying every 2 ms: each turn found up to 2 ms late
+        clock.now += 0.002
+        departures += limiter.admit(gate) == 0.0
+    assert departures == sent  # the whole budget (19.8 a second) only when the delays are forgiven
 
 
 def test_a_gate_whose_record_was_lost_waits_one_interval(redis_url: str) -> None:
