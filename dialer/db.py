@@ -69,25 +69,20 @@ def session_scope(url: str) -> Iterator[Session]:
 
 
 @contextmanager
-def statement_session(url: str) -> Iterator[Session]:
-    """A session whose every statement is committed on its own (no BEGIN and COMMIT round trips).
+def statement_connection(url: str) -> Iterator[sa.Connection]:
+    """A connection whose every statement is committed on its own (no BEGIN and COMMIT round trips).
 
     For a step that is one statement (a read, a guarded update): a worker placing calls makes a
-    few of them per call. Steps of several statements that must hold together use
-    :func:`session_scope`.
+    few of them per call, run as plain SQL, without the ORM's bookkeeping. Steps of several
+    statements that must hold together use :func:`session_scope`.
     """
-    with (
-        get_engine(url).connect() as connection,
-        Session(
-            connection.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
-        ) as session,
-    ):
-        yield session
+    with get_engine(url).connect() as connection:
+        yield connection.execution_options(isolation_level="AUTOCOMMIT")
 
 
-def changed(session: Session, statement: sa.Executable) -> int:
+def changed(db: Session | sa.Connection, statement: sa.Executable) -> int:
     """Run a guarded UPDATE or DELETE and say how many rows it changed (1 means the guard held)."""
-    result = session.execute(statement)
+    result = db.execute(statement)
     return cast(sa.CursorResult[Any], result).rowcount
 
 

@@ -16,7 +16,7 @@ from campaigns import window as windows
 from campaigns.outcomes import AttemptStatus, CampaignStatus, ContactState, earlier_than
 from campaigns.phones import time_zones
 from campaigns.spec import CampaignSpec, render
-from dialer.db import changed, session_scope, statement_session
+from dialer.db import changed, session_scope, statement_connection
 from dialer.errors import (
     ProviderRateLimited,
     ProviderRejected,
@@ -65,7 +65,7 @@ def release(session: Session, *, attempt: Attempt, retry_at: datetime | None, no
     return True
 
 
-def _claim(session: Session, *, attempt_id: int, campaign_id: int, now: datetime) -> bool:
+def _claim(connection: sa.Connection, *, attempt_id: int, campaign_id: int, now: datetime) -> bool:
     """``queued -> dispatching``, only while the campaign is still running."""
     running = (
         sa.select(col(Campaign.id))
@@ -77,7 +77,7 @@ def _claim(session: Session, *, attempt_id: int, campaign_id: int, now: datetime
         .where(col(Attempt.id) == attempt_id, col(Attempt.status) == AttemptStatus.QUEUED, running)
         .values(status=AttemptStatus.DISPATCHING, dispatched_at=now, updated_at=now)
     )
-    return changed(session, statement) == 1
+    return changed(connection, statement) == 1
 
 
 def _requeue(session: Session, *, attempt_id: int, now: datetime, failed: bool = False) -> None:
@@ -116,7 +116,7 @@ def place_call(rt: Runtime, attempt_id: int) -> None:
     call id); no connection is held while waiting for the slot or the provider.
     """
     url = rt.database_url
-    with statement_session(url) as session:
+    with statement_connection(url) as connection, Session(connection) as session:
         row = session.exec(
             select(Attempt, Contact, Campaign)
             .join(Contact, col(Contact.id) == col(Attempt.contact_id))
@@ -147,13 +147,13 @@ def place_call(rt: Runtime, attempt_id: int) -> None:
     if slot.wait > 0:
         rt.sleep(slot.wait)
 
-    with statement_session(url) as session:
-        if not _claim(session, attempt_id=attempt_id, campaign_id=campaign.id or 0, now=rt.clock()):
+    with statement_connection(url) as connection:
+        if not _claim(connection, attempt_id=attempt_id, campaign_id=campaign.id or 0, now=rt.clock()):
             return
     call_id = _send(rt, attempt=attempt, contact=contact, campaign=campaign, spec=spec, buckets=buckets)
     if call_id is not None:
-        with statement_session(url) as session:
-            _dialing(session, attempt_id=attempt_id, call_id=call_id, now=rt.clock())
+        with statement_connection(url) as connection:
+            _dialing(connection, attempt_id=attempt_id, call_id=call_id, now=rt.clock())
 
 
 def _send(
@@ -211,11 +211,11 @@ def _send(
     return None
 
 
-def _dialing(session: Session, *, attempt_id: int, call_id: str, now: datetime) -> None:
+def _dialing(connection: sa.Connection, *, attempt_id: int, call_id: str, now: datetime) -> None:
     """Keep the provider's call id and move the attempt on to ``dialing``, in one statement; a
     webhook that came first keeps the call id and the further status it recorded."""
     earlier = [status.value for status in earlier_than(AttemptStatus.DIALING)]
-    session.execute(
+    connection.execute(
         sa.update(Attempt)
         .where(col(Attempt.id) == attempt_id)
         .values(
