@@ -7,6 +7,9 @@ guarded ``queued -> dispatching`` update succeeds sends the request.
 from __future__ import annotations
 
 import logging
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -176,7 +179,7 @@ def _send(
             account_url = f"{rt.settings.public_url.rstrip('/')}/webhooks/{provider.name}/{ACCOUNT_TOKEN}"
             rt.calls.prepare(provider, credentials, callback_url=account_url, caller_id=spec.caller_id)
         gate = rt.provider_gate(attempt.provider)
-        return rt.calls.place(provider, credentials, order, pace=lambda: _pass_gate(rt, gate))
+        return rt.calls.place(provider, credentials, order, pace=lambda: _through_gate(rt, gate))
     except ProviderRateLimited as error:
         pause = error.retry_after if error.retry_after is not None else 1.0
         rt.limiter.hold(buckets[0], pause)
@@ -228,10 +231,17 @@ def _dialing(connection: sa.Connection, *, attempt_id: int, call_id: str, now: d
     )
 
 
-def _pass_gate(rt: Runtime, gate: Gate) -> None:
-    """Wait until the request may leave without a second over the provider's limit."""
-    while (wait := rt.limiter.admit(gate)) > 0:
-        rt.sleep(wait)
+@contextmanager
+def _through_gate(rt: Runtime, gate: Gate) -> Iterator[None]:
+    """Wait until the request may leave without a second over the provider's limit; hold its
+    permit until its answer came back."""
+    ticket = uuid.uuid4().hex
+    while (wait := rt.limiter.admit(gate, ticket)) > 0:
+        rt.sleep(min(wait, 1.0))  # a permit held by a request still on its way frees no sooner than 1 s
+    try:
+        yield
+    finally:
+        rt.limiter.done(gate, ticket)
 
 
 def _on_unavailable(rt: Runtime, *, attempt: Attempt, error: ProviderUnavailable) -> None:

@@ -10,19 +10,22 @@ account) books nothing and says when to come back, so the account's budget goes 
 can use it.
 
 A booked slot says when a request may leave, but a busy host sends some late (a slow database,
-a late wake-up), and a late request followed by a punctual one would put two in less than one
-interval. So each request also passes a :class:`Gate` just before it is sent: it lets one through
-only when one interval has passed since the last one really went, and measures the next interval
-from then. Delays push later requests back instead of bunching them, so no one-second window
-holds more than the limit; the bucket spreads the work, the gate guarantees the spacing. A gate
-with no record of the last departure (Redis emptied) waits one interval, as if one just left.
+a late wake-up), so each request also passes a :class:`Gate` just before it is sent. The gate
+does two things:
 
-Every request reaches the gate a little after its turn (a wake-up, a round trip to Redis: half a
-millisecond is usual), and at 20 a second those delays, each charged to the requests after it,
-cost 1 % of the budget. So a request that passes within the gate's ``tolerance`` of its turn
-keeps the rhythm: the next turn is one interval after the turn, not after the departure. Any
-``n`` consecutive intervals then still span at least ``n * interval - tolerance``; the tolerance
-is a small part of what the pacing margin leaves free in each second.
+- It spaces departures: one may leave when one interval has passed since the last one's turn.
+  Every request reaches the gate a little after its turn (a wake-up, a round trip to Redis);
+  one that passes within ``tolerance`` of its turn keeps the rhythm, and a later one restarts it
+  from its real departure, so a delay pushes the next requests back instead of bunching them.
+  A gate with no record of the last departure (Redis emptied) waits one interval.
+- It holds the limit where the provider counts, on arrival. The way to the provider takes its
+  own time: on this host's loopback, between a few microseconds and 40 ms, so spacing alone
+  would need a wide margin. Each request holds one of the gate's ``permits`` (the limit per
+  second) from its departure until one second after its answer came back (:meth:`done`), or
+  ``unanswered`` seconds if none does. A request arrives after it leaves and before its answer,
+  so any requests that arrive within one second of each other all hold their permits when the
+  last of them leaves: however late each one travels, no one-second window at the provider
+  holds more than ``permits``.
 """
 
 from __future__ import annotations
@@ -49,11 +52,14 @@ class Bucket:
 @dataclass(frozen=True)
 class Gate:
     """Requests leave ``interval`` seconds apart, measured from the last one's turn when it left
-    within ``tolerance`` of it, else from its real departure."""
+    within ``tolerance`` of it, else from its real departure; and no more than ``permits`` are out
+    at once, each until one second after its answer (or ``unanswered`` seconds after it left)."""
 
     key: str
     interval: float
+    permits: int
     tolerance: float = 0.0
+    unanswered: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -69,8 +75,12 @@ class Limiter(Protocol):
 
     def hold(self, bucket: Bucket, seconds: float) -> None: ...
 
-    def admit(self, gate: Gate) -> float:
-        """Let one request through ``gate`` now (0.0), or say how many seconds until one may pass."""
+    def admit(self, gate: Gate, ticket: str) -> float:
+        """Let request ``ticket`` through ``gate`` now (0.0), or say how many seconds to wait first."""
+        ...
+
+    def done(self, gate: Gate, ticket: str) -> None:
+        """Request ``ticket``'s answer came back (or it gave up): it holds its permit one more second."""
         ...
 
 
@@ -132,8 +142,9 @@ return 1
 _ADMIT = (
     _NOW
     + """
-local interval = tonumber(ARGV[1])
-local ttl = math.ceil(interval * 1000) + 60000
+local interval, tolerance = tonumber(ARGV[1]), tonumber(ARGV[3])
+local permits, unanswered = tonumber(ARGV[4]), tonumber(ARGV[6])
+local ttl = math.ceil(math.max(interval, unanswered) * 1000) + 60000
 local next_free = tonumber(redis.call('GET', KEYS[1]))
 if not next_free then
   -- No record (first use, idle a minute, or Redis emptied): a request may have just left.
@@ -143,11 +154,26 @@ end
 if next_free > now then
   return string.format('%.6f', next_free - now)
 end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if redis.call('ZCARD', KEYS[2]) >= permits then
+  local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  return string.format('%.6f', tonumber(first[2]) - now)
+end
 -- On time but for a moment's delay: keep the rhythm. Later: start it again from now.
 local from = now
-if now - next_free <= tonumber(ARGV[3]) then from = next_free end
+if now - next_free <= tolerance then from = next_free end
 redis.call('SET', KEYS[1], string.format('%.6f', from + interval), 'PX', ttl)
+redis.call('ZADD', KEYS[2], now + unanswered, ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ttl)
 return '0'
+"""
+)
+
+_DONE = (
+    _NOW
+    + """
+redis.call('ZADD', KEYS[1], 'XX', now + 1, ARGV[1])
+return 1
 """
 )
 
@@ -167,6 +193,7 @@ class RedisLimiter:
         self._reserve = client.register_script(_RESERVE)
         self._hold = client.register_script(_HOLD)
         self._admit = client.register_script(_ADMIT)
+        self._done = client.register_script(_DONE)
 
     def _now(self) -> str:
         return "" if self._clock is None else f"{self._clock():.6f}"
@@ -180,12 +207,14 @@ class RedisLimiter:
     def hold(self, bucket: Bucket, seconds: float) -> None:
         self._hold(keys=[self._prefix + bucket.key], args=[f"{seconds:.6f}", self._now()])
 
-    def admit(self, gate: Gate) -> float:
-        wait = self._admit(
-            keys=[self._prefix + "gate:" + gate.key],
-            args=[f"{gate.interval:.9f}", self._now(), f"{gate.tolerance:.9f}"],
-        )
+    def admit(self, gate: Gate, ticket: str) -> float:
+        key = self._prefix + "gate:" + gate.key
+        args = [f"{gate.interval:.9f}", self._now(), f"{gate.tolerance:.9f}"]
+        wait = self._admit(keys=[key, key + ":out"], args=[*args, gate.permits, ticket, gate.unanswered])
         return float(wait)
+
+    def done(self, gate: Gate, ticket: str) -> None:
+        self._done(keys=[self._prefix + "gate:" + gate.key + ":out"], args=[ticket, self._now()])
 
 
 class LocalLimiter:
@@ -196,6 +225,7 @@ class LocalLimiter:
         self._lock = threading.Lock()
         self._tat: dict[str, float] = {}
         self._next_free: dict[str, float] = {}
+        self._out: dict[str, dict[str, float]] = {}
 
     def reserve(self, buckets: Sequence[Bucket], *, max_wait: float) -> Slot:
         with self._lock:
@@ -216,12 +246,25 @@ class LocalLimiter:
             until = self._clock() + seconds
             self._tat[bucket.key] = max(self._tat.get(bucket.key, until), until)
 
-    def admit(self, gate: Gate) -> float:
-        with self._lock:
+    def admit(self, gate: Gate, ticket: str) -> float:
+        with self._lock:  # as the Lua script
             now = self._clock()
-            next_free = self._next_free.setdefault(gate.key, now + gate.interval)  # as the Lua script
+            next_free = self._next_free.setdefault(gate.key, now + gate.interval)
             if next_free > now:
                 return next_free - now
+            out = self._out.setdefault(gate.key, {})
+            for held, until in list(out.items()):
+                if until <= now:
+                    del out[held]
+            if len(out) >= gate.permits:
+                return min(out.values()) - now
             start = next_free if now - next_free <= gate.tolerance else now
             self._next_free[gate.key] = start + gate.interval
+            out[ticket] = now + gate.unanswered
             return 0.0
+
+    def done(self, gate: Gate, ticket: str) -> None:
+        with self._lock:
+            out = self._out.get(gate.key, {})
+            if ticket in out:
+                out[ticket] = self._clock() + 1.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import httpx
@@ -53,15 +53,15 @@ class ProviderClient:
         provider: Provider,
         settings: Any,
         build: Callable[[str | None], httpx.Request],
-        pace: Callable[[], None] | None = None,
+        pace: Callable[[], AbstractContextManager[None]] = nullcontext,
     ) -> httpx.Response:
-        """Build and send; ``pace`` is called between the two, so nothing but the send follows it."""
+        """Build, then send inside ``pace()``: it is entered once the request is built, so nothing
+        but the send follows it, and left when the answer came back (or none will)."""
 
         def go(token: str | None) -> httpx.Response:
             request = build(token)
-            if pace is not None:
-                pace()
-            return send(self.http, request, provider=provider)
+            with pace():
+                return send(self.http, request, provider=provider)
 
         try:
             return go(self._token(provider, settings))
@@ -81,12 +81,17 @@ class ProviderClient:
         self._prepared.add((provider.name, caller_id))
 
     def place(
-        self, provider: Provider, settings: Any, order: CallOrder, *, pace: Callable[[], None] | None = None
+        self,
+        provider: Provider,
+        settings: Any,
+        order: CallOrder,
+        *,
+        pace: Callable[[], AbstractContextManager[None]] = nullcontext,
     ) -> str:
         """Ask the provider to place one call; return its call id.
 
-        ``pace`` waits for the account's rate limit; it runs once the request is built, just before
-        it is sent.
+        ``pace`` holds the account's rate limit: entered once the request is built, it waits until
+        the request may leave, and it is left when the answer came back.
         """
         response = self._send(
             provider, settings, lambda token: provider.build_call(order, settings, token), pace

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import heapq
 import itertools
+import random
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -10,6 +12,13 @@ from freezegun import freeze_time
 
 from dialer.pacing import Bucket, Gate, Limiter, LocalLimiter, RedisLimiter, Slot
 from dialer.providers.simulation import busiest_second
+
+_tickets = itertools.count()
+
+
+def leave(limiter: Limiter, gate: Gate) -> float:
+    """A new request at the gate: 0.0 when it may leave now, else how long it must wait."""
+    return limiter.admit(gate, f"request-{next(_tickets)}")
 
 
 class Clock:
@@ -90,34 +99,34 @@ def test_the_gate_spaces_real_departures_and_a_late_one_pushes_the_next_back(
 ) -> None:
     clock = Clock()
     limiter = make_limiter(clock)
-    gate = Gate("provider:gate", interval=0.1)
-    assert limiter.admit(gate) == pytest.approx(0.1)  # no record of the last one: it may have just left
+    gate = Gate("provider:gate", interval=0.1, permits=100)
+    assert leave(limiter, gate) == pytest.approx(0.1)  # no record of the last one: it may have just left
     clock.now += 0.1
-    assert limiter.admit(gate) == 0.0
-    assert limiter.admit(gate) == pytest.approx(0.1)  # too soon: come back when the interval is over
+    assert leave(limiter, gate) == 0.0
+    assert leave(limiter, gate) == pytest.approx(0.1)  # too soon: come back when the interval is over
     clock.now += 0.1
-    assert limiter.admit(gate) == 0.0
+    assert leave(limiter, gate) == 0.0
     clock.now += 0.25  # this one leaves late, 0.15 after its turn...
-    assert limiter.admit(gate) == 0.0
+    assert leave(limiter, gate) == 0.0
     clock.now += 0.05  # ...so the next, on time by the old rhythm, waits a whole interval from it
-    assert limiter.admit(gate) == pytest.approx(0.05)
+    assert leave(limiter, gate) == pytest.approx(0.05)
 
 
 def test_a_request_a_moment_late_keeps_the_rhythm(make_limiter: Callable[[Clock], Limiter]) -> None:
     clock = Clock()
     limiter = make_limiter(clock)
-    gate = Gate("provider:rhythm", interval=0.1, tolerance=0.005)
-    assert limiter.admit(gate) == pytest.approx(0.1)
+    gate = Gate("provider:rhythm", interval=0.1, permits=100, tolerance=0.005)
+    assert leave(limiter, gate) == pytest.approx(0.1)
     clock.now += 0.1
-    assert limiter.admit(gate) == 0.0  # on its turn, at 0.1
+    assert leave(limiter, gate) == 0.0  # on its turn, at 0.1
     clock.now += 0.104  # 4 ms after its turn (0.2): within the tolerance...
-    assert limiter.admit(gate) == 0.0
+    assert leave(limiter, gate) == 0.0
     clock.now += 0.096  # ...so the next turn is 0.3, not 0.304
-    assert limiter.admit(gate) == 0.0
+    assert leave(limiter, gate) == 0.0
     clock.now += 0.106  # 6 ms late: beyond the tolerance...
-    assert limiter.admit(gate) == 0.0
+    assert leave(limiter, gate) == 0.0
     clock.now += 0.096  # ...so the next turn is 0.1 after this departure, 4 ms from now
-    assert limiter.admit(gate) == pytest.approx(0.004)
+    assert leave(limiter, gate) == pytest.approx(0.004)
 
 
 @pytest.mark.parametrize("tolerance", [0.0, 0.005])
@@ -126,13 +135,15 @@ def test_no_second_holds_more_than_the_limit_whatever_the_arrival_pattern(
 ) -> None:
     clock = Clock()
     limiter = make_limiter(clock)
-    gate = Gate("provider:burst", interval=1 / 19.8, tolerance=tolerance)  # 20 a second less 1 %
+    gate = Gate("provider:burst", interval=1 / 19.8, permits=20, tolerance=tolerance)  # 20/s less 1 %
     departures = []
     for step in range(6000):  # three eager senders every millisecond, and a 0.3 s stall now and then
         clock.now += 0.3 if step % 1500 == 0 else 0.001
-        for _ in range(3):
-            if limiter.admit(gate) == 0.0:
+        for sender in range(3):
+            ticket = f"{step}-{sender}"
+            if limiter.admit(gate, ticket) == 0.0:
                 departures.append(clock.now)
+                limiter.done(gate, ticket)  # answered at once
     assert busiest_second(departures) == 20
     # Any n intervals in a row span at least n whole intervals, less the tolerance once.
     for n in (1, 20):
@@ -147,11 +158,11 @@ def test_small_delays_add_up_only_beyond_the_tolerance(
 ) -> None:
     clock = Clock()
     limiter = make_limiter(clock)
-    gate = Gate("provider:steady", interval=1 / 19.8, tolerance=tolerance)
+    gate = Gate("provider:steady", interval=1 / 19.8, permits=1000, tolerance=tolerance)
     departures = 0
     for _ in range(5000):  # ten seconds of one sender trying every 2 ms: each turn found up to 2 ms late
         clock.now += 0.002
-        departures += limiter.admit(gate) == 0.0
+        departures += leave(limiter, gate) == 0.0
     assert departures == sent  # the whole budget (19.8 a second) only when the delays are forgiven
 
 
@@ -159,11 +170,57 @@ def test_a_gate_whose_record_was_lost_waits_one_interval(redis_url: str) -> None
     client = redis.Redis.from_url(redis_url)
     clock = Clock()
     limiter = RedisLimiter(client, clock=clock)
-    gate = Gate("provider:flushed", interval=0.5)
+    gate = Gate("provider:flushed", interval=0.5, permits=100)
     clock.now += 0.5
-    assert limiter.admit(gate) == pytest.approx(0.5) and limiter.admit(gate) == pytest.approx(0.5)
+    assert leave(limiter, gate) == pytest.approx(0.5) and leave(limiter, gate) == pytest.approx(0.5)
     clock.now += 0.5
-    assert limiter.admit(gate) == 0.0  # a request leaves...
+    assert leave(limiter, gate) == 0.0  # a request leaves...
     client.flushdb()  # ...and Redis forgets it
-    assert limiter.admit(gate) == pytest.approx(0.5)  # the next still keeps its distance
+    assert leave(limiter, gate) == pytest.approx(0.5)  # the next still keeps its distance
     client.close()
+
+
+def test_a_request_holds_its_permit_until_a_second_after_its_answer(
+    make_limiter: Callable[[Clock], Limiter],
+) -> None:
+    clock = Clock()
+    limiter = make_limiter(clock)
+    gate = Gate("provider:permits", interval=0.01, permits=2, unanswered=5.0)
+    assert limiter.admit(gate, "a") == pytest.approx(0.01)
+    clock.now += 0.01
+    assert limiter.admit(gate, "a") == 0.0
+    clock.now += 0.01
+    assert limiter.admit(gate, "b") == 0.0
+    clock.now += 0.01
+    assert limiter.admit(gate, "c") == pytest.approx(4.98)  # both out, unanswered: a frees first, at 5 s
+    clock.now += 0.3
+    limiter.done(gate, "a")  # a's answer: its permit ends one second from now
+    clock.now += 0.01
+    assert limiter.admit(gate, "c") == pytest.approx(0.99)
+    clock.now += 0.99
+    assert limiter.admit(gate, "c") == 0.0
+
+
+@pytest.mark.parametrize(("permits", "busiest"), [(20, 20), (1000, 21)])
+def test_however_late_requests_travel_no_second_at_the_provider_holds_more_than_the_permits(
+    make_limiter: Callable[[Clock], Limiter], permits: int, busiest: int
+) -> None:
+    """Requests leave every 50 ms (20 a second, no margin at all); most reach the provider in half
+    a millisecond, one in ten up to 45 ms late. With the permits, the provider still never sees
+    more than 20 in a second; spaced departures alone (permits=1000) put 21 in one."""
+    clock = Clock()
+    limiter = make_limiter(clock)
+    gate = Gate("provider:travel", interval=0.05, permits=permits, tolerance=0.002)
+    randomness = random.Random(7)
+    arrivals: list[float] = []
+    answers: list[tuple[float, str]] = []  # (when the answer is back, ticket)
+    for step in range(10_000):  # ten seconds, one eager sender trying every millisecond
+        clock.now += 0.001
+        while answers and answers[0][0] <= clock.now:
+            limiter.done(gate, heapq.heappop(answers)[1])
+        if limiter.admit(gate, ticket := str(step)) == 0.0:
+            late = randomness.uniform(0.01, 0.045) if randomness.random() < 0.1 else 0.0005
+            arrivals.append(clock.now + late)
+            heapq.heappush(answers, (clock.now + late + 0.001, ticket))
+    assert busiest_second(sorted(arrivals)) == busiest
+    assert len(arrivals) >= 0.97 * 20 * 10  # the budget still used
