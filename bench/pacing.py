@@ -1,6 +1,6 @@
 """Pacing against a provider's limit, on the deployed system, as the provider's simulator sees it.
 
-    python bench/pacing.py [--limits 1 20] [--seconds 90] [--workers 2] [--margin 0.02]
+    python bench/pacing.py [--limits 1 20] [--seconds 90] [--workers 2] [--margin 0.01]
 
 For each limit: the Vonage simulator refusing more than ``limit`` calls in any second, the
 receiver, ``--workers`` Celery worker processes and beat, Redis and a fresh PostgreSQL database,
@@ -141,7 +141,7 @@ def main() -> None:
     parser.add_argument("--limits", type=float, nargs="+", default=[1.0, 20.0])
     parser.add_argument("--seconds", type=float, default=90.0, help="the ideal length of each run")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--margin", type=float, nargs="+", default=[0.02], help="DIALER_PACING_MARGIN")
+    parser.add_argument("--margin", type=float, nargs="+", default=[0.01], help="DIALER_PACING_MARGIN")
     options = parser.parse_args()
     print(machine())
     for margin in options.margin:

@@ -89,10 +89,11 @@ class Settings(BaseSettings):
     public_url: str = Field("http://127.0.0.1:8000", description="the base URL providers call back")
     http_timeout: float = Field(10.0, gt=0, description="seconds to wait for a provider's answer")
     pacing_margin: float = Field(
-        0.02,
+        0.01,
         ge=0,
         le=0.5,
-        description="share of each second left unused: the delay on the way to the provider it absorbs",
+        description="share of each second the spacing of requests leaves unused (the limit itself "
+        "is held by permits, however late requests travel)",
     )
     tick_seconds: float = Field(1.0, gt=0, description="how often the scheduler claims due contacts")
     sweep_seconds: float = Field(10.0, gt=0, description="how often stalled attempts are checked")
