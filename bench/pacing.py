@@ -75,6 +75,7 @@ def run_campaign(
     contacts: int,
     rate: float,
     workers: int,
+    threads: int = 16,
     settings: dict[str, str] | None = None,
     time_scale: float = 0.05,
 ) -> tuple[float, dict[str, Any]]:
@@ -93,6 +94,7 @@ def run_campaign(
             settings=settings,
             rate=rate,
             workers=workers,
+            threads=threads,
             time_scale=time_scale,
         ) as system:
             system.dialer("db", "upgrade")

@@ -80,6 +80,7 @@ class Deployment:
     env: dict[str, str]
     sim_url: str
     web_url: str
+    threads: int = 16
     running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     runner: CliRunner = field(default_factory=CliRunner)
 
@@ -104,9 +105,8 @@ class Deployment:
             )
 
     def start_worker(self, name: str) -> None:
-        self.start(
-            name, [*CELERY, "worker", "--pool", "threads", "-c", "16", "-n", f"{name}@%h", "-l", "warning"]
-        )
+        pool = ["--pool", "threads", "-c", str(self.threads)]
+        self.start(name, [*CELERY, "worker", *pool, "-n", f"{name}@%h", "-l", "warning"])
 
     def kill(self, name: str) -> None:
         """SIGKILL: no goodbye, no acknowledgements, exactly like a machine that dies."""
@@ -133,9 +133,10 @@ def deployment(
     settings: dict[str, str] | None = None,
     rate: float = RATE,
     workers: int = 2,
+    threads: int = 16,
     time_scale: float = 0.05,
 ) -> Iterator[Deployment]:
-    """Start every process (``workers`` Celery workers); stop them all afterwards.
+    """Start every process (``workers`` Celery workers of ``threads`` threads); stop them all afterwards.
 
     ``rate`` is the provider account's limit, the same for the simulator and the dialer;
     ``time_scale`` multiplies the simulated callees' delays (ringing, talking, answering).
@@ -153,7 +154,7 @@ def deployment(
         **provider_env(provider, credentials, sim_url=sim_url, directory=directory, rate=rate),
         **(settings or {}),
     }
-    system = Deployment(directory=directory, env=env, sim_url=sim_url, web_url=web_url)
+    system = Deployment(directory=directory, env=env, sim_url=sim_url, web_url=web_url, threads=threads)
     simulate = ["simulate", "--provider", provider, "--port", str(sim_port), "--rate-limit", str(rate)]
     try:
         # The simulator stands in for a provider whose machines do not share ours: it times the
