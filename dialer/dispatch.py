@@ -186,6 +186,10 @@ def _send(
         with session_scope(url) as session:
             _requeue(session, attempt_id=attempt_id, now=rt.clock())
         rt.enqueue(attempt_id, pause)
+    except _GateClosed:
+        with session_scope(url) as session:
+            _requeue(session, attempt_id=attempt_id, now=rt.clock())
+        rt.enqueue(attempt_id, MAX_SLEEP)
     except ProviderUnavailable as error:
         _on_unavailable(rt, attempt=attempt, error=error)
     except ProviderTimeout as error:
@@ -231,13 +235,20 @@ def _dialing(connection: sa.Connection, *, attempt_id: int, call_id: str, now: d
     )
 
 
+class _GateClosed(Exception):
+    """Every permit is held by a request still waiting for its answer (a provider slow to answer)."""
+
+
 @contextmanager
 def _through_gate(rt: Runtime, gate: Gate) -> Iterator[None]:
     """Wait until the request may leave without a second over the provider's limit; hold its
-    permit until its answer came back."""
+    permit until its answer came back. Raise :class:`_GateClosed` rather than wait longer than a
+    turn or a finished request's permit takes, so no worker thread sits out a slow provider."""
     ticket = uuid.uuid4().hex
     while (wait := rt.limiter.admit(gate, ticket)) > 0:
-        rt.sleep(min(wait, 1.0))  # a permit held by a request still on its way frees no sooner than 1 s
+        if wait > max(MAX_SLEEP, gate.interval):
+            raise _GateClosed
+        rt.sleep(wait)
     try:
         yield
     finally:

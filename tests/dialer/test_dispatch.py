@@ -12,6 +12,7 @@ from dialer import db
 from dialer.dispatch import place_call
 from dialer.models import Attempt, Campaign, Contact
 from dialer.operations import change_status
+from dialer.pacing import LocalLimiter
 from dialer.settings import Settings
 from tests.dialer.factories import NOW, FakeVonage, campaign_with_contacts, queued_attempts, runtime
 
@@ -134,3 +135,28 @@ def test_a_webhook_that_beats_the_worker_keeps_its_status(settings: Settings) ->
     place_call(runtime(settings, answer_after_the_webhook, []), attempt.id or 0)
     stored = _attempt(settings.database_url, attempt.id or 0)
     assert (stored.status, stored.provider_call_id) == ("ringing", "call-1")
+
+
+def test_a_provider_slow_to_answer_sends_the_attempt_back_to_the_queue_not_to_sleep(
+    settings: Settings,
+) -> None:
+    campaign = campaign_with_contacts(settings.database_url, ["+12125550106"])
+    (attempt,) = queued_attempts(settings.database_url, campaign, 1)
+    provider, enqueued = FakeVonage(), []
+    rt = runtime(settings, provider, enqueued)
+    now = [1000.0]
+    rt.limiter = LocalLimiter(lambda: now[0])
+    rt.sleep = lambda seconds: now.__setitem__(0, now[0] + seconds)
+    gate = rt.provider_gate("vonage")
+    for n in range(gate.permits):  # every permit taken by a request still waiting for its answer
+        while rt.limiter.admit(gate, f"held-{n}") > 0:
+            now[0] += gate.interval
+    place_call(rt, attempt.id or 0)
+    assert provider.requests == []
+    assert _attempt(settings.database_url, attempt.id or 0).status == "queued"
+    assert enqueued == [(attempt.id, 1.0)]
+    for n in range(gate.permits):  # the answers come back; a second later the permits are free
+        rt.limiter.done(gate, f"held-{n}")
+    now[0] += 1.0
+    place_call(rt, attempt.id or 0)
+    assert len(provider.requests) == 1
