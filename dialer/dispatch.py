@@ -179,14 +179,14 @@ def _send(
             account_url = f"{rt.settings.public_url.rstrip('/')}/webhooks/{provider.name}/{ACCOUNT_TOKEN}"
             rt.calls.prepare(provider, credentials, callback_url=account_url, caller_id=spec.caller_id)
         gate = rt.provider_gate(attempt.provider)
-        return rt.calls.place(provider, credentials, order, pace=lambda: _through_gate(rt, gate))
+        return rt.calls.place(provider, credentials, order, pace=lambda: through_gate(rt, gate))
     except ProviderRateLimited as error:
         pause = error.retry_after if error.retry_after is not None else 1.0
         rt.limiter.hold(buckets[0], pause)
         with session_scope(url) as session:
             _requeue(session, attempt_id=attempt_id, now=rt.clock())
         rt.enqueue(attempt_id, pause)
-    except _GateClosed:
+    except GateClosed:
         with session_scope(url) as session:
             _requeue(session, attempt_id=attempt_id, now=rt.clock())
         rt.enqueue(attempt_id, MAX_SLEEP)
@@ -235,19 +235,19 @@ def _dialing(connection: sa.Connection, *, attempt_id: int, call_id: str, now: d
     )
 
 
-class _GateClosed(Exception):
+class GateClosed(Exception):
     """Every permit is held by a request still waiting for its answer (a provider slow to answer)."""
 
 
 @contextmanager
-def _through_gate(rt: Runtime, gate: Gate) -> Iterator[None]:
+def through_gate(rt: Runtime, gate: Gate) -> Iterator[None]:
     """Wait until the request may leave without a second over the provider's limit; hold its
-    permit until its answer came back. Raise :class:`_GateClosed` rather than wait longer than a
+    permit until its answer came back. Raise :class:`GateClosed` rather than wait longer than a
     turn or a finished request's permit takes, so no worker thread sits out a slow provider."""
     ticket = uuid.uuid4().hex
     while (wait := rt.limiter.admit(gate, ticket)) > 0:
         if wait > max(MAX_SLEEP, gate.interval):
-            raise _GateClosed
+            raise GateClosed
         rt.sleep(wait)
     try:
         yield

@@ -98,9 +98,16 @@ class ProviderClient:
         )
         return provider.parse_call(response)
 
-    def look_up(self, provider: Provider, settings: Any, call_id: str) -> CallEvent:
+    def look_up(
+        self,
+        provider: Provider,
+        settings: Any,
+        call_id: str,
+        *,
+        pace: Callable[[], AbstractContextManager[None]] = nullcontext,
+    ) -> CallEvent:
         """Ask the provider how a call stands (only for providers with a status look-up)."""
         assert provider.build_lookup is not None and provider.parse_lookup is not None
         build = provider.build_lookup
-        response = self._send(provider, settings, lambda token: build(call_id, settings, token))
+        response = self._send(provider, settings, lambda token: build(call_id, settings, token), pace)
         return provider.parse_lookup(response)

@@ -85,6 +85,24 @@ def runtime(
     )
 
 
+def moving_clock(rt: Runtime) -> list[float]:
+    """Give ``rt`` a limiter on a clock the test moves (``now[0]``); sleeping moves it too."""
+    now = [1000.0]
+    rt.limiter = LocalLimiter(lambda: now[0])
+    rt.sleep = lambda seconds: now.__setitem__(0, now[0] + seconds)
+    return now
+
+
+def hold_every_permit(rt: Runtime, provider: str, now: list[float]) -> list[str]:
+    """Send requests through ``provider``'s gate until it has no permit left, none answered yet."""
+    gate = rt.provider_gate(provider)
+    tickets = [f"held-{n}" for n in range(gate.permits)]
+    for ticket in tickets:
+        while rt.limiter.admit(gate, ticket) > 0:
+            now[0] += gate.interval
+    return tickets
+
+
 def finished_campaign(url: str) -> Campaign:
     """Three contacts: answered with a choice on the 2nd attempt, busy then exhausted, not yet called."""
     campaign = campaign_with_contacts(url, ["+12125550106", "+12125550100", "+12125550107"])

@@ -12,9 +12,16 @@ from dialer import db
 from dialer.dispatch import place_call
 from dialer.models import Attempt, Campaign, Contact
 from dialer.operations import change_status
-from dialer.pacing import LocalLimiter
 from dialer.settings import Settings
-from tests.dialer.factories import NOW, FakeVonage, campaign_with_contacts, queued_attempts, runtime
+from tests.dialer.factories import (
+    NOW,
+    FakeVonage,
+    campaign_with_contacts,
+    hold_every_permit,
+    moving_clock,
+    queued_attempts,
+    runtime,
+)
 
 
 def _attempt(url: str, attempt_id: int) -> Attempt:
@@ -144,19 +151,14 @@ def test_a_provider_slow_to_answer_sends_the_attempt_back_to_the_queue_not_to_sl
     (attempt,) = queued_attempts(settings.database_url, campaign, 1)
     provider, enqueued = FakeVonage(), []
     rt = runtime(settings, provider, enqueued)
-    now = [1000.0]
-    rt.limiter = LocalLimiter(lambda: now[0])
-    rt.sleep = lambda seconds: now.__setitem__(0, now[0] + seconds)
-    gate = rt.provider_gate("vonage")
-    for n in range(gate.permits):  # every permit taken by a request still waiting for its answer
-        while rt.limiter.admit(gate, f"held-{n}") > 0:
-            now[0] += gate.interval
+    now = moving_clock(rt)
+    held = hold_every_permit(rt, "vonage", now)  # taken by requests still waiting for their answers
     place_call(rt, attempt.id or 0)
     assert provider.requests == []
     assert _attempt(settings.database_url, attempt.id or 0).status == "queued"
     assert enqueued == [(attempt.id, 1.0)]
-    for n in range(gate.permits):  # the answers come back; a second later the permits are free
-        rt.limiter.done(gate, f"held-{n}")
+    for ticket in held:  # the answers come back; a second later the permits are free
+        rt.limiter.done(rt.provider_gate("vonage"), ticket)
     now[0] += 1.0
     place_call(rt, attempt.id or 0)
     assert len(provider.requests) == 1

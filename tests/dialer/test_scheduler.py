@@ -13,7 +13,15 @@ from dialer.models import Attempt, Campaign, Contact, DncEntry
 from dialer.operations import set_provider
 from dialer.scheduler import pump, sweep
 from dialer.settings import Settings
-from tests.dialer.factories import NOW, FakeVonage, campaign_with_contacts, queued_attempts, runtime
+from tests.dialer.factories import (
+    NOW,
+    FakeVonage,
+    campaign_with_contacts,
+    hold_every_permit,
+    moving_clock,
+    queued_attempts,
+    runtime,
+)
 
 PHONES = [f"+121255501{i:02d}" for i in range(10)]
 
@@ -93,6 +101,25 @@ def test_an_attempt_whose_webhooks_never_came_is_settled_from_the_provider(setti
     assert sweep(rt)["looked_up"] == 1
     assert provider.requests[0].url.path == "/v1/calls/call-9"
     assert _attempts(settings.database_url)[0].status == "busy"
+
+
+def test_a_status_look_up_passes_the_provider_gate_like_a_call(settings: Settings) -> None:
+    campaign = campaign_with_contacts(settings.database_url, PHONES[:1])
+    queued_attempts(settings.database_url, campaign, 1)
+    with db.session_scope(settings.database_url) as session:
+        session.execute(
+            sa.update(Attempt).values(status="ringing", provider_call_id="call-9", dispatched_at=NOW)
+        )
+    provider = FakeVonage(httpx.Response(200, json={"uuid": "call-9", "status": "busy"}))
+    rt = runtime(settings, provider, [])
+    rt.clock = lambda: NOW + timedelta(seconds=settings.settle_after + 1)
+    now = moving_clock(rt)
+    held = hold_every_permit(rt, "vonage", now)
+    assert sweep(rt)["waiting"] == 1 and provider.requests == []  # no permit: no look-up this time
+    for ticket in held:
+        rt.limiter.done(rt.provider_gate("vonage"), ticket)
+    now[0] += 1.0
+    assert sweep(rt)["looked_up"] == 1 and len(provider.requests) == 1
 
 
 def test_an_attempt_the_provider_knows_nothing_of_is_given_up(settings: Settings) -> None:
