@@ -11,6 +11,7 @@ from sqlmodel import col, select
 from dialer import db
 from dialer.models import Attempt, Campaign, Contact, DncEntry
 from dialer.operations import set_provider
+from dialer.runtime import Runtime
 from dialer.scheduler import pump, sweep
 from dialer.settings import Settings
 from tests.dialer.factories import (
@@ -88,7 +89,8 @@ def test_a_worker_killed_while_sending_leaves_unknown_not_a_redial(settings: Set
     assert _attempts(settings.database_url)[0].status == "unknown" and enqueued == []
 
 
-def test_an_attempt_whose_webhooks_never_came_is_settled_from_the_provider(settings: Settings) -> None:
+def _overdue_call(settings: Settings) -> tuple[FakeVonage, Runtime]:
+    """A call ringing past ``settle_after`` with no webhook; the provider says it ended busy."""
     campaign = campaign_with_contacts(settings.database_url, PHONES[:1])
     queued_attempts(settings.database_url, campaign, 1)
     with db.session_scope(settings.database_url) as session:
@@ -98,21 +100,18 @@ def test_an_attempt_whose_webhooks_never_came_is_settled_from_the_provider(setti
     provider = FakeVonage(httpx.Response(200, json={"uuid": "call-9", "status": "busy"}))
     rt = runtime(settings, provider, [])
     rt.clock = lambda: NOW + timedelta(seconds=settings.settle_after + 1)
+    return provider, rt
+
+
+def test_an_attempt_whose_webhooks_never_came_is_settled_from_the_provider(settings: Settings) -> None:
+    provider, rt = _overdue_call(settings)
     assert sweep(rt)["looked_up"] == 1
     assert provider.requests[0].url.path == "/v1/calls/call-9"
     assert _attempts(settings.database_url)[0].status == "busy"
 
 
 def test_a_status_look_up_passes_the_provider_gate_like_a_call(settings: Settings) -> None:
-    campaign = campaign_with_contacts(settings.database_url, PHONES[:1])
-    queued_attempts(settings.database_url, campaign, 1)
-    with db.session_scope(settings.database_url) as session:
-        session.execute(
-            sa.update(Attempt).values(status="ringing", provider_call_id="call-9", dispatched_at=NOW)
-        )
-    provider = FakeVonage(httpx.Response(200, json={"uuid": "call-9", "status": "busy"}))
-    rt = runtime(settings, provider, [])
-    rt.clock = lambda: NOW + timedelta(seconds=settings.settle_after + 1)
+    provider, rt = _overdue_call(settings)
     now = moving_clock(rt)
     held = hold_every_permit(rt, "vonage", now)
     assert sweep(rt)["waiting"] == 1 and provider.requests == []  # no permit: no look-up this time
