@@ -186,10 +186,6 @@ def _send(
         with session_scope(url) as session:
             _requeue(session, attempt_id=attempt_id, now=rt.clock())
         rt.enqueue(attempt_id, pause)
-    except GateClosed:
-        with session_scope(url) as session:
-            _requeue(session, attempt_id=attempt_id, now=rt.clock())
-        rt.enqueue(attempt_id, MAX_SLEEP)
     except ProviderUnavailable as error:
         _on_unavailable(rt, attempt=attempt, error=error)
     except ProviderTimeout as error:
@@ -235,19 +231,12 @@ def _dialing(connection: sa.Connection, *, attempt_id: int, call_id: str, now: d
     )
 
 
-class GateClosed(Exception):
-    """Every permit is held by a request still waiting for its answer (a provider slow to answer)."""
-
-
 @contextmanager
 def through_gate(rt: Runtime, gate: Gate) -> Iterator[None]:
-    """Wait until the request may leave without a second over the provider's limit; hold its
-    permit until its answer came back. Raise :class:`GateClosed` rather than wait longer than a
-    turn or a finished request's permit takes, so no worker thread sits out a slow provider."""
+    """Wait until the request may leave without a second over the provider's limit; then hold
+    its permit until its answer came back."""
     ticket = uuid.uuid4().hex
     while (wait := rt.limiter.admit(gate, ticket)) > 0:
-        if wait > max(MAX_SLEEP, gate.interval):
-            raise GateClosed
         rt.sleep(wait)
     try:
         yield

@@ -19,13 +19,15 @@ does two things:
   from its real departure, so a delay pushes the next requests back instead of bunching them.
   A gate with no record of the last departure (Redis emptied) waits one interval.
 - It holds the limit where the provider counts, on arrival. The way to the provider takes its
-  own time: on this host's loopback, between a few microseconds and 40 ms, so spacing alone
+  own time (on this host's loopback, between a few microseconds and 40 ms), so spacing alone
   would need a wide margin. Each request holds one of the gate's ``permits`` (the limit per
-  second) from its departure until one second after its answer came back (:meth:`done`), or
-  ``unanswered`` seconds if none does. A request arrives after it leaves and before its answer,
-  so any requests that arrive within one second of each other all hold their permits when the
-  last of them leaves: however late each one travels, no one-second window at the provider
-  holds more than ``permits``.
+  second) from its departure until one second after it has surely arrived: after its answer
+  came back (:meth:`done`), or ``transit`` seconds after it left if that is sooner (a provider
+  may take long to answer, but the request reached it on its way in). Requests that arrive
+  within one second of each other then all hold their permits when the last of them leaves, so
+  no one-second window at the provider holds more than ``permits``, however unevenly they
+  travel within ``transit``. The price is a second of each permit stretched by the time to the
+  answer or ``transit``, whichever is less.
 """
 
 from __future__ import annotations
@@ -52,14 +54,14 @@ class Bucket:
 @dataclass(frozen=True)
 class Gate:
     """Requests leave ``interval`` seconds apart, measured from the last one's turn when it left
-    within ``tolerance`` of it, else from its real departure; and no more than ``permits`` are out
-    at once, each until one second after its answer (or ``unanswered`` seconds after it left)."""
+    within ``tolerance`` of it, else from its real departure; and no more than ``permits`` are
+    held at once, each until one second after its answer or ``transit`` after it left, if sooner."""
 
     key: str
     interval: float
     permits: int
     tolerance: float = 0.0
-    unanswered: float = 60.0
+    transit: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,8 @@ class Limiter(Protocol):
         ...
 
     def done(self, gate: Gate, ticket: str) -> None:
-        """Request ``ticket``'s answer came back (or it gave up): it holds its permit one more second."""
+        """Request ``ticket``'s answer came back (or none will): its permit ends a second from now,
+        unless it was to end sooner."""
         ...
 
 
@@ -143,8 +146,8 @@ _ADMIT = (
     _NOW
     + """
 local interval, tolerance = tonumber(ARGV[1]), tonumber(ARGV[3])
-local permits, unanswered = tonumber(ARGV[4]), tonumber(ARGV[6])
-local ttl = math.ceil(math.max(interval, unanswered) * 1000) + 60000
+local permits, held = tonumber(ARGV[4]), tonumber(ARGV[6]) + 1
+local ttl = math.ceil(math.max(interval, held) * 1000) + 60000
 local next_free = tonumber(redis.call('GET', KEYS[1]))
 if not next_free then
   -- No record (first use, idle a minute, or Redis emptied): a request may have just left.
@@ -163,7 +166,7 @@ end
 local from = now
 if now - next_free <= tolerance then from = next_free end
 redis.call('SET', KEYS[1], string.format('%.6f', from + interval), 'PX', ttl)
-redis.call('ZADD', KEYS[2], now + unanswered, ARGV[5])
+redis.call('ZADD', KEYS[2], now + held, ARGV[5])
 redis.call('PEXPIRE', KEYS[2], ttl)
 return '0'
 """
@@ -172,7 +175,7 @@ return '0'
 _DONE = (
     _NOW
     + """
-redis.call('ZADD', KEYS[1], 'XX', now + 1, ARGV[1])
+redis.call('ZADD', KEYS[1], 'XX', 'LT', now + 1, ARGV[1])
 return 1
 """
 )
@@ -210,7 +213,7 @@ class RedisLimiter:
     def admit(self, gate: Gate, ticket: str) -> float:
         key = self._prefix + "gate:" + gate.key
         args = [f"{gate.interval:.9f}", self._now(), f"{gate.tolerance:.9f}"]
-        wait = self._admit(keys=[key, key + ":out"], args=[*args, gate.permits, ticket, gate.unanswered])
+        wait = self._admit(keys=[key, key + ":out"], args=[*args, gate.permits, ticket, gate.transit])
         return float(wait)
 
     def done(self, gate: Gate, ticket: str) -> None:
@@ -260,11 +263,11 @@ class LocalLimiter:
                 return min(out.values()) - now
             start = next_free if now - next_free <= gate.tolerance else now
             self._next_free[gate.key] = start + gate.interval
-            out[ticket] = now + gate.unanswered
+            out[ticket] = now + gate.transit + 1.0
             return 0.0
 
     def done(self, gate: Gate, ticket: str) -> None:
         with self._lock:
             out = self._out.get(gate.key, {})
             if ticket in out:
-                out[ticket] = self._clock() + 1.0
+                out[ticket] = min(out[ticket], self._clock() + 1.0)

@@ -65,7 +65,7 @@ class Runtime:
             interval,
             permits=max(1, math.floor(limit)),
             tolerance=(interval * limit - 1.0) / 4,  # the margin's free time: 0.02 / 0.98 s at 2 %
-            unanswered=self.settings.http_timeout + 1.0,
+            transit=self.settings.pacing_transit,
         )
 
     def buckets(self, campaign: Campaign, spec: CampaignSpec) -> list[Bucket]:

@@ -20,7 +20,7 @@ from campaigns import window as windows
 from campaigns.outcomes import LIVE, AttemptStatus, CampaignStatus, ContactResult, ContactState
 from campaigns.spec import CampaignSpec
 from dialer.db import changed, is_postgresql, session_scope
-from dialer.dispatch import GateClosed, contact_zones, through_gate
+from dialer.dispatch import contact_zones, through_gate
 from dialer.errors import ProviderError
 from dialer.models import Attempt, Campaign, Contact, DncEntry
 from dialer.providers import get_provider
@@ -251,8 +251,8 @@ def _reconcile(rt: Runtime, attempt: Attempt, now: datetime) -> str:
                 event = rt.calls.look_up(
                     provider, credentials, attempt.provider_call_id, pace=lambda: through_gate(rt, gate)
                 )
-            except (ProviderError, GateClosed) as error:
-                log.warning("status look-up of attempt %s failed: %r", attempt.id, error)
+            except ProviderError as error:
+                log.warning("status look-up of attempt %s failed: %s", attempt.id, error)
             else:
                 with session_scope(rt.database_url) as session:
                     apply_event(session, attempt=attempt, event=event, now=now)

@@ -95,6 +95,13 @@ class Settings(BaseSettings):
         description="share of each second the spacing of requests leaves unused (the limit itself "
         "is held by permits, however late requests travel)",
     )
+    pacing_transit: float = Field(
+        0.05,
+        ge=0,
+        le=10,
+        description="seconds a request may take to reach the provider: the limit holds for any delay "
+        "up to this (or up to the provider's answer, if that comes sooner)",
+    )
     tick_seconds: float = Field(1.0, gt=0, description="how often the scheduler claims due contacts")
     sweep_seconds: float = Field(10.0, gt=0, description="how often stalled attempts are checked")
     requeue_after: float = Field(30.0, gt=0, description="seconds before a queued attempt is enqueued again")

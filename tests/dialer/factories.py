@@ -93,14 +93,16 @@ def moving_clock(rt: Runtime) -> list[float]:
     return now
 
 
-def hold_every_permit(rt: Runtime, provider: str, now: list[float]) -> list[str]:
-    """Send requests through ``provider``'s gate until it has no permit left, none answered yet."""
+def hold_every_permit(rt: Runtime, provider: str, now: list[float]) -> float:
+    """Send requests through ``provider``'s gate until it has no permit left, none answered yet;
+    return when the first of them left."""
     gate = rt.provider_gate(provider)
-    tickets = [f"held-{n}" for n in range(gate.permits)]
-    for ticket in tickets:
-        while rt.limiter.admit(gate, ticket) > 0:
+    departures = []
+    for n in range(gate.permits):
+        while rt.limiter.admit(gate, f"held-{n}") > 0:
             now[0] += gate.interval
-    return tickets
+        departures.append(now[0])
+    return departures[0]
 
 
 def finished_campaign(url: str) -> Campaign:

@@ -17,8 +17,6 @@ from tests.dialer.factories import (
     NOW,
     FakeVonage,
     campaign_with_contacts,
-    hold_every_permit,
-    moving_clock,
     queued_attempts,
     runtime,
 )
@@ -142,23 +140,3 @@ def test_a_webhook_that_beats_the_worker_keeps_its_status(settings: Settings) ->
     place_call(runtime(settings, answer_after_the_webhook, []), attempt.id or 0)
     stored = _attempt(settings.database_url, attempt.id or 0)
     assert (stored.status, stored.provider_call_id) == ("ringing", "call-1")
-
-
-def test_a_provider_slow_to_answer_sends_the_attempt_back_to_the_queue_not_to_sleep(
-    settings: Settings,
-) -> None:
-    campaign = campaign_with_contacts(settings.database_url, ["+12125550106"])
-    (attempt,) = queued_attempts(settings.database_url, campaign, 1)
-    provider, enqueued = FakeVonage(), []
-    rt = runtime(settings, provider, enqueued)
-    now = moving_clock(rt)
-    held = hold_every_permit(rt, "vonage", now)  # taken by requests still waiting for their answers
-    place_call(rt, attempt.id or 0)
-    assert provider.requests == []
-    assert _attempt(settings.database_url, attempt.id or 0).status == "queued"
-    assert enqueued == [(attempt.id, 1.0)]
-    for ticket in held:  # the answers come back; a second later the permits are free
-        rt.limiter.done(rt.provider_gate("vonage"), ticket)
-    now[0] += 1.0
-    place_call(rt, attempt.id or 0)
-    assert len(provider.requests) == 1

@@ -180,25 +180,28 @@ def test_a_gate_whose_record_was_lost_waits_one_interval(redis_url: str) -> None
     client.close()
 
 
-def test_a_request_holds_its_permit_until_a_second_after_its_answer(
+def test_a_request_holds_its_permit_until_a_second_after_it_surely_arrived(
     make_limiter: Callable[[Clock], Limiter],
 ) -> None:
     clock = Clock()
     limiter = make_limiter(clock)
-    gate = Gate("provider:permits", interval=0.01, permits=2, unanswered=5.0)
+    gate = Gate("provider:permits", interval=0.01, permits=2, transit=0.2)
     assert limiter.admit(gate, "a") == pytest.approx(0.01)
     clock.now += 0.01
-    assert limiter.admit(gate, "a") == 0.0
+    assert limiter.admit(gate, "a") == 0.0  # at 0.01
     clock.now += 0.01
-    assert limiter.admit(gate, "b") == 0.0
+    assert limiter.admit(gate, "b") == 0.0  # at 0.02
     clock.now += 0.01
-    assert limiter.admit(gate, "c") == pytest.approx(4.98)  # both out, unanswered: a frees first, at 5 s
-    clock.now += 0.3
-    limiter.done(gate, "a")  # a's answer: its permit ends one second from now
-    clock.now += 0.01
-    assert limiter.admit(gate, "c") == pytest.approx(0.99)
-    clock.now += 0.99
-    assert limiter.admit(gate, "c") == 0.0
+    # Both out, no answer yet: each has surely arrived by its departure plus the transit.
+    assert limiter.admit(gate, "c") == pytest.approx(1.21 - 0.03)
+    clock.now += 0.02
+    limiter.done(gate, "a")  # a's answer at 0.05: a is held until 1.05
+    clock.now += 0.5
+    limiter.done(gate, "b")  # b's answer at 0.55, after its transit: b is still held until 1.22
+    assert limiter.admit(gate, "c") == pytest.approx(1.05 - 0.55)
+    clock.now += 0.5
+    assert limiter.admit(gate, "c") == 0.0  # at 1.05
+    assert limiter.admit(gate, "d") > 0.0
 
 
 @pytest.mark.parametrize(("permits", "busiest"), [(20, 20), (1000, 21)])
@@ -210,7 +213,7 @@ def test_however_late_requests_travel_no_second_at_the_provider_holds_more_than_
     more than 20 in a second; spaced departures alone (permits=1000) put 21 in one."""
     clock = Clock()
     limiter = make_limiter(clock)
-    gate = Gate("provider:travel", interval=0.05, permits=permits, tolerance=0.002)
+    gate = Gate("provider:travel", interval=0.05, permits=permits, tolerance=0.002, transit=0.05)
     randomness = random.Random(7)
     arrivals: list[float] = []
     answers: list[tuple[float, str]] = []  # (when the answer is back, ticket)

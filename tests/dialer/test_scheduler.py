@@ -113,12 +113,10 @@ def test_an_attempt_whose_webhooks_never_came_is_settled_from_the_provider(setti
 def test_a_status_look_up_passes_the_provider_gate_like_a_call(settings: Settings) -> None:
     provider, rt = _overdue_call(settings)
     now = moving_clock(rt)
-    held = hold_every_permit(rt, "vonage", now)
-    assert sweep(rt)["waiting"] == 1 and provider.requests == []  # no permit: no look-up this time
-    for ticket in held:
-        rt.limiter.done(rt.provider_gate("vonage"), ticket)
-    now[0] += 1.0
+    first = hold_every_permit(rt, "vonage", now)  # a second's worth of requests, none answered yet
     assert sweep(rt)["looked_up"] == 1 and len(provider.requests) == 1
+    # The look-up waited until the first of them had surely arrived a second before.
+    assert now[0] >= first + rt.provider_gate("vonage").transit + 1.0 - 1e-6
 
 
 def test_an_attempt_the_provider_knows_nothing_of_is_given_up(settings: Settings) -> None:
