@@ -26,9 +26,9 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import REDIS_URL, machine
-from bench.noop_app import DONE, app, noop
+from bench.noop_app import DONE, noop
 from bench.pacing import run_campaign
-from tests.workers.deployment import CELERY
+from tests.workers.deployment import CELERY, wait_for_workers
 
 ROOT = Path(__file__).resolve().parent.parent
 UNLIMITED = 10_000
@@ -45,10 +45,7 @@ def noop_rate(tasks: int, workers: int, threads: int) -> float:
         for number in range(workers)
     ]
     try:
-        deadline = time.monotonic() + 60
-        while len(app.control.ping(timeout=1.0)) < workers:
-            if time.monotonic() > deadline:
-                raise SystemExit("the no-op workers did not start")
+        wait_for_workers(REDIS_URL, workers)
         started = time.perf_counter()
         for _ in range(tasks):
             noop.delay()

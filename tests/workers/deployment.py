@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from celery import Celery
 from click.testing import CliRunner
 
 from dialer.cli import main
@@ -37,6 +38,16 @@ def free_port() -> int:
     port: int = sock.getsockname()[1]
     sock.close()
     return port
+
+
+def wait_for_workers(broker_url: str, count: int, timeout: float = 60) -> None:
+    """Until ``count`` Celery workers on ``broker_url`` answer a ping (they consume tasks then)."""
+    app = Celery("ping", broker=broker_url)
+    deadline = time.monotonic() + timeout
+    while len(app.control.ping(timeout=0.5)) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"fewer than {count} workers started on {broker_url}")
+    app.close()
 
 
 def wait_for(url: str, timeout: float = 30) -> None:
@@ -166,6 +177,7 @@ def deployment(
         system.start("beat", [*CELERY, "beat", "-s", str(directory / "beat-schedule"), "-l", "warning"])
         wait_for(f"{sim_url}/_simulator/count")
         wait_for(f"{web_url}/health")
+        wait_for_workers(redis_url, workers)  # a campaign started now is dialled at once, as in service
         yield system
     finally:
         for process in system.running.values():
