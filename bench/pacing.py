@@ -27,8 +27,8 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import REDIS_URL, machine, postgres_database
-from dialer.providers.simulation import busiest_second
 from dialer.simulators import dev_credentials
+from dialer.simulators.base import busiest_second
 from tests.workers.deployment import Deployment, deployment
 
 CAMPAIGN = """

@@ -179,19 +179,6 @@ def error_detail(response: httpx.Response) -> str:
     return f"{detail} ({'; '.join(reasons)})" if reasons else detail
 
 
-def sign_webhook(body: bytes, *, secret: str, api_key: str, now: float | None = None) -> str:
-    """The ``Authorization`` bearer JWT Vonage puts on a signed callback."""
-    issued = int(now if now is not None else time.time())
-    claims = {
-        "iat": issued,
-        "jti": str(uuid.uuid4()),
-        "iss": "Vonage",
-        "payload_hash": hashlib.sha256(body).hexdigest(),
-        "api_key": api_key,
-    }
-    return jwt.encode(claims, secret, algorithm="HS256")
-
-
 def verify_webhook(webhook: Webhook, settings: VonageSettings) -> None:
     if settings.signature_secret is None:
         raise ConfigurationError("DIALER_VONAGE__SIGNATURE_SECRET is not set")

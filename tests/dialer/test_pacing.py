@@ -11,7 +11,7 @@ import redis
 from freezegun import freeze_time
 
 from dialer.pacing import Bucket, Gate, Limiter, LocalLimiter, RedisLimiter, Slot
-from dialer.providers.simulation import busiest_second
+from dialer.simulators.base import busiest_second
 
 _tickets = itertools.count()
 

@@ -14,13 +14,14 @@ from dialer.providers import vonage
 from dialer.providers.base import Webhook
 from dialer.recorder import record_webhook
 from dialer.settings import Settings
+from dialer.simulators.vonage import sign_webhook
 from tests.dialer.factories import NOW, campaign_with_contacts, queued_attempts
 
 
 def _hook(settings: Settings, kind: str, payload: dict[str, object]) -> Webhook:
     body = json.dumps(payload).encode()
     assert settings.vonage.signature_secret is not None
-    token = vonage.sign_webhook(
+    token = sign_webhook(
         body, secret=settings.vonage.signature_secret.get_secret_value(), api_key=settings.vonage.api_key
     )
     return Webhook(

@@ -14,8 +14,8 @@ from campaigns.spec import Question
 from dialer.errors import ConfigurationError, WebhookAuthError
 from dialer.providers import vonage
 from dialer.providers.base import CallOrder, Webhook
-from dialer.providers.vonage_sim import validate_create
 from dialer.settings import Settings, VonageSettings
+from dialer.simulators.vonage import sign_webhook, validate_create
 
 DATA = Path(__file__).parent / "data" / "vonage"
 
@@ -113,7 +113,7 @@ def _signed(
     settings: Settings, body: bytes, *, secret: str | None = None, api_key: str | None = None
 ) -> Webhook:
     assert settings.vonage.signature_secret is not None
-    token = vonage.sign_webhook(
+    token = sign_webhook(
         body,
         secret=secret or settings.vonage.signature_secret.get_secret_value(),
         api_key=api_key or settings.vonage.api_key,

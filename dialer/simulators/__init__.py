@@ -1,10 +1,14 @@
-"""The provider simulators by name, and throwaway credentials for running them locally."""
+"""The provider simulators: one module per provider, each written from its provider's published
+contract (not from our adapter, which it must catch out), and throwaway credentials to run them.
+
+``base`` holds what every simulator shares: the simulated callees, the rate limit, callbacks that
+are retried like a provider retries them, and the ``/_simulator/*`` endpoints tests and benches read.
+"""
 
 from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -12,41 +16,36 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.applications import Starlette
 
 from dialer.errors import ConfigurationError
-from dialer.providers import (
-    account_limit,
-    cequens_sim,
-    cm_sim,
-    fractel_sim,
-    get_provider,
-    routee_sim,
-    vonage_sim,
-)
-from dialer.providers.simulation import Simulation
 from dialer.settings import Settings
+from dialer.simulators import cequens, cm, fractel, routee, vonage
+from dialer.simulators.base import Simulation
 
-_FACTORIES: dict[str, Callable[[Simulation, Any], Starlette]] = {
-    "vonage": vonage_sim.create_app,
-    "cm": cm_sim.create_app,
-    "routee": routee_sim.create_app,
-    "cequens": cequens_sim.create_app,
-    "fractel": fractel_sim.create_app,
+_MODULES: dict[str, Any] = {
+    "vonage": vonage,
+    "cm": cm,
+    "routee": routee,
+    "cequens": cequens,
+    "fractel": fractel,
 }
 
 
 def simulator_app(
     provider: str, settings: Settings, *, rate_limit: float | None = None, time_scale: float = 0.1
 ) -> Starlette:
-    """A simulator for ``provider`` that accepts the credentials in ``settings``."""
-    get_provider(provider)
-    factory = _FACTORIES.get(provider)
-    if factory is None:
-        raise ConfigurationError(f"no simulator for {provider!r} yet")
+    """A simulator for ``provider`` that accepts the credentials in ``settings``, limited to
+    ``rate_limit`` requests per second (default: the account's setting, else the documented limit)."""
+    module = _MODULES.get(provider)
+    if module is None:
+        raise ConfigurationError(f"no simulator for {provider!r} (known: {', '.join(sorted(_MODULES))})")
     credentials = settings.provider_settings(provider)
-    limit = rate_limit or account_limit(provider, credentials)
+    limit = rate_limit or credentials.rate_limit or module.DOCUMENTED_LIMIT
+    simulation = Simulation(provider=provider, rate_limit=limit, time_scale=time_scale)
     try:
-        return factory(Simulation(provider=provider, rate_limit=limit, time_scale=time_scale), credentials)
+        app: Starlette = module.create_app(simulation, credentials)
     except ValueError as error:
         raise ConfigurationError(f"the {provider} simulator cannot start: {error}") from None
+    app.state.simulation = simulation
+    return app
 
 
 def simulator_urls(provider: str, url: str) -> dict[str, str]:

@@ -21,8 +21,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from dialer.providers.simulation import Script, Simulation
 from dialer.settings import RouteeSettings
+from dialer.simulators.base import Script, Simulation
+
+DOCUMENTED_LIMIT = 1.0
+"""Requests per second: Routee's documented limit: 1 request per second."""
 
 TOKEN_LIFETIME = 3600
 LANGUAGES = frozenset(
@@ -245,7 +248,7 @@ def create_app(sim: Simulation, settings: RouteeSettings) -> Starlette:
         if (interference := await sim.interfere()) is not None:
             return interference
         if not sim.admit():
-            return _error(429, 1, "Too many requests: the limit is 1 request per second")
+            return _error(429, 1, f"Too many requests: the limit is {sim.rate_limit:g} request(s) per second")
         try:
             body = await request.json()
         except ValueError:

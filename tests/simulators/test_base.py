@@ -5,7 +5,7 @@ import pytest
 from starlette.applications import Starlette
 
 from dialer.embedded import BackgroundServer
-from dialer.providers.simulation import Simulation, busiest_second
+from dialer.simulators.base import Simulation, busiest_second
 
 
 @pytest.mark.parametrize(

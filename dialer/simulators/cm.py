@@ -13,8 +13,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from dialer.providers.simulation import Script, Simulation
 from dialer.settings import CmSettings
+from dialer.simulators.base import Script, Simulation
+
+DOCUMENTED_LIMIT = 10.0
+"""Requests per second: not published by CM.com; taken as 10 calls per second."""
 
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _PROMPT_TYPES = {"TTS", "TTS_SSML", "File", 0, 1, 2}

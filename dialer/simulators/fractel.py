@@ -16,8 +16,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from dialer.providers.simulation import Script, Simulation
 from dialer.settings import FractelSettings
+from dialer.simulators.base import Script, Simulation
+
+DOCUMENTED_LIMIT = 10.0
+"""Requests per second: FoneStorm's documented limit: 10 requests per second on a standard account."""
 
 _SERVICE_TYPES = {"Device", "VoiceMail", "SoundFile", "TTS", "Phonenumber"}
 _DISPOSITION = {
@@ -159,7 +162,7 @@ def create_app(sim: Simulation, settings: FractelSettings) -> Starlette:
         if (interference := await sim.interfere()) is not None:
             return interference
         if not sim.admit():
-            return _error(429, "Too Many Requests", "The limit is 10 requests per second")
+            return _error(429, "Too Many Requests", f"The limit is {sim.rate_limit:g} requests per second")
         body = await _body(request)
         if problem := validate(body):
             return _error(400, "Bad Request", problem)

@@ -7,6 +7,7 @@ a calls-per-second limit answered with 429, then plays the call and sends signed
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -24,12 +25,27 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from dialer.providers.simulation import Script, Simulation
-from dialer.providers.vonage import sign_webhook
 from dialer.settings import VonageSettings
+from dialer.simulators.base import Script, Simulation
+
+DOCUMENTED_LIMIT = 3.0
+"""Requests per second: Vonage's documented default: 3 calls per second (429 beyond)."""
 
 _NUMBER = re.compile(r"^\d{7,15}$")
 _ERRORS = "https://developer.nexmo.com/api-errors"
+
+
+def sign_webhook(body: bytes, *, secret: str, api_key: str, now: float | None = None) -> str:
+    """The ``Authorization`` bearer JWT Vonage puts on a signed callback."""
+    issued = int(now if now is not None else time.time())
+    claims = {
+        "iat": issued,
+        "jti": str(uuid.uuid4()),
+        "iss": "Vonage",
+        "payload_hash": hashlib.sha256(body).hexdigest(),
+        "api_key": api_key,
+    }
+    return jwt.encode(claims, secret, algorithm="HS256")
 
 
 def _problem(status: int, kind: str, title: str, detail: str, **extra: Any) -> JSONResponse:

@@ -16,8 +16,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from dialer.providers.simulation import Script, Simulation
 from dialer.settings import CequensSettings
+from dialer.simulators.base import Script, Simulation
+
+DOCUMENTED_LIMIT = 10.0
+"""Requests per second: not published by Cequens; taken as 10 calls per second."""
 
 TOKEN_LIFETIME = 3600
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
