@@ -11,6 +11,7 @@ import string
 import tomllib
 from datetime import timedelta
 from typing import Annotated, Any, Literal
+from xml.sax.saxutils import escape as xml_escape
 
 from pydantic import (
     BaseModel,
@@ -72,8 +73,14 @@ def placeholders(template: str) -> set[str]:
     return names
 
 
-def render(template: str, variables: dict[str, str]) -> str:
-    """Fill a template's placeholders from one contact's variables."""
+def render(template: str, variables: dict[str, str], *, ssml: bool = False) -> str:
+    """Fill a template's placeholders from one contact's variables.
+
+    In an SSML template each value is escaped (``&``, ``<``, ``>``), so a contact named
+    ``Smith & Sons`` is spoken, not taken for markup that breaks the whole message.
+    """
+    if ssml:
+        variables = {name: xml_escape(value) for name, value in variables.items()}
     return template.format_map(variables)
 
 
@@ -97,6 +104,10 @@ class Message(_Model):
         if self.audio_url is not None and not self.audio_url.startswith(("http://", "https://")):
             raise ValueError("audio_url must be an http(s) URL")
         return self
+
+    def render(self, variables: dict[str, str]) -> str | None:
+        """The text one contact hears (None for an audio message)."""
+        return None if self.text is None else render(self.text, variables, ssml=self.ssml)
 
 
 class Question(_Model):
@@ -238,6 +249,34 @@ class Window(_Model):
         return cls(start="00:00", end="24:00", days=_DAYS)
 
 
+MachineAction = Literal["continue", "hangup", "leave_message"]
+
+
+class CallOptions(_Model):
+    """How each call is conducted, where the provider offers it."""
+
+    max_duration: Duration | None = None
+    """Hang up this long after the callee answers (None: the provider's own limit)."""
+    on_machine: MachineAction = "continue"
+    """When a machine answers: play the call as to a person (``continue``), hang up, or wait for
+    the beep and leave the message without asking the question (``leave_message``)."""
+    beep_timeout: Duration | None = None
+    """With ``leave_message``: how long to wait for the beep (the provider's default if None)."""
+
+    @model_validator(mode="after")
+    def _ranges(self) -> CallOptions:
+        if self.max_duration is not None and not timedelta(seconds=1) <= self.max_duration <= timedelta(
+            hours=24
+        ):
+            raise ValueError("max_duration must be between 1 second and 24 hours")
+        if self.beep_timeout is not None:
+            if self.on_machine != "leave_message":
+                raise ValueError("beep_timeout only applies with on_machine = 'leave_message'")
+            if not timedelta(seconds=30) <= self.beep_timeout <= timedelta(seconds=120):
+                raise ValueError("beep_timeout must be between 30 and 120 seconds")
+        return self
+
+
 class Pacing(_Model):
     """Per-campaign limits below the provider account's own rate limit."""
 
@@ -256,8 +295,20 @@ class CampaignSpec(_Model):
     retry: RetryPolicy = RetryPolicy()
     window: Window = Window()
     pacing: Pacing = Pacing()
+    call: CallOptions = CallOptions()
     phone_column: str = "phone"
     region: str | None = Field(None, min_length=2, max_length=2)
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, region: str | None) -> str | None:
+        if region is None:
+            return None
+        from phonenumbers import SUPPORTED_REGIONS
+
+        if region.upper() not in SUPPORTED_REGIONS:
+            raise ValueError(f"unknown region {region!r} (use a two-letter country code such as US or GB)")
+        return region.upper()
 
     def required_columns(self) -> set[str]:
         """The CSV columns the message needs for every contact."""

@@ -101,8 +101,9 @@ def campaign_create(file: Path) -> None:
     """Create a campaign from a TOML campaign FILE."""
     from dialer.operations import create_campaign, read_campaign_file
 
-    spec = read_campaign_file(file)
-    with db.session_scope(_settings().database_url) as session:
+    settings = _settings()
+    spec = read_campaign_file(file, settings)
+    with db.session_scope(settings.database_url) as session:
         create_campaign(session, spec)
     console.print(
         f"created campaign {spec.name} ({spec.provider}); next: dialer import CSV --campaign {spec.name}"
@@ -131,8 +132,11 @@ def _move(action: str, name: str) -> Campaign:
     with db.session_scope(settings.database_url) as session:
         moved = change_status(session, name=name, action=action, now=utcnow())
     if moved.status in (CampaignStatus.PAUSED, CampaignStatus.CANCELLED):
+        account = settings.provider_settings(moved.provider)
         left = wait_for_sends(
-            settings.database_url, campaign_id=moved.id or 0, timeout=settings.http_timeout + 5
+            settings.database_url,
+            campaign_id=moved.id or 0,
+            timeout=(account.answer_timeout or settings.http_timeout) + 5,
         )
         if left:
             raise click.ClickException(f"{left} call request(s) still on their way to the provider")
@@ -175,8 +179,9 @@ def campaign_provider(name: str, provider: str) -> None:
     """Switch a (not running) campaign to another PROVIDER; contacts are kept."""
     from dialer.operations import set_provider
 
-    with db.session_scope(_settings().database_url) as session:
-        set_provider(session, name=name, provider=provider)
+    settings = _settings()
+    with db.session_scope(settings.database_url) as session:
+        set_provider(session, name=name, provider=provider, settings=settings)
     console.print(f"campaign {name} now calls through {provider}")
 
 

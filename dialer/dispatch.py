@@ -18,7 +18,7 @@ from sqlmodel import Session, col, select
 from campaigns import window as windows
 from campaigns.outcomes import AttemptStatus, CampaignStatus, ContactState, earlier_than
 from campaigns.phones import time_zones
-from campaigns.spec import CampaignSpec, render
+from campaigns.spec import CampaignSpec
 from dialer.db import changed, session_scope, statement_connection
 from dialer.errors import (
     ProviderRateLimited,
@@ -28,10 +28,11 @@ from dialer.errors import (
     ProviderUnavailable,
 )
 from dialer.models import Attempt, Campaign, Contact
+from dialer.operations import pause_provider_campaigns
 from dialer.pacing import Bucket, Gate
 from dialer.providers import get_provider
 from dialer.providers.base import ACCOUNT_TOKEN, CallOrder
-from dialer.recorder import advance, finish
+from dialer.recorder import advance, apply_held, finish
 from dialer.runtime import Runtime, spec_of
 
 log = logging.getLogger("dialer.dispatch")
@@ -101,7 +102,7 @@ def call_order(rt: Runtime, *, attempt: Attempt, contact: Contact, spec: Campaig
     return CallOrder(
         to=contact.phone,
         caller_id=spec.caller_id,
-        text=render(message.text, contact.variables) if message.text is not None else None,
+        text=message.render(contact.variables),
         audio_url=message.audio_url,
         language=message.language,
         voice=message.voice,
@@ -109,6 +110,7 @@ def call_order(rt: Runtime, *, attempt: Attempt, contact: Contact, spec: Campaig
         question=spec.question,
         callback_url=f"{base}/webhooks/{attempt.provider}/{attempt.callback_token}",
         reference=attempt.callback_token,
+        call=spec.call,
     )
 
 
@@ -157,6 +159,10 @@ def place_call(rt: Runtime, attempt_id: int) -> None:
     if call_id is not None:
         with statement_connection(url) as connection:
             _dialing(connection, attempt_id=attempt_id, call_id=call_id, now=rt.clock())
+        provider = get_provider(attempt.provider)
+        if not provider.per_call_callbacks:  # its callbacks may have come before its answer
+            with session_scope(url) as session:
+                apply_held(session, provider=provider, call_id=call_id, now=rt.clock())
 
 
 def _send(
@@ -199,15 +205,10 @@ def _send(
                 reason=str(error),
             )
     except ProviderSetupError as error:
+        # Credentials and the API's address are the account's: every campaign on it is stopped.
         with session_scope(url) as session:
             _requeue(session, attempt_id=attempt_id, now=rt.clock())
-            session.execute(
-                sa.update(Campaign)
-                .where(col(Campaign.id) == campaign.id, col(Campaign.status) == CampaignStatus.RUNNING)
-                .values(status=CampaignStatus.PAUSED, reason=f"paused: {error}")
-            )
-        log.error("campaign %s paused: %s", campaign.name, error)
-        rt.enqueue(attempt_id, 0)
+            pause_provider_campaigns(session, provider=attempt.provider, reason=str(error), now=rt.clock())
     except ProviderRejected as error:
         with session_scope(url) as session:
             finish(session, attempt=attempt, status=AttemptStatus.REJECTED, now=rt.clock(), reason=str(error))

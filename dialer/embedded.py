@@ -103,12 +103,22 @@ def loopback_socket(port: int = 0) -> socket.socket:
 
 
 class BackgroundServer:
-    """A uvicorn server in a thread, on a given bound socket or a free loopback port."""
+    """A uvicorn server in a thread, on a given bound socket or a free loopback port; over TLS
+    with ``certificate`` (a PEM file holding the key and the certificate chain)."""
 
-    def __init__(self, app: Any, *, sock: socket.socket | None = None) -> None:
+    def __init__(
+        self, app: Any, *, sock: socket.socket | None = None, certificate: str | None = None
+    ) -> None:
         self._socket = sock or loopback_socket()
         self.host, self.port = self._socket.getsockname()
-        config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
+        self.scheme = "https" if certificate else "http"
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            lifespan="on",
+            access_log=False,
+            ssl_certfile=certificate,
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
@@ -116,7 +126,7 @@ class BackgroundServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     def __enter__(self) -> BackgroundServer:
         self._thread.start()

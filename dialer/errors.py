@@ -67,8 +67,8 @@ class WebhookAuthError(WebhookError):
     """A callback whose signature or token does not check out."""
 
 
-class WebhookNotReady(WebhookError):
-    """A callback for a call we have not finished recording yet: the sender should try again."""
+class WebhookUnsigned(WebhookError):
+    """A callback without the signature the settings require: the sender should send it again."""
 
 
 class WebhookPayloadError(WebhookError):

@@ -27,6 +27,7 @@ from campaigns.phones import InvalidPhone, Normaliser
 from dialer import db
 from dialer.errors import ImportFailed
 from dialer.models import Campaign, Contact, DncEntry, UTCDateTime
+from dialer.providers import get_provider
 from dialer.runtime import spec_of
 
 MAX_FIELD = 1000
@@ -150,6 +151,7 @@ def import_contacts(
     size = path.stat().st_size
 
     normalise = Normaliser(region)
+    undialable = get_provider(campaign.provider).check_number
 
     def prepared_chunks(source: IO[bytes]) -> Generator[_Prepared]:
         first_row = 2
@@ -182,6 +184,8 @@ def import_contacts(
                     report.rejects.append(Reject(row, raw, "already in the campaign"))
                 elif phone in blocked:
                     report.rejects.append(Reject(row, raw, "on the do-not-call list"))
+                elif undialable is not None and (reason := undialable(phone)):
+                    report.rejects.append(Reject(row, raw, reason))
                 else:
                     accepted.append((phone, variables, zone, row))
             rows_seen += len(prepared.raw)

@@ -104,6 +104,10 @@ class Attempt(SQLModel, table=True):
     send_failures: int = 0
     duration: int | None = None
     price: str | None = Field(default=None, max_length=20)
+    dtmf_buffer: str | None = Field(default=None, max_length=64)
+    """DTMF tones received so far, for providers that post an answer in pieces (Routee)."""
+    dtmf_rounds: int = 0
+    """Complete answers judged so far (each wrong one may be asked again)."""
     queued_at: datetime = _when(nullable=False, default_now=True)
     dispatched_at: datetime | None = _when()
     answered_at: datetime | None = _when()
@@ -118,6 +122,8 @@ class WebhookEvent(SQLModel, table=True):
     provider: str = Field(max_length=20)
     kind: str = Field(max_length=20)
     attempt_id: int | None = Field(default=None, foreign_key="attempt.id", index=True)
+    call_id: str | None = Field(default=None, max_length=100, index=True)
+    """The provider's call id of a callback that arrived before its attempt knew it (held until then)."""
     dedupe_key: str = Field(max_length=64, unique=True)
     payload: str
     received_at: datetime = _when(nullable=False, default_now=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,12 +17,16 @@ from campaigns.spec import CampaignSpec, SpecError, parse_campaign
 from dialer.db import changed, session_scope
 from dialer.errors import ConfigurationError, InvalidState, NotFound
 from dialer.models import Attempt, Campaign, Contact, DtmfAnswer
-from dialer.providers import PROVIDERS, get_provider
+from dialer.providers import PROVIDERS, account_limit, get_provider
 from dialer.runtime import spec_of
+from dialer.settings import Settings
+
+log = logging.getLogger("dialer.operations")
 
 
-def read_campaign_file(path: Path) -> CampaignSpec:
-    """Read and validate a campaign file, naming the file and field of any problem."""
+def read_campaign_file(path: Path, settings: Settings | None = None) -> CampaignSpec:
+    """Read and validate a campaign file, naming the file and field of any problem; with
+    ``settings``, also against the provider account's rate limit."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -32,12 +37,13 @@ def read_campaign_file(path: Path) -> CampaignSpec:
         spec = parse_campaign(text)
     except SpecError as error:
         raise ConfigurationError(f"{path}: {error}") from None
-    check_provider_can(spec, source=str(path))
+    check_provider_can(spec, source=str(path), settings=settings)
     return spec
 
 
-def check_provider_can(spec: CampaignSpec, *, source: str) -> None:
-    """Refuse a campaign that asks its provider for something it cannot do."""
+def check_provider_can(spec: CampaignSpec, *, source: str, settings: Settings | None = None) -> None:
+    """Refuse a campaign that asks its provider for something it cannot do, or more calls per
+    second than the provider account allows (when ``settings`` say what the account is)."""
     if spec.provider not in PROVIDERS:
         raise ConfigurationError(
             f"{source}: provider: unknown provider {spec.provider!r} (known: {', '.join(sorted(PROVIDERS))})"
@@ -54,10 +60,20 @@ def check_provider_can(spec: CampaignSpec, *, source: str) -> None:
             and can.audio_formats
             and not spec.message.audio_url.lower().endswith(can.audio_formats)
         ),
+        "call.max_duration": spec.call.max_duration is not None and not can.max_duration,
+        f"call.on_machine = {spec.call.on_machine!r}": spec.call.on_machine not in can.on_machine,
     }
-    for what, missing in wants.items():
-        if missing:
-            raise ConfigurationError(f"{source}: {provider.title} cannot do {what}")
+    problems = [f"{provider.title} cannot do {what}" for what, missing in wants.items() if missing]
+    problems += provider.check_campaign(spec)
+    if settings is not None and spec.pacing.calls_per_second is not None:
+        limit = account_limit(spec.provider, settings.provider_settings(spec.provider))
+        if spec.pacing.calls_per_second > limit:
+            problems.append(
+                f"pacing.calls_per_second: {spec.pacing.calls_per_second:g} is more than the {provider.title}"
+                f" account allows ({limit:g} per second; DIALER_{spec.provider.upper()}__RATE_LIMIT)"
+            )
+    if problems:
+        raise ConfigurationError(f"{source}: " + "; ".join(problems))
 
 
 def get_campaign(session: Session, name: str) -> Campaign:
@@ -76,13 +92,13 @@ def create_campaign(session: Session, spec: CampaignSpec) -> Campaign:
     return campaign
 
 
-def set_provider(session: Session, *, name: str, provider: str) -> Campaign:
+def set_provider(session: Session, *, name: str, provider: str, settings: Settings | None = None) -> Campaign:
     """Switch a campaign to another provider between launches; its contacts are untouched."""
     campaign = get_campaign(session, name)
     if campaign.status == CampaignStatus.RUNNING:
         raise InvalidState(f"campaign {name!r} is running: pause it before switching provider")
     spec = spec_of(campaign).model_copy(update={"provider": provider})
-    check_provider_can(spec, source=f"campaign {name!r}")
+    check_provider_can(spec, source=f"campaign {name!r}", settings=settings)
     campaign.spec = spec.model_dump(mode="json")
     campaign.provider = provider
     session.add(campaign)
@@ -123,7 +139,7 @@ def change_status(session: Session, *, name: str, action: str, now: datetime) ->
     if changed(session, guarded.values(values)) != 1:
         raise InvalidState(f"campaign {name!r} changed while this command ran: try again")
     if target in (CampaignStatus.PAUSED, CampaignStatus.CANCELLED):
-        _withdraw_queued(session, campaign=campaign, now=now)
+        _withdraw_queued(session, campaign_id=campaign.id, now=now)
     if target == CampaignStatus.CANCELLED:
         session.execute(
             sa.update(Contact)
@@ -134,12 +150,27 @@ def change_status(session: Session, *, name: str, action: str, now: datetime) ->
     return campaign
 
 
-def _withdraw_queued(session: Session, *, campaign: Campaign, now: datetime) -> None:
+def pause_provider_campaigns(session: Session, *, provider: str, reason: str, now: datetime) -> list[str]:
+    """Pause every running campaign on a provider account that cannot place calls (bad credentials,
+    no balance), with the reason for the operator; return their names."""
+    paused = session.execute(
+        sa.update(Campaign)
+        .where(col(Campaign.provider) == provider, col(Campaign.status) == CampaignStatus.RUNNING)
+        .values(status=CampaignStatus.PAUSED, reason=f"paused: {reason}"[:500])
+        .returning(col(Campaign.id), col(Campaign.name))
+    ).all()
+    for campaign_id, name in paused:
+        _withdraw_queued(session, campaign_id=campaign_id, now=now)
+        log.error("campaign %s paused: %s", name, reason)
+    return [name for _, name in paused]
+
+
+def _withdraw_queued(session: Session, *, campaign_id: int | None, now: datetime) -> None:
     """Take back every queued attempt: their tasks will find nothing to place."""
     contact_ids = (
         session.execute(
             sa.delete(Attempt)
-            .where(col(Attempt.campaign_id) == campaign.id, col(Attempt.status) == AttemptStatus.QUEUED)
+            .where(col(Attempt.campaign_id) == campaign_id, col(Attempt.status) == AttemptStatus.QUEUED)
             .returning(col(Attempt.contact_id))
         )
         .scalars()

@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from dialer.db import session_scope
-from dialer.errors import WebhookAuthError, WebhookNotReady, WebhookPayloadError
+from dialer.errors import WebhookAuthError, WebhookPayloadError, WebhookUnsigned
 from dialer.models import utcnow
 from dialer.providers import PROVIDERS
 from dialer.providers.base import Webhook
@@ -27,7 +27,10 @@ log = logging.getLogger("dialer.receiver")
 
 
 def create_app(settings: Settings) -> Starlette:
-    """The receiver as an ASGI app."""
+    """The receiver as an ASGI app; settings with which no callback could be accepted are refused."""
+    for name, provider in PROVIDERS.items():
+        if provider.check_settings is not None:
+            provider.check_settings(settings.provider_settings(name))
 
     def record(provider_name: str, token: str, webhook: Webhook) -> Any:
         provider = PROVIDERS[provider_name]
@@ -60,9 +63,10 @@ def create_app(settings: Settings) -> Starlette:
         except WebhookAuthError as error:
             log.warning("%s %s callback refused: %s", name, kind, error)
             return PlainTextResponse("unauthorised", status_code=401)
-        except WebhookNotReady as error:
-            log.info("%s %s callback early: %s", name, kind, error)
-            return PlainTextResponse(str(error), status_code=503, headers={"Retry-After": "1"})
+        except WebhookUnsigned as error:
+            # Vonage asks for a 5xx here: it sends the callback again, signed this time, we hope.
+            log.warning("%s %s callback refused: %s", name, kind, error)
+            return PlainTextResponse("a signature is required", status_code=503)
         except WebhookPayloadError as error:
             log.warning("%s %s callback malformed: %s", name, kind, error)
             return PlainTextResponse(str(error), status_code=400)

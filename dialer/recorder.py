@@ -17,9 +17,9 @@ from campaigns.outcomes import (
     earlier_than,
 )
 from campaigns.retry import next_attempt_at
-from campaigns.spec import CampaignSpec, Question, render
+from campaigns.spec import CampaignSpec, Question
 from dialer.db import changed
-from dialer.errors import WebhookAuthError, WebhookNotReady
+from dialer.errors import WebhookAuthError, WebhookPayloadError
 from dialer.models import Attempt, Campaign, Contact, DtmfAnswer, WebhookEvent
 from dialer.providers.base import CallEvent, InputVerdict, Provider, Webhook
 from dialer.runtime import spec_of
@@ -94,8 +94,13 @@ def finish(
     return True
 
 
-def apply_event(session: Session, *, attempt: Attempt, event: CallEvent, now: datetime) -> None:
+def apply_event(
+    session: Session, *, attempt: Attempt, event: CallEvent, now: datetime, provider_title: str = ""
+) -> None:
     """Record one provider event on its attempt, never moving the attempt backwards."""
+    if event.account_problem:
+        _blocked_by_account(session, attempt=attempt, event=event, now=now, title=provider_title)
+        return
     notes: dict[str, Any] = {}
     if event.answered_by:
         notes["answered_by"] = event.answered_by
@@ -121,6 +126,92 @@ def apply_event(session: Session, *, attempt: Attempt, event: CallEvent, now: da
         finish(session, attempt=attempt, status=status, now=now, reason=event.reason)
     else:
         advance(session, attempt_id=attempt.id or 0, status=status, now=now)
+
+
+def _blocked_by_account(
+    session: Session, *, attempt: Attempt, event: CallEvent, now: datetime, title: str
+) -> None:
+    """The provider account, not the callee, stopped the call: pause every campaign on that
+    account and give the contact back its turn, to be called once the operator has fixed it."""
+    from dialer.operations import pause_provider_campaigns
+
+    reason = f"{title or attempt.provider}: {event.account_problem}"
+    if not advance(session, attempt_id=attempt.id or 0, status=AttemptStatus.FAILED, now=now, reason=reason):
+        return
+    session.execute(
+        sa.update(Contact)
+        .where(col(Contact.id) == attempt.contact_id, col(Contact.state) == ContactState.CALLING)
+        .values(state=ContactState.PENDING, next_attempt_at=now, updated_at=now)
+    )
+    pause_provider_campaigns(session, provider=attempt.provider, reason=reason, now=now)
+
+
+def _call_over(session: Session, attempt_id: int) -> bool:
+    status = session.scalar(sa.select(col(Attempt.status)).where(col(Attempt.id) == attempt_id))
+    return status is not None and AttemptStatus(status).is_final
+
+
+def take_input(
+    session: Session,
+    *,
+    attempt: Attempt,
+    question: Question,
+    event: CallEvent,
+    interactive: bool,
+    now: datetime,
+) -> tuple[Literal["accepted", "retry", "done", "more"], int]:
+    """Take DTMF input: a whole answer, or a piece of one (``event.input_complete`` False).
+
+    Pieces are added to the attempt's answer so far until it is complete: ``#`` (the question's
+    terminator) pressed, as many digits as the question takes, or the call over; until then the
+    outcome is ``more``. A complete answer is judged; a wrong one is asked again while the question
+    has attempts left and the call is still up. Returns the outcome and the digits received so far.
+    """
+    attempt_id = attempt.id or 0
+    digits = event.digits or ""
+    if not event.input_complete:
+        piece, hashed, _ = digits.partition("#")
+        buffer = session.execute(
+            sa.update(Attempt)
+            .where(col(Attempt.id) == attempt_id)
+            .values(dtmf_buffer=sa.func.substr(sa.func.coalesce(col(Attempt.dtmf_buffer), "") + piece, 1, 64))
+            .returning(col(Attempt.dtmf_buffer))
+        ).scalar_one()
+        ended = bool(hashed) and question.terminator == "#"
+        if not ended and len(buffer or "") < question.max_digits and not _call_over(session, attempt_id):
+            return "more", len(buffer or "")
+        digits = buffer or ""
+        _clear_buffer(session, attempt_id)
+    return _judge(
+        session, attempt=attempt, question=question, digits=digits, interactive=interactive, now=now
+    )
+
+
+def _clear_buffer(session: Session, attempt_id: int) -> None:
+    """Empty the answer collected so far: it has been judged (a new round starts afresh)."""
+    session.execute(sa.update(Attempt).where(col(Attempt.id) == attempt_id).values(dtmf_buffer=None))
+
+
+def _judge_rest(session: Session, *, attempt: Attempt, question: Question, now: datetime) -> None:
+    """At the end of the call: judge an answer left incomplete, if any arrived."""
+    rest = session.scalar(sa.select(col(Attempt.dtmf_buffer)).where(col(Attempt.id) == attempt.id))
+    if rest:
+        _clear_buffer(session, attempt.id or 0)
+        _judge(session, attempt=attempt, question=question, digits=rest, interactive=False, now=now)
+
+
+def _judge(
+    session: Session, *, attempt: Attempt, question: Question, digits: str, interactive: bool, now: datetime
+) -> tuple[Literal["accepted", "retry", "done"], int]:
+    rounds = session.execute(
+        sa.update(Attempt)
+        .where(col(Attempt.id) == attempt.id)
+        .values(dtmf_rounds=col(Attempt.dtmf_rounds) + 1)
+        .returning(col(Attempt.dtmf_rounds))
+    ).scalar_one()
+    final = not interactive or rounds >= question.attempts or _call_over(session, attempt.id or 0)
+    outcome = record_input(session, attempt=attempt, question=question, digits=digits, final=final, now=now)
+    return outcome, len(digits)
 
 
 def record_input(
@@ -154,6 +245,72 @@ def record_input(
     return "accepted" if valid else "done"
 
 
+def _store(
+    session: Session,
+    *,
+    provider: Provider,
+    token: str,
+    webhook: Webhook,
+    attempt_id: int | None,
+    now: datetime,
+    call_id: str | None = None,
+) -> bool:
+    """Keep a callback as received; False when it is a redelivery of one kept already."""
+    digest = hashlib.sha256(
+        b"\0".join([provider.name.encode(), token.encode(), webhook.kind.encode(), webhook.body])
+    )
+    try:
+        with session.begin_nested():
+            session.add(
+                WebhookEvent(
+                    provider=provider.name,
+                    kind=webhook.kind,
+                    attempt_id=attempt_id,
+                    call_id=call_id,
+                    dedupe_key=digest.hexdigest(),
+                    payload=webhook.body.decode("utf-8", "replace"),
+                    received_at=now,
+                )
+            )
+    except sa.exc.IntegrityError:
+        return False
+    return True
+
+
+def apply_held(session: Session, *, provider: Provider, now: datetime, call_id: str | None = None) -> int:
+    """Apply the callbacks kept before their call id was known, to the attempts that now know it
+    (only ``call_id``'s, if given); return how many were applied."""
+    held = session.exec(
+        select(WebhookEvent, Attempt)
+        .join(
+            Attempt,
+            (col(Attempt.provider) == col(WebhookEvent.provider))
+            & (col(Attempt.provider_call_id) == col(WebhookEvent.call_id)),
+        )
+        .where(col(WebhookEvent.provider) == provider.name, col(WebhookEvent.attempt_id).is_(None))
+        .where(col(WebhookEvent.call_id) == call_id if call_id is not None else sa.true())
+        .order_by(col(WebhookEvent.id))
+    ).all()
+    applied = 0
+    for kept, attempt in held:
+        claimed = sa.update(WebhookEvent).where(
+            col(WebhookEvent.id) == kept.id, col(WebhookEvent.attempt_id).is_(None)
+        )
+        if changed(session, claimed.values(attempt_id=attempt.id)) != 1:
+            continue  # applied by another process meanwhile
+        webhook = Webhook(kind=kept.kind, method="POST", headers={}, query={}, body=kept.payload.encode())
+        apply_event(
+            session,
+            attempt=attempt,
+            event=provider.parse_webhook(webhook),
+            now=now,
+            provider_title=provider.title,
+        )
+        session.refresh(attempt)
+        applied += 1
+    return applied
+
+
 def record_webhook(
     session: Session,
     *,
@@ -164,69 +321,77 @@ def record_webhook(
     now: datetime,
     public_url: str,
 ) -> Any:
-    """Authenticate, store once and apply one callback; return the provider's expected reply, if any."""
+    """Authenticate, store once and apply one callback; return the provider's expected reply, if any.
+
+    The callback is authenticated (the provider's signature or credentials, then the attempt's
+    token) before its body is parsed.
+    """
     provider.verify_webhook(webhook, settings)
-    event = provider.parse_webhook(webhook)
     if provider.per_call_callbacks:
         attempt = session.exec(select(Attempt).where(col(Attempt.callback_token) == token)).first()
         if attempt is None or attempt.provider != provider.name:
             raise WebhookAuthError("unknown callback token")
+        event = provider.parse_webhook(webhook)
     else:
+        event = provider.parse_webhook(webhook)
         attempt = session.exec(
             select(Attempt).where(
                 col(Attempt.provider) == provider.name, col(Attempt.provider_call_id) == event.call_id
             )
         ).first()
         if attempt is None:
-            # The provider can call back before its create-call answer reached us: come again.
-            raise WebhookNotReady(f"no attempt with {provider.title} call id {event.call_id!r} yet")
-    digest = hashlib.sha256(
-        b"\0".join([provider.name.encode(), token.encode(), webhook.kind.encode(), webhook.body])
-    )
-    try:
-        with session.begin_nested():
-            session.add(
-                WebhookEvent(
-                    provider=provider.name,
-                    kind=webhook.kind,
-                    attempt_id=attempt.id,
-                    dedupe_key=digest.hexdigest(),
-                    payload=webhook.body.decode("utf-8", "replace"),
-                    received_at=now,
-                )
+            # The provider called back before its create-call answer reached us (Fractel answers
+            # when the call connects): keep the callback until the call id is known.
+            if not event.call_id:
+                raise WebhookPayloadError(f"{provider.title} callback without a call id")
+            _store(
+                session,
+                provider=provider,
+                token=token,
+                webhook=webhook,
+                attempt_id=None,
+                now=now,
+                call_id=event.call_id,
             )
-    except sa.exc.IntegrityError:
+            return None
+    if not _store(session, provider=provider, token=token, webhook=webhook, attempt_id=attempt.id, now=now):
         return None  # a redelivery of a callback already recorded
-    apply_event(session, attempt=attempt, event=event, now=now)
-    answers_machine = event.answered_by == "machine" and provider.reply_to_machine is not None
-    if not event.input_complete and not answers_machine:
+    apply_event(session, attempt=attempt, event=event, now=now, provider_title=provider.title)
+    leave_message = event.message_now and provider.reply_to_machine is not None
+    finished = event.status is not None and event.status.is_final
+    if event.digits is None and not leave_message and not finished:
         return None
     campaign = session.get(Campaign, attempt.campaign_id)
     assert campaign is not None
     spec = spec_of(campaign)
-    if not event.input_complete:  # a machine answered: leave the message, skip the question
+    if leave_message:  # a machine is ready to record: leave the message, skip the question
         assert provider.reply_to_machine is not None
         contact = session.get(Contact, attempt.contact_id)
         assert contact is not None
-        text = render(spec.message.text, contact.variables) if spec.message.text is not None else None
-        return provider.reply_to_machine(text, spec.message.audio_url, spec.message.language)
+        return provider.reply_to_machine(spec.message, spec.message.render(contact.variables))
     if spec.question is None:
         return None
-    interactive = provider.reply_to_input is not None
-    rounds = session.scalar(
-        sa.select(sa.func.count())
-        .select_from(WebhookEvent)
-        .where(col(WebhookEvent.attempt_id) == attempt.id, col(WebhookEvent.kind) == webhook.kind)
-    )
-    final = not interactive or (rounds or 0) >= spec.question.attempts
-    verdict = record_input(
-        session, attempt=attempt, question=spec.question, digits=event.digits or "", final=final, now=now
+    if event.digits is None:
+        # The call is over: an answer still arriving in pieces is judged as it stands.
+        _judge_rest(session, attempt=attempt, question=spec.question, now=now)
+        return None
+    outcome, received = take_input(
+        session,
+        attempt=attempt,
+        question=spec.question,
+        event=event,
+        interactive=provider.reply_to_input is not None,
+        now=now,
     )
     if provider.reply_to_input is None:
         return None
     callback_url = f"{public_url.rstrip('/')}/webhooks/{provider.name}/{token}"
     return provider.reply_to_input(
         InputVerdict(
-            outcome=verdict, question=spec.question, callback_url=callback_url, language=spec.message.language
+            outcome=outcome,
+            question=spec.question,
+            callback_url=callback_url,
+            language=spec.message.language,
+            received=received,
         )
     )

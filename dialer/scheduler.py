@@ -23,8 +23,8 @@ from dialer.db import changed, is_postgresql, session_scope
 from dialer.dispatch import contact_zones, through_gate
 from dialer.errors import ProviderError
 from dialer.models import Attempt, Campaign, Contact, DncEntry
-from dialer.providers import get_provider
-from dialer.recorder import apply_event, finish
+from dialer.providers import PROVIDERS, get_provider
+from dialer.recorder import apply_event, apply_held, finish
 from dialer.runtime import Runtime, spec_of
 
 log = logging.getLogger("dialer.scheduler")
@@ -205,13 +205,19 @@ def sweep(rt: Runtime) -> dict[str, int]:
             .all()
         )
         # A worker that died while sending leaves ``dispatching``: the call may exist, never re-dial.
-        cut = now - timedelta(seconds=settings.http_timeout * 3)
-        counts["unknown"] = changed(
-            session,
-            sa.update(Attempt)
-            .where(col(Attempt.status) == AttemptStatus.DISPATCHING, col(Attempt.updated_at) < cut)
-            .values(status=AttemptStatus.UNKNOWN, updated_at=now, reason="worker stopped while sending"),
-        )
+        for provider in PROVIDERS:
+            answer = settings.provider_settings(provider).answer_timeout or settings.http_timeout
+            cut = now - timedelta(seconds=answer * 3)
+            counts["unknown"] += changed(
+                session,
+                sa.update(Attempt)
+                .where(
+                    col(Attempt.provider) == provider,
+                    col(Attempt.status) == AttemptStatus.DISPATCHING,
+                    col(Attempt.updated_at) < cut,
+                )
+                .values(status=AttemptStatus.UNKNOWN, updated_at=now, reason="worker stopped while sending"),
+            )
         overdue = session.exec(
             select(Attempt)
             .where(
@@ -230,6 +236,12 @@ def sweep(rt: Runtime) -> dict[str, int]:
             )
             .limit(200)
         ).all()
+        # Callbacks kept before their call id was known, whose attempt learnt it since.
+        counts["held_applied"] = sum(
+            apply_held(session, provider=provider, now=now)
+            for provider in PROVIDERS.values()
+            if not provider.per_call_callbacks
+        )
     for attempt_id in requeue:
         rt.enqueue(attempt_id, 0)
     counts["requeued"] = len(requeue)

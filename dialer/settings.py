@@ -11,6 +11,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from dialer.errors import ConfigurationError
+
 
 class ProviderAccount(BaseModel):
     """What every provider account has: its API host, its rate limit and its concurrent-call cap."""
@@ -22,6 +24,9 @@ class ProviderAccount(BaseModel):
     max_concurrent: int | None = Field(
         None, ge=1, description="calls in progress at once on the account, every campaign together"
     )
+    answer_timeout: float | None = Field(
+        None, gt=0, description="seconds a create-call request may take (None: DIALER_HTTP_TIMEOUT)"
+    )
 
 
 class VonageSettings(ProviderAccount):
@@ -30,16 +35,31 @@ class VonageSettings(ProviderAccount):
     base_url: str = "https://api.nexmo.com"
     application_id: str = "aaaaaaaa-bbbb-cccc-dddd-0123456789ab"
     private_key: SecretStr | None = Field(None, description="PEM text, or the path of a PEM file")
-    api_key: str = "dialer"
+    api_key: str | None = Field(None, description="the account whose signature secret verifies callbacks")
     signature_secret: SecretStr | None = None
+    require_signature: bool = Field(
+        False, description="refuse (with a 503, so Vonage retries) callbacks that are not signed"
+    )
 
     def private_key_pem(self) -> str | None:
+        """The key's PEM text, read from the file the setting names unless it is the text itself."""
         if self.private_key is None:
             return None
         value = self.private_key.get_secret_value()
         if value.lstrip().startswith("-----BEGIN"):
             return value
-        return Path(value).expanduser().read_text()
+        if "\n" in value or len(value) > 4096:
+            raise ConfigurationError(
+                "DIALER_VONAGE__PRIVATE_KEY is neither PEM text (from -----BEGIN to -----END) nor a file path"
+            )
+        try:
+            return Path(value).expanduser().read_text()
+        except (OSError, UnicodeDecodeError) as error:
+            # The value may be a mangled key rather than a path: never repeat it.
+            raise ConfigurationError(
+                f"DIALER_VONAGE__PRIVATE_KEY names a file that cannot be read: {error.__class__.__name__}"
+                f" ({getattr(error, 'strerror', None) or 'not a PEM text file'})"
+            ) from None
 
 
 class CmSettings(ProviderAccount):
@@ -75,6 +95,9 @@ class FractelSettings(ProviderAccount):
     password: SecretStr | None = None
     webhook_username: str = "dialer"
     webhook_password: SecretStr | None = None
+    answer_timeout: float | None = Field(
+        90.0, gt=0, description="seconds to wait for a create-call answer, which comes when the call connects"
+    )
 
 
 class Settings(BaseSettings):

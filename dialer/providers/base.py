@@ -8,7 +8,7 @@ client, sends, and maps HTTP status to the error tree in :mod:`dialer.errors`.
 from __future__ import annotations
 
 import email.utils
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -16,7 +16,8 @@ from typing import Any, Literal
 import httpx
 
 from campaigns.outcomes import AttemptStatus
-from campaigns.spec import Question
+from campaigns.phones import is_e164
+from campaigns.spec import CallOptions, CampaignSpec, MachineAction, Message, Question
 from dialer.errors import (
     ProviderAuthError,
     ProviderRateLimited,
@@ -38,6 +39,12 @@ class Capabilities:
     machine_detection: bool = False
     audio_formats: tuple[str, ...] | None = None
     """File endings an audio URL must have (None: any)."""
+    max_duration: bool = False
+    """Whether a call can be cut off after a maximum length (``call.max_duration``)."""
+    on_machine: frozenset[MachineAction] = frozenset({"continue"})
+    """What the provider can do when a machine answers (``call.on_machine``)."""
+    text_limit: int | None = None
+    """The most characters of TTS text one call may speak (None: not published)."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,7 @@ class CallOrder:
     """Our per-attempt webhook base, ``{public_url}/webhooks/{provider}/{token}``; add the kind."""
     reference: str
     ring_timeout: int = 60
+    call: CallOptions = field(default_factory=CallOptions)
 
 
 @dataclass(frozen=True)
@@ -66,11 +74,17 @@ class CallEvent:
     call_id: str | None = None
     answered_by: Literal["human", "machine"] | None = None
     digits: str | None = None
-    input_complete: bool = False
-    """True when the event carries the callee's final DTMF input (possibly empty: timed out)."""
+    """DTMF input, when the event carries some (possibly empty: timed out)."""
+    input_complete: bool = True
+    """False when ``digits`` may be only a piece of the answer (Routee posts tones as they come)."""
     duration: int | None = None
     price: str | None = None
     reason: str | None = None
+    message_now: bool = False
+    """A machine answered and is ready to record: the provider waits for the message to leave."""
+    account_problem: str | None = None
+    """The call did not happen because of the provider account (no balance, say): every campaign
+    on it must pause, and the contact must be called again once the operator has fixed it."""
 
 
 @dataclass(frozen=True)
@@ -88,10 +102,13 @@ class Webhook:
 class InputVerdict:
     """What the receiver decided about DTMF input, for providers that expect a reply."""
 
-    outcome: Literal["accepted", "retry", "done"]
+    outcome: Literal["accepted", "retry", "done", "more"]
+    """``more``: part of an answer arrived, keep collecting the rest."""
     question: Question
     callback_url: str
     language: str
+    received: int = 0
+    """Digits of the answer received so far."""
 
 
 ACCOUNT_TOKEN = "account"
@@ -104,6 +121,21 @@ class Token:
 
     value: str
     lifetime: float
+
+
+def caller_id_problem(caller_id: str, title: str) -> str | None:
+    """Why ``caller_id`` cannot be sent as an E.164 caller ID, or None."""
+    if is_e164(caller_id):
+        return None
+    return (
+        f"caller_id: {caller_id!r} is not a valid number in E.164 form (such as +14155550100),"
+        f" as {title} needs"
+    )
+
+
+def nothing_wrong(_: Any) -> Iterable[str]:
+    """A check that finds nothing (the default of :attr:`Provider.check_campaign`)."""
+    return ()
 
 
 @dataclass(frozen=True)
@@ -129,12 +161,21 @@ class Provider:
     build_lookup: Callable[[str, Any, str | None], httpx.Request] | None = None
     parse_lookup: Callable[[httpx.Response], CallEvent] | None = None
     reply_to_input: Callable[[InputVerdict], Any] | None = None
-    reply_to_machine: Callable[[str | None, str | None, str], Any] | None = None
+    reply_to_machine: Callable[[Message, str | None], Any] | None = None
+    """The reply that leaves the message on a machine, given the message and its rendered text."""
     webhook_kinds: tuple[str, ...] = field(default=("event",))
     sign_in: Callable[[Any], httpx.Request] | None = None
     parse_sign_in: Callable[[httpx.Response], Token] | None = None
     setup: Callable[[Any, str, str | None, str], httpx.Request] | None = None
     per_call_callbacks: bool = True
+    check_campaign: Callable[[CampaignSpec], Iterable[str]] = nothing_wrong
+    """What in a campaign file this provider cannot do, as ``"field: reason"`` lines."""
+    check_number: Callable[[str], str | None] | None = None
+    """Why an E.164 number cannot be dialled through this provider (None: it can)."""
+    check_settings: Callable[[Any], None] | None = None
+    """Raise :class:`ConfigurationError` for settings with which no callback could be accepted."""
+    setup_hint: str = "BASE_URL"
+    """The setting to look at when the provider answers 404 to a create-call request."""
 
     @property
     def can_look_up(self) -> bool:
@@ -180,7 +221,7 @@ def send(client: httpx.Client, request: httpx.Request, *, provider: Provider) ->
     if status in (404, 405) and request.method == "POST":
         # The endpoint itself is missing: a wrong base URL or path, not a bad number.
         raise ProviderSetupError(
-            f"{detail} (is DIALER_{provider.name.upper()}__BASE_URL right?)", status_code=status
+            f"{detail} (is DIALER_{provider.name.upper()}__{provider.setup_hint} right?)", status_code=status
         )
     if status == 429:
         raise ProviderRateLimited(detail, retry_after=retry_after(response))

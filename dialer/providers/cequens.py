@@ -4,16 +4,22 @@ Auth: ``POST /auth/v1/tokens/`` with ``{"apiKey", "userName"}`` answers a JWT in
 ``data.access_token``; it is sent as a bearer token and renewed at its ``exp`` or on a 401.
 Callbacks are unsigned; the per-call status and DTMF URLs carry the attempt's secret token.
 
-Choices where the public documents are silent (kept here, easy to correct):
-- The call path is ``settings.call_path`` (default ``/voice/v1/calls``); its answer uses the
-  sign-in envelope with the call id in ``data.callId`` and ``replyCode`` 0 for success.
-- Status callbacks are POSTed JSON ``{"callId", "status", "duration", "timestamp"}`` with
-  statuses ``initiated, ringing, answered, completed, busy, no-answer, failed, rejected``.
-- The DTMF callback is a GET with ``callId`` and ``digits`` in the query, once per call.
-- ``sayText`` is required: an audio campaign sends its question's prompt there (or nothing).
-- ``repeat`` is the question's number of attempts (1 without a question); the voice is
-  ``voiceName`` when the campaign names one, else Cequens's default (Zeina).
-- A token whose ``exp`` cannot be read is renewed after an hour; the rate limit is taken as 10/s.
+No public source confirms the call path, the answer or the callback bodies. Each guess is kept in
+one place below, and where a plausible alternative exists it is read too:
+
+- The call path: ``DIALER_CEQUENS__CALL_PATH`` (default ``/voice/v1/calls``, on the sign-in host).
+  A 404 there names that setting.
+- The answer: the sign-in envelope (``replyCode`` 0 for success), the call id in the first of
+  :data:`CALL_ID_FIELDS` present.
+- Status callbacks: POSTed JSON with the call id (:data:`CALLBACK_ID_FIELDS`) and a status
+  (:data:`STATUS_FIELDS`) among :data:`STATUSES`, with ``duration`` in seconds.
+- The DTMF callback: a GET (as the seed says) with the call id and the digits in the query
+  (:data:`DIGITS_FIELDS`), once per call.
+
+Other choices: ``sayText`` is required, so an audio campaign sends its question's prompt there (or
+nothing); ``repeat`` is the question's number of attempts (1 without a question); the voice is
+``voiceName`` when the campaign names one, else Cequens's default (Zeina); a token whose ``exp``
+cannot be read is renewed after an hour; the rate limit is taken as 10 calls per second.
 """
 
 from __future__ import annotations
@@ -25,11 +31,28 @@ import httpx
 import jwt
 
 from campaigns.outcomes import AttemptStatus
+from campaigns.spec import CampaignSpec
 from dialer.errors import ConfigurationError, ProviderRejected, ProviderTimeout, WebhookPayloadError
-from dialer.providers.base import CallEvent, CallOrder, Capabilities, Provider, Token, Webhook
+from dialer.providers.base import (
+    CallEvent,
+    CallOrder,
+    Capabilities,
+    Provider,
+    Token,
+    Webhook,
+    caller_id_problem,
+)
 from dialer.settings import CequensSettings
 
 DEFAULT_TOKEN_LIFETIME = 3600.0
+
+#: Where the call id may be in the create-call answer, in the order tried.
+CALL_ID_FIELDS = ("data.callId", "data.call_id", "data.id", "callId", "id")
+#: Where a callback names its call, and where a status callback has its status.
+CALLBACK_ID_FIELDS = ("callId", "call_id", "id")
+STATUS_FIELDS = ("status", "callStatus", "state")
+#: The DTMF callback's query parameter with the digits.
+DIGITS_FIELDS = ("digits", "dtmf", "input")
 
 #: Cequens call statuses in the common vocabulary.
 STATUSES: dict[str, AttemptStatus] = {
@@ -90,17 +113,31 @@ def build_call(order: CallOrder, settings: CequensSettings, token: str | None = 
     )
 
 
+def _first(payload: Any, paths: tuple[str, ...]) -> Any:
+    """The value at the first of the dotted ``paths`` present in ``payload`` (None if none is)."""
+    for path in paths:
+        value = payload
+        for key in path.split("."):
+            value = value.get(key) if isinstance(value, dict) else None
+        if value not in (None, ""):
+            return value
+    return None
+
+
 def parse_call(response: httpx.Response) -> str:
     try:
         envelope = response.json()
-        code, data = envelope.get("replyCode"), envelope.get("data") or {}
-    except (ValueError, AttributeError):
+    except ValueError:
         raise ProviderTimeout(f"Cequens answer is not JSON: {response.text[:200]}") from None
-    if code != 0:
+    if not isinstance(envelope, dict):
+        raise ProviderTimeout(f"Cequens answer is not an object: {response.text[:200]}")
+    code = envelope.get("replyCode", 0)
+    if code not in (0, "0"):
         raise ProviderRejected(f"Cequens refused the call: {envelope.get('replyMessage') or code}")
-    if not data.get("callId"):
+    call_id = _first(envelope, CALL_ID_FIELDS)
+    if call_id is None:
         raise ProviderTimeout(f"Cequens answer has no call id: {response.text[:200]}")
-    return str(data["callId"])
+    return str(call_id)
 
 
 def error_detail(response: httpx.Response) -> str:
@@ -117,24 +154,35 @@ def verify_webhook(webhook: Webhook, settings: CequensSettings) -> None:
 
 def parse_webhook(webhook: Webhook) -> CallEvent:
     if webhook.kind == "dtmf":
-        return CallEvent(
-            call_id=webhook.query.get("callId"), digits=webhook.query.get("digits", ""), input_complete=True
-        )
+        query = dict(webhook.query)
+        call_id = _first(query, CALLBACK_ID_FIELDS)
+        return CallEvent(call_id=call_id, digits=str(_first(query, DIGITS_FIELDS) or ""))
     if webhook.kind != "status":
         raise WebhookPayloadError(f"Cequens sends no {webhook.kind!r} callback")
     try:
         payload = json.loads(webhook.body)
-        name = str(payload["status"]).lower()
-    except (ValueError, KeyError, TypeError):
-        raise WebhookPayloadError("Cequens status callback without a status") from None
+    except ValueError:
+        raise WebhookPayloadError("Cequens status callback is not JSON") from None
+    name = str(_first(payload, STATUS_FIELDS) or "").lower()
     if name not in STATUSES:
         raise WebhookPayloadError(f"unknown Cequens status {name!r}")
     duration = payload.get("duration")
-    return CallEvent(
-        status=STATUSES[name],
-        call_id=payload.get("callId"),
-        duration=int(duration) if duration not in (None, "") else None,
-    )
+    try:
+        seconds = round(float(duration)) if duration not in (None, "") else None
+    except (TypeError, ValueError):
+        raise WebhookPayloadError(f"Cequens duration {duration!r} is not a number of seconds") from None
+    call_id = _first(payload, CALLBACK_ID_FIELDS)
+    return CallEvent(status=STATUSES[name], call_id=str(call_id) if call_id else None, duration=seconds)
+
+
+def check_campaign(spec: CampaignSpec) -> list[str]:
+    """What Cequens would not do with this campaign."""
+    problems = []
+    if problem := caller_id_problem(spec.caller_id, "a campaign (Cequens calls from its own number)"):
+        problems.append(problem)
+    if spec.question is not None and spec.question.terminator == "*":
+        problems.append("question.terminator: Cequens collects input without a '*' terminator")
+    return problems
 
 
 PROVIDER = Provider(
@@ -150,4 +198,6 @@ PROVIDER = Provider(
     webhook_kinds=("status", "dtmf"),
     sign_in=sign_in,
     parse_sign_in=parse_sign_in,
+    check_campaign=check_campaign,
+    setup_hint="CALL_PATH (the call path is not in Cequens's public documents)",
 )

@@ -3,6 +3,11 @@
 Auth is the account's product token in the ``X-CM-PRODUCTTOKEN`` header. CM.com posts one callback
 when the call is over; it is unsigned, so its URL carries the attempt's secret token.
 
+The answer to an instruction is one ``call-queued`` event per callee: the documents show a JSON
+array of them, the official .NET SDK reads a single object; both are read. ``voice.gender`` is
+``Male`` or ``Female`` (the SDK's ``Gender``); the Notification's prompt holds at most 750
+characters, the DTMF instruction's 1000. ``sip-disconnect-code`` is alphanumeric (``"BYE"``).
+
 Choices where the public documents are silent (kept here, easy to correct):
 - The callback's DTMF fields are ``digits``, ``valid`` and ``attempts``, and its times are
   ``started-on``, ``answered-on`` and ``ended-on`` (ISO 8601); a Notification's callback has
@@ -10,6 +15,8 @@ Choices where the public documents are silent (kept here, easy to correct):
 - ``result.code`` 12 (rejected) with SIP disconnect code 486 or 600 means busy.
 - A non-2xx error body is ``{"message": ...}``; CM.com's rate limit is taken as 10 calls per second.
 - The question's choices, when given, become the ``regex`` (``1|2``); else its pattern is sent.
+- ``terminators`` defaults to ``#``: whether an empty value turns terminators off is not
+  documented, so a question without a terminator key is refused at ``campaign create``.
 - An audio prompt must be a file in CM.com's Voice Audio Manager, not a URL: audio URLs are refused.
 """
 
@@ -23,14 +30,15 @@ from typing import Any
 import httpx
 
 from campaigns.outcomes import AttemptStatus
-from dialer.errors import ProviderRejected, WebhookPayloadError
+from campaigns.spec import CampaignSpec
+from dialer.errors import ProviderRejected, ProviderTimeout, WebhookPayloadError
 from dialer.providers.base import (
     CallEvent,
     CallOrder,
     Capabilities,
     Provider,
     Webhook,
-    call_id_at,
+    caller_id_problem,
     json_detail,
 )
 from dialer.settings import CmSettings
@@ -42,7 +50,10 @@ RESULT_CODES: dict[int, AttemptStatus] = {
     11: AttemptStatus.FAILED,
     12: AttemptStatus.REJECTED,
 }
-BUSY_SIP_CODES = frozenset({486, 600})
+BUSY_SIP_CODES = frozenset({"486", "600"})
+PROMPT_LIMITS = {"Notification": 750, "DTMF": 1000}
+"""The most characters of a prompt, by instruction."""
+GENDERS = {"male": "Male", "female": "Female"}
 
 
 def _headers(settings: CmSettings) -> dict[str, str]:
@@ -50,25 +61,41 @@ def _headers(settings: CmSettings) -> dict[str, str]:
     return {"X-CM-PRODUCTTOKEN": token, "Content-Type": "application/json", "Accept": "application/json"}
 
 
+def _prompt(order: CallOrder) -> tuple[str, str]:
+    """The instruction (DTMF or Notification) and its prompt, within the instruction's limit."""
+    question = order.question
+    instruction = "Notification" if question is None else "DTMF"
+    prompt = " ".join(part for part in (order.text, question.prompt if question else None) if part)
+    if len(prompt) > PROMPT_LIMITS[instruction]:
+        raise ProviderRejected(
+            f"the prompt would be {len(prompt)} characters for this contact; CM.com's {instruction}"
+            f" instruction takes at most {PROMPT_LIMITS[instruction]}"
+        )
+    return instruction, prompt
+
+
 def build_call(order: CallOrder, settings: CmSettings, token: str | None = None) -> httpx.Request:
-    prompt_type = "TTS_SSML" if order.ssml else "TTS"
+    instruction, prompt = _prompt(order)
     body: dict[str, Any] = {
         "instruction-id": order.reference[:64],
         "callee": order.to,
         "caller": order.caller_id,
-        "prompt": order.text or "",
-        "prompt-type": prompt_type,
-        "voice": {"language": order.language, "gender": order.voice or "Female", "number": 1},
+        "prompt": prompt,
+        "prompt-type": "TTS_SSML" if order.ssml else "TTS",
+        "voice": {
+            "language": order.language,
+            "gender": GENDERS[(order.voice or "female").lower()],
+            "number": 1,
+        },
         "callback-url": f"{order.callback_url}/callback",
         "max-ringing-timeout": max(10, min(60, order.ring_timeout)),
     }
     question = order.question
     if question is None:
         return httpx.Request(
-            "POST", f"{settings.base_url}/voiceapi/v2/Notification", json=body, headers=_headers(settings)
+            "POST", f"{settings.base_url}/voiceapi/v2/{instruction}", json=body, headers=_headers(settings)
         )
     body |= {
-        "prompt": " ".join(part for part in (order.text, question.prompt) if part),
         "valid-prompt": question.final_prompt,
         "valid-prompt-type": "TTS",
         "invalid-prompt": question.invalid_prompt,
@@ -77,25 +104,28 @@ def build_call(order: CallOrder, settings: CmSettings, token: str | None = None)
         "max-digits": question.max_digits,
         "max-attempts": question.attempts,
         "timeout": int(question.timeout.total_seconds() * 1000),
-        "terminators": question.terminator or "#",
+        "terminators": question.terminator,
         "regex": "|".join(re.escape(key) for key in question.choices)
         if question.choices
         else question.pattern,
     }
     return httpx.Request(
-        "POST", f"{settings.base_url}/voiceapi/v2/DTMF", json=body, headers=_headers(settings)
+        "POST", f"{settings.base_url}/voiceapi/v2/{instruction}", json=body, headers=_headers(settings)
     )
 
 
 def parse_call(response: httpx.Response) -> str:
+    """The call id of the one callee's ``call-queued`` event (an array of one, or the object)."""
     try:
-        event = response.json()[0]
-        refused = not event.get("success", False)
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-        refused = False
-    if refused:
+        answer = response.json()
+    except ValueError:
+        answer = None
+    event = answer[0] if isinstance(answer, list) and answer else answer
+    if isinstance(event, dict) and event.get("success") is False:
         raise ProviderRejected(f"CM.com refused the call: {event.get('error') or 'no reason given'}")
-    return call_id_at(response, 0, "call-id", provider="CM.com")
+    if isinstance(event, dict) and event.get("call-id"):
+        return str(event["call-id"])
+    raise ProviderTimeout(f"CM.com answer has no call-id: {response.text[:200]}")
 
 
 def error_detail(response: httpx.Response) -> str:
@@ -125,23 +155,52 @@ def parse_webhook(webhook: Webhook) -> CallEvent:
     if code not in RESULT_CODES:
         raise WebhookPayloadError(f"unknown CM.com result code {code}")
     status = RESULT_CODES[code]
-    if status == AttemptStatus.REJECTED and int(result.get("sip-disconnect-code") or 0) in BUSY_SIP_CODES:
+    if status == AttemptStatus.REJECTED and str(result.get("sip-disconnect-code")) in BUSY_SIP_CODES:
         status = AttemptStatus.BUSY
     asked = payload.get("type") == "dtmf-finished" and status == AttemptStatus.COMPLETED
     return CallEvent(
         status=status,
         call_id=payload.get("call-id"),
         digits=str(payload.get("digits") or "") if asked else None,
-        input_complete=asked,
         duration=_seconds(payload, "answered-on", "ended-on") if status == AttemptStatus.COMPLETED else None,
-        reason=result.get("description") if status != AttemptStatus.COMPLETED else None,
+        reason=_reason(result) if status != AttemptStatus.COMPLETED else None,
     )
+
+
+def _reason(result: dict[str, Any]) -> str:
+    """The result's description, with the SIP disconnect code and reason when CM.com gives them."""
+    sip = " ".join(
+        str(result[key]) for key in ("sip-disconnect-code", "sip-disconnect-reason") if result.get(key)
+    )
+    return f"{result.get('description') or 'not completed'}" + (f" (SIP {sip})" if sip else "")
+
+
+def check_campaign(spec: CampaignSpec) -> list[str]:
+    """What CM.com would refuse in this campaign."""
+    problems = []
+    if problem := caller_id_problem(spec.caller_id, "CM.com"):
+        problems.append(problem)
+    voice = spec.message.voice
+    if voice is not None and voice.lower() not in GENDERS:
+        problems.append(f"message.voice: CM.com's voice is a gender, Male or Female, not {voice!r}")
+    if spec.question is not None and not spec.question.terminator:
+        problems.append("question.terminator: CM.com always ends input on a key: '#' (its default) or '*'")
+    instruction = "Notification" if spec.question is None else "DTMF"
+    spoken = len(spec.message.text or "") + (len(spec.question.prompt) + 1 if spec.question else 0)
+    if spoken > PROMPT_LIMITS[instruction]:
+        problems.append(
+            f"message.text: CM.com's {instruction} prompt holds at most"
+            f" {PROMPT_LIMITS[instruction]} characters"
+        )
+    return problems
 
 
 PROVIDER = Provider(
     name="cm",
     title="CM.com",
-    capabilities=Capabilities(tts=True, ssml=True, audio=False, dtmf=True, machine_detection=False),
+    capabilities=Capabilities(
+        tts=True, ssml=True, audio=False, dtmf=True, machine_detection=False, text_limit=PROMPT_LIMITS["DTMF"]
+    ),
     default_rate_limit=10.0,
     build_call=build_call,
     parse_call=parse_call,
@@ -149,4 +208,5 @@ PROVIDER = Provider(
     parse_webhook=parse_webhook,
     error_detail=error_detail,
     webhook_kinds=("callback",),
+    check_campaign=check_campaign,
 )

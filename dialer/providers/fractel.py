@@ -5,13 +5,20 @@ Auth: ``POST /v2/auth`` with ``username``, ``password`` and ``expires`` answers 
 Callbacks are configured per FoneNumber, not per call: ``POST /v2/calls/send_notify`` registers
 our URL once per caller ID, with HTTP Basic credentials that authenticate Fractel's callbacks, and
 each callback names its call by ``uid``. Fractel has no DTMF collection: campaigns with a question
-are refused at ``campaign create``.
+are refused at ``campaign create``. Requests are form-encoded, as the 2.4 spec's ``consumes``.
+
+As the documents say: the caller ID (``fonenumber``) is one of the account's FoneNumbers, 10
+digits (North American); numbers are dialled ``1`` + 10 digits in North America and ``011`` +
+country code + number elsewhere, at most 15 digits, so a longer international number cannot be
+dialled and is refused at import. The create request answers "when the call connects": it lasts
+as long as the ringing, so it waits ``DIALER_FRACTEL__ANSWER_TIMEOUT`` seconds (90 by default)
+rather than the usual HTTP timeout, and callbacks that arrive before its answer are held until
+the call id is known.
 
 Choices where the public documents are silent (kept here, easy to correct):
-- The send-call path is ``/v2/calls`` and ``fonenumber`` is the caller ID's digits.
+- The send-call path is ``/v2/calls`` (the 2.4 spec's) with the seed's ``to``, ``service_type``
+  and ``service_id``.
 - ``BEGIN`` means the call is being placed (``dialing``); ``END`` carries the disposition.
-- Numbers are dialled as the documents say: US and Canada ``1`` + 10 digits, others ``011`` +
-  country code + number.
 """
 
 from __future__ import annotations
@@ -20,11 +27,14 @@ import base64
 import hmac
 import json
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httpx
 
 from campaigns.outcomes import AttemptStatus
-from dialer.errors import ConfigurationError, WebhookAuthError, WebhookPayloadError
+from campaigns.phones import is_e164
+from campaigns.spec import CampaignSpec
+from dialer.errors import ConfigurationError, ProviderRejected, WebhookAuthError, WebhookPayloadError
 from dialer.providers.base import (
     CallEvent,
     CallOrder,
@@ -38,6 +48,8 @@ from dialer.providers.base import (
 from dialer.settings import FractelSettings
 
 TOKEN_LIFETIME = 3600
+MAX_DIGITS = 15
+"""The longest dial string the API takes."""
 
 #: ``disposition`` of an END callback in the common vocabulary (``FAILED:###`` counts as FAILED).
 DISPOSITIONS: dict[str, AttemptStatus] = {
@@ -57,6 +69,22 @@ def dial_string(e164: str) -> str:
     return digits if digits.startswith("1") else f"011{digits}"
 
 
+def check_number(e164: str) -> str | None:
+    """Why Fractel cannot dial ``e164`` (its dial string would be too long), or None."""
+    dialled = dial_string(e164)
+    if len(dialled) > MAX_DIGITS:
+        return (
+            f"Fractel dials international numbers as 011 + country code + number, at most {MAX_DIGITS}"
+            f" digits: this one would be {len(dialled)} ({dialled})"
+        )
+    return None
+
+
+def fonenumber(e164: str) -> str:
+    """A FoneNumber as the documents write it: the 10 digits of a North American number."""
+    return e164.removeprefix("+1")
+
+
 def sign_in(settings: FractelSettings) -> httpx.Request:
     if settings.password is None or not settings.username:
         raise ConfigurationError("DIALER_FRACTEL__USERNAME and DIALER_FRACTEL__PASSWORD are not set")
@@ -65,7 +93,7 @@ def sign_in(settings: FractelSettings) -> httpx.Request:
         "password": settings.password.get_secret_value(),
         "expires": TOKEN_LIFETIME,
     }
-    return httpx.Request("POST", f"{settings.base_url}/v2/auth", json=body)
+    return httpx.Request("POST", f"{settings.base_url}/v2/auth", data=body)
 
 
 def parse_sign_in(response: httpx.Response) -> Token:
@@ -79,29 +107,40 @@ def setup(settings: FractelSettings, callback_url: str, token: str | None, calle
     if settings.webhook_password is None:
         raise ConfigurationError("DIALER_FRACTEL__WEBHOOK_PASSWORD is not set")
     body = {
-        "fonenumber": caller_id.removeprefix("+"),
+        "fonenumber": fonenumber(caller_id),
         "url": f"{callback_url}/event",
         "method": "JSON",
         "url_username": settings.webhook_username,
         "url_password": settings.webhook_password.get_secret_value(),
     }
     return httpx.Request(
-        "POST", f"{settings.base_url}/v2/calls/send_notify", json=body, headers={"token": token or ""}
+        "POST", f"{settings.base_url}/v2/calls/send_notify", data=body, headers={"token": token or ""}
     )
 
 
 def build_call(order: CallOrder, settings: FractelSettings, token: str | None = None) -> httpx.Request:
+    if reason := check_number(order.to):
+        raise ProviderRejected(reason)
     if order.audio_url is not None:
         service_type, service_id = "SoundFile", order.audio_url
     else:
         service_type, service_id = "TTS", order.text or ""
     body = {
-        "fonenumber": order.caller_id.removeprefix("+"),
+        "fonenumber": fonenumber(order.caller_id),
         "to": dial_string(order.to),
         "service_type": service_type,
         "service_id": service_id,
     }
-    return httpx.Request("POST", f"{settings.base_url}/v2/calls", json=body, headers={"token": token or ""})
+    # The answer comes when the call connects: wait for the ringing, not the usual few seconds.
+    wait = settings.answer_timeout or 90.0
+    timeout = httpx.Timeout(wait, connect=min(5.0, wait))
+    return httpx.Request(
+        "POST",
+        f"{settings.base_url}/v2/calls",
+        data=body,
+        headers={"token": token or ""},
+        extensions={"timeout": timeout.as_dict()},
+    )
 
 
 def parse_call(response: httpx.Response) -> str:
@@ -122,11 +161,20 @@ def verify_webhook(webhook: Webhook, settings: FractelSettings) -> None:
         raise WebhookAuthError("Fractel callback without the registered credentials")
 
 
+def _fields(body: bytes) -> Any:
+    """A callback's data, however ``send_notify``'s method sent it: JSON, a form, or a query string
+    (the receiver passes a GET's query as the body)."""
+    try:
+        return json.loads(body)
+    except ValueError:
+        return dict(parse_qsl(body.decode("utf-8", "replace")))
+
+
 def parse_webhook(webhook: Webhook) -> CallEvent:
     try:
-        payload: Any = json.loads(webhook.body) if webhook.method == "POST" else dict(webhook.query)
-        state, call_id = payload["status"], payload["uid"]
-    except (ValueError, KeyError, TypeError):
+        payload = _fields(webhook.body)
+        state, call_id = payload["status"], str(payload["uid"])
+    except (KeyError, TypeError):
         raise WebhookPayloadError("Fractel callback without status and uid") from None
     if state == "BEGIN":
         return CallEvent(status=AttemptStatus.DIALING, call_id=call_id)
@@ -137,12 +185,29 @@ def parse_webhook(webhook: Webhook) -> CallEvent:
     if status is None:
         raise WebhookPayloadError(f"unknown Fractel disposition {disposition!r}")
     seconds = payload.get("billable_seconds")
+    try:
+        duration = int(seconds) if seconds not in (None, "") else None
+    except (TypeError, ValueError):
+        raise WebhookPayloadError(f"Fractel billable_seconds {seconds!r} is not a number") from None
     return CallEvent(
         status=status,
         call_id=call_id,
-        duration=int(seconds) if seconds not in (None, "") else None,
+        duration=duration,
         reason=disposition if status != AttemptStatus.COMPLETED else None,
     )
+
+
+def check_campaign(spec: CampaignSpec) -> list[str]:
+    """What Fractel cannot do with this campaign."""
+    problems = []
+    if not (is_e164(spec.caller_id) and spec.caller_id.startswith("+1") and len(spec.caller_id) == 12):
+        problems.append(
+            f"caller_id: Fractel calls from one of the account's FoneNumbers, a North American"
+            f" number such as +14155550100, not {spec.caller_id!r}"
+        )
+    if spec.message.voice is not None:
+        problems.append("message.voice: Fractel's text-to-speech has no choice of voice")
+    return problems
 
 
 PROVIDER = Provider(
@@ -160,4 +225,6 @@ PROVIDER = Provider(
     parse_sign_in=parse_sign_in,
     setup=setup,
     per_call_callbacks=False,
+    check_campaign=check_campaign,
+    check_number=check_number,
 )

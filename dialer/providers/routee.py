@@ -1,29 +1,48 @@
-"""Routee voice conversations: a dial plan of SAY, PLAY and COLLECT verbs, OAuth2 bearer tokens.
+"""Routee voice conversations: a dial plan of SAY, PLAY, PAUSE and COLLECT verbs, OAuth2 bearer tokens.
 
 The token comes from ``POST {auth_url}/oauth/token`` (HTTP Basic with the application id and
 secret, ``grant_type=client_credentials``) and lives ``expires_in`` seconds; a 401 gets a new one.
 Status callbacks (``OnChange``) and COLLECT and machine-detection events are unsigned: their URLs
 carry the attempt's secret token. COLLECT and machine events expect a dial plan in reply.
 
+How a DTMF question runs, as Routee's dial plan verbs work (docs.routee.net, dialplan-verbs and
+the IVR and PIN guides): verbs run in order and the call ends after the last one; COLLECT does not
+wait, it only says where the tones of the call go. So the question is the prompt (SAY or PLAY with
+``bargeIn``), then a PAUSE that waits for the answer (the question's timeout for each digit it may
+have), then COLLECT (``maxDigits``, ``submitOnHash`` when ``#`` ends input). Tones are posted when
+the first one interrupts the prompt (that tone alone, usually), when ``#`` ends input, or when the
+call ends. An answer may therefore arrive in pieces: each piece is added to the attempt's answer
+so far, and while it is not complete (fewer than the question's digits, no ``#``) the reply is a
+dial plan that keeps collecting. An answer still incomplete when the call ends is judged as it is.
+
 Choices where the public documents are silent (kept here, easy to correct):
 - A verb is an object with ``type`` (``SAY``, ``PLAY``, ``COLLECT``, ``PAUSE``, ``DIAL``).
-- COLLECT and machine events carry ``conversationTrackingId``, ``collectedTones`` / ``answeredBy``.
-- ``Unknown`` changes nothing (the sweeper settles the attempt), ``Unsent`` is ``rejected`` and
-  ``Terminated`` is ``failed``.
-- The status look-up is ``GET /voice/tracking/{trackingId}`` answering like a status callback.
+- COLLECT and machine events carry ``conversationTrackingId``, ``collectedTones`` / ``answeredBy``;
+  each COLLECT post carries the tones since the previous post.
+- ``Unknown`` changes nothing (the sweeper settles the attempt). ``Unsent`` and ``Terminated``
+  mean the account's balance ran out (voice-messaging-statuses): every campaign on the account is
+  paused with that reason, and the contact is called again once the operator resumes.
+- The status look-up is the conversation tracking endpoint
+  (``GET /voice/tracking/conversation/{conversationTrackingId}``), a page whose ``content`` holds
+  the conversation's messages with ``status.status``.
+- ``call.on_machine = "continue"`` is the ``Continue`` strategy answered with the message alone,
+  as ``leave_message`` is: Routee stops the dial plan when it detects a machine and asks for a new
+  one, and asking the question of a machine gets no answer.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import math
+import re
 from typing import Any
 
 import httpx
 
 from campaigns.outcomes import AttemptStatus
-from campaigns.spec import Question
-from dialer.errors import ConfigurationError, WebhookPayloadError
+from campaigns.spec import CampaignSpec, Message, Question
+from dialer.errors import ConfigurationError, ProviderRejected, WebhookPayloadError
 from dialer.providers.base import (
     CallEvent,
     CallOrder,
@@ -37,7 +56,29 @@ from dialer.providers.base import (
 )
 from dialer.settings import RouteeSettings
 
-#: Routee's ``status.name`` in the common vocabulary; None means "no change of outcome".
+TEXT_LIMIT = 1000
+"""Characters of TTS text in one call (other-voice-messaging-concept)."""
+LANGUAGES = frozenset(
+    [
+        "en-US",
+        "de-DE",
+        "fr-FR",
+        "it-IT",
+        "pt-BR",
+        "es-ES",
+        "es-LA",
+        "en-GB",
+        "el-GR",
+        "bg-BG",
+        "pl-PL",
+        "hu-HU",
+        "sv-SE",
+        "ru-RU",
+    ]
+)
+_SENDER = re.compile(r"^\+?\d{1,15}$")
+
+#: Routee's status names in the common vocabulary; None means "no change of outcome".
 STATUSES: dict[str, AttemptStatus | None] = {
     "Queued": None,
     "Initiated": AttemptStatus.DIALING,
@@ -48,8 +89,11 @@ STATUSES: dict[str, AttemptStatus | None] = {
     "NoAnswer": AttemptStatus.NO_ANSWER,
     "Failed": AttemptStatus.FAILED,
     "Unknown": None,
-    "Unsent": AttemptStatus.REJECTED,
-    "Terminated": AttemptStatus.FAILED,
+}
+#: Statuses that stop the call because of the account, not the callee.
+ACCOUNT_STATUSES = {
+    "Unsent": "the account's balance ran out (Unsent): top it up, then resume the campaign",
+    "Terminated": "the account's balance ran out during the call (Terminated): top it up, then resume",
 }
 
 
@@ -71,26 +115,35 @@ def parse_sign_in(response: httpx.Response) -> Token:
 
 
 def _say(text: str, language: str, voice: str | None, *, barge_in: bool = False) -> dict[str, Any]:
-    gender = voice if voice in ("male", "female") else "female"
+    verb: dict[str, Any] = {"type": "SAY", "message": {"text": text, "language": language}}
+    if voice:
+        verb["message"]["gender"] = voice.lower()
+    if barge_in:
+        verb["bargeIn"] = True
+    return verb
+
+
+def _collect(question: Question, callback_url: str) -> dict[str, Any]:
     return {
-        "type": "SAY",
-        "message": {"text": text, "language": language, "gender": gender},
-        "bargeIn": barge_in,
-    }
-
-
-def _ask(question: Question, callback_url: str, language: str, voice: str | None) -> list[dict[str, Any]]:
-    if question.prompt_audio_url:
-        prompt = {"type": "PLAY", "fileURL": question.prompt_audio_url, "bargeIn": True}
-    else:
-        prompt = _say(question.prompt, language, voice, barge_in=True)
-    collect = {
         "type": "COLLECT",
         "eventUrl": f"{callback_url}/collect",
         "maxDigits": question.max_digits,
         "submitOnHash": question.terminator == "#",
     }
-    return [prompt, collect]
+
+
+def _wait(question: Question, digits: int) -> dict[str, Any]:
+    """A PAUSE long enough for ``digits`` keys, the question's timeout for each."""
+    return {"type": "PAUSE", "duration": math.ceil(question.timeout.total_seconds() * max(1, digits))}
+
+
+def _ask(question: Question, callback_url: str, language: str, voice: str | None) -> list[dict[str, Any]]:
+    """The question: its prompt (a first key interrupts it), the wait for the answer, the collector."""
+    if question.prompt_audio_url:
+        prompt = {"type": "PLAY", "fileURL": question.prompt_audio_url, "bargeIn": True}
+    else:
+        prompt = _say(question.prompt, language, voice, barge_in=True)
+    return [prompt, _wait(question, question.max_digits), _collect(question, callback_url)]
 
 
 def message_verbs(
@@ -102,17 +155,27 @@ def message_verbs(
 
 
 def build_call(order: CallOrder, settings: RouteeSettings, token: str | None = None) -> httpx.Request:
+    spoken = len(order.text or "") + len(order.question.prompt if order.question else "")
+    if spoken > TEXT_LIMIT:
+        raise ProviderRejected(
+            f"the call would speak {spoken} characters; Routee speaks at most {TEXT_LIMIT}"
+        )
     verbs = message_verbs(order.text, order.audio_url, order.language, order.voice)
     if order.question is not None:
         verbs += _ask(order.question, order.callback_url, order.language, order.voice)
-    body = {
+    body: dict[str, Any] = {
         "from": order.caller_id,
         "to": {"phone": order.to},
         "dialPlan": {"verbs": verbs},
         "callback": {"url": f"{order.callback_url}/status", "strategy": "OnChange"},
         "hangupDelay": max(1, min(60, order.ring_timeout)),
-        "machineDetection": {"strategy": "Continue", "eventUrl": f"{order.callback_url}/machine"},
     }
+    if order.call.on_machine == "hangup":
+        body["machineDetection"] = {"strategy": "Hangup"}
+    else:
+        body["machineDetection"] = {"strategy": "Continue", "eventUrl": f"{order.callback_url}/machine"}
+    if order.call.max_duration is not None:
+        body["maxDuration"] = math.ceil(order.call.max_duration.total_seconds())
     return httpx.Request(
         "POST",
         f"{settings.base_url}/voice/conversation",
@@ -127,7 +190,9 @@ def parse_call(response: httpx.Response) -> str:
 
 def build_lookup(call_id: str, settings: RouteeSettings, token: str | None = None) -> httpx.Request:
     return httpx.Request(
-        "GET", f"{settings.base_url}/voice/tracking/{call_id}", headers={"Authorization": f"Bearer {token}"}
+        "GET",
+        f"{settings.base_url}/voice/tracking/conversation/{call_id}",
+        headers={"Authorization": f"Bearer {token}"},
     )
 
 
@@ -139,19 +204,37 @@ def verify_webhook(webhook: Webhook, settings: RouteeSettings) -> None:
     """Routee does not sign callbacks: the attempt's secret token in the URL authenticates them."""
 
 
+def _number(value: Any, name: str) -> str | None:
+    if value in (None, ""):
+        return None
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        raise WebhookPayloadError(f"Routee {name} {value!r} is not a number") from None
+    return str(value)
+
+
+def _outcome(name: Any, payload: dict[str, Any], call_id: Any) -> CallEvent:
+    """A status name and the figures beside it, as one event."""
+    if name in ACCOUNT_STATUSES:
+        return CallEvent(call_id=call_id, account_problem=ACCOUNT_STATUSES[name])
+    if name not in STATUSES:
+        raise WebhookPayloadError(f"unknown Routee status {name!r}")
+    duration = _number(payload.get("duration"), "duration")
+    answered_by = str(payload.get("answeredBy") or "").lower()
+    return CallEvent(
+        status=STATUSES[name],
+        call_id=call_id,
+        duration=round(float(duration)) if duration is not None else None,
+        price=_number(payload.get("price"), "price"),
+        answered_by="machine" if answered_by == "machine" else "human" if answered_by == "human" else None,
+    )
+
+
 def _status(payload: dict[str, Any]) -> CallEvent:
     status = payload.get("status")
     name = status.get("name") if isinstance(status, dict) else None
-    if name not in STATUSES:
-        raise WebhookPayloadError(f"unknown Routee status {name!r}")
-    duration = payload.get("duration")
-    price = payload.get("price")
-    return CallEvent(
-        status=STATUSES[name],
-        call_id=payload.get("conversationTrackingId"),
-        duration=int(duration) if duration not in (None, "") else None,
-        price=str(price) if price not in (None, "") else None,
-    )
+    return _outcome(name, payload, payload.get("conversationTrackingId"))
 
 
 def parse_webhook(webhook: Webhook) -> CallEvent:
@@ -165,30 +248,64 @@ def parse_webhook(webhook: Webhook) -> CallEvent:
     if webhook.kind == "status":
         return _status(payload)
     if webhook.kind == "collect":
+        # A piece of the answer: the recorder knows what came before it.
         return CallEvent(
-            call_id=call_id, digits=str(payload.get("collectedTones") or ""), input_complete=True
+            call_id=call_id, digits=str(payload.get("collectedTones") or ""), input_complete=False
         )
     if webhook.kind == "machine":
-        return CallEvent(call_id=call_id, answered_by="machine")
+        return CallEvent(call_id=call_id, answered_by="machine", message_now=True)
     raise WebhookPayloadError(f"Routee sends no {webhook.kind!r} callback")
 
 
 def parse_lookup(response: httpx.Response) -> CallEvent:
-    return _status(response.json())
+    """The conversation's tracking page: its (first) message's status and figures."""
+    page = response.json()
+    messages = page.get("content") if isinstance(page, dict) else None
+    if not isinstance(messages, list) or not messages or not isinstance(messages[0], dict):
+        raise WebhookPayloadError("Routee tracking answer without content")
+    message = messages[0]
+    status = message.get("status")
+    name = status.get("status") if isinstance(status, dict) else None
+    return _outcome(name, message, message.get("conversationTrackingId"))
 
 
 def reply_to_input(verdict: InputVerdict) -> dict[str, Any]:
-    """The dial plan that replaces the running one after COLLECT: thank, or ask again."""
+    """The dial plan that replaces the running one after COLLECT: thank, ask again, or keep
+    collecting the rest of an answer."""
     question = verdict.question
+    if verdict.outcome == "more":
+        left = question.max_digits - verdict.received
+        return {"verbs": [_wait(question, left), _collect(question, verdict.callback_url)]}
     if verdict.outcome == "retry":
         verbs = [_say(question.invalid_prompt, verdict.language, None)]
         return {"verbs": verbs + _ask(question, verdict.callback_url, verdict.language, None)}
     return {"verbs": [_say(question.final_prompt, verdict.language, None)]}
 
 
-def reply_to_machine(text: str | None, audio_url: str | None, language: str) -> dict[str, Any]:
+def reply_to_machine(message: Message, text: str | None) -> dict[str, Any]:
     """On voicemail: leave the message, skip the question."""
-    return {"verbs": message_verbs(text, audio_url, language, None)}
+    return {"verbs": message_verbs(text, message.audio_url, message.language, message.voice)}
+
+
+def check_campaign(spec: CampaignSpec) -> list[str]:
+    """What Routee would refuse or change in this campaign."""
+    problems = []
+    if not _SENDER.match(spec.caller_id) or len(spec.caller_id) > 16:
+        problems.append(
+            f"caller_id: Routee needs a numeric sender id of at most 16 characters, such as "
+            f"+14155550100 (an alphanumeric one shows the callee 'Unknown'), not {spec.caller_id!r}"
+        )
+    if spec.message.language not in LANGUAGES:
+        problems.append(f"message.language: Routee does not speak {spec.message.language!r}")
+    voice = spec.message.voice
+    if voice is not None and voice.lower() not in ("male", "female"):
+        problems.append(f"message.voice: Routee's voice is 'male' or 'female', not {voice!r}")
+    if spec.question is not None and spec.question.terminator == "*":
+        problems.append("question.terminator: Routee ends input on '#' only (or on no key: '')")
+    spoken = len(spec.message.text or "") + len(spec.question.prompt if spec.question else "")
+    if spoken > TEXT_LIMIT:
+        problems.append(f"message.text: Routee speaks at most {TEXT_LIMIT} characters in a call")
+    return problems
 
 
 PROVIDER = Provider(
@@ -201,6 +318,9 @@ PROVIDER = Provider(
         dtmf=True,
         machine_detection=True,
         audio_formats=(".wav",),
+        max_duration=True,
+        on_machine=frozenset({"continue", "hangup", "leave_message"}),
+        text_limit=TEXT_LIMIT,
     ),
     default_rate_limit=1.0,
     build_call=build_call,
@@ -215,4 +335,5 @@ PROVIDER = Provider(
     webhook_kinds=("status", "collect", "machine"),
     sign_in=sign_in,
     parse_sign_in=parse_sign_in,
+    check_campaign=check_campaign,
 )

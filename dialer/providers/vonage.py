@@ -1,16 +1,25 @@
 """Vonage Voice API v1.
 
 Requests carry an application JWT (RS256, signed with the application's private key; claims
-``application_id``, ``iat``, ``jti``, ``exp``). A call runs an NCCO: ``talk`` for TTS, ``stream`` for
-audio, then optionally ``talk`` + ``input`` for a DTMF question. Callbacks are signed by Vonage: an
-``Authorization: Bearer`` JWT (HS256, the account's signature secret) whose ``payload_hash`` is the
-SHA-256 of the body; we also put the attempt's token in the callback path.
+``application_id``, ``iat``, ``jti``, ``exp``). A call runs an NCCO: ``talk`` for TTS (SSML wrapped
+in ``<speak>``), ``stream`` for audio, then optionally ``talk`` + ``input`` for a DTMF question.
+
+Callbacks: every callback URL carries the attempt's secret token, which authenticates it. Vonage
+signs callbacks when the application has signing on (``signed_callbacks``, the default for Voice
+today; older applications may not sign): an ``Authorization: Bearer`` JWT (HS256, the account's
+signature secret) whose ``payload_hash`` is the SHA-256 of the body. A signature, when present, is
+verified and a bad one refused; ``DIALER_VONAGE__REQUIRE_SIGNATURE`` makes it required, and an
+unsigned callback then gets a 503, so that Vonage sends it again rather than it being lost.
 
 Choices where the public documents are silent (kept here, easy to correct):
 - ``payload_hash`` is compared as a hex digest.
 - Vonage's ``cancelled`` status maps to our ``cancelled`` outcome (not retried).
 - ``disconnected``, ``human`` and ``machine`` carry no outcome of their own; ``machine`` marks the
   attempt as answered by a machine, so its ``completed`` becomes our ``machine``.
+- ``call.on_machine = "leave_message"`` is advanced machine detection in its asynchronous mode
+  (``default``): the NCCO runs as for a person, and the ``machine`` event whose ``sub_state`` is
+  ``beep_start`` is answered with an NCCO that leaves the message alone (the documented way to
+  leave a message after the beep).
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import time
 import uuid
 from functools import lru_cache
@@ -29,7 +39,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from campaigns.outcomes import AttemptStatus
-from dialer.errors import ConfigurationError, WebhookAuthError, WebhookPayloadError
+from campaigns.spec import CampaignSpec, Message, Question
+from dialer.errors import (
+    ConfigurationError,
+    ProviderRejected,
+    WebhookAuthError,
+    WebhookPayloadError,
+    WebhookUnsigned,
+)
 from dialer.providers.base import (
     CallEvent,
     CallOrder,
@@ -38,12 +55,17 @@ from dialer.providers.base import (
     Provider,
     Webhook,
     call_id_at,
+    caller_id_problem,
     json_detail,
 )
 from dialer.settings import VonageSettings
 
+log = logging.getLogger("dialer.providers.vonage")
+
 API_JWT_LIFETIME = 15 * 60
 WEBHOOK_JWT_MAX_AGE = 5 * 60
+TALK_LIMIT = 1500
+"""Characters of text in one ``talk`` action."""
 
 #: Vonage event statuses in the common vocabulary; None means "no change of outcome".
 STATUSES: dict[str, AttemptStatus | None] = {
@@ -62,6 +84,62 @@ STATUSES: dict[str, AttemptStatus | None] = {
     "disconnected": None,
 }
 
+#: TTS languages: the API reference's list (talk) and the NCCO schema's, together.
+LANGUAGES = frozenset(
+    [
+        "ar",
+        "bn-IN",
+        "ca-ES",
+        "cmn-CN",
+        "cmn-TW",
+        "cs-CZ",
+        "cy-GB",
+        "da-DK",
+        "de-DE",
+        "el-GR",
+        "en-AU",
+        "en-GB",
+        "en-GB-WLS",
+        "en-IN",
+        "en-US",
+        "en-ZA",
+        "es-ES",
+        "es-MX",
+        "es-US",
+        "eu-ES",
+        "fi-FI",
+        "fil-PH",
+        "fr-CA",
+        "fr-FR",
+        "he-IL",
+        "hi-IN",
+        "hu-HU",
+        "id-ID",
+        "is-IS",
+        "it-IT",
+        "ja-JP",
+        "ko-KR",
+        "ml-IN",
+        "nb-NO",
+        "nl-NL",
+        "no-NO",
+        "pl-PL",
+        "pt-BR",
+        "pt-PT",
+        "ro-RO",
+        "ru-RU",
+        "sk-SK",
+        "sv-SE",
+        "ta-IN",
+        "te-IN",
+        "th-TH",
+        "tr-TR",
+        "uk-UA",
+        "vi-VN",
+        "yue-CN",
+    ]
+)
+
 
 @lru_cache(maxsize=4)
 def _signing_key(pem: str) -> RSAPrivateKey:
@@ -69,9 +147,11 @@ def _signing_key(pem: str) -> RSAPrivateKey:
     times the signature itself (PyJWT would parse a PEM string again on every call)."""
     try:
         key = serialization.load_pem_private_key(pem.encode(), password=None)
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError):
+        # The library's message may quote the key's text: say what is wrong without it.
         raise ConfigurationError(
-            f"DIALER_VONAGE__PRIVATE_KEY is not a usable PEM private key: {error}"
+            "DIALER_VONAGE__PRIVATE_KEY is not a usable PEM private key (is it the whole file, "
+            "from -----BEGIN to -----END, unencrypted?)"
         ) from None
     if not isinstance(key, RSAPrivateKey):
         raise ConfigurationError("DIALER_VONAGE__PRIVATE_KEY must be an RSA key (Vonage signs with RS256)")
@@ -98,22 +178,38 @@ def _digits(e164: str) -> str:
     return e164.removeprefix("+")
 
 
+def _speak(text: str) -> str:
+    """SSML as Vonage reads it: inside one ``<speak>`` element."""
+    return text if text.lstrip().startswith("<speak") else f"<speak>{text}</speak>"
+
+
+def message_actions(
+    text: str | None, audio_url: str | None, *, language: str, voice: str | None, ssml: bool
+) -> list[dict[str, Any]]:
+    """The message: a ``talk`` (SSML wrapped when the campaign writes SSML), or a ``stream``."""
+    if audio_url is not None:
+        return [{"action": "stream", "streamUrl": [audio_url]}]
+    talk: dict[str, Any] = {
+        "action": "talk",
+        "text": _speak(text or "") if ssml else text,
+        "language": language,
+    }
+    if voice:
+        talk["style"] = int(voice)  # check_campaign lets only a style number through
+    return [talk]
+
+
 def ncco(order: CallOrder) -> list[dict[str, Any]]:
     """The call-control object: the message, then the question and its DTMF input."""
-    actions: list[dict[str, Any]] = []
-    if order.text is not None:
-        talk: dict[str, Any] = {"action": "talk", "text": order.text, "language": order.language}
-        if order.voice:
-            talk["style"] = int(order.voice) if order.voice.isdigit() else 0
-        actions.append(talk)
-    if order.audio_url is not None:
-        actions.append({"action": "stream", "streamUrl": [order.audio_url]})
+    actions = message_actions(
+        order.text, order.audio_url, language=order.language, voice=order.voice, ssml=order.ssml
+    )
     if order.question is not None:
         actions += _question_actions(order.question, order.callback_url, order.language)
     return actions
 
 
-def _question_actions(question: Any, callback_url: str, language: str) -> list[dict[str, Any]]:
+def _question_actions(question: Question, callback_url: str, language: str) -> list[dict[str, Any]]:
     if question.prompt_audio_url:
         prompt = {"action": "stream", "streamUrl": [question.prompt_audio_url], "bargeIn": True}
     else:
@@ -125,7 +221,7 @@ def _question_actions(question: Any, callback_url: str, language: str) -> list[d
             "type": ["dtmf"],
             "dtmf": {
                 "maxDigits": question.max_digits,
-                "timeOut": int(question.timeout.total_seconds()),
+                "timeOut": round(question.timeout.total_seconds()),
                 "submitOnHash": question.terminator == "#",
             },
             "eventUrl": [f"{callback_url}/input"],
@@ -134,16 +230,33 @@ def _question_actions(question: Any, callback_url: str, language: str) -> list[d
     ]
 
 
+def _machine_detection(order: CallOrder) -> dict[str, Any]:
+    """What Vonage does when a machine answers, as the campaign's ``call.on_machine`` asks."""
+    if order.call.on_machine == "leave_message":
+        detection: dict[str, Any] = {"behavior": "continue", "mode": "default"}
+        if order.call.beep_timeout is not None:
+            detection["beep_timeout"] = round(order.call.beep_timeout.total_seconds())
+        return {"advanced_machine_detection": detection}
+    return {"machine_detection": order.call.on_machine}  # continue or hangup
+
+
 def build_call(order: CallOrder, settings: VonageSettings, token: str | None = None) -> httpx.Request:
-    body = {
+    if order.text is not None and len(order.text) > TALK_LIMIT:
+        raise ProviderRejected(
+            f"the message is {len(order.text)} characters for this contact;"
+            f" Vonage speaks at most {TALK_LIMIT}"
+        )
+    body: dict[str, Any] = {
         "to": [{"type": "phone", "number": _digits(order.to)}],
         "from": {"type": "phone", "number": _digits(order.caller_id)},
         "ncco": ncco(order),
         "event_url": [f"{order.callback_url}/event"],
         "event_method": "POST",
-        "machine_detection": "continue",
         "ringing_timer": order.ring_timeout,
+        **_machine_detection(order),
     }
+    if order.call.max_duration is not None:
+        body["length_timer"] = round(order.call.max_duration.total_seconds())
     return httpx.Request(
         "POST",
         f"{settings.base_url}/v1/calls",
@@ -179,22 +292,46 @@ def error_detail(response: httpx.Response) -> str:
     return f"{detail} ({'; '.join(reasons)})" if reasons else detail
 
 
+def check_settings(settings: VonageSettings) -> None:
+    """Refuse to receive callbacks that could never be accepted: required signatures need the
+    secret to check them with and the account they are signed for."""
+    if settings.require_signature and (settings.signature_secret is None or not settings.api_key):
+        raise ConfigurationError(
+            "DIALER_VONAGE__REQUIRE_SIGNATURE is on, so DIALER_VONAGE__SIGNATURE_SECRET and "
+            "DIALER_VONAGE__API_KEY (the account whose secret it is) must both be set"
+        )
+
+
+_unverified_warned: list[bool] = []
+
+
 def verify_webhook(webhook: Webhook, settings: VonageSettings) -> None:
+    """Check Vonage's signature where there is one; the token in the URL is checked by the caller."""
+    header = webhook.headers.get("authorization")
+    if not header:
+        if settings.require_signature:
+            raise WebhookUnsigned("Vonage callback without a signature (DIALER_VONAGE__REQUIRE_SIGNATURE)")
+        return
     if settings.signature_secret is None:
-        raise ConfigurationError("DIALER_VONAGE__SIGNATURE_SECRET is not set")
-    header = webhook.headers.get("authorization", "")
+        if not _unverified_warned:
+            _unverified_warned.append(True)
+            log.warning(
+                "Vonage signs its callbacks, but DIALER_VONAGE__SIGNATURE_SECRET is not set: "
+                "they are accepted on their URL's token alone"
+            )
+        return
     if not header.startswith("Bearer "):
-        raise WebhookAuthError("Vonage callback without a signed JWT")
+        raise WebhookAuthError("Vonage callback with an Authorization header that is not a bearer JWT")
     try:
         claims = jwt.decode(
             header.removeprefix("Bearer "),
             settings.signature_secret.get_secret_value(),
             algorithms=["HS256"],
-            options={"require": ["iat", "payload_hash", "api_key"]},
+            options={"require": ["iat", "payload_hash"]},
         )
     except jwt.PyJWTError as error:
         raise WebhookAuthError(f"Vonage callback JWT does not verify: {error}") from None
-    if claims["api_key"] != settings.api_key:
+    if settings.api_key and claims.get("api_key") != settings.api_key:
         raise WebhookAuthError("Vonage callback signed for another account")
     if abs(time.time() - float(claims["iat"])) > WEBHOOK_JWT_MAX_AGE:
         raise WebhookAuthError("Vonage callback JWT is too old")
@@ -209,13 +346,18 @@ def _event(payload: Any) -> CallEvent:
     if name not in STATUSES:
         raise WebhookPayloadError(f"unknown Vonage status {name!r}")
     duration = payload.get("duration")
+    try:
+        seconds = int(duration) if duration not in (None, "") else None
+    except (TypeError, ValueError):
+        raise WebhookPayloadError(f"Vonage duration {duration!r} is not a number of seconds") from None
     return CallEvent(
         status=STATUSES[name],
         call_id=payload.get("uuid") or payload.get("call_uuid"),
         answered_by="machine" if name == "machine" else "human" if name == "human" else None,
-        duration=int(duration) if duration not in (None, "") else None,
+        duration=seconds,
         price=payload.get("price"),
         reason=payload.get("detail") or payload.get("reason"),
+        message_now=name == "machine" and payload.get("sub_state") == "beep_start",
     )
 
 
@@ -230,9 +372,7 @@ def parse_webhook(webhook: Webhook) -> CallEvent:
         dtmf = payload.get("dtmf") if isinstance(payload, dict) else None
         if not isinstance(dtmf, dict):
             raise WebhookPayloadError("Vonage input callback without dtmf")
-        return CallEvent(
-            call_id=payload.get("uuid"), digits=str(dtmf.get("digits") or ""), input_complete=True
-        )
+        return CallEvent(call_id=payload.get("uuid"), digits=str(dtmf.get("digits") or ""))
     raise WebhookPayloadError(f"Vonage sends no {webhook.kind!r} callback")
 
 
@@ -247,10 +387,49 @@ def reply_to_input(verdict: InputVerdict) -> list[dict[str, Any]]:
     return [{"action": "talk", "text": question.final_prompt, "language": verdict.language}]
 
 
+def reply_to_machine(message: Message, text: str | None) -> list[dict[str, Any]]:
+    """After the beep: the message alone, as the NCCO that replaces the running one."""
+    return message_actions(
+        text, message.audio_url, language=message.language, voice=message.voice, ssml=message.ssml
+    )
+
+
+def check_campaign(spec: CampaignSpec) -> list[str]:
+    """What Vonage's API would refuse or silently change in this campaign."""
+    problems = []
+    if problem := caller_id_problem(spec.caller_id, "Vonage"):
+        problems.append(problem)
+    if spec.message.language not in LANGUAGES:
+        problems.append(
+            f"message.language: Vonage does not speak {spec.message.language!r} (see its TTS languages)"
+        )
+    voice = spec.message.voice
+    if voice is not None and not voice.isdigit():
+        problems.append(
+            f"message.voice: Vonage picks a voice by language and style, a number (0, 1, ...); "
+            f"{voice!r} is not a style (voice names are deprecated)"
+        )
+    question = spec.question
+    if question is not None and question.terminator == "*":
+        problems.append("question.terminator: Vonage ends input on '#' only (or on no key: '')")
+    if spec.message.text is not None and len(spec.message.text) > TALK_LIMIT:
+        problems.append(f"message.text: Vonage speaks at most {TALK_LIMIT} characters in one talk")
+    return problems
+
+
 PROVIDER = Provider(
     name="vonage",
     title="Vonage",
-    capabilities=Capabilities(tts=True, ssml=True, audio=True, dtmf=True, machine_detection=True),
+    capabilities=Capabilities(
+        tts=True,
+        ssml=True,
+        audio=True,
+        dtmf=True,
+        machine_detection=True,
+        max_duration=True,
+        on_machine=frozenset({"continue", "hangup", "leave_message"}),
+        text_limit=TALK_LIMIT,
+    ),
     default_rate_limit=3.0,
     build_call=build_call,
     parse_call=parse_call,
@@ -260,5 +439,8 @@ PROVIDER = Provider(
     build_lookup=build_lookup,
     parse_lookup=parse_lookup,
     reply_to_input=reply_to_input,
+    reply_to_machine=reply_to_machine,
     webhook_kinds=("event", "input"),
+    check_campaign=check_campaign,
+    check_settings=check_settings,
 )

@@ -63,7 +63,11 @@ def dev_credentials() -> dict[str, dict[str, str]]:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
     return {
-        "vonage": {"private_key": pem, "signature_secret": secrets.token_hex(32)},
+        "vonage": {
+            "private_key": pem,
+            "signature_secret": secrets.token_hex(32),
+            "api_key": secrets.token_hex(4),
+        },
         "cm": {"product_token": str(uuid.uuid4())},
         "routee": {"application_id": secrets.token_hex(12), "application_secret": secrets.token_urlsafe(24)},
         "cequens": {"api_key": secrets.token_urlsafe(32), "user_name": "dialer"},

@@ -12,10 +12,15 @@ digit  behaviour
 3      the network fails the first time, then answers and presses 1
 4      rejects the call
 5      an answering machine picks up
-6, 7   answers and presses 1
+6      answers and presses 1 once the question has been asked
+7      answers and presses 1 while the question is still being asked
 8      answers and presses 2
 9      answers and presses nothing (the input times out)
 ====== =============================================================
+
+A callee presses keys the way people do: a second and a half after the question ends, one key
+every half second (or a second into the question, interrupting it, for the impatient). Tests may
+give a number its own script in ``Simulation.scripts``.
 
 Delays are realistic seconds multiplied by ``time_scale`` (0.1 runs ten times faster).
 """
@@ -43,14 +48,39 @@ Emit = Callable[..., Awaitable[None]]
 """A provider's way of telling the caller about a stage: ``await emit(stage, **details)``."""
 
 
+THINK_SECONDS = 1.5
+"""How long a callee thinks after a question before the first key."""
+BARGE_SECONDS = 1.0
+"""How far into a question an impatient callee presses the first key."""
+KEY_GAP = 0.5
+"""Seconds between one key and the next."""
+BEEP_SECONDS = 10.0
+"""How long an answering machine's greeting lasts before its beep."""
+
+
 @dataclass(frozen=True)
 class Script:
     """How the simulated callee behaves on one call."""
 
     behaviour: Behaviour
     digits: str | None = None
+    """The keys the callee presses after a question (``#`` included if they press it)."""
     ring_seconds: float = 4.0
     talk_seconds: float = 8.0
+    barge: bool = False
+    """Presses the first key while the question is still being asked."""
+
+    def keys(self, question_seconds: float) -> list[tuple[float, str]]:
+        """Each key the callee presses, with when: seconds from the start of the question."""
+        if self.behaviour != "answered" or not self.digits:
+            return []
+        first = min(BARGE_SECONDS, question_seconds) if self.barge else question_seconds + THINK_SECONDS
+        return [(first + index * KEY_GAP, key) for index, key in enumerate(self.digits)]
+
+
+def speaking_seconds(text: str) -> float:
+    """How long TTS takes to say ``text`` (15 characters a second, at most 20 s)."""
+    return min(len(text) / 15, 20.0)
 
 
 def script_for(number: str, nth_call: int) -> Script:
@@ -71,6 +101,8 @@ def script_for(number: str, nth_call: int) -> Script:
         return Script("machine", talk_seconds=12.0)
     if last == "9":
         return Script("answered", None)
+    if last == "7":
+        return Script("answered", "1", barge=True)
     return Script("answered", "2" if last == "8" else "1")
 
 
@@ -112,6 +144,11 @@ class Simulation:
     """``429``, ``500`` or ``slow``: how create-call requests are answered until ``fault_until``."""
     fault_until: float = 0.0
     faulted: int = 0
+    balance: int | None = None
+    """Calls the account can still pay for (None: no end); a provider that reports running out
+    (Routee's ``Unsent``) refuses calls beyond it."""
+    scripts: dict[str, Script] = field(default_factory=dict)
+    """Scripts for given numbers (E.164), instead of the table above: for tests."""
     _seen: Counter[str] = field(default_factory=Counter)
     _recent: deque[float] = field(default_factory=deque)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -150,16 +187,17 @@ class Simulation:
         """Log an accepted call and say how its callee behaves."""
         self._seen[to] += 1
         self.placements.append(Placement(to=to, call_id=call_id, at=time.time()))
-        return script_for(to, self._seen[to])
+        return self.scripts.get(to) or script_for(to, self._seen[to])
 
     async def pause(self, seconds: float) -> None:
         await asyncio.sleep(seconds * self.time_scale)
 
-    def spawn(self, coroutine: Any) -> None:
+    def spawn(self, coroutine: Any) -> asyncio.Task[None]:
         """Run a call's life in the background, keeping a reference so it is not collected."""
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def deliver(self, client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response | None:
         """Send a callback, retrying like a real provider until the receiver acknowledges it."""
@@ -198,8 +236,9 @@ class Simulation:
     ) -> None:
         """The life of one call, the same for every provider: only ``emit`` speaks its dialect.
 
-        ``conversation`` is what happens once the callee picks up (the message, the question);
-        the ``completed`` stage carries ``duration`` (seconds, unscaled) and ``answered_at``.
+        ``conversation`` is what happens once the callee (or a machine, which the provider may
+        detect there) picks up; the ``completed`` stage carries ``duration`` (seconds, unscaled)
+        and ``answered_at``.
         """
         await self.pause(0.3)
         await emit("started")
@@ -220,9 +259,6 @@ class Simulation:
         await self.pause(script.ring_seconds)
         answered_at = time.time()
         await emit("answered")
-        if script.behaviour == "machine":
-            await self.pause(2.0)
-            await emit("machine")
         await conversation()
         duration = max(1, round((time.time() - answered_at) / self.time_scale))
         await emit("completed", duration=duration, answered_at=answered_at)

@@ -1,4 +1,12 @@
-"""A CM.com Voice API stand-in: DTMF and Notification instructions, product-token auth, one callback."""
+"""A CM.com Voice API stand-in: DTMF and Notification instructions, product-token auth, one callback.
+
+Written from CM.com's API reference and its official .NET SDK (cmdotcom/talk-sdk-dotnet): the
+kebab-case fields and their ranges, enums as strings or the SDK's integers, ``voice.gender``
+``Male`` or ``Female``, prompts of at most 750 characters for a Notification and 1000 for a DTMF
+instruction. The answer is one ``call-queued`` event per callee: a single object for ``callee``
+(as the SDK reads it) and an array for ``callees`` (as the documents show it). The callback's
+``sip-disconnect-code`` is alphanumeric, ``BYE`` when the callee hangs up after a finished call.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +29,9 @@ DOCUMENTED_LIMIT = 10.0
 
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _PROMPT_TYPES = {"TTS", "TTS_SSML", "File", 0, 1, 2}
+_GENDERS = {"Male", "Female", 0, 1}
+_PROMPT_LIMITS = {"Notification": 750, "DTMF": 1000}
+_KEYS = re.compile(r"^[0-9*#]+$")
 _RANGES = {
     "min-digits": (1, 64),
     "max-digits": (1, 64),
@@ -30,7 +41,7 @@ _RANGES = {
 }
 #: How each end of a call is reported: result code, description, SIP code and reason.
 _ENDS = {
-    "completed": (10, "finished", 200, "OK"),
+    "completed": (10, "finished", "BYE", "Normal call clearing"),
     "busy": (12, "rejected", 486, "Busy Here"),
     "rejected": (12, "rejected", 603, "Decline"),
     "no_answer": (9, "cancelled", 480, "Temporarily Unavailable"),
@@ -49,13 +60,14 @@ def validate(body: Any, *, dtmf: bool) -> str | None:
     if ("callee" in body) == ("callees" in body):
         return "Give exactly one of callee or callees."
     caller = body.get("caller")
-    if not isinstance(caller, str) or not 1 <= len(caller) <= 24:
-        return "caller is required, between 1 and 24 characters."
+    if not isinstance(caller, str) or not 1 <= len(caller) <= 24 or not _E164.match(caller):
+        return "caller is required: an E.164 number of at most 24 characters."
+    limit = _PROMPT_LIMITS["DTMF" if dtmf else "Notification"]
     required = ["prompt", "valid-prompt"] if dtmf else ["prompt"]
     for name in required:
         value = body.get(name)
-        if not isinstance(value, str) or not 1 <= len(value) <= 1000:
-            return f"{name} is required, between 1 and 1000 characters."
+        if not isinstance(value, str) or not 1 <= len(value) <= limit:
+            return f"{name} is required, between 1 and {limit} characters."
     for name in ("prompt-type", "valid-prompt-type", "invalid-prompt-type"):
         if name in body and body[name] not in _PROMPT_TYPES:
             return f"{name} must be TTS, TTS_SSML or File."
@@ -64,6 +76,16 @@ def validate(body: Any, *, dtmf: bool) -> str | None:
             return f"{name} must be between {low} and {high}."
     if dtmf and body.get("min-digits", 1) > body.get("max-digits", 64):
         return "min-digits must not exceed max-digits."
+    if "terminators" in body and not (
+        isinstance(body["terminators"], str) and _KEYS.match(body["terminators"])
+    ):
+        return "terminators must be one or more of the keys 0-9, * and #."
+    voice = body.get("voice")
+    if voice is not None:
+        if not isinstance(voice, dict):
+            return "voice must be an object."
+        if "gender" in voice and voice["gender"] not in _GENDERS:
+            return "voice.gender must be Male or Female."
     if "regex" in body:
         try:
             re.compile(body["regex"])
@@ -153,17 +175,15 @@ def create_app(sim: Simulation, settings: CmSettings) -> Starlette:
         if problem := validate(body, dtmf=dtmf):
             return _message(400, problem)
         callees = body["callees"] if "callees" in body else [body["callee"]]
+        single = "callee" in body  # the SDK's shape: one object; the documents': an array
         if not all(isinstance(c, str) and _E164.match(c) for c in callees):
-            return JSONResponse(
-                [
-                    {
-                        "type": "call-queued",
-                        "instruction-id": body.get("instruction-id"),
-                        "success": False,
-                        "error": "Invalid callee: numbers must be in E.164 format.",
-                    }
-                ]
-            )
+            refusal = {
+                "type": "call-queued",
+                "instruction-id": body.get("instruction-id"),
+                "success": False,
+                "error": "Invalid callee: numbers must be in E.164 format.",
+            }
+            return JSONResponse(refusal if single else [refusal])
         events = []
         for callee in callees:
             call_id = str(uuid.uuid4())
@@ -179,7 +199,7 @@ def create_app(sim: Simulation, settings: CmSettings) -> Starlette:
                     "success": True,
                 }
             )
-        return JSONResponse(events)
+        return JSONResponse(events[0] if single else events)
 
     return Starlette(
         routes=[

@@ -1,14 +1,25 @@
-"""A Fractel FoneStorm stand-in: /v2/auth tokens, send_notify registration, calls and callbacks."""
+"""A Fractel FoneStorm stand-in: /v2/auth tokens, send_notify registration, calls and callbacks.
+
+Written from the seed document (send a voice call) and the FoneStorm 2.4 Swagger spec (paths,
+form bodies, the auth and error answers, send_notify). The create request answers "when the call
+connects", as the documents say: once the callee answers, or once the call has failed to connect,
+so it lasts as long as the ringing; the BEGIN callback comes before that answer. Numbers are 7 to
+15 digits once non-digits are dropped (``011`` + country code + number for international calls);
+a FoneNumber is the 10 digits every published example shows.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 import re
 import secrets
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httpx
 from starlette.applications import Starlette
@@ -52,18 +63,26 @@ def e164(dialled: str) -> str:
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    from urllib.parse import parse_qsl
-
+    """A form body (as the 2.4 spec consumes), or JSON."""
     raw = await request.body()
     if request.headers.get("content-type", "").startswith("application/json"):
-        value = await request.json()
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            return {}
         return value if isinstance(value, dict) else {}
-    return dict(parse_qsl(raw.decode()))
+    return dict(parse_qsl(raw.decode("utf-8", "replace")))
+
+
+def _fonenumber(body: dict[str, Any]) -> str | None:
+    """The request's FoneNumber: 10 digits, as every published example writes it."""
+    value = str(body.get("fonenumber", ""))
+    return value if re.fullmatch(r"\d{10}", value) else None
 
 
 def validate(body: dict[str, Any]) -> str | None:
-    if not re.fullmatch(r"\d{7,15}", re.sub(r"\D", "", str(body.get("fonenumber", "")))):
-        return "fonenumber must be one of your FoneNumbers"
+    if _fonenumber(body) is None:
+        return "fonenumber must be one of your FoneNumbers (10 digits)"
     to = re.sub(r"\D", "", str(body.get("to", "")))
     if not (7 <= len(to) <= 15 or 1 <= len(to) <= 6):
         return "to must be a valid phone number (7 to 15 digits) or a speed dial (1 to 6 digits)"
@@ -94,12 +113,12 @@ def create_app(sim: Simulation, settings: FractelSettings) -> Starlette:
             or body.get("password") != settings.password.get_secret_value()
         ):
             return _error(401, "Unauthorized", "Invalid username or password")
-        expires = int(body.get("expires") or 3600)
+        expires = int(str(body.get("expires") or 3600)) if str(body.get("expires") or 1).isdigit() else 0
         if not 1 <= expires <= 86400:
             return _error(400, "Bad Request", "expires must be between 1 and 86400")
         token = secrets.token_urlsafe(32)
         tokens[token] = time.monotonic() + expires
-        return JSONResponse({"authorization": {"token": token, "expires": expires}}, status_code=201)
+        return JSONResponse({"auth": {"token": token}}, status_code=201)  # the 2.4 spec's answer
 
     def authorised(request: Request) -> bool:
         return tokens.get(request.headers.get("token", ""), 0) > time.monotonic()
@@ -108,14 +127,15 @@ def create_app(sim: Simulation, settings: FractelSettings) -> Starlette:
         if not authorised(request):
             return _error(401, "Unauthorized", "A valid token header is required")
         body = await _body(request)
-        fonenumber = re.sub(r"\D", "", str(body.get("fonenumber", "")))
-        if not fonenumber or not str(body.get("url", "")).startswith(("http://", "https://")):
-            return _error(400, "Bad Request", "fonenumber and url are required")
-        method = str(body.get("method", "POST")).upper()
+        fonenumber = _fonenumber(body)
+        if fonenumber is None or not str(body.get("url", "")).startswith(("http://", "https://")):
+            return _error(400, "Bad Request", "fonenumber (10 digits) and url are required")
+        method = str(body.get("method", ""))
         if method not in ("GET", "POST", "JSON"):
             return _error(400, "Bad Request", "method must be GET, POST or JSON")
         notify[fonenumber] = _Notify(body["url"], method, body.get("url_username"), body.get("url_password"))
-        return JSONResponse({"notify": {"fonenumber": fonenumber, "url": body["url"], "method": method}})
+        options = {"send_notify": {"url": body["url"], "method": method}}
+        return JSONResponse({"fonenumber": {"fonenumber": fonenumber, "voice_options": options}})
 
     async def tell(fonenumber: str, payload: dict[str, Any]) -> None:
         target = notify.get(fonenumber)
@@ -133,8 +153,8 @@ def create_app(sim: Simulation, settings: FractelSettings) -> Starlette:
             request = client.build_request("POST", target.url, json=payload, headers=headers)
         await sim.deliver(client, request)
 
-    async def run(body: dict[str, Any], call_id: str, script: Script) -> None:
-        fonenumber = re.sub(r"\D", "", str(body["fonenumber"]))
+    async def run(body: dict[str, Any], call_id: str, script: Script, connected: asyncio.Event) -> None:
+        fonenumber = str(body["fonenumber"])
         base = {
             "uid": call_id,
             "account_code": settings.username,
@@ -150,11 +170,17 @@ def create_app(sim: Simulation, settings: FractelSettings) -> Starlette:
         async def emit(stage: str, *, duration: int = 0, **_: Any) -> None:
             if stage == "started":
                 await tell(fonenumber, base | {"status": "BEGIN"})
-            elif stage in _DISPOSITION:
+                return
+            if stage == "answered" or stage in _DISPOSITION:
+                connected.set()  # the create request answers now
+            if stage in _DISPOSITION:
                 end = {"status": "END", "disposition": _DISPOSITION[stage], "billable_seconds": duration}
                 await tell(fonenumber, base | end)
 
-        await sim.run_call(script, ring_timeout=30.0, emit=emit, conversation=conversation)
+        try:
+            await sim.run_call(script, ring_timeout=30.0, emit=emit, conversation=conversation)
+        finally:
+            connected.set()
 
     async def call(request: Request) -> JSONResponse:
         if not authorised(request):
@@ -168,7 +194,9 @@ def create_app(sim: Simulation, settings: FractelSettings) -> Starlette:
             return _error(400, "Bad Request", problem)
         call_id = str(uuid.uuid4())
         script = sim.place(e164(re.sub(r"\D", "", str(body["to"]))), call_id)
-        sim.spawn(run(body, call_id, script))
+        connected = asyncio.Event()
+        sim.spawn(run(body, call_id, script, connected))
+        await connected.wait()  # "When the call connects, the API returns with the call ID"
         return JSONResponse({"call": {"id": call_id}}, status_code=201)
 
     return Starlette(

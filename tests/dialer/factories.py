@@ -21,9 +21,12 @@ from tests.e2e import campaign_text
 NOW = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
 
 
-def campaign_with_contacts(url: str, phones: list[str], *, delay: float = 60) -> Campaign:
+def campaign_with_contacts(
+    url: str, phones: list[str], *, delay: float = 60, name: str = "e2e", provider: str = "vonage"
+) -> Campaign:
+    text = campaign_text(provider, delay).replace('name = "e2e"', f'name = "{name}"')
     with db.session_scope(url) as session:
-        campaign = create_campaign(session, parse_campaign(campaign_text("vonage", delay)))
+        campaign = create_campaign(session, parse_campaign(text))
         session.execute(
             sa.insert(Contact),
             [
@@ -40,7 +43,7 @@ def campaign_with_contacts(url: str, phones: list[str], *, delay: float = 60) ->
                 for i, p in enumerate(phones)
             ],
         )
-        change_status(session, name="e2e", action="start", now=NOW)
+        change_status(session, name=name, action="start", now=NOW)
     return campaign
 
 

@@ -80,18 +80,22 @@ def test_a_4xx_ends_the_attempt_as_rejected_with_the_reason(settings: Settings) 
 
 
 @pytest.mark.parametrize("status", [401, 404])
-def test_wrong_credentials_or_url_pause_the_campaign_and_keep_the_attempt(
+def test_wrong_credentials_or_url_pause_every_campaign_on_the_account_and_keep_the_contact(
     settings: Settings, status: int
 ) -> None:
     campaign = campaign_with_contacts(settings.database_url, ["+12125550106"])
+    other = campaign_with_contacts(settings.database_url, ["+12125550107"], name="other")
     (attempt,) = queued_attempts(settings.database_url, campaign, 1)
     provider = FakeVonage(httpx.Response(status, json={"title": "Nope", "detail": "not here"}))
     place_call(runtime(settings, provider, []), attempt.id or 0)
-    assert _attempt(settings.database_url, attempt.id or 0).status == "queued"
     with db.session_scope(settings.database_url) as session:
-        paused = session.get(Campaign, campaign.id)
-        assert paused is not None and paused.status == "paused"
-        assert paused.reason is not None and f"answered {status}" in paused.reason
+        assert session.get(Attempt, attempt.id) is None  # taken back, as a pause takes back queued work
+        contact = session.get(Contact, attempt.contact_id)
+        assert contact is not None and (contact.state, contact.attempts) == ("pending", 0)
+        for name in (campaign.id, other.id):
+            paused = session.get(Campaign, name)
+            assert paused is not None and paused.status == "paused"
+            assert paused.reason is not None and f"answered {status}" in paused.reason
 
 
 def test_a_timeout_after_sending_is_never_redialed(settings: Settings) -> None:

@@ -27,7 +27,7 @@ WRONG: dict[str, dict[str, Any]] = {
 }
 #: A call each provider's documents say it refuses, and the words of its refusal.
 INVALID: dict[str, tuple[dict[str, Any], str]] = {
-    "vonage": ({"to": "+12"}, "to.number must be 7 to 15 digits"),
+    "vonage": ({"to": "+12"}, r"to\[0\]\.number: must be 7 to 15 digits"),
     "cm": ({"to": "+12"}, "Invalid callee"),
     "routee": ({"to": "+12"}, "to.phone must be a valid phone number"),
     "cequens": ({"to": "+12"}, "recipient is required in E.164 format"),

@@ -46,7 +46,7 @@ def test_cm_result_codes(name: str, status: AttemptStatus) -> None:
 def test_cm_finished_dtmf_carries_digits_and_duration() -> None:
     event = _parse(cm.PROVIDER, "callback", "finished")
     assert (event.digits, event.input_complete, event.duration) == ("1", True, 32)
-    assert not _parse(cm.PROVIDER, "callback", "notification_finished").input_complete
+    assert _parse(cm.PROVIDER, "callback", "notification_finished").digits is None  # nothing asked
 
 
 @pytest.mark.parametrize(
@@ -61,14 +61,20 @@ def test_cm_finished_dtmf_carries_digits_and_duration() -> None:
         ("NoAnswer", AttemptStatus.NO_ANSWER),
         ("Failed", AttemptStatus.FAILED),
         ("Unknown", None),
-        ("Unsent", AttemptStatus.REJECTED),
-        ("Terminated", AttemptStatus.FAILED),
     ],
 )
 def test_routee_statuses(name: str, status: AttemptStatus | None) -> None:
     event = _parse(routee.PROVIDER, "status", f"status_{name}")
     assert event.status == status
     assert event.call_id == "7f0c9a4e-3b1d-4c55-a1c2-9e8f7a6b5c4d"
+    assert event.account_problem is None
+
+
+@pytest.mark.parametrize("name", ["Unsent", "Terminated"])
+def test_routee_unsent_and_terminated_are_the_accounts_balance_not_the_callee(name: str) -> None:
+    event = _parse(routee.PROVIDER, "status", f"status_{name}")
+    assert event.status is None  # nothing happened to the callee
+    assert event.account_problem is not None and "balance ran out" in event.account_problem
 
 
 def test_routee_completed_price_collect_and_machine() -> None:
@@ -77,7 +83,7 @@ def test_routee_completed_price_collect_and_machine() -> None:
         _parse(routee.PROVIDER, "status", "status_Completed").price,
     ) == (32, "0.0085")
     collected = _parse(routee.PROVIDER, "collect", "collect")
-    assert (collected.digits, collected.input_complete) == ("2", True)
+    assert (collected.digits, collected.input_complete) == ("2", False)  # maybe a piece of the answer
     assert _parse(routee.PROVIDER, "machine", "machine").answered_by == "machine"
 
 

@@ -94,8 +94,9 @@ def test_fractel_accepts_both_token_answers_and_sends_the_token_header(settings:
         assert fractel.parse_sign_in(httpx.Response(201, json=body)).value == "abc"
     request = fractel.build_call(order(question=None), settings.fractel, "abc")
     assert request.headers["token"] == "abc"
-    assert json.loads(request.content) == {
-        "fonenumber": "14155550100",
+    assert request.headers["content-type"] == "application/x-www-form-urlencoded"  # as the 2.4 spec
+    assert dict(parse_qsl(request.content.decode())) == {
+        "fonenumber": "4155550100",  # a 10-digit FoneNumber, as every published example
         "to": "12125550106",
         "service_type": "TTS",
         "service_id": "Hello Ada",

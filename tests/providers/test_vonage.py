@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import re
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -10,12 +12,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from campaigns.outcomes import AttemptStatus
-from campaigns.spec import Question
-from dialer.errors import ConfigurationError, WebhookAuthError
+from campaigns.spec import CallOptions, Message, Question, parse_campaign
+from dialer.errors import ConfigurationError, ProviderRejected, WebhookAuthError, WebhookUnsigned
+from dialer.operations import check_provider_can
 from dialer.providers import vonage
 from dialer.providers.base import CallOrder, Webhook
+from dialer.receiver import create_app as receiver_app
 from dialer.settings import Settings, VonageSettings
 from dialer.simulators.vonage import sign_webhook, validate_create
+from tests.e2e import campaign_text
 
 DATA = Path(__file__).parent / "data" / "vonage"
 
@@ -128,7 +133,7 @@ def test_a_signed_webhook_verifies(settings: Settings) -> None:
     vonage.verify_webhook(_signed(settings, body), settings.vonage)
 
 
-@pytest.mark.parametrize("tamper", ["secret", "body", "api_key", "missing"])
+@pytest.mark.parametrize("tamper", ["secret", "body", "api_key", "not a bearer"])
 def test_a_forged_or_tampered_webhook_is_refused(settings: Settings, tamper: str) -> None:
     body = (DATA / "event_answered.json").read_bytes()
     webhook = _signed(
@@ -145,8 +150,10 @@ def test_a_forged_or_tampered_webhook_is_refused(settings: Settings, tamper: str
             query={},
             body=body.replace(b"answered", b"completed"),
         )
-    if tamper == "missing":
-        webhook = Webhook(kind="event", method="POST", headers={}, query={}, body=body)
+    if tamper == "not a bearer":
+        webhook = Webhook(
+            kind="event", method="POST", headers={"authorization": "Basic eDp5"}, query={}, body=body
+        )
     with pytest.raises(WebhookAuthError):
         vonage.verify_webhook(webhook, settings.vonage)
 
@@ -178,3 +185,161 @@ def test_a_status_lookup_reads_the_call_resource(settings: Settings) -> None:
 def test_an_unusable_private_key_is_a_configuration_error(key: str, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         vonage.api_token(VonageSettings(private_key=key))
+
+
+# -- unsigned callbacks, as applications without signing send them ----------------------------------
+
+
+def _unsigned(body: bytes) -> Webhook:
+    return Webhook(kind="event", method="POST", headers={}, query={}, body=body)
+
+
+def test_an_unsigned_callback_passes_to_the_token_check_unless_signatures_are_required(
+    settings: Settings,
+) -> None:
+    body = (DATA / "event_answered.json").read_bytes()
+    vonage.verify_webhook(_unsigned(body), settings.vonage)  # the URL's token decides
+    required = settings.vonage.model_copy(update={"require_signature": True})
+    with pytest.raises(WebhookUnsigned):
+        vonage.verify_webhook(_unsigned(body), required)
+
+
+def test_a_signature_is_checked_even_where_it_is_not_required(settings: Settings) -> None:
+    body = (DATA / "event_answered.json").read_bytes()
+    forged = _signed(settings, body, secret="f" * 64)
+    assert not settings.vonage.require_signature
+    with pytest.raises(WebhookAuthError):
+        vonage.verify_webhook(forged, settings.vonage)
+
+
+def test_without_an_api_key_the_signature_still_verifies(settings: Settings) -> None:
+    body = (DATA / "event_answered.json").read_bytes()
+    vonage.verify_webhook(_signed(settings, body), settings.vonage.model_copy(update={"api_key": None}))
+
+
+@pytest.mark.parametrize("missing", ["api_key", "signature_secret"])
+def test_required_signatures_without_the_key_or_secret_refuse_to_start(
+    settings: Settings, missing: str
+) -> None:
+    assert VonageSettings().api_key is None  # no placeholder account
+    broken = settings.model_copy(
+        update={"vonage": settings.vonage.model_copy(update={"require_signature": True, missing: None})}
+    )
+    with pytest.raises(
+        ConfigurationError, match="DIALER_VONAGE__SIGNATURE_SECRET and DIALER_VONAGE__API_KEY"
+    ):
+        receiver_app(broken)
+
+
+# -- what the call speaks ------------------------------------------------------------------------
+
+
+def test_ssml_is_wrapped_in_speak_with_the_contacts_values_escaped(settings: Settings) -> None:
+    message = Message(text="Hello {name}, <break time='1s'/> see you", ssml=True)
+    text = message.render({"name": "Smith & Sons <Ltd>"})
+    body = json.loads(vonage.build_call(order(text=text, ssml=True, question=None), settings.vonage).content)
+    assert body["ncco"][0]["text"] == (
+        "<speak>Hello Smith &amp; Sons &lt;Ltd&gt;, <break time='1s'/> see you</speak>"
+    )
+
+
+def test_plain_text_is_sent_as_it_is(settings: Settings) -> None:
+    body = json.loads(vonage.build_call(order(text="Fish & chips", question=None), settings.vonage).content)
+    assert body["ncco"][0]["text"] == "Fish & chips"
+
+
+def test_a_voice_style_number_is_sent_as_the_style(settings: Settings) -> None:
+    body = json.loads(vonage.build_call(order(voice="2", question=None), settings.vonage).content)
+    assert body["ncco"][0]["style"] == 2
+
+
+def test_a_message_too_long_for_one_talk_is_refused_before_sending(settings: Settings) -> None:
+    with pytest.raises(ProviderRejected, match=r"1501 characters.*at most 1500"):
+        vonage.build_call(order(text="x" * 1501, question=None), settings.vonage)
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (CallOptions(), {"machine_detection": "continue"}),
+        (CallOptions(on_machine="hangup"), {"machine_detection": "hangup"}),
+        (
+            CallOptions(on_machine="leave_message"),
+            {"advanced_machine_detection": {"behavior": "continue", "mode": "default"}},
+        ),
+        (
+            CallOptions(on_machine="leave_message", beep_timeout=timedelta(seconds=45)),
+            {"advanced_machine_detection": {"behavior": "continue", "mode": "default", "beep_timeout": 45}},
+        ),
+        (
+            CallOptions(max_duration=timedelta(minutes=5)),
+            {"machine_detection": "continue", "length_timer": 300},
+        ),
+    ],
+)
+def test_the_campaigns_call_options_become_machine_detection_and_the_length_timer(
+    settings: Settings, options: CallOptions, expected: dict[str, object]
+) -> None:
+    body = json.loads(vonage.build_call(order(call=options), settings.vonage).content)
+    chosen = {
+        key: body[key]
+        for key in ("machine_detection", "advanced_machine_detection", "length_timer")
+        if key in body
+    }
+    assert chosen == expected
+
+
+def test_a_machine_beep_is_answered_with_the_message_alone() -> None:
+    event = vonage.parse_webhook(
+        Webhook(
+            kind="event",
+            method="POST",
+            headers={},
+            query={},
+            body=json.dumps({"call_uuid": "c", "status": "machine", "sub_state": "beep_start"}).encode(),
+        )
+    )
+    assert (event.answered_by, event.message_now) == ("machine", True)
+    detected = vonage.parse_webhook(
+        Webhook(
+            kind="event", method="POST", headers={}, query={}, body=b'{"call_uuid": "c", "status": "machine"}'
+        )
+    )
+    assert (detected.answered_by, detected.message_now) == ("machine", False)
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ('voice = "Amy"', "message.voice: Vonage picks a voice by language and style"),
+        ('language = "xx-XX"', "message.language: Vonage does not speak 'xx-XX'"),
+        ("", "question.terminator: Vonage ends input on '#' only"),
+        ('caller_id = "hello"', "caller_id: 'hello' is not a valid number in E.164 form"),
+    ],
+)
+def test_what_vonage_would_change_or_refuse_is_refused_at_create(change: str, problem: str) -> None:
+    text = campaign_text("vonage").replace('terminator = "#"', "") + "\n"
+    if not change:
+        text = text.replace('prompt = "Press 1', 'terminator = "*"\nprompt = "Press 1')
+    elif change.startswith("caller_id"):
+        text = text.replace('caller_id = "+14155550100"', change)
+    else:
+        text = text.replace("[message]\n", f"[message]\n{change}\n")
+    with pytest.raises(ConfigurationError, match=re.escape(problem)):
+        check_provider_can(parse_campaign(text), source="campaign.toml")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7 a key pasted without its header",
+        "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcw\n-----END PRIVATE KEY-----\n",
+        "line one\nline two of a key",
+    ],
+)
+def test_a_bad_private_key_is_named_without_echoing_it(value: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        vonage.api_token(VonageSettings(private_key=value))
+    assert "DIALER_VONAGE__PRIVATE_KEY" in str(caught.value)
+    assert "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcw" not in str(caught.value)
+    assert "line two" not in str(caught.value)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -11,7 +13,9 @@ from dialer.embedded import BackgroundServer
 from dialer.providers import vonage
 from dialer.settings import Settings
 from dialer.simulators import simulator_app
+from dialer.simulators.base import Script, Simulation
 from tests.providers.test_vonage import order
+from tests.simulators.callbacks import Application, Received, application
 
 
 @pytest.fixture
@@ -42,13 +46,22 @@ def test_a_valid_call_is_created(settings: Settings, simulator: BackgroundServer
 def test_a_bad_jwt_gets_401(settings: Settings, simulator: BackgroundServer) -> None:
     response = httpx.post(f"{simulator.url}/v1/calls", json={}, headers={"Authorization": "Bearer not.a.jwt"})
     assert response.status_code == 401
-    assert response.json()["title"] == "Unauthorized"
+    assert response.json()["title"] == "Invalid credentials supplied"
 
 
 @pytest.mark.parametrize(
     ("change", "parameter"),
     [
-        ({"to": [{"type": "phone", "number": "+1212"}]}, "to"),
+        ({"to": [{"type": "phone", "number": "+1212"}]}, "to[0].number"),
+        ({"ringing_timer": "sixty"}, "ringing_timer"),
+        ({"length_timer": 86401}, "length_timer"),
+        (
+            {"advanced_machine_detection": {"mode": "detect_beep", "beep_timeout": 29}},
+            "advanced_machine_detection.beep_timeout",
+        ),
+        ({"ncco": [{"action": "talk", "text": "x", "level": "loud"}]}, "ncco[0].level"),
+        ({"ncco": [{"action": "input", "dtmf": {"maxDigits": "4"}}]}, "ncco[0].dtmf.maxDigits"),
+        ({"ncco": [{"action": "dance"}]}, "ncco[0].action"),
         ({"ncco": []}, "ncco"),
         ({"answer_url": ["https://x"]}, "ncco"),
         ({"ringing_timer": 121}, "ringing_timer"),
@@ -70,3 +83,238 @@ def test_more_calls_than_the_limit_in_one_second_get_429(
     assert codes.count(201) == 3 and codes[3:] == [429, 429]
     log = httpx.get(f"{simulator.url}/_simulator/log").json()
     assert len(log["placements"]) == 3 and log["throttled"] == 2
+
+
+# -- calls as the reference describes them -----------------------------------------------------------
+
+
+@pytest.fixture
+def running(settings: Settings) -> Iterator[tuple[Simulation, str]]:
+    app = simulator_app("vonage", settings, rate_limit=50, time_scale=0.01)
+    with BackgroundServer(app) as server:
+        yield app.state.simulation, server.url
+
+
+def _call(settings: Settings, url: str, **body: Any) -> str:
+    token = vonage.api_token(settings.vonage)
+    request = {
+        "to": [{"type": "phone", "number": "12125550106"}],
+        "from": {"type": "phone", "number": "14155550100"},
+    }
+    response = httpx.post(
+        f"{url}/v1/calls", json=request | body, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["uuid"])
+
+
+def _events(stand_in: Application) -> list[dict[str, Any]]:
+    return [received.json() for received in stand_in.on("/event")]
+
+
+def test_answer_url_is_fetched_with_the_call_and_its_ncco_run(
+    settings: Settings, running: tuple[Simulation, str]
+) -> None:
+    _, url = running
+
+    def answer(received: Received) -> Any:
+        return (
+            [{"action": "notify", "payload": {"step": "ran"}, "eventUrl": [f"{app_url}/notified"]}]
+            if received.path == "/answer"
+            else None
+        )
+
+    with application(answer) as (stand_in, app_url):
+        call = _call(settings, url, answer_url=[f"{app_url}/answer"], event_url=[f"{app_url}/event"])
+        notified = stand_in.wait_for(lambda: stand_in.on("/notified"))
+    (fetched,) = stand_in.on("/answer")
+    assert fetched.method == "GET"
+    assert fetched.query == {
+        "to": "12125550106",
+        "from": "14155550100",
+        "uuid": call,
+        "conversation_uuid": fetched.query["conversation_uuid"],
+    }
+    assert notified[0].json() == {"step": "ran"}
+
+
+def test_an_application_without_signing_gets_unsigned_callbacks(settings: Settings) -> None:
+    unsigned = settings.model_copy(
+        update={"vonage": settings.vonage.model_copy(update={"signature_secret": None})}
+    )
+    with (
+        BackgroundServer(simulator_app("vonage", unsigned, rate_limit=50, time_scale=0.01)) as server,
+        application() as (stand_in, app_url),
+    ):
+        _call(settings, server.url, ncco=[{"action": "talk", "text": "Hi"}], event_url=[f"{app_url}/event"])
+        stand_in.wait_for(lambda: "completed" in [e["status"] for e in _events(stand_in)])
+    assert all("authorization" not in received.headers for received in stand_in.on("/event"))
+
+
+@pytest.mark.parametrize(
+    ("keys", "dtmf", "expected"),
+    [
+        ("12#", {"maxDigits": 4, "submitOnHash": True, "timeOut": 3}, {"digits": "12", "timed_out": False}),
+        ("1234", {"maxDigits": 2, "timeOut": 3}, {"digits": "12", "timed_out": False}),
+        ("12", {"maxDigits": 4, "timeOut": 3}, {"digits": "12", "timed_out": True}),
+        ("", {"maxDigits": 4, "timeOut": 2}, {"digits": "", "timed_out": True}),
+    ],
+)
+def test_input_ends_on_max_digits_on_hash_or_after_its_timeout(
+    settings: Settings,
+    running: tuple[Simulation, str],
+    keys: str,
+    dtmf: dict[str, Any],
+    expected: dict[str, Any],
+) -> None:
+    sim, url = running
+    sim.scripts["+12125550106"] = Script("answered", keys)
+    with application() as (stand_in, app_url):
+        ncco = [
+            {"action": "talk", "text": "Your code?", "bargeIn": True},
+            {"action": "input", "type": ["dtmf"], "dtmf": dtmf, "eventUrl": [f"{app_url}/input"]},
+        ]
+        _call(settings, url, ncco=ncco, event_url=[f"{app_url}/event"])
+        (received,) = stand_in.wait_for(lambda: stand_in.on("/input"))
+    assert received.json()["dtmf"] == expected
+
+
+@pytest.mark.parametrize(("barge_in", "digits"), [(True, "1"), (False, "")])
+def test_a_key_pressed_during_the_prompt_counts_only_if_the_prompt_lets_it_barge_in(
+    settings: Settings, running: tuple[Simulation, str], barge_in: bool, digits: str
+) -> None:
+    sim, url = running
+    sim.scripts["+12125550106"] = Script("answered", "1", barge=True)  # keys a second into the prompt
+    long_prompt = "Please listen carefully, as our options have changed. " * 5  # 18 s
+    with application() as (stand_in, app_url):
+        ncco = [
+            {"action": "talk", "text": long_prompt, "bargeIn": barge_in},
+            {"action": "input", "type": ["dtmf"], "dtmf": {"maxDigits": 1}, "eventUrl": [f"{app_url}/input"]},
+        ]
+        _call(settings, url, ncco=ncco, event_url=[f"{app_url}/event"])
+        (received,) = stand_in.wait_for(lambda: stand_in.on("/input"))
+    assert received.json()["dtmf"]["digits"] == digits
+
+
+@pytest.mark.parametrize(
+    ("detection", "expected"),
+    [
+        ({"machine_detection": "continue"}, ["machine", "completed"]),
+        ({"machine_detection": "hangup"}, ["machine", "completed"]),
+        (
+            {"advanced_machine_detection": {"behavior": "continue", "mode": "default"}},
+            ["machine", "machine:beep_start", "completed"],
+        ),
+        (
+            {
+                "advanced_machine_detection": {
+                    "behavior": "continue",
+                    "mode": "detect_beep",
+                    "beep_timeout": 30,
+                }
+            },
+            ["machine:beep_start", "completed"],
+        ),
+        ({"advanced_machine_detection": {"behavior": "hangup", "mode": "detect"}}, ["machine", "completed"]),
+    ],
+)
+def test_machine_detection_reports_as_documented(
+    settings: Settings, running: tuple[Simulation, str], detection: dict[str, Any], expected: list[str]
+) -> None:
+    sim, url = running
+    sim.scripts["+12125550106"] = Script("machine")
+    with application() as (stand_in, app_url):
+        _call(
+            settings,
+            url,
+            ncco=[{"action": "talk", "text": "Hello"}],
+            event_url=[f"{app_url}/event"],
+            **detection,
+        )
+        stand_in.wait_for(lambda: "completed" in [e["status"] for e in _events(stand_in)])
+    seen = [
+        e["status"] + (f":{e['sub_state']}" if "sub_state" in e else "")
+        for e in _events(stand_in)
+        if e["status"] in ("machine", "human", "completed")
+    ]
+    assert seen == expected
+
+
+def test_a_reply_to_the_beep_replaces_the_running_ncco(
+    settings: Settings, running: tuple[Simulation, str]
+) -> None:
+    sim, url = running
+    sim.scripts["+12125550106"] = Script("machine")
+
+    def after_beep(received: Received) -> Any:
+        body = received.json() if received.path == "/event" else {}
+        if body.get("sub_state") == "beep_start":
+            return [{"action": "notify", "payload": {"left": "message"}, "eventUrl": [f"{app_url}/left"]}]
+        return None
+
+    with application(after_beep) as (stand_in, app_url):
+        detection = {"behavior": "continue", "mode": "default"}
+        question = [
+            {"action": "talk", "text": "Press 1 to confirm. " * 20},
+            {"action": "notify", "payload": {"asked": "question"}, "eventUrl": [f"{app_url}/asked"]},
+        ]
+        _call(
+            settings, url, ncco=question, event_url=[f"{app_url}/event"], advanced_machine_detection=detection
+        )
+        stand_in.wait_for(lambda: stand_in.on("/left"))
+        stand_in.wait_for(lambda: "completed" in [e["status"] for e in _events(stand_in)])
+    assert stand_in.on("/asked") == []  # the rest of the question was never played
+
+
+def test_calls_are_listed_with_filters_and_hal_paging(
+    settings: Settings, running: tuple[Simulation, str]
+) -> None:
+    sim, url = running
+    for number in ("12125550101", "12125550106", "12125550107"):
+        sim.scripts["+" + number] = Script("busy" if number.endswith("1") else "answered")
+    with application() as (stand_in, app_url):
+        calls = [
+            _call(
+                settings,
+                url,
+                to=[{"type": "phone", "number": n}],
+                ncco=[{"action": "talk", "text": "Hi"}],
+                event_url=[f"{app_url}/event"],
+            )
+            for n in ("12125550101", "12125550106", "12125550107")
+        ]
+        stand_in.wait_for(lambda: [e["status"] for e in _events(stand_in)].count("completed") == 2)
+    headers = {"Authorization": f"Bearer {vonage.api_token(settings.vonage)}"}
+    first = httpx.get(f"{url}/v1/calls", params={"page_size": 2, "order": "asc"}, headers=headers).json()
+    assert (first["count"], first["page_size"], first["record_index"]) == (3, 2, 0)
+    assert [call["uuid"] for call in first["_embedded"]["calls"]] == calls[:2]
+    assert set(first["_links"]) == {"self", "first", "last", "next"}
+    following = httpx.get(
+        f"{url}{first['_links']['next']['href'].replace('/calls', '/v1/calls')}", headers=headers
+    ).json()
+    assert [call["uuid"] for call in following["_embedded"]["calls"]] == calls[2:]
+    assert set(following["_links"]) == {"self", "first", "last", "prev"}
+    busy = httpx.get(f"{url}/v1/calls", params={"status": "busy"}, headers=headers).json()
+    assert [call["uuid"] for call in busy["_embedded"]["calls"]] == calls[:1]
+    newest = httpx.get(f"{url}/v1/calls", params={"order": "desc", "page_size": 1}, headers=headers).json()
+    assert newest["_embedded"]["calls"][0]["uuid"] == calls[-1]
+    refused = httpx.get(f"{url}/v1/calls", params={"page_size": 101}, headers=headers)
+    assert refused.status_code == 400 and refused.json()["invalid_parameters"][0]["name"] == "page_size"
+
+
+def test_a_hangup_before_the_answer_cancels_the_call(
+    settings: Settings, running: tuple[Simulation, str]
+) -> None:
+    sim, url = running
+    sim.scripts["+12125550106"] = Script("answered", ring_seconds=30)
+    headers = {"Authorization": f"Bearer {vonage.api_token(settings.vonage)}"}
+    with application() as (stand_in, app_url):
+        call = _call(settings, url, ncco=[{"action": "talk", "text": "Hi"}], event_url=[f"{app_url}/event"])
+        stand_in.wait_for(lambda: "ringing" in [e["status"] for e in _events(stand_in)])
+        assert (
+            httpx.put(f"{url}/v1/calls/{call}", json={"action": "hangup"}, headers=headers).status_code == 204
+        )
+        stand_in.wait_for(lambda: "cancelled" in [e["status"] for e in _events(stand_in)])
+    assert "answered" not in [e["status"] for e in _events(stand_in)]
+    gone = httpx.put(f"{url}/v1/calls/{call}/talk", json={"text": "Hi"}, headers=headers)
+    assert gone.status_code == 400  # not in progress any more
