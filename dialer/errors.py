@@ -55,6 +55,10 @@ class ProviderTimeout(ProviderError):
     """The request may have reached the provider but no answer came: never re-dial blindly."""
 
 
+class ProviderAnswerUnreadable(ProviderError):
+    """A 2xx answer that is not what the provider documents (a look-up's, say): logged, not applied."""
+
+
 class ProviderRejected(ProviderError):
     """A 4xx answer: the provider will not place this call."""
 

@@ -75,6 +75,8 @@ def expected(provider: str) -> dict[str, tuple[list[str], str, str | None]]:
     """EXPECTED as a provider without DTMF or machine detection must see it."""
     can = get_provider(provider).capabilities
     table = dict(EXPECTED)
+    if provider == "routee":  # Routee reports a callee who declines as NoAnswer, which is retried
+        table["4"] = (["no_answer", "no_answer", "no_answer"], "exhausted", None)
     if not can.machine_detection:
         table["5"] = (["completed"], "reached", None)  # the machine is taken for a person
     if not can.dtmf:

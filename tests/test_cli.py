@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from dialer.cli import main
 from dialer.providers import PROVIDERS
+from dialer.settings import get_settings
 from tests.e2e import campaign_text, expected, write_campaign
 
 
@@ -126,3 +127,47 @@ def test_quickstart_runs_the_example_to_a_results_file(
             outcomes[-1],
         )
         assert row["dtmf_choice"] == {"1": "confirm", "2": "cancel"}.get(digits or "", "")
+
+
+def _create(env: dict[str, str], tmp_path: Path, text: str) -> tuple[int, str, Path]:
+    path = tmp_path / "campaign.toml"
+    path.write_text(text)
+    code, output = run(env, "campaign", "create", str(path))
+    return code, output, path
+
+
+@pytest.mark.parametrize("provider", sorted(PROVIDERS))
+def test_a_caller_id_the_provider_cannot_send_is_refused_at_create(
+    env: dict[str, str], tmp_path: Path, provider: str
+) -> None:
+    text = campaign_text(provider).replace('caller_id = "+14155550100"', 'caller_id = "hello"')
+    code, output, path = _create(env, tmp_path, text)
+    assert code == 1 and output.startswith(f"Error: {path}: caller_id:")
+    assert "'hello'" in output
+    assert run(env, "campaign", "list")[1].strip() == "no campaigns yet: dialer campaign create FILE"
+
+
+def test_an_unknown_region_is_refused_at_create(env: dict[str, str], tmp_path: Path) -> None:
+    text = campaign_text("vonage").replace(
+        'caller_id = "+14155550100"', 'caller_id = "+14155550100"\nregion = "XX"'
+    )
+    code, output, path = _create(env, tmp_path, text)
+    assert (code, output.strip()) == (
+        1,
+        f"Error: {path}: region: unknown region 'XX' (use a two-letter country code such as US or GB)",
+    )
+
+
+def test_more_calls_per_second_than_the_account_allows_are_refused_at_create(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    text = campaign_text("routee").replace("[pacing]\n", "[pacing]\ncalls_per_second = 2\n")
+    code, output, path = _create(env, tmp_path, text)
+    assert (code, output.strip()) == (
+        1,
+        f"Error: {path}: pacing.calls_per_second: 2 is more than the Routee account allows"
+        " (1 per second; DIALER_ROUTEE__RATE_LIMIT)",
+    )
+    get_settings.cache_clear()  # a new process, on an account whose limit was raised
+    code, _, _ = _create(env | {"DIALER_ROUTEE__RATE_LIMIT": "5"}, tmp_path, text)
+    assert code == 0

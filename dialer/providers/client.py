@@ -10,7 +10,13 @@ from typing import Any
 
 import httpx
 
-from dialer.errors import ProviderAuthError, ProviderTimeout, ProviderUnavailable
+from dialer.errors import (
+    ProviderAnswerUnreadable,
+    ProviderAuthError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    WebhookPayloadError,
+)
 from dialer.providers.base import CallEvent, CallOrder, Provider, send
 
 RENEW_BEFORE = 60.0
@@ -110,4 +116,10 @@ class ProviderClient:
         assert provider.build_lookup is not None and provider.parse_lookup is not None
         build = provider.build_lookup
         response = self._send(provider, settings, lambda token: build(call_id, settings, token), pace)
-        return provider.parse_lookup(response)
+        try:
+            return provider.parse_lookup(response)
+        except (WebhookPayloadError, ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ProviderAnswerUnreadable(
+                f"{provider.title} answered a status look-up with something unexpected ({error!r}):"
+                f" {response.text[:200]}"
+            ) from None

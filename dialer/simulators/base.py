@@ -51,7 +51,7 @@ Emit = Callable[..., Awaitable[None]]
 THINK_SECONDS = 1.5
 """How long a callee thinks after a question before the first key."""
 BARGE_SECONDS = 1.0
-"""How far into a question an impatient callee presses the first key."""
+"""How far into a question an impatient callee presses the first key (half-way into a shorter one)."""
 KEY_GAP = 0.5
 """Seconds between one key and the next."""
 BEEP_SECONDS = 10.0
@@ -74,7 +74,7 @@ class Script:
         """Each key the callee presses, with when: seconds from the start of the question."""
         if self.behaviour != "answered" or not self.digits:
             return []
-        first = min(BARGE_SECONDS, question_seconds) if self.barge else question_seconds + THINK_SECONDS
+        first = min(BARGE_SECONDS, question_seconds / 2) if self.barge else question_seconds + THINK_SECONDS
         return [(first + index * KEY_GAP, key) for index, key in enumerate(self.digits)]
 
 

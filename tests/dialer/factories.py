@@ -22,9 +22,16 @@ NOW = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
 
 
 def campaign_with_contacts(
-    url: str, phones: list[str], *, delay: float = 60, name: str = "e2e", provider: str = "vonage"
+    url: str,
+    phones: list[str],
+    *,
+    delay: float = 60,
+    name: str = "e2e",
+    provider: str = "vonage",
+    text: str | None = None,
 ) -> Campaign:
-    text = campaign_text(provider, delay).replace('name = "e2e"', f'name = "{name}"')
+    """A running campaign (the e2e test campaign, or ``text``) with ``phones`` due now."""
+    text = (text or campaign_text(provider, delay)).replace('name = "e2e"', f'name = "{name}"')
     with db.session_scope(url) as session:
         campaign = create_campaign(session, parse_campaign(text))
         session.execute(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import httpx
+import pytest
 import sqlalchemy as sa
 from sqlmodel import col, select
 
@@ -162,3 +163,67 @@ def test_the_provider_account_cap_counts_calls_in_progress_of_every_campaign(set
         session.execute(sa.update(Attempt).where(col(Attempt.id) == 3).values(status="completed"))
     assert pump(rt) == 1  # only the ended call's place is free
     assert pump(rt) == 0
+
+
+def _overdue_routee_call(settings: Settings, tracking: httpx.Response) -> tuple[list[httpx.Request], Runtime]:
+    campaign = campaign_with_contacts(settings.database_url, PHONES[:1], provider="routee")
+    queued_attempts(settings.database_url, campaign, 1)
+    with db.session_scope(settings.database_url) as session:
+        session.execute(
+            sa.update(Attempt).values(status="ringing", provider_call_id="conv-7", dispatched_at=NOW)
+        )
+    seen: list[httpx.Request] = []
+
+    def routee(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path == "/oauth/token":
+            return httpx.Response(200, json={"access_token": "t", "token_type": "Bearer", "expires_in": 3600})
+        return tracking
+
+    rt = runtime(settings, routee, [])
+    rt.clock = lambda: NOW + timedelta(seconds=settings.settle_after + 1)
+    return seen, rt
+
+
+def test_routee_is_looked_up_on_the_conversations_tracking_page(settings: Settings) -> None:
+    page = {
+        "content": [
+            {
+                "messageId": "m-1",
+                "conversationTrackingId": "conv-7",
+                "to": "+12125550100",
+                "status": {"status": "Completed", "date": "2026-11-27T10:00:00Z"},
+                "duration": 31,
+                "price": 0.0078,
+                "answeredBy": "HUMAN",
+                "collectedTones": "",
+            }
+        ],
+        "totalPages": 1,
+        "totalElements": 1,
+        "last": True,
+        "first": True,
+        "numberOfElements": 1,
+        "size": 20,
+        "number": 0,
+    }
+    seen, rt = _overdue_routee_call(settings, httpx.Response(200, json=page))
+    assert sweep(rt)["looked_up"] == 1
+    assert seen[-1].url.path == "/voice/tracking/conversation/conv-7"
+    attempt = _attempts(settings.database_url)[0]
+    assert (attempt.status, attempt.duration, attempt.price, attempt.answered_by) == (
+        "completed",
+        31,
+        "0.0078",
+        "human",
+    )
+
+
+def test_an_unexpected_look_up_answer_is_logged_and_the_sweep_goes_on(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, rt = _overdue_routee_call(settings, httpx.Response(200, json={"trackingId": "conv-7", "status": "?"}))
+    counts = sweep(rt)
+    assert counts["looked_up"] == 0 and counts["waiting"] == 1
+    assert _attempts(settings.database_url)[0].status == "ringing"  # left for a later look-up
+    assert "answered a status look-up with something unexpected" in caplog.text

@@ -35,7 +35,7 @@ def order(**changes: object) -> CallOrder:
         "voice": None,
         "ssml": False,
         "question": Question(prompt="Press 1 or 2", pattern="[12]", choices={"1": "yes", "2": "no"}),
-        "callback_url": "https://dialer.example/webhooks/vonage/TOKEN",
+        "callback_url": "http://127.0.0.1:9/webhooks/vonage/TOKEN",  # loopback: simulators call back there
         "reference": "TOKEN",
     }
     return CallOrder(**(values | changes))  # type: ignore[arg-type]
@@ -47,10 +47,10 @@ def test_create_call_speaks_the_documented_body(settings: Settings) -> None:
     assert request.method == "POST" and str(request.url) == "https://api.nexmo.com/v1/calls"
     assert body["to"] == [{"type": "phone", "number": "12125550106"}]
     assert body["from"] == {"type": "phone", "number": "14155550100"}
-    assert body["event_url"] == ["https://dialer.example/webhooks/vonage/TOKEN/event"]
+    assert body["event_url"] == ["http://127.0.0.1:9/webhooks/vonage/TOKEN/event"]
     assert [action["action"] for action in body["ncco"]] == ["talk", "talk", "input"]
     assert body["ncco"][2]["dtmf"] == {"maxDigits": 1, "timeOut": 5, "submitOnHash": True}
-    assert body["ncco"][2]["eventUrl"] == ["https://dialer.example/webhooks/vonage/TOKEN/input"]
+    assert body["ncco"][2]["eventUrl"] == ["http://127.0.0.1:9/webhooks/vonage/TOKEN/input"]
     assert validate_create(body) is None
 
 

@@ -73,7 +73,7 @@ def test_the_nccos_that_answer_input_match_the_ncco_schema(outcome: str) -> None
         InputVerdict(
             outcome=outcome,  # type: ignore[arg-type]
             question=QUESTION,
-            callback_url="https://dialer.example/webhooks/vonage/TOKEN",
+            callback_url="http://127.0.0.1:9/webhooks/vonage/TOKEN",
             language="en-US",
         )
     )
