@@ -100,3 +100,16 @@ def test_an_unknown_token_is_refused_before_anything_is_stored(settings: Setting
         _send(settings, forged, "event", status="completed")
     with db.session_scope(settings.database_url) as session:
         assert session.exec(select(WebhookEvent)).all() == []
+
+
+def test_a_machines_beep_is_answered_with_the_message_and_the_call_ends_as_machine(
+    settings: Settings, attempt: Attempt
+) -> None:
+    _send(settings, attempt, "event", status="answered")
+    assert _send(settings, attempt, "event", status="machine") is None  # detected: nothing yet
+    reply = _send(settings, attempt, "event", status="machine", sub_state="beep_start")
+    assert reply == [{"action": "talk", "text": "Hello Ada, this is a reminder.", "language": "en-US"}]
+    _send(settings, attempt, "event", status="completed", duration="21")
+    row, contact = _stored(settings, attempt)
+    assert (row.status, row.answered_by) == ("machine", "machine")
+    assert contact.attempts == 1 and contact.state in ("pending", "done")
