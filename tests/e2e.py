@@ -13,8 +13,11 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlmodel import col, select
 
+from campaigns.spec import parse_campaign
 from dialer import db
+from dialer.errors import ConfigurationError
 from dialer.models import Attempt, Campaign, Contact, DtmfAnswer
+from dialer.operations import check_provider_can
 from dialer.providers import get_provider
 
 RETRY_DELAY = 2.0
@@ -63,6 +66,15 @@ EXPECTED: dict[str, tuple[list[str], str, str | None]] = {
     "9": (["completed"], "reached", None),
 }
 CHOICES = {"1": "confirm", "2": "cancel"}
+
+
+def refusal(text: str) -> str:
+    """What ``dialer campaign create`` says against a campaign file's text ("" when it takes it)."""
+    try:
+        check_provider_can(parse_campaign(text), source="campaign.toml")
+    except ConfigurationError as error:
+        return str(error)
+    return ""
 
 
 def campaign_text(provider: str = "vonage", delay: float = RETRY_DELAY) -> str:
