@@ -126,3 +126,35 @@ def test_a_notification_longer_than_750_characters_is_refused_by_the_simulator_a
         )
     assert refused.status_code == 400 and "between 1 and 750" in refused.json()["message"]
     assert accepted
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "message"),
+    [
+        (
+            {"voice": {"language": "en-US", "gender": "Amy", "number": 1}},
+            400,
+            "voice.gender must be Male or Female",
+        ),
+        ({"voice": {"language": "en-US", "gender": 1, "number": 1}}, 200, None),  # the SDK's integer
+        ({"terminators": ""}, 400, "terminators must be one or more of the keys"),
+        ({"callees": ["+12125550106", "+12125550107"]}, 200, None),
+    ],
+)
+def test_the_simulator_checks_cms_fields_and_answers_in_both_shapes(
+    settings: Settings, change: dict[str, Any], status: int, message: str | None
+) -> None:
+    with live("cm", settings) as deployment:
+        request = cm.build_call(order(), deployment.settings.cm)
+        body = json.loads(request.content) | change
+        if "callees" in change:
+            del body["callee"]
+        token = {"X-CM-PRODUCTTOKEN": request.headers["X-CM-PRODUCTTOKEN"]}
+        answer = httpx.post(request.url, json=body, headers=token)
+    assert answer.status_code == status
+    if message:
+        assert message in answer.json()["message"]
+    elif "callees" in change:
+        assert [event["callee"] for event in answer.json()] == change["callees"]  # an array
+    else:
+        assert answer.json()["success"] is True  # one object for one callee

@@ -154,3 +154,15 @@ def test_the_simulators_answers_match_the_specs_definitions(settings: Settings) 
     assert problems(fonestorm_schema("inline_response_201_4"), notify.json()) == []
     assert problems(fonestorm_schema("inline_response_201_1"), placed.json()) == []
     assert problems(fonestorm_schema("Error"), refused.json()) == []
+
+
+@pytest.mark.parametrize("fonenumber", ["14155550100", "415555010", "+1 415 555 0100"])
+def test_the_simulator_takes_only_a_10_digit_fonenumber(settings: Settings, fonenumber: str) -> None:
+    with live("fractel", settings) as deployment, httpx.Client() as http:
+        account = deployment.settings.fractel
+        token = fractel.parse_sign_in(http.send(fractel.sign_in(account))).value
+        request = fractel.build_call(order(question=None), account, token)
+        form = _form(request) | {"fonenumber": fonenumber}
+        answer = http.post(request.url, data=form, headers={"token": token})
+    assert answer.status_code == 400
+    assert answer.json()["message"] == "fonenumber must be one of your FoneNumbers (10 digits)"
