@@ -472,7 +472,10 @@ def serve(host: str, port: int) -> None:
 
     from dialer.receiver import create_app
 
-    uvicorn.run(create_app(_settings()), host=host, port=port, log_level="info")
+    # uvicorn's access log would write each callback's URL, and its token with it: the receiver
+    # logs each callback itself, without the token.
+    logging.getLogger("dialer.receiver").setLevel(logging.INFO)
+    uvicorn.run(create_app(_settings()), host=host, port=port, log_level="info", access_log=False)
 
 
 @main.command()

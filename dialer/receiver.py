@@ -1,14 +1,19 @@
 """The webhook receiver: one route for every provider's status and DTMF callbacks.
 
 ``/webhooks/{provider}/{token}/{kind}``: the token is the attempt's secret, so a callback is
-authenticated (provider signature where there is one, and the token) before it is stored.
+authenticated (provider signature where there is one, and the token) before it is parsed or
+stored. Bodies are read up to ``DIALER_WEBHOOK_MAX_BODY`` bytes (a provider's callback is a few
+KB; more is refused with 413 before it is read whole). The access log names the route, never the
+token: for CM.com, Routee and Cequens the token is the callback's only credential.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
+import sqlalchemy as sa
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -26,11 +31,34 @@ from dialer.settings import Settings
 log = logging.getLogger("dialer.receiver")
 
 
+class _TooLarge(Exception):
+    """A callback bigger than any provider sends."""
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The request's body (a GET's query string), refused past ``limit`` bytes before it is all read."""
+    if request.method != "POST":
+        query = request.url.query.encode()
+        if len(query) > limit:
+            raise _TooLarge
+        return query
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise _TooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _TooLarge
+    return bytes(body)
+
+
 def create_app(settings: Settings) -> Starlette:
     """The receiver as an ASGI app; settings with which no callback could be accepted are refused."""
     for name, provider in PROVIDERS.items():
         if provider.check_settings is not None:
             provider.check_settings(settings.provider_settings(name))
+    grace = timedelta(seconds=settings.webhook_grace)
 
     def record(provider_name: str, token: str, webhook: Webhook) -> Any:
         provider = PROVIDERS[provider_name]
@@ -43,36 +71,54 @@ def create_app(settings: Settings) -> Starlette:
                 webhook=webhook,
                 now=utcnow(),
                 public_url=settings.public_url,
+                grace=grace,
             )
 
     async def webhook(request: Request) -> Response:
         name, token, kind = (request.path_params[key] for key in ("provider", "token", "kind"))
+        route = f"{request.method} /webhooks/{name}/…/{kind}"  # never the token
+
+        def answer(response: Response, problem: object = None) -> Response:
+            if problem is None:
+                log.info("%s %s", route, response.status_code)
+            else:
+                log.warning("%s %s: %s", route, response.status_code, problem)
+            return response
+
         provider = PROVIDERS.get(name)
         if provider is None or kind not in provider.webhook_kinds:
-            return PlainTextResponse("no such callback", status_code=404)
-        body = await request.body() if request.method == "POST" else request.url.query.encode()
+            return answer(PlainTextResponse("no such callback", status_code=404), "no such callback")
+        query = request.query_params
+        if len(query.multi_items()) != len(query):
+            return answer(
+                PlainTextResponse("a query parameter is repeated", status_code=400), "ambiguous query"
+            )
+        try:
+            body = await _body(request, settings.webhook_max_body)
+        except _TooLarge:
+            limit = f"a callback is at most {settings.webhook_max_body} bytes"
+            return answer(PlainTextResponse(limit, status_code=413), limit)
         hook = Webhook(
-            kind=kind,
-            method=request.method,
-            headers=dict(request.headers),
-            query=dict(request.query_params),
-            body=body,
+            kind=kind, method=request.method, headers=dict(request.headers), query=dict(query), body=body
         )
         try:
             reply = await run_in_threadpool(record, name, token, hook)
         except WebhookAuthError as error:
-            log.warning("%s %s callback refused: %s", name, kind, error)
-            return PlainTextResponse("unauthorised", status_code=401)
+            return answer(PlainTextResponse("unauthorised", status_code=401), error)
         except WebhookUnsigned as error:
             # Vonage asks for a 5xx here: it sends the callback again, signed this time, we hope.
-            log.warning("%s %s callback refused: %s", name, kind, error)
-            return PlainTextResponse("a signature is required", status_code=503)
+            return answer(PlainTextResponse("a signature is required", status_code=503), error)
         except WebhookPayloadError as error:
-            log.warning("%s %s callback malformed: %s", name, kind, error)
-            return PlainTextResponse(str(error), status_code=400)
+            return answer(PlainTextResponse(str(error), status_code=400), error)
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as error:
+            # The database is unavailable: the provider should come again.
+            return answer(
+                PlainTextResponse("try again later", status_code=503, headers={"Retry-After": "5"}),
+                f"database unavailable: {error.__class__.__name__}",
+            )
         if reply is None:
-            return Response(status_code=204)
-        return JSONResponse(reply)
+            return answer(Response(status_code=204))
+        return answer(JSONResponse(reply))
 
     async def health(_: Request) -> Response:
         return PlainTextResponse("ok")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from campaigns.outcomes import (
+    LIVE,
     AttemptStatus,
     CampaignStatus,
     ContactResult,
@@ -23,6 +24,12 @@ from dialer.errors import WebhookAuthError, WebhookPayloadError
 from dialer.models import Attempt, Campaign, Contact, DtmfAnswer, WebhookEvent
 from dialer.providers.base import CallEvent, InputVerdict, Provider, Webhook
 from dialer.runtime import spec_of
+
+_LIVE = [status.value for status in LIVE]
+TOKEN_GRACE = timedelta(hours=1)
+"""How long after its attempt ended a callback token is still taken (a provider's late retries)."""
+INPUT_AFTER_END = timedelta(seconds=60)
+"""How long after an answered call ended its DTMF input is still taken (Routee posts it then)."""
 
 
 def advance(
@@ -76,10 +83,17 @@ def settle(
 
 
 def finish(
-    session: Session, *, attempt: Attempt, status: AttemptStatus, now: datetime, reason: str | None = None
+    session: Session,
+    *,
+    attempt: Attempt,
+    status: AttemptStatus,
+    now: datetime,
+    reason: str | None = None,
+    **figures: Any,
 ) -> bool:
-    """End an attempt with a final ``status`` and settle its contact; False if it had already ended."""
-    if not advance(session, attempt_id=attempt.id or 0, status=status, now=now, reason=reason):
+    """End an attempt with a final ``status`` (and the call's ``figures``: duration, price) and
+    settle its contact; False if it had already ended, and then nothing is written."""
+    if not advance(session, attempt_id=attempt.id or 0, status=status, now=now, reason=reason, **figures):
         return False
     campaign = session.get(Campaign, attempt.campaign_id)
     assert campaign is not None
@@ -101,20 +115,12 @@ def apply_event(
     if event.account_problem:
         _blocked_by_account(session, attempt=attempt, event=event, now=now, title=provider_title)
         return
-    notes: dict[str, Any] = {}
     if event.answered_by:
-        notes["answered_by"] = event.answered_by
-    if event.duration is not None:
-        notes["duration"] = event.duration
-    if event.price is not None:
-        notes["price"] = event.price
-    if notes:
-        session.execute(sa.update(Attempt).where(col(Attempt.id) == attempt.id).values(**notes))
-    if event.call_id and attempt.provider_call_id is None:
+        # Who answered belongs to the call while it lasts: a late event never rewrites a finished one.
         session.execute(
             sa.update(Attempt)
-            .where(col(Attempt.id) == attempt.id, col(Attempt.provider_call_id).is_(None))
-            .values(provider_call_id=event.call_id)
+            .where(col(Attempt.id) == attempt.id, col(Attempt.status).in_(_LIVE))
+            .values(answered_by=event.answered_by)
         )
     status = event.status
     if status is None:
@@ -122,10 +128,17 @@ def apply_event(
     answered_by = event.answered_by or attempt.answered_by
     if status == AttemptStatus.COMPLETED and answered_by == "machine":
         status = AttemptStatus.MACHINE
+    # The call's figures are written with the status change that owns them, in its guarded
+    # statement: a duplicate or late event finds the change made and writes nothing.
+    figures = {
+        name: value
+        for name, value in (("duration", event.duration), ("price", event.price))
+        if value is not None
+    }
     if status.is_final:
-        finish(session, attempt=attempt, status=status, now=now, reason=event.reason)
+        finish(session, attempt=attempt, status=status, now=now, reason=event.reason, **figures)
     else:
-        advance(session, attempt_id=attempt.id or 0, status=status, now=now)
+        advance(session, attempt_id=attempt.id or 0, status=status, now=now, **figures)
 
 
 def _blocked_by_account(
@@ -245,6 +258,41 @@ def record_input(
     return "accepted" if valid else "done"
 
 
+def _bind_call_id(session: Session, *, attempt: Attempt, call_id: str) -> None:
+    """Tie the attempt to the provider's call id the first time one is seen; refuse a callback
+    about another call (a forged or misrouted one, or a signed one replayed to another URL)."""
+    if attempt.provider_call_id is None:
+        try:
+            with session.begin_nested():
+                session.execute(
+                    sa.update(Attempt)
+                    .where(col(Attempt.id) == attempt.id, col(Attempt.provider_call_id).is_(None))
+                    .values(provider_call_id=call_id)
+                )
+        except sa.exc.IntegrityError:
+            raise WebhookAuthError(f"call id {call_id!r} belongs to another attempt") from None
+        known = session.scalar(sa.select(col(Attempt.provider_call_id)).where(col(Attempt.id) == attempt.id))
+    else:
+        known = attempt.provider_call_id
+    if known != call_id:
+        raise WebhookAuthError("callback about another call than its attempt's")
+
+
+def _check_input_time(session: Session, *, attempt_id: int, now: datetime) -> None:
+    """DTMF input belongs to an answered call: while it lasts, or just after it ended (some
+    providers post the keys when the call ends)."""
+    status, ended_at = session.execute(
+        sa.select(col(Attempt.status), col(Attempt.ended_at)).where(col(Attempt.id) == attempt_id)
+    ).one()
+    current = AttemptStatus(status)
+    if not current.is_final:
+        return
+    if current not in (AttemptStatus.COMPLETED, AttemptStatus.MACHINE):
+        raise WebhookPayloadError(f"DTMF input for a call that was not answered ({current})")
+    if ended_at is not None and ended_at < now - INPUT_AFTER_END:
+        raise WebhookPayloadError("DTMF input long after the call ended")
+
+
 def _store(
     session: Session,
     *,
@@ -320,18 +368,25 @@ def record_webhook(
     webhook: Webhook,
     now: datetime,
     public_url: str,
+    grace: timedelta = TOKEN_GRACE,
 ) -> Any:
     """Authenticate, store once and apply one callback; return the provider's expected reply, if any.
 
     The callback is authenticated (the provider's signature or credentials, then the attempt's
-    token) before its body is parsed.
+    token, which lapses ``grace`` after its attempt ended) before its body is parsed. Once an
+    attempt knows its call id, a callback about another call is refused; DTMF input is taken only
+    for a call that is up, or was answered and ended moments ago.
     """
     provider.verify_webhook(webhook, settings)
     if provider.per_call_callbacks:
         attempt = session.exec(select(Attempt).where(col(Attempt.callback_token) == token)).first()
         if attempt is None or attempt.provider != provider.name:
             raise WebhookAuthError("unknown callback token")
+        if attempt.ended_at is not None and attempt.ended_at < now - grace:
+            raise WebhookAuthError("callback token lapsed: its call ended long ago")
         event = provider.parse_webhook(webhook)
+        if event.call_id:
+            _bind_call_id(session, attempt=attempt, call_id=event.call_id)
     else:
         event = provider.parse_webhook(webhook)
         attempt = session.exec(
@@ -354,6 +409,8 @@ def record_webhook(
                 call_id=event.call_id,
             )
             return None
+    if event.digits is not None:
+        _check_input_time(session, attempt_id=attempt.id or 0, now=now)
     if not _store(session, provider=provider, token=token, webhook=webhook, attempt_id=attempt.id, now=now):
         return None  # a redelivery of a callback already recorded
     apply_event(session, attempt=attempt, event=event, now=now, provider_title=provider.title)

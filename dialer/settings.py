@@ -125,6 +125,12 @@ class Settings(BaseSettings):
         description="seconds a request may take to reach the provider: the limit holds for any delay "
         "up to this (or up to the provider's answer, if that comes sooner)",
     )
+    webhook_max_body: int = Field(
+        64 * 1024, ge=1024, description="bytes a callback may have (a provider's are a few KB); more gets 413"
+    )
+    webhook_grace: float = Field(
+        3600.0, gt=0, description="seconds after its attempt ended that a callback token is still taken"
+    )
     tick_seconds: float = Field(1.0, gt=0, description="how often the scheduler claims due contacts")
     sweep_seconds: float = Field(10.0, gt=0, description="how often stalled attempts are checked")
     requeue_after: float = Field(30.0, gt=0, description="seconds before a queued attempt is enqueued again")

@@ -24,11 +24,11 @@ cannot be read is renewed after an hour; the rate limit is taken as 10 calls per
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import httpx
 import jwt
+from pydantic import AliasChoices, BeforeValidator, Field
 
 from campaigns.outcomes import AttemptStatus
 from campaigns.spec import CampaignSpec
@@ -42,6 +42,7 @@ from dialer.providers.base import (
     Webhook,
     caller_id_problem,
 )
+from dialer.providers.fields import Callback, CallId, Digits, Seconds, read
 from dialer.settings import CequensSettings
 
 DEFAULT_TOKEN_LIFETIME = 3600.0
@@ -152,27 +153,37 @@ def verify_webhook(webhook: Webhook, settings: CequensSettings) -> None:
     """Cequens does not sign callbacks: the attempt's secret token in the URL authenticates them."""
 
 
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+class Status(Callback):
+    """A status callback, each field under any of its guessed names."""
+
+    call_id: CallId | None = Field(None, validation_alias=AliasChoices(*CALLBACK_ID_FIELDS))
+    status: Annotated[
+        Literal["initiated", "ringing", "answered", "completed", "busy", "no-answer", "failed", "rejected"],
+        BeforeValidator(_lower),
+    ] = Field(validation_alias=AliasChoices(*STATUS_FIELDS))
+    duration: Seconds | None = None
+
+
+class Dtmf(Callback):
+    """The DTMF callback's query."""
+
+    call_id: CallId | None = Field(None, validation_alias=AliasChoices(*CALLBACK_ID_FIELDS))
+    digits: Digits = Field("", validation_alias=AliasChoices(*DIGITS_FIELDS))
+
+
 def parse_webhook(webhook: Webhook) -> CallEvent:
     if webhook.kind == "dtmf":
-        query = dict(webhook.query)
-        call_id = _first(query, CALLBACK_ID_FIELDS)
-        return CallEvent(call_id=call_id, digits=str(_first(query, DIGITS_FIELDS) or ""))
+        entered = read(Dtmf, webhook.query, what="Cequens DTMF callback")
+        # No digits is no answer: nothing to store, and a later callback may still bring one.
+        return CallEvent(call_id=entered.call_id, digits=entered.digits or None)
     if webhook.kind != "status":
         raise WebhookPayloadError(f"Cequens sends no {webhook.kind!r} callback")
-    try:
-        payload = json.loads(webhook.body)
-    except ValueError:
-        raise WebhookPayloadError("Cequens status callback is not JSON") from None
-    name = str(_first(payload, STATUS_FIELDS) or "").lower()
-    if name not in STATUSES:
-        raise WebhookPayloadError(f"unknown Cequens status {name!r}")
-    duration = payload.get("duration")
-    try:
-        seconds = round(float(duration)) if duration not in (None, "") else None
-    except (TypeError, ValueError):
-        raise WebhookPayloadError(f"Cequens duration {duration!r} is not a number of seconds") from None
-    call_id = _first(payload, CALLBACK_ID_FIELDS)
-    return CallEvent(status=STATUSES[name], call_id=str(call_id) if call_id else None, duration=seconds)
+    status = read(Status, webhook.body, what="Cequens status callback")
+    return CallEvent(status=STATUSES[status.status], call_id=status.call_id, duration=status.duration)
 
 
 def check_campaign(spec: CampaignSpec) -> list[str]:

@@ -22,16 +22,16 @@ Choices where the public documents are silent (kept here, easy to correct):
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import httpx
+from pydantic import BeforeValidator, Field
 
 from campaigns.outcomes import AttemptStatus
 from campaigns.spec import CampaignSpec
-from dialer.errors import ProviderRejected, ProviderTimeout, WebhookPayloadError
+from dialer.errors import ProviderRejected, ProviderTimeout
 from dialer.providers.base import (
     CallEvent,
     CallOrder,
@@ -41,6 +41,7 @@ from dialer.providers.base import (
     caller_id_problem,
     json_detail,
 )
+from dialer.providers.fields import MAX_CALL_SECONDS, Callback, CallId, Digits, Name, Note, read
 from dialer.settings import CmSettings
 
 #: ``result.code`` of the callback in the common vocabulary.
@@ -136,43 +137,56 @@ def verify_webhook(webhook: Webhook, settings: CmSettings) -> None:
     """CM.com does not sign callbacks: the attempt's secret token in the URL authenticates them."""
 
 
-def _seconds(payload: dict[str, Any], start: str, end: str) -> int | None:
-    try:
-        return round(
-            (datetime.fromisoformat(payload[end]) - datetime.fromisoformat(payload[start])).total_seconds()
-        )
-    except (KeyError, TypeError, ValueError):
-        return None
+def _sip_code(value: Any) -> Any:
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class Result(Callback):
+    code: Literal[9, 10, 11, 12]
+    description: Note | None = None
+    sip_disconnect_code: Annotated[Name, BeforeValidator(_sip_code)] | None = Field(
+        None, alias="sip-disconnect-code"
+    )
+    """Alphanumeric: ``BYE`` in CM.com's example, SIP codes such as ``486`` otherwise."""
+    sip_disconnect_reason: Note | None = Field(None, alias="sip-disconnect-reason")
+
+
+class Finished(Callback):
+    """The callback CM.com posts when a call is over."""
+
+    type: Name | None = None
+    call_id: CallId | None = Field(None, alias="call-id")
+    result: Result
+    digits: Digits | None = None
+    answered_on: datetime | None = Field(None, alias="answered-on")
+    ended_on: datetime | None = Field(None, alias="ended-on")
 
 
 def parse_webhook(webhook: Webhook) -> CallEvent:
-    try:
-        payload = json.loads(webhook.body)
-        result = payload["result"]
-        code = int(result["code"])
-    except (ValueError, KeyError, TypeError):
-        raise WebhookPayloadError("CM.com callback without a result code") from None
-    if code not in RESULT_CODES:
-        raise WebhookPayloadError(f"unknown CM.com result code {code}")
-    status = RESULT_CODES[code]
-    if status == AttemptStatus.REJECTED and str(result.get("sip-disconnect-code")) in BUSY_SIP_CODES:
+    finished = read(Finished, webhook.body, what="CM.com callback")
+    result = finished.result
+    status = RESULT_CODES[result.code]
+    if status == AttemptStatus.REJECTED and result.sip_disconnect_code in BUSY_SIP_CODES:
         status = AttemptStatus.BUSY
-    asked = payload.get("type") == "dtmf-finished" and status == AttemptStatus.COMPLETED
+    completed = status == AttemptStatus.COMPLETED
+    duration = None
+    if completed and finished.answered_on and finished.ended_on:
+        duration = max(
+            0, min(MAX_CALL_SECONDS, round((finished.ended_on - finished.answered_on).total_seconds()))
+        )
     return CallEvent(
         status=status,
-        call_id=payload.get("call-id"),
-        digits=str(payload.get("digits") or "") if asked else None,
-        duration=_seconds(payload, "answered-on", "ended-on") if status == AttemptStatus.COMPLETED else None,
-        reason=_reason(result) if status != AttemptStatus.COMPLETED else None,
+        call_id=finished.call_id,
+        digits=(finished.digits or "") if completed and finished.type == "dtmf-finished" else None,
+        duration=duration,
+        reason=None if completed else _reason(result),
     )
 
 
-def _reason(result: dict[str, Any]) -> str:
+def _reason(result: Result) -> str:
     """The result's description, with the SIP disconnect code and reason when CM.com gives them."""
-    sip = " ".join(
-        str(result[key]) for key in ("sip-disconnect-code", "sip-disconnect-reason") if result.get(key)
-    )
-    return f"{result.get('description') or 'not completed'}" + (f" (SIP {sip})" if sip else "")
+    sip = " ".join(part for part in (result.sip_disconnect_code, result.sip_disconnect_reason) if part)
+    return f"{result.description or 'not completed'}" + (f" (SIP {sip})" if sip else "")
 
 
 def check_campaign(spec: CampaignSpec) -> list[str]:

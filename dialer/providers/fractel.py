@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import base64
 import hmac
-import json
-from typing import Any
+from typing import Annotated, Literal
 from urllib.parse import parse_qsl
 
 import httpx
+from pydantic import StringConstraints
 
 from campaigns.outcomes import AttemptStatus
 from campaigns.phones import is_e164
@@ -45,6 +45,7 @@ from dialer.providers.base import (
     call_id_at,
     json_detail,
 )
+from dialer.providers.fields import Callback, CallId, Seconds, read
 from dialer.settings import FractelSettings
 
 TOKEN_LIFETIME = 3600
@@ -157,42 +158,41 @@ def verify_webhook(webhook: Webhook, settings: FractelSettings) -> None:
         raise ConfigurationError("DIALER_FRACTEL__WEBHOOK_PASSWORD is not set")
     pair = f"{settings.webhook_username}:{settings.webhook_password.get_secret_value()}"
     expected = f"Basic {base64.b64encode(pair.encode()).decode()}"
-    if not hmac.compare_digest(webhook.headers.get("authorization", ""), expected):
+    # As bytes: a header may hold any byte, and compare_digest refuses non-ASCII text.
+    given = webhook.headers.get("authorization", "").encode("utf-8", "surrogateescape")
+    if not hmac.compare_digest(given, expected.encode()):
         raise WebhookAuthError("Fractel callback without the registered credentials")
 
 
-def _fields(body: bytes) -> Any:
-    """A callback's data, however ``send_notify``'s method sent it: JSON, a form, or a query string
-    (the receiver passes a GET's query as the body)."""
-    try:
-        return json.loads(body)
-    except ValueError:
-        return dict(parse_qsl(body.decode("utf-8", "replace")))
+class Event(Callback):
+    """A call notification, however ``send_notify``'s method sent it."""
+
+    uid: CallId
+    status: Literal["BEGIN", "END"]
+    disposition: Annotated[str, StringConstraints(pattern=r"^[A-Z_]{1,20}(:\d{1,3})?$")] | None = None
+    billable_seconds: Seconds | None = None
+
+
+def _fields(body: bytes) -> bytes | dict[str, str]:
+    """A callback's data: JSON as it came, or the fields of a form or a query string (the
+    receiver passes a GET's query as the body)."""
+    if body.lstrip()[:1] in (b"{", b"["):
+        return body
+    return dict(parse_qsl(body.decode("utf-8", "replace")))
 
 
 def parse_webhook(webhook: Webhook) -> CallEvent:
-    try:
-        payload = _fields(webhook.body)
-        state, call_id = payload["status"], str(payload["uid"])
-    except (KeyError, TypeError):
-        raise WebhookPayloadError("Fractel callback without status and uid") from None
-    if state == "BEGIN":
-        return CallEvent(status=AttemptStatus.DIALING, call_id=call_id)
-    if state != "END":
-        raise WebhookPayloadError(f"unknown Fractel status {state!r}")
-    disposition = str(payload.get("disposition", ""))
+    event = read(Event, _fields(webhook.body), what="Fractel callback")
+    if event.status == "BEGIN":
+        return CallEvent(status=AttemptStatus.DIALING, call_id=event.uid)
+    disposition = event.disposition or ""
     status = DISPOSITIONS.get(disposition.split(":")[0])
     if status is None:
-        raise WebhookPayloadError(f"unknown Fractel disposition {disposition!r}")
-    seconds = payload.get("billable_seconds")
-    try:
-        duration = int(seconds) if seconds not in (None, "") else None
-    except (TypeError, ValueError):
-        raise WebhookPayloadError(f"Fractel billable_seconds {seconds!r} is not a number") from None
+        raise WebhookPayloadError(f"Fractel callback: disposition: unknown {disposition!r}")
     return CallEvent(
         status=status,
-        call_id=call_id,
-        duration=duration,
+        call_id=event.uid,
+        duration=event.billable_seconds,
         reason=disposition if status != AttemptStatus.COMPLETED else None,
     )
 

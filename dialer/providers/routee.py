@@ -33,12 +33,12 @@ Choices where the public documents are silent (kept here, easy to correct):
 from __future__ import annotations
 
 import base64
-import json
 import math
 import re
-from typing import Any
+from typing import Any, Literal
 
 import httpx
+from pydantic import Field
 
 from campaigns.outcomes import AttemptStatus
 from campaigns.spec import CampaignSpec, Message, Question
@@ -54,6 +54,7 @@ from dialer.providers.base import (
     call_id_at,
     json_detail,
 )
+from dialer.providers.fields import Callback, CallId, Digits, Price, Seconds, price_text, read
 from dialer.settings import RouteeSettings
 
 TEXT_LIMIT = 1000
@@ -204,69 +205,92 @@ def verify_webhook(webhook: Webhook, settings: RouteeSettings) -> None:
     """Routee does not sign callbacks: the attempt's secret token in the URL authenticates them."""
 
 
-def _number(value: Any, name: str) -> str | None:
-    if value in (None, ""):
-        return None
-    try:
-        float(value)
-    except (TypeError, ValueError):
-        raise WebhookPayloadError(f"Routee {name} {value!r} is not a number") from None
-    return str(value)
+StatusName = Literal[
+    "Queued",
+    "Initiated",
+    "Ringing",
+    "InProgress",
+    "Completed",
+    "Busy",
+    "NoAnswer",
+    "Failed",
+    "Unknown",
+    "Unsent",
+    "Terminated",
+]
 
 
-def _outcome(name: Any, payload: dict[str, Any], call_id: Any) -> CallEvent:
-    """A status name and the figures beside it, as one event."""
-    if name in ACCOUNT_STATUSES:
-        return CallEvent(call_id=call_id, account_problem=ACCOUNT_STATUSES[name])
-    if name not in STATUSES:
-        raise WebhookPayloadError(f"unknown Routee status {name!r}")
-    duration = _number(payload.get("duration"), "duration")
-    answered_by = str(payload.get("answeredBy") or "").lower()
-    return CallEvent(
-        status=STATUSES[name],
-        call_id=call_id,
-        duration=round(float(duration)) if duration is not None else None,
-        price=_number(payload.get("price"), "price"),
-        answered_by="machine" if answered_by == "machine" else "human" if answered_by == "human" else None,
-    )
+class _Figures(Callback):
+    conversation_tracking_id: CallId | None = Field(None, alias="conversationTrackingId")
+    duration: Seconds | None = None
+    price: Price | None = None
+    answered_by: Literal["HUMAN", "MACHINE", "UNKNOWN"] | None = Field(None, alias="answeredBy")
+
+    def outcome(self, name: str) -> CallEvent:
+        """A status name and the figures beside it, as one event."""
+        if name in ACCOUNT_STATUSES:
+            return CallEvent(call_id=self.conversation_tracking_id, account_problem=ACCOUNT_STATUSES[name])
+        by = self.answered_by
+        return CallEvent(
+            status=STATUSES[name],
+            call_id=self.conversation_tracking_id,
+            duration=self.duration,
+            price=price_text(self.price),
+            answered_by="machine" if by == "MACHINE" else "human" if by == "HUMAN" else None,
+        )
 
 
-def _status(payload: dict[str, Any]) -> CallEvent:
-    status = payload.get("status")
-    name = status.get("name") if isinstance(status, dict) else None
-    return _outcome(name, payload, payload.get("conversationTrackingId"))
+class _StatusName(Callback):
+    name: StatusName
+
+
+class Status(_Figures):
+    """A status callback."""
+
+    status: _StatusName
+
+
+class _TrackedStatus(Callback):
+    status: StatusName
+
+
+class Tracked(_Figures):
+    """One message of the conversation tracking page."""
+
+    status: _TrackedStatus
+
+
+class TrackingPage(Callback):
+    content: list[Tracked] = Field(min_length=1)
+
+
+class Collected(Callback):
+    """A COLLECT post: the tones since the previous one."""
+
+    conversation_tracking_id: CallId | None = Field(None, alias="conversationTrackingId")
+    collected_tones: Digits = Field("", alias="collectedTones")
 
 
 def parse_webhook(webhook: Webhook) -> CallEvent:
-    try:
-        payload = json.loads(webhook.body)
-    except ValueError:
-        raise WebhookPayloadError("Routee callback body is not JSON") from None
-    if not isinstance(payload, dict):
-        raise WebhookPayloadError("Routee callback body is not an object")
-    call_id = payload.get("conversationTrackingId")
     if webhook.kind == "status":
-        return _status(payload)
+        status = read(Status, webhook.body, what="Routee status callback")
+        return status.outcome(status.status.name)
     if webhook.kind == "collect":
         # A piece of the answer: the recorder knows what came before it.
+        tones = read(Collected, webhook.body, what="Routee COLLECT event")
         return CallEvent(
-            call_id=call_id, digits=str(payload.get("collectedTones") or ""), input_complete=False
+            call_id=tones.conversation_tracking_id, digits=tones.collected_tones, input_complete=False
         )
     if webhook.kind == "machine":
-        return CallEvent(call_id=call_id, answered_by="machine", message_now=True)
+        detected = read(Collected, webhook.body, what="Routee machine event")
+        return CallEvent(call_id=detected.conversation_tracking_id, answered_by="machine", message_now=True)
     raise WebhookPayloadError(f"Routee sends no {webhook.kind!r} callback")
 
 
 def parse_lookup(response: httpx.Response) -> CallEvent:
     """The conversation's tracking page: its (first) message's status and figures."""
-    page = response.json()
-    messages = page.get("content") if isinstance(page, dict) else None
-    if not isinstance(messages, list) or not messages or not isinstance(messages[0], dict):
-        raise WebhookPayloadError("Routee tracking answer without content")
-    message = messages[0]
-    status = message.get("status")
-    name = status.get("status") if isinstance(status, dict) else None
-    return _outcome(name, message, message.get("conversationTrackingId"))
+    message = read(TrackingPage, response.content, what="Routee tracking page").content[0]
+    return message.outcome(message.status.status)
 
 
 def reply_to_input(verdict: InputVerdict) -> dict[str, Any]:

@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import time
 import uuid
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import jwt
@@ -58,6 +57,7 @@ from dialer.providers.base import (
     caller_id_problem,
     json_detail,
 )
+from dialer.providers.fields import Callback, CallId, Digits, Name, Note, Price, Seconds, price_text, read
 from dialer.settings import VonageSettings
 
 log = logging.getLogger("dialer.providers.vonage")
@@ -278,7 +278,7 @@ def build_lookup(call_id: str, settings: VonageSettings, token: str | None = Non
 
 
 def parse_lookup(response: httpx.Response) -> CallEvent:
-    return _event(response.json())
+    return _event(read(Event, response.content, what="Vonage call"))
 
 
 def error_detail(response: httpx.Response) -> str:
@@ -339,40 +339,65 @@ def verify_webhook(webhook: Webhook, settings: VonageSettings) -> None:
         raise WebhookAuthError("Vonage callback body does not match its payload_hash")
 
 
-def _event(payload: Any) -> CallEvent:
-    if not isinstance(payload, dict) or not isinstance(payload.get("status"), str):
-        raise WebhookPayloadError("Vonage event without a status")
-    name = payload["status"]
-    if name not in STATUSES:
-        raise WebhookPayloadError(f"unknown Vonage status {name!r}")
-    duration = payload.get("duration")
-    try:
-        seconds = int(duration) if duration not in (None, "") else None
-    except (TypeError, ValueError):
-        raise WebhookPayloadError(f"Vonage duration {duration!r} is not a number of seconds") from None
+class Event(Callback):
+    """An event webhook (and a call resource, which has the same fields)."""
+
+    status: Literal[
+        "started",
+        "ringing",
+        "answered",
+        "completed",
+        "busy",
+        "timeout",
+        "unanswered",
+        "cancelled",
+        "rejected",
+        "failed",
+        "human",
+        "machine",
+        "disconnected",
+    ]
+    uuid: CallId | None = None
+    call_uuid: CallId | None = None
+    """The human and machine events name the call here instead."""
+    duration: Seconds | None = None
+    price: Price | None = None
+    sub_state: Name | None = None
+    detail: Note | None = None
+    reason: Note | None = None
+
+
+class Dtmf(Callback):
+    digits: Digits = ""
+    timed_out: bool = False
+
+
+class Input(Callback):
+    """An input webhook: the keys the callee pressed."""
+
+    dtmf: Dtmf
+    uuid: CallId | None = None
+
+
+def _event(event: Event) -> CallEvent:
+    name = event.status
     return CallEvent(
         status=STATUSES[name],
-        call_id=payload.get("uuid") or payload.get("call_uuid"),
+        call_id=event.uuid or event.call_uuid,
         answered_by="machine" if name == "machine" else "human" if name == "human" else None,
-        duration=seconds,
-        price=payload.get("price"),
-        reason=payload.get("detail") or payload.get("reason"),
-        message_now=name == "machine" and payload.get("sub_state") == "beep_start",
+        duration=event.duration,
+        price=price_text(event.price),
+        reason=event.detail or event.reason,
+        message_now=name == "machine" and event.sub_state == "beep_start",
     )
 
 
 def parse_webhook(webhook: Webhook) -> CallEvent:
-    try:
-        payload = json.loads(webhook.body)
-    except ValueError:
-        raise WebhookPayloadError("Vonage callback body is not JSON") from None
     if webhook.kind == "event":
-        return _event(payload)
+        return _event(read(Event, webhook.body, what="Vonage event"))
     if webhook.kind == "input":
-        dtmf = payload.get("dtmf") if isinstance(payload, dict) else None
-        if not isinstance(dtmf, dict):
-            raise WebhookPayloadError("Vonage input callback without dtmf")
-        return CallEvent(call_id=payload.get("uuid"), digits=str(dtmf.get("digits") or ""))
+        entered = read(Input, webhook.body, what="Vonage input")
+        return CallEvent(call_id=entered.uuid, digits=entered.dtmf.digits)
     raise WebhookPayloadError(f"Vonage sends no {webhook.kind!r} callback")
 
 

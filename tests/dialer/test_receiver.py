@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
 
 import httpx
-from sqlmodel import select
+import pytest
+import sqlalchemy as sa
+from sqlmodel import col, select
 
 from dialer import db
-from dialer.embedded import BackgroundServer
-from dialer.models import Attempt, WebhookEvent
+from dialer.embedded import BackgroundServer, loopback_socket
+from dialer.models import Attempt, Contact, DtmfAnswer, WebhookEvent, utcnow
 from dialer.receiver import create_app
 from dialer.settings import Settings
 from dialer.simulators.vonage import sign_webhook
@@ -82,3 +92,279 @@ def test_a_cm_callback_with_an_alphanumeric_sip_code_is_taken(settings: Settings
     with db.session_scope(settings.database_url) as session:
         stored = session.get(Attempt, attempt.id)
     assert stored is not None and (stored.status, stored.reason) == ("failed", "failed (SIP BYE)")
+
+
+# -- issue: the receiver holds against hostile and broken callbacks --------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db(
+    request: pytest.FixtureRequest, settings: Settings, credentials: dict[str, dict[str, str]]
+) -> Settings:
+    """The settings on SQLite, then on PostgreSQL (where concurrency and constraints are real)."""
+    if request.param == "sqlite":
+        return settings
+    url = request.getfixturevalue("postgres_url")
+    return Settings(database_url=url, public_url=settings.public_url, **credentials)
+
+
+def _row(settings: Settings, attempt: Attempt) -> Attempt:
+    with db.session_scope(settings.database_url) as session:
+        row = session.get(Attempt, attempt.id)
+        assert row is not None
+        return row
+
+
+def test_a_body_bigger_than_any_callback_is_refused_before_it_is_read(settings: Settings) -> None:
+    attempt = _attempt(settings)
+    url = f"/webhooks/vonage/{attempt.callback_token}/event"
+    padded = json.dumps(EVENT | {"padding": "x" * 70_000}).encode()
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the size shows only while reading
+        for start in range(0, len(padded), 8192):
+            yield padded[start : start + 8192]
+
+    with receiver(settings) as client:
+        declared = client.post(url, content=padded, headers={"Content-Type": "application/json"})
+        streamed = client.post(url, content=chunks(), headers={"Content-Type": "application/json"})
+        normal = client.post(url, json=EVENT)
+    assert (declared.status_code, streamed.status_code, normal.status_code) == (413, 413, 204)
+    assert "at most 65536 bytes" in declared.text
+    assert [json.loads(event.payload) for event in _stored(settings)] == [EVENT]
+
+
+def test_the_log_names_the_route_never_the_token(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    attempt = _attempt(settings)
+    caplog.set_level("INFO", logger="dialer.receiver")
+    with receiver(settings) as client:
+        client.post(f"/webhooks/vonage/{attempt.callback_token}/event", json=EVENT)
+        client.post(f"/webhooks/vonage/{attempt.callback_token}/event", json={"status": "dancing"})
+    assert "POST /webhooks/vonage/…/event 204" in caplog.text
+    assert "POST /webhooks/vonage/…/event 400" in caplog.text
+    assert attempt.callback_token not in caplog.text
+
+
+def test_dialer_serve_writes_no_token_in_its_log(settings: Settings, tmp_path: Path) -> None:
+    attempt = _attempt(settings)
+    with loopback_socket() as free:
+        port = free.getsockname()[1]
+    env = os.environ | {"DIALER_DATABASE_URL": settings.database_url, "PYTHONUNBUFFERED": "1"}
+    with subprocess.Popen(
+        [sys.executable, "-m", "dialer", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as server:
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    assert time.monotonic() < deadline, "dialer serve did not start"
+                    time.sleep(0.1)
+            answer = httpx.post(
+                f"http://127.0.0.1:{port}/webhooks/vonage/{attempt.callback_token}/event", json=EVENT
+            )
+            assert answer.status_code == 204
+        finally:
+            server.send_signal(signal.SIGINT)
+            output, _ = server.communicate(timeout=20)
+    assert "POST /webhooks/vonage/…/event 204" in output
+    assert attempt.callback_token not in output
+
+
+def test_a_token_lapses_once_its_call_has_long_ended(settings: Settings) -> None:
+    attempt = _attempt(settings)
+    with db.session_scope(settings.database_url) as session:
+        session.execute(
+            sa.update(Attempt)
+            .where(col(Attempt.id) == attempt.id)
+            .values(status="completed", provider_call_id="call-1", ended_at=utcnow() - timedelta(hours=2))
+        )
+    with receiver(settings) as client:
+        late = client.post(
+            f"/webhooks/vonage/{attempt.callback_token}/event", json=EVENT | {"status": "completed"}
+        )
+    assert late.status_code == 401
+    assert _stored(settings) == []
+
+
+def test_a_finished_calls_figures_are_never_rewritten(any_db: Settings) -> None:
+    attempt = _attempt(any_db)
+    url = f"/webhooks/vonage/{attempt.callback_token}/event"
+    with receiver(any_db) as client:
+        client.post(url, json=EVENT)
+        client.post(url, json=EVENT | {"status": "completed", "duration": "30", "price": "0.01"})
+        again = client.post(url, json=EVENT | {"status": "completed", "duration": "86400", "price": "99"})
+        late = client.post(url, json={"call_uuid": "call-1", "status": "machine"})
+    assert (again.status_code, late.status_code) == (204, 204)  # taken, and changing nothing
+    row = _row(any_db, attempt)
+    assert (row.status, row.duration, row.price, row.answered_by) == ("completed", 30, "0.01", None)
+
+
+def test_racing_final_events_leave_the_figures_of_the_one_that_won(any_db: Settings) -> None:
+    attempts = [_attempt_for(any_db, f"+1212555{n:04d}") for n in range(12)]
+    with receiver(any_db) as client, ThreadPoolExecutor(8) as pool:
+        futures = []
+        for attempt in attempts:
+            url = f"/webhooks/vonage/{attempt.callback_token}/event"
+            own = EVENT | {"uuid": f"call-{attempt.id}"}
+            busy = own | {"status": "busy"}
+            completed = own | {"status": "completed", "duration": "45", "price": "0.02"}
+            futures += [pool.submit(client.post, url, json=body) for body in (busy, completed)]
+        assert {future.result().status_code for future in futures} == {204}
+    for attempt in attempts:
+        row = _row(any_db, attempt)
+        figures = (row.duration, row.price)
+        assert figures == ((45, "0.02") if row.status == "completed" else (None, None)), row.status
+
+
+def _attempt_for(settings: Settings, phone: str) -> Attempt:
+    campaign = campaign_with_contacts(settings.database_url, [phone], name=f"c{phone[-4:]}")
+    (attempt,) = queued_attempts(settings.database_url, campaign, 1)
+    return attempt
+
+
+@pytest.mark.parametrize(
+    ("provider", "kind", "body", "reason"),
+    [
+        ("vonage", "event", {"status": "completed", "price": "abc"}, "price"),
+        ("vonage", "event", {"status": "completed", "price": "12345678901"}, "price"),
+        ("vonage", "event", {"status": "completed", "duration": "-5"}, "duration"),
+        ("vonage", "event", {"status": "completed", "duration": "1e12"}, "duration"),
+        ("vonage", "event", {"status": "completed", "duration": "ten"}, "duration"),
+        ("vonage", "input", {"dtmf": {"digits": "1" * 10_000}}, "dtmf.digits"),
+        ("vonage", "input", {"dtmf": {"digits": "1\x00"}}, "dtmf.digits"),
+        ("routee", "status", {"status": {"name": "Completed"}, "price": "abc"}, "price"),
+        ("cm", "callback", {"result": {"code": 10}, "digits": "1\x00"}, "digits"),
+    ],
+)
+def test_a_value_no_provider_sends_gets_400_with_the_reason_and_is_not_stored(
+    any_db: Settings, provider: str, kind: str, body: dict[str, object], reason: str
+) -> None:
+    campaign = campaign_with_contacts(any_db.database_url, ["+12125550106"], provider=provider, name=provider)
+    (attempt,) = queued_attempts(any_db.database_url, campaign, 1)
+    with receiver(any_db) as client:
+        answer = client.post(f"/webhooks/{provider}/{attempt.callback_token}/{kind}", json=body)
+    assert answer.status_code == 400 and f": {reason}:" in answer.text
+    assert _stored(any_db) == []
+    assert _row(any_db, attempt).status == "queued"
+
+
+def test_malformed_requests_get_a_4xx_never_a_500(settings: Settings) -> None:
+    attempts = {
+        name: queued_attempts(
+            settings.database_url,
+            campaign_with_contacts(settings.database_url, ["+12125550106"], provider=name, name=name),
+            1,
+        )[0]
+        for name in ("vonage", "cm", "routee", "cequens")
+    }
+    deep = b'{"a": ' + b"[" * 20_000 + b"]" * 20_000 + b"}"  # within the size limit
+    with receiver(settings) as client:
+        answers = [
+            client.post(f"/webhooks/{name}/{attempt.callback_token}/{kind}", content=deep)
+            for (name, attempt), kind in zip(
+                attempts.items(), ("event", "callback", "status", "status"), strict=True
+            )
+        ]
+        answers.append(client.post("/webhooks/cm/forged/callback", content=deep))
+        answers.append(
+            client.post(
+                f"/webhooks/vonage/{attempts['vonage'].callback_token}/event",
+                content=json.dumps(EVENT).encode("utf-16"),
+            )
+        )
+        answers.append(
+            client.post(
+                "/webhooks/fractel/account/event",
+                json={"uid": "x", "status": "BEGIN"},
+                headers={"Authorization": "Basic ĉu-ne-ASCII".encode()},
+            )
+        )
+    assert [answer.status_code for answer in answers] == [400, 400, 400, 400, 401, 400, 401]
+    assert _stored(settings) == []
+
+
+def test_an_event_about_another_call_is_refused(any_db: Settings) -> None:
+    first = _attempt_for(any_db, "+12125550106")
+    second = _attempt_for(any_db, "+12125550107")
+    with receiver(any_db) as client:
+        own = client.post(f"/webhooks/vonage/{first.callback_token}/event", json=EVENT)  # binds call-1
+        other = client.post(f"/webhooks/vonage/{first.callback_token}/event", json=EVENT | {"uuid": "call-2"})
+        # An attempt left "unknown" whose events carry another attempt's call id (a UniqueViolation
+        # on PostgreSQL before): refused, on every retry.
+        stolen = [
+            client.post(f"/webhooks/vonage/{second.callback_token}/event", json=EVENT) for _ in range(2)
+        ]
+    assert (own.status_code, other.status_code, [s.status_code for s in stolen]) == (204, 401, [401, 401])
+    assert _row(any_db, second).provider_call_id is None
+    assert [event.attempt_id for event in _stored(any_db)] == [first.id]
+
+
+def test_a_signed_callback_replayed_to_another_attempts_url_is_refused(settings: Settings) -> None:
+    first, second = _attempt_for(settings, "+12125550106"), _attempt_for(settings, "+12125550107")
+    with db.session_scope(settings.database_url) as session:
+        session.execute(
+            sa.update(Attempt).where(col(Attempt.id) == second.id).values(provider_call_id="call-2")
+        )
+    assert settings.vonage.signature_secret is not None and settings.vonage.api_key
+    body = json.dumps(EVENT).encode()
+    signed = {
+        "Authorization": "Bearer "
+        + sign_webhook(
+            body, secret=settings.vonage.signature_secret.get_secret_value(), api_key=settings.vonage.api_key
+        ),
+        "Content-Type": "application/json",
+    }
+    with receiver(settings) as client:
+        genuine = client.post(f"/webhooks/vonage/{first.callback_token}/event", content=body, headers=signed)
+        replayed = client.post(
+            f"/webhooks/vonage/{second.callback_token}/event", content=body, headers=signed
+        )
+    assert (genuine.status_code, replayed.status_code) == (204, 401)
+
+
+def test_dtmf_is_taken_only_from_an_answered_call(settings: Settings) -> None:
+    busy, ended, live = (_attempt_for(settings, f"+1212555010{n}") for n in (6, 7, 8))
+    with db.session_scope(settings.database_url) as session:
+        session.execute(
+            sa.update(Attempt).where(col(Attempt.id) == busy.id).values(status="busy", ended_at=utcnow())
+        )
+        session.execute(
+            sa.update(Attempt)
+            .where(col(Attempt.id) == ended.id)
+            .values(status="completed", ended_at=utcnow() - timedelta(minutes=5))
+        )
+    keys = {"dtmf": {"digits": "1", "timed_out": False}}
+    with receiver(settings) as client:
+        answers = [
+            client.post(
+                f"/webhooks/vonage/{attempt.callback_token}/input", json=keys | {"uuid": f"c-{attempt.id}"}
+            )
+            for attempt in (busy, ended, live)
+        ]
+    assert [answer.status_code for answer in answers] == [400, 400, 200]
+    assert "not answered (busy)" in answers[0].text and "long after the call ended" in answers[1].text
+    with db.session_scope(settings.database_url) as session:
+        results = {contact.id: contact.result for contact in session.exec(select(Contact)).all()}
+    assert results[busy.contact_id] is None and results[ended.contact_id] is None
+
+
+def test_a_cequens_dtmf_callback_without_digits_does_not_lock_out_the_answer(settings: Settings) -> None:
+    campaign = campaign_with_contacts(settings.database_url, ["+12125550106"], provider="cequens", name="c")
+    (attempt,) = queued_attempts(settings.database_url, campaign, 1)
+    url = f"/webhooks/cequens/{attempt.callback_token}/dtmf"
+    with receiver(settings) as client:
+        empty = client.get(url, params={"callId": "c-1", "digits": ""})
+        real = client.get(url, params={"callId": "c-1", "digits": "2"})
+        repeated = client.get(f"{url}?callId=c-1&digits=1&digits=2")
+    assert (empty.status_code, real.status_code, repeated.status_code) == (204, 204, 400)
+    with db.session_scope(settings.database_url) as session:
+        answers = session.exec(select(DtmfAnswer)).all()
+    assert [(answer.digits, answer.valid) for answer in answers] == [("2", True)]
