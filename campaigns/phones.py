@@ -10,6 +10,9 @@ from importlib import resources
 import phonenumbers
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata, PhoneNumberDesc
 from phonenumbers import timezone as number_timezones
+from phonenumbers.phonenumberutil import _GEO_MOBILE_COUNTRIES
+from phonenumbers.tzdata import TIMEZONE_DATA as _TIMEZONES
+from phonenumbers.tzdata import TIMEZONE_LONGEST_PREFIX as _TIMEZONE_LONGEST_PREFIX
 
 _MIN_NSN, _MAX_NSN = 2, 17
 """phonenumbers' bounds on a national significant number's length."""
@@ -187,11 +190,43 @@ def _desc_pattern(desc: PhoneNumberDesc | None) -> str | None:
     return f"{guard}(?:{pattern})"
 
 
+_SPECIAL_TYPES = (
+    "premium_rate",
+    "toll_free",
+    "shared_cost",
+    "voip",
+    "personal_number",
+    "pager",
+    "uan",
+    "voicemail",
+)
+"""The types ``_number_type_helper`` tries before fixed line and mobile, in its order."""
+
+
+def _compiled(pattern: str | None) -> re.Pattern[str] | None:
+    return re.compile(pattern) if pattern else None
+
+
 @dataclass(frozen=True)
 class _RegionCheck:
+    region: str
     leading_digits: re.Pattern[str] | None
     valid: re.Pattern[str]
     """Full match means ``_number_type_helper`` would not answer UNKNOWN."""
+    special: re.Pattern[str] | None
+    """Full match: a premium, toll-free, shared-cost, VoIP, personal, pager, UAN or voicemail number."""
+    fixed_line: re.Pattern[str] | None
+    mobile: re.Pattern[str] | None
+    same_mobile_and_fixed: bool
+
+    def geographic(self, national_number: str, code: int) -> bool:
+        """``is_number_type_geographical(number_type(...))`` for a number valid in this region."""
+        if self.special is not None and self.special.fullmatch(national_number):
+            return False
+        if self.fixed_line is not None and self.fixed_line.fullmatch(national_number):
+            return True  # fixed line, or fixed line or mobile
+        mobile = not self.same_mobile_and_fixed and self.mobile is not None
+        return mobile and code in _GEO_MOBILE_COUNTRIES and self.mobile.fullmatch(national_number) is not None  # type: ignore[union-attr]
 
 
 @cache
@@ -208,22 +243,74 @@ def _region_checks(code: str) -> tuple[_RegionCheck, ...]:
         general = _desc_pattern(metadata.general_desc)
         valid = f"(?=(?:{general})\\Z)(?:{'|'.join(alternatives)})" if general and alternatives else "(?!)"
         leading = re.compile(metadata.leading_digits) if metadata.leading_digits else None
-        checks.append(_RegionCheck(leading, re.compile(valid)))
+        special = [p for p in (_desc_pattern(getattr(metadata, name)) for name in _SPECIAL_TYPES) if p]
+        checks.append(
+            _RegionCheck(
+                region=region,
+                leading_digits=leading,
+                valid=re.compile(valid),
+                special=re.compile("|".join(f"(?:{p})" for p in special)) if special else None,
+                fixed_line=_compiled(_desc_pattern(metadata.fixed_line)),
+                mobile=_compiled(_desc_pattern(metadata.mobile)),
+                same_mobile_and_fixed=bool(metadata.same_mobile_and_fixed_line_pattern),
+            )
+        )
     return tuple(checks)
+
+
+def _claiming(code: str, national_number: str) -> _RegionCheck | None:
+    """The region ``region_code_for_number`` names for a number, if it is valid there."""
+    checks = _region_checks(code)
+    if len(checks) == 1:
+        return checks[0] if checks[0].valid.fullmatch(national_number) else None
+    for check in checks:
+        if check.leading_digits is not None:
+            if check.leading_digits.match(national_number):
+                return check if check.valid.fullmatch(national_number) else None
+        elif check.valid.fullmatch(national_number):
+            return check
+    return None
 
 
 def _is_valid(code: str, national_number: str) -> bool:
     """``is_valid_number``: the first region that claims the number decides."""
-    checks = _region_checks(code)
-    if len(checks) == 1:
-        return checks[0].valid.fullmatch(national_number) is not None
-    for check in checks:
-        if check.leading_digits is not None:
-            if check.leading_digits.match(national_number):
-                return check.valid.fullmatch(national_number) is not None
-        elif check.valid.fullmatch(national_number):
-            return True
-    return False
+    return _claiming(code, national_number) is not None
+
+
+def zones_of(e164: str) -> tuple[str, ...]:
+    """:func:`time_zones` for a valid E.164 number, the same answer some twenty times faster.
+
+    It follows phonenumbers step by step: the region that claims the number, whether its type is
+    geographical (then the longest known prefix of the number gives its zones) or not (then its
+    country's), and for +1 numbers the narrowing to the number's own region.
+    """
+    digits = e164[1:]
+    code = _country_code(digits)
+    check = _claiming(code, digits[len(code) :]) if code else None
+    if code is None or check is None:
+        return time_zones(e164)  # not a number the shortcut knows: ask phonenumbers itself
+    if check.geographic(digits[len(code) :], int(code)):
+        zones = next(
+            (
+                _TIMEZONES[digits[:length]]
+                for length in range(min(len(digits), _TIMEZONE_LONGEST_PREFIX), 0, -1)
+                if digits[:length] in _TIMEZONES
+            ),
+            (),
+        )
+    else:
+        zones = _TIMEZONES.get(code, ())
+    return _narrowed(
+        tuple(zone for zone in zones if zone != number_timezones.UNKNOWN_TIMEZONE), code, check.region
+    )
+
+
+def _narrowed(zones: tuple[str, ...], code: str, region: str | None) -> tuple[str, ...]:
+    """A +1 number's zones within its own region (see :func:`time_zones`), sorted."""
+    if code == "1" and region and len(zones) > 1:
+        countries = _zone_countries()
+        zones = tuple(zone for zone in zones if countries.get(zone, region) == region) or zones
+    return tuple(sorted(zones))
 
 
 def time_zones(e164: str) -> tuple[str, ...]:
@@ -235,17 +322,12 @@ def time_zones(e164: str) -> tuple[str, ...]:
     (Australian mobiles ring on Cocos Island too), so every zone of the prefix counts.
     """
     number = phonenumbers.parse(e164)
-    zones = [
+    zones = tuple(
         zone
         for zone in number_timezones.time_zones_for_number(number)
         if zone != number_timezones.UNKNOWN_TIMEZONE
-    ]
-    region = phonenumbers.region_code_for_number(number)
-    if number.country_code == 1 and region and len(zones) > 1:
-        countries = _zone_countries()
-        own = [zone for zone in zones if countries.get(zone, region) == region]
-        zones = own or zones
-    return tuple(sorted(zones))
+    )
+    return _narrowed(zones, str(number.country_code), phonenumbers.region_code_for_number(number))
 
 
 @cache

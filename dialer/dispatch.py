@@ -17,7 +17,7 @@ from sqlmodel import Session, col, select
 
 from campaigns import window as windows
 from campaigns.outcomes import AttemptStatus, CampaignStatus, ContactState, earlier_than
-from campaigns.phones import time_zones
+from campaigns.phones import zones_of
 from campaigns.spec import CampaignSpec
 from dialer.db import changed, session_scope, statement_connection
 from dialer.errors import (
@@ -27,13 +27,14 @@ from dialer.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
-from dialer.models import Attempt, Campaign, Contact
+from dialer.models import Attempt, Campaign, Contact, ZoneGroup
 from dialer.operations import pause_provider_campaigns
 from dialer.pacing import Bucket, Gate
 from dialer.providers import get_provider
 from dialer.providers.base import ACCOUNT_TOKEN, CallOrder
 from dialer.recorder import advance, apply_held, finish
 from dialer.runtime import Runtime, spec_of
+from dialer.zones import group_zones
 
 log = logging.getLogger("dialer.dispatch")
 
@@ -42,8 +43,11 @@ MAX_SLEEP = 1.0
 MAX_SEND_FAILURES = 5
 
 
-def contact_zones(contact: Contact, spec: CampaignSpec) -> tuple[str, ...]:
-    return windows.zones_for(spec.window, contact_zone=contact.zone, number_zones=time_zones(contact.phone))
+def contact_zones(contact: Contact, spec: CampaignSpec, group: ZoneGroup | None = None) -> tuple[str, ...]:
+    """The zones a contact's window is checked in: its group's, as the pump checked them."""
+    if group is not None:
+        return group_zones(spec.window, group.zones, group.own)
+    return windows.zones_for(spec.window, contact_zone=contact.zone, number_zones=zones_of(contact.phone))
 
 
 def release(session: Session, *, attempt: Attempt, retry_at: datetime | None, now: datetime) -> bool:
@@ -123,21 +127,22 @@ def place_call(rt: Runtime, attempt_id: int) -> None:
     url = rt.database_url
     with statement_connection(url) as connection, Session(connection) as session:
         row = session.exec(
-            select(Attempt, Contact, Campaign)
+            select(Attempt, Contact, Campaign, ZoneGroup)
             .join(Contact, col(Contact.id) == col(Attempt.contact_id))
             .join(Campaign, col(Campaign.id) == col(Attempt.campaign_id))
+            .outerjoin(ZoneGroup, col(ZoneGroup.id) == col(Contact.zone_group_id))
             .where(col(Attempt.id) == attempt_id)
         ).first()
     if row is None or row[0].status != AttemptStatus.QUEUED:
         return  # already placed, released or finished: a duplicate delivery
-    attempt, contact, campaign = row
+    attempt, contact, campaign, group = row
     spec = spec_of(campaign)
     now = rt.clock()
     if campaign.status != CampaignStatus.RUNNING:
         with session_scope(url) as session:
             release(session, attempt=attempt, retry_at=None, now=now)
         return
-    zones = contact_zones(contact, spec)
+    zones = contact_zones(contact, spec, group)
     if not windows.is_open(spec.window, zones, now):
         with session_scope(url) as session:
             release(session, attempt=attempt, retry_at=windows.next_open(spec.window, zones, now), now=now)

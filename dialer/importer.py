@@ -29,6 +29,7 @@ from dialer.errors import ImportFailed
 from dialer.models import Campaign, Contact, DncEntry, UTCDateTime
 from dialer.providers import get_provider
 from dialer.runtime import spec_of
+from dialer.zones import GroupKey, group_ids, group_key
 
 MAX_FIELD = 1000
 """Characters allowed in one field; longer ones are almost always a broken file."""
@@ -38,7 +39,7 @@ _ENCODINGS = ("utf-8-sig", "cp1252", "latin-1")
 _DELIMITERS = ",;\t|"
 
 
-_Accepted = tuple[str, str, str | None, int]
+_Accepted = tuple[str, str, str | None, int, GroupKey]
 """phone, variables as JSON, zone, row."""
 
 
@@ -187,7 +188,7 @@ def import_contacts(
                 elif undialable is not None and (reason := undialable(phone)):
                     report.rejects.append(Reject(row, raw, reason))
                 else:
-                    accepted.append((phone, variables, zone, row))
+                    accepted.append((phone, variables, zone, row, group_key(phone, zone)))
             rows_seen += len(prepared.raw)
             write(accepted)
             report.accepted += len(accepted)
@@ -265,6 +266,7 @@ _COLUMNS = (
     "phone",
     "variables",
     "zone",
+    "zone_group_id",
     "row_number",
     "state",
     "attempts",
@@ -292,10 +294,12 @@ def _contact_writer(
     names = ", ".join(_COLUMNS)
     copy_rows = db.is_postgresql(session)
 
+    group_id = group_ids(driver, campaign_id=campaign_id, paramstyle="format" if copy_rows else "qmark")
+
     def write(accepted: list[_Accepted]) -> None:
         rows = [
-            (campaign_id, phone, variables, zone, row, "pending", 0, when, when)
-            for phone, variables, zone, row in accepted
+            (campaign_id, phone, variables, zone, group_id(key), row, "pending", 0, when, when)
+            for phone, variables, zone, row, key in accepted
         ]
         if copy_rows:
             with driver.cursor() as cursor, cursor.copy(f"COPY contact ({names}) FROM STDIN") as copy:

@@ -54,10 +54,26 @@ class Campaign(SQLModel, table=True):
     finished_at: datetime | None = _when()
 
 
+class ZoneGroup(SQLModel, table=True):
+    """The time zones that decide when a campaign's contacts may be called, shared by every contact
+    whose number (or own zone) gives the same ones: the pump checks a calling window once per group,
+    and claims only from the groups whose window is open."""
+
+    __table_args__ = (sa.UniqueConstraint("campaign_id", "zones", "own"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id")
+    zones: str = Field(max_length=2000, description="IANA zone names, space-separated, sorted")
+    own: bool = Field(
+        description="the contact's own zone (from the file), which a campaign zone does not override"
+    )
+
+
 class Contact(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("campaign_id", "phone"),
         sa.Index("ix_contact_due", "campaign_id", "state", "next_attempt_at"),
+        sa.Index("ix_contact_zone_due", "campaign_id", "zone_group_id", "state", "next_attempt_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -65,6 +81,7 @@ class Contact(SQLModel, table=True):
     phone: str = Field(max_length=16)
     variables: dict[str, str] = Field(default_factory=dict, sa_type=sa.JSON)
     zone: str | None = Field(default=None, max_length=64, description="the contact's own time zone")
+    zone_group_id: int | None = Field(default=None, foreign_key="zonegroup.id")
     row_number: int
     state: str = Field(default="pending", max_length=10)
     result: str | None = Field(default=None, max_length=20)

@@ -11,21 +11,22 @@ import logging
 import math
 import secrets
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from campaigns import window as windows
 from campaigns.outcomes import LIVE, AttemptStatus, CampaignStatus, ContactResult, ContactState
 from campaigns.spec import CampaignSpec
-from dialer.db import changed, is_postgresql, session_scope
-from dialer.dispatch import contact_zones, through_gate
+from dialer.db import changed, session_scope
+from dialer.dispatch import through_gate
 from dialer.errors import ProviderError
 from dialer.models import Attempt, Campaign, Contact, DncEntry
 from dialer.providers import PROVIDERS, get_provider
 from dialer.recorder import apply_event, apply_held, finish
 from dialer.runtime import Runtime, spec_of
+from dialer.zones import assign_groups, open_groups
 
 log = logging.getLogger("dialer.scheduler")
 
@@ -43,60 +44,39 @@ def claim_due(
 ) -> list[int]:
     """Turn up to ``limit`` due, in-window contacts into queued attempts; return the attempt ids.
 
-    Contacts outside their calling window are moved to the window's next opening, so they wait
-    without being rescanned; numbers on the DNC list are finished as ``dnc``.
+    The window is checked once per zone group, and contacts are read only from the groups whose
+    window is open, the earliest due first: contacts waiting for their window cost nothing, however
+    many they are. Numbers on the DNC list are finished as ``dnc``.
     """
+    campaign_id = campaign.id or 0
+    assign_groups(session, campaign_id=campaign_id)  # contacts written without a group, if any
+    groups = open_groups(session, campaign_id=campaign_id, window=spec.window, now=now)
     claimed: list[int] = []
     for _ in range(10):
         wanted = limit - len(claimed)
-        if wanted <= 0:
+        if wanted <= 0 or not groups:
             break
-        query = (
-            select(col(Contact.id), col(Contact.phone), col(Contact.zone))
-            .where(
-                col(Contact.campaign_id) == campaign.id,
-                col(Contact.state) == ContactState.PENDING,
-                col(Contact.next_attempt_at) <= now,
-            )
-            .order_by(col(Contact.next_attempt_at), col(Contact.id))
-            .limit(wanted * 2)
-        )
-        if is_postgresql(session):
-            query = query.with_for_update(skip_locked=True)
-        candidates = session.exec(query).all()
+        candidates = _due(session, campaign_id=campaign_id, groups=groups, limit=wanted, now=now)
         if not candidates:
             break
         blocked = set(
             session.exec(
                 select(col(DncEntry.phone)).where(
-                    col(DncEntry.phone).in_([phone for _, phone, _ in candidates]),
-                    (col(DncEntry.campaign_id) == campaign.id) | (col(DncEntry.campaign_id).is_(None)),
+                    col(DncEntry.phone).in_([phone for _, phone in candidates]),
+                    (col(DncEntry.campaign_id) == campaign_id) | (col(DncEntry.campaign_id).is_(None)),
                 )
             ).all()
         )
-        callable_ids: list[int] = []
-        for contact_id, phone, zone in candidates:
-            assert contact_id is not None
-            if phone in blocked:
-                session.execute(
-                    sa.update(Contact)
-                    .where(col(Contact.id) == contact_id, col(Contact.state) == ContactState.PENDING)
-                    .values(state=ContactState.DONE, result=ContactResult.DNC, updated_at=now)
+        if blocked:
+            session.execute(
+                sa.update(Contact)
+                .where(
+                    col(Contact.id).in_([contact_id for contact_id, phone in candidates if phone in blocked]),
+                    col(Contact.state) == ContactState.PENDING,
                 )
-                continue
-            contact = Contact(
-                id=contact_id, campaign_id=campaign.id or 0, phone=phone, zone=zone, row_number=0
+                .values(state=ContactState.DONE, result=ContactResult.DNC, updated_at=now)
             )
-            zones = contact_zones(contact, spec)
-            if windows.is_open(spec.window, zones, now):
-                callable_ids.append(contact_id)
-            else:
-                session.execute(
-                    sa.update(Contact)
-                    .where(col(Contact.id) == contact_id)
-                    .values(next_attempt_at=windows.next_open(spec.window, zones, now))
-                )
-        callable_ids = callable_ids[:wanted]
+        callable_ids = [contact_id for contact_id, phone in candidates if phone not in blocked]
         if callable_ids:
             rows = session.execute(
                 sa.update(Contact)
@@ -109,7 +89,7 @@ def claim_due(
                     sa.insert(Attempt).returning(col(Attempt.id), sort_by_parameter_order=True),
                     [
                         {
-                            "campaign_id": campaign.id,
+                            "campaign_id": campaign_id,
                             "contact_id": contact_id,
                             "number": number,
                             "provider": campaign.provider,
@@ -123,6 +103,31 @@ def claim_due(
                 ).all()
                 claimed += [attempt_id for attempt_id in ids if attempt_id is not None]
     return claimed
+
+
+def _due(
+    session: Session, *, campaign_id: int, groups: Sequence[int], limit: int, now: datetime
+) -> list[tuple[int, str]]:
+    """The ``limit`` earliest due pending contacts of the open ``groups``, as (id, phone): one index
+    range per group, each stopped at ``limit`` rows, then the earliest of those."""
+    per_group = [
+        sa.select(col(Contact.id), col(Contact.phone), col(Contact.next_attempt_at))
+        .where(
+            col(Contact.campaign_id) == campaign_id,
+            col(Contact.zone_group_id) == group,
+            col(Contact.state) == ContactState.PENDING,
+            col(Contact.next_attempt_at) <= now,
+        )
+        .order_by(col(Contact.next_attempt_at), col(Contact.id))
+        .limit(limit)
+        .subquery()
+        for group in groups
+    ]
+    union = sa.union_all(*(sa.select(part) for part in per_group)).subquery()
+    rows = session.execute(
+        sa.select(union.c.id, union.c.phone).order_by(union.c.next_attempt_at, union.c.id).limit(limit)
+    ).all()
+    return [(int(contact_id), phone) for contact_id, phone in rows]
 
 
 def finish_campaigns(session: Session, *, now: datetime) -> list[str]:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 import phonenumbers
 import pytest
 
-from campaigns.phones import InvalidPhone, Normaliser, normalise
+from campaigns.phones import InvalidPhone, Normaliser, normalise, time_zones, zones_of
 
 
 @pytest.mark.parametrize(
@@ -109,3 +109,15 @@ def test_common_shapes_take_the_shortcut(raw: str, region: str | None) -> None:
 def test_the_shortcut_refuses_an_invalid_number_with_phonenumbers_reason() -> None:
     with pytest.raises(InvalidPhone, match=r"^not a valid number for its country$"):
         Normaliser().fast("+1 011 555 0100")
+
+
+def test_zones_of_agrees_with_phonenumbers_for_every_valid_number() -> None:
+    checked = 0
+    for raw, region in _corpus():
+        try:
+            e164 = normalise(raw, region)
+        except InvalidPhone:
+            continue
+        assert zones_of(e164) == time_zones(e164), e164
+        checked += 1
+    assert checked > 5_000

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
 import sqlalchemy as sa
 from sqlmodel import col, select
 
+from campaigns.spec import parse_campaign
 from dialer import db
-from dialer.models import Attempt, Campaign, Contact, DncEntry
-from dialer.operations import set_provider
+from dialer.importer import import_contacts
+from dialer.models import Attempt, Campaign, Contact, DncEntry, ZoneGroup
+from dialer.operations import change_status, create_campaign, set_provider
 from dialer.runtime import Runtime
 from dialer.scheduler import pump, sweep
 from dialer.settings import Settings
@@ -24,6 +27,7 @@ from tests.dialer.factories import (
     queued_attempts,
     runtime,
 )
+from tests.e2e import campaign_text
 
 PHONES = [f"+121255501{i:02d}" for i in range(10)]
 
@@ -50,11 +54,15 @@ def test_contacts_outside_their_window_wait_for_it(settings: Settings) -> None:
         campaign.spec = campaign.spec | {"window": {"start": "09:00", "end": "17:00", "days": ["mon"]}}
         session.add(campaign)
     rt = runtime(settings, FakeVonage(), [])
-    rt.clock = lambda: NOW.replace(hour=23)  # Monday 18:00 in New York
-    assert pump(rt) == 0
-    with db.session_scope(settings.database_url) as session:
-        contact = session.exec(select(Contact)).one()
-    assert contact.next_attempt_at == NOW.replace(day=30, hour=14)  # next Monday, 09:00 in New York
+    for moment in (
+        NOW.replace(hour=23),
+        NOW.replace(day=24, hour=15),
+        NOW.replace(day=30, hour=13, minute=59),
+    ):
+        rt.clock = lambda moment=moment: moment  # Monday 18:00, Tuesday 10:00, next Monday 08:59 in New York
+        assert pump(rt) == 0
+    rt.clock = lambda: NOW.replace(day=30, hour=14)  # next Monday, 09:00 in New York
+    assert pump(rt) == 1
 
 
 def test_a_number_added_to_the_dnc_list_after_import_is_not_called(settings: Settings) -> None:
@@ -227,3 +235,38 @@ def test_an_unexpected_look_up_answer_is_logged_and_the_sweep_goes_on(
     assert counts["looked_up"] == 0 and counts["waiting"] == 1
     assert _attempts(settings.database_url)[0].status == "ringing"  # left for a later look-up
     assert "answered a status look-up with something unexpected" in caplog.text
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+    return sqlite_url if request.param == "sqlite" else str(request.getfixturevalue("postgres_url"))
+
+
+def test_contacts_whose_window_is_closed_do_not_hold_back_those_whose_window_is_open(
+    settings: Settings, url: str, tmp_path: Path
+) -> None:
+    """20,000 Japanese numbers at night, ahead of 2,000 British ones in the afternoon: the first
+    British contacts are claimed on the first tick."""
+    path = tmp_path / "contacts.csv"
+    with path.open("w") as out:
+        out.write("phone,first_name\n")
+        out.writelines(f"+81901{n:07d},Taro\n" for n in range(20_000))
+        out.writelines(f"+447911{n:06d},Ann\n" for n in range(2_000))
+    text = campaign_text("vonage").replace('start = "00:00"\nend = "24:00"', 'start = "09:00"\nend = "20:00"')
+    with db.session_scope(url) as session:
+        campaign = create_campaign(session, parse_campaign(text))
+        report = import_contacts(session, campaign=campaign, path=path, now=NOW - timedelta(hours=1))
+        change_status(session, name="e2e", action="start", now=NOW)
+    assert report.accepted == 22_000
+    account = settings.vonage.model_copy(update={"rate_limit": 1.0})
+    rt = runtime(settings.model_copy(update={"database_url": url, "vonage": account}), FakeVonage(), [])
+    rt.clock = lambda: NOW  # 15:00 in London, midnight in Tokyo
+    assert pump(rt) == 2  # two seconds ahead at one call a second, on the first tick
+    with db.session_scope(url) as session:
+        called = session.exec(select(Contact).where(col(Contact.state) == "calling")).all()
+        groups = session.exec(select(ZoneGroup)).all()
+    assert [contact.phone[:3] for contact in called] == ["+44", "+44"]
+    assert sorted(group.zones for group in groups) == [
+        "Asia/Tokyo",
+        "Europe/Guernsey Europe/Isle_of_Man Europe/Jersey Europe/London",
+    ]
