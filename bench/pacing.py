@@ -1,6 +1,7 @@
 """Pacing against a provider's limit, on the deployed system, as the provider's simulator sees it.
 
     python bench/pacing.py [--limits 1 20] [--seconds 90] [--workers 2] [--margin 0.01]
+                           [--delay 20 100 [--delayed provider redis postgres] --transit 0.15]
 
 For each limit: the Vonage simulator refusing more than ``limit`` calls in any second, the
 receiver, ``--workers`` Celery worker processes and beat, Redis and a fresh PostgreSQL database,
@@ -78,6 +79,8 @@ def run_campaign(
     threads: int = 16,
     settings: dict[str, str] | None = None,
     time_scale: float = 0.05,
+    delay: tuple[float, float] | None = None,
+    delayed: frozenset[str] = frozenset({"provider"}),
 ) -> tuple[float, dict[str, Any]]:
     """A campaign of ``contacts`` answering numbers on a fresh deployment, until the simulator has
     placed every call: when ``campaign start`` returned (epoch seconds), and the simulator's log."""
@@ -96,6 +99,8 @@ def run_campaign(
             workers=workers,
             threads=threads,
             time_scale=time_scale,
+            delay=delay,
+            delayed=delayed,
         ) as system:
             system.dialer("db", "upgrade")
             system.dialer("campaign", "create", str(campaign))
@@ -110,10 +115,22 @@ def run_campaign(
             return started, simulator_log(system)
 
 
-def run(limit: float, seconds: float, workers: int, margin: float) -> str:
+def run(
+    limit: float,
+    seconds: float,
+    workers: int,
+    margin: float,
+    *,
+    transit: float | None = None,
+    delay: tuple[float, float] | None = None,
+    delayed: frozenset[str] = frozenset({"provider"}),
+) -> str:
     contacts = round(limit * seconds)
+    settings = {"DIALER_PACING_MARGIN": str(margin)}
+    if transit is not None:
+        settings["DIALER_PACING_TRANSIT"] = str(transit)
     started, log = run_campaign(
-        contacts=contacts, rate=limit, workers=workers, settings={"DIALER_PACING_MARGIN": str(margin)}
+        contacts=contacts, rate=limit, workers=workers, settings=settings, delay=delay, delayed=delayed
     )
     placed = sorted(p["at"] for p in log["placements"])
     requests = sorted(log["requests"])
@@ -128,8 +145,11 @@ def run(limit: float, seconds: float, workers: int, margin: float) -> str:
     )
     utilisation = (len(placed) - 1) / (limit * (placed[-1] - placed[0]))
     makespan = placed[-1] - started
+    network = ""
+    if delay is not None:
+        network = f"  {'+'.join(sorted(delayed))} {delay[0]:g}-{delay[1]:g} ms away, transit {transit}"
     return (
-        f"limit {limit:>4g}/s  {contacts:>5} contacts  {workers} workers  margin {margin:.2f}:  "
+        f"limit {limit:>4g}/s  {contacts:>5} contacts  {workers} workers  margin {margin:.2f}{network}:  "
         f"busiest second/limit {busiest / limit:.2f} ({busiest} requests, {log['throttled']} refused)  "
         f"utilisation {utilisation:.3f}  makespan/(contacts/limit) {makespan / (contacts / limit):.3f}"
         + (f"  (seconds over the limit start at {over} s)" if over else "")
@@ -144,11 +164,31 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=90.0, help="the ideal length of each run")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--margin", type=float, nargs="+", default=[0.01], help="DIALER_PACING_MARGIN")
+    parser.add_argument(
+        "--delay",
+        type=float,
+        nargs=2,
+        metavar=("LOW_MS", "HIGH_MS"),
+        help="put tests/netdelay.py between the workers and --delayed, each chunk this many ms late",
+    )
+    parser.add_argument(
+        "--delayed", nargs="+", default=["provider"], choices=["provider", "redis", "postgres"]
+    )
+    parser.add_argument("--transit", type=float, help="DIALER_PACING_TRANSIT (default: the dialer's)")
     options = parser.parse_args()
     print(machine())
     for margin in options.margin:
         for limit in options.limits:
-            print(run(limit, options.seconds, options.workers, margin), flush=True)
+            line = run(
+                limit,
+                options.seconds,
+                options.workers,
+                margin,
+                transit=options.transit,
+                delay=tuple(options.delay) if options.delay else None,
+                delayed=frozenset(options.delayed),
+            )
+            print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -73,7 +73,8 @@ class Contact(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("campaign_id", "phone"),
         sa.Index("ix_contact_due", "campaign_id", "state", "next_attempt_at"),
-        sa.Index("ix_contact_zone_due", "campaign_id", "zone_group_id", "state", "next_attempt_at"),
+        # In the order the pump reads each group (ties by id), so it stops after the rows it wants.
+        sa.Index("ix_contact_zone_due", "campaign_id", "zone_group_id", "state", "next_attempt_at", "id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from celery import Celery
@@ -26,6 +27,7 @@ from dialer.simulators import simulator_urls
 RATE = 20
 DIALER = [sys.executable, "-m", "dialer"]
 CELERY = [sys.executable, "-m", "celery", "-A", "workers"]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _renice(priority: int) -> None:
@@ -85,6 +87,17 @@ def provider_env(
     return env
 
 
+def _host_port(url: str) -> str:
+    parsed = urlsplit(url)
+    return f"{parsed.hostname}:{parsed.port or {'redis': 6379}.get(parsed.scheme, 5432)}"
+
+
+def _with_port(url: str, port: int) -> str:
+    parsed = urlsplit(url)
+    user = f"{parsed.username}@" if parsed.username else ""
+    return urlunsplit(parsed._replace(netloc=f"{user}127.0.0.1:{port}"))
+
+
 @dataclass
 class Deployment:
     directory: Path
@@ -103,12 +116,14 @@ class Deployment:
         assert result.exit_code == 0, result.output
         return result.output
 
-    def start(self, name: str, command: list[str], *, priority: int = 0) -> None:
+    def start(
+        self, name: str, command: list[str], *, priority: int = 0, env: dict[str, str] | None = None
+    ) -> None:
         """Start a process; a negative ``priority`` (nice value) where the system allows it."""
         with (self.directory / f"{name}.log").open("wb") as log:
             self.running[name] = subprocess.Popen(
                 command,
-                env=self.env,
+                env=self.env | (env or {}),
                 cwd=self.directory,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -146,32 +161,60 @@ def deployment(
     workers: int = 2,
     threads: int = 16,
     time_scale: float = 0.05,
+    delay: tuple[float, float] | None = None,
+    delayed: frozenset[str] = frozenset({"provider"}),
 ) -> Iterator[Deployment]:
     """Start every process (``workers`` Celery workers of ``threads`` threads); stop them all afterwards.
 
     ``rate`` is the provider account's limit, the same for the simulator and the dialer;
-    ``time_scale`` multiplies the simulated callees' delays (ringing, talking, answering).
+    ``time_scale`` multiplies the simulated callees' delays (ringing, talking, answering). With
+    ``delay`` (milliseconds, low and high), the workers and beat reach the ``delayed`` parts
+    (``provider``, ``redis``, ``postgres``) through tests/netdelay.py, as across a network.
     """
     sim_port, web_port = free_port(), free_port()
     sim_url, web_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{web_port}"
+    proxies: dict[str, list[str]] = {}
+    provider_url, database, broker = sim_url, postgres_url, redis_url
+    if delay is not None:
+        parts = {
+            "provider": (f"127.0.0.1:{sim_port}", lambda port: f"http://127.0.0.1:{port}"),
+            "redis": (_host_port(redis_url), lambda port: _with_port(redis_url, port)),
+            "postgres": (_host_port(postgres_url), lambda port: _with_port(postgres_url, port)),
+        }
+        for part in sorted(delayed):
+            target, through = parts[part]
+            port = free_port()
+            proxies[part] = [sys.executable, "-m", "tests.netdelay", "--listen", str(port), "--to", target]
+            proxies[part] += ["--delay", str(delay[0]), str(delay[1])]
+            if part == "provider":
+                provider_url = through(port)
+            elif part == "redis":
+                broker = through(port)
+            else:
+                database = through(port)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("DIALER_")},
-        "DIALER_DATABASE_URL": postgres_url,
-        "DIALER_REDIS_URL": redis_url,
+        "DIALER_DATABASE_URL": database,
+        "DIALER_REDIS_URL": broker,
         "DIALER_PUBLIC_URL": web_url,
         "DIALER_TICK_SECONDS": "0.5",
         "DIALER_SWEEP_SECONDS": "2",
         "DIALER_REQUEUE_AFTER": "15",
-        **provider_env(provider, credentials, sim_url=sim_url, directory=directory, rate=rate),
+        **provider_env(provider, credentials, sim_url=provider_url, directory=directory, rate=rate),
         **(settings or {}),
     }
     system = Deployment(directory=directory, env=env, sim_url=sim_url, web_url=web_url, threads=threads)
     simulate = ["simulate", "--provider", provider, "--port", str(sim_port), "--rate-limit", str(rate)]
     try:
+        for part, command in proxies.items():
+            system.start(f"proxy-{part}", command, env={"PYTHONPATH": str(ROOT)})
         # The simulator stands in for a provider whose machines do not share ours: it times the
         # requests it receives, so it runs ahead of our processes on this host's cores.
         system.start("simulator", [*DIALER, *simulate, "--time-scale", str(time_scale)], priority=-10)
-        system.start("receiver", [*DIALER, "serve", "--port", str(web_port)])
+        # The receiver is this side's front door, not behind the delayed link.
+        system.start(
+            "receiver", [*DIALER, "serve", "--port", str(web_port)], env={"DIALER_DATABASE_URL": postgres_url}
+        )
         for number in range(1, workers + 1):
             system.start_worker(f"w{number}")
         system.start("beat", [*CELERY, "beat", "-s", str(directory / "beat-schedule"), "-l", "warning"])

@@ -31,7 +31,9 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("zone_group_id", sa.Integer(), nullable=True))
         batch_op.create_foreign_key("fk_contact_zone_group", "zonegroup", ["zone_group_id"], ["id"])
         batch_op.create_index(
-            "ix_contact_zone_due", ["campaign_id", "zone_group_id", "state", "next_attempt_at"], unique=False
+            "ix_contact_zone_due",
+            ["campaign_id", "zone_group_id", "state", "next_attempt_at", "id"],
+            unique=False,
         )
 
 
