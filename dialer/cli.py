@@ -221,7 +221,12 @@ def import_command(
     delimiter: str | None,
     rejects: Path | None,
 ) -> None:
-    """Import contacts from CSV into a campaign: all rows accepted or none."""
+    """Import contacts from a CSV file into a campaign.
+
+    Rows that cannot be used (a bad number, a repeat, a number on the do-not-call list) are listed
+    with the reason in a rejects file, and every other row is imported; a file that cannot be read
+    at all imports nothing.
+    """
     from dialer.importer import import_contacts, write_rejects
     from dialer.operations import get_campaign
 
@@ -258,15 +263,20 @@ def import_command(
     help="The file to write: .csv, .xlsx or .parquet.",
 )
 @click.option("--attempts", is_flag=True, help="One row per attempt instead of one per contact.")
-def export_command(name: str, out: Path, attempts: bool) -> None:
+@click.option(
+    "--excel", is_flag=True, help="A CSV that Excel on Windows opens as UTF-8 (with a byte-order mark)."
+)
+def export_command(name: str, out: Path, attempts: bool, excel: bool) -> None:
     """Export a campaign's results."""
-    from dialer.export import attempt_results, contact_results, write_table
+    from dialer.export import attempt_results, contact_results, renamed_columns, write_table
     from dialer.operations import get_campaign
 
     with db.session_scope(_settings().database_url) as session:
         target = get_campaign(session, name)
         table = attempt_results(session, target) if attempts else contact_results(session, target)
-    write_table(table, out)
+    write_table(table, out, excel=excel)
+    for old, new in renamed_columns(table).items():
+        console.print(f"the contacts' column {old!r} is exported as {new!r} ({old!r} is one of the results')")
     console.print(f"wrote {len(table)} row(s) to {out}")
 
 

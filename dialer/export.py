@@ -10,6 +10,8 @@ Parquet is for programs: values are kept as they are, timestamps as UTC timestam
 
 from __future__ import annotations
 
+import codecs
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -88,10 +90,37 @@ def contact_results(session: Session, campaign: Campaign) -> pa.Table:
     )
     variables = _variables(table["variables"])
     rest = table.drop_columns(["phone", "variables"])
-    return pa.table(
+    ours = {"phone", *rest.column_names}
+    # A contact column named like one of ours is kept apart, under a name of its own.
+    renamed = {
+        name: _apart(name, ours | set(variables.column_names))
+        for name in variables.column_names
+        if name in ours
+    }
+    result = pa.table(
         [table["phone"], *variables.columns, *rest.columns],
-        names=["phone", *variables.column_names, *rest.column_names],
+        names=["phone", *(renamed.get(name, name) for name in variables.column_names), *rest.column_names],
     )
+    return result.replace_schema_metadata({RENAMED: json.dumps(renamed)}) if renamed else result
+
+
+RENAMED = "dialer.renamed"
+"""Schema metadata of a results table: the contact columns exported under another name, as JSON."""
+
+
+def _apart(name: str, taken: set[str]) -> str:
+    """A name for the contact column ``name`` that none of ``taken`` has: ``contact_<name>``, ..."""
+    candidate = f"contact_{name}"
+    while candidate in taken:
+        candidate = f"contact_{candidate}"
+    return candidate
+
+
+def renamed_columns(table: pa.Table) -> dict[str, str]:
+    """The contact columns :func:`contact_results` exported under another name (their old: new)."""
+    metadata = table.schema.metadata or {}
+    raw = metadata.get(RENAMED.encode())
+    return dict(json.loads(raw)) if raw else {}
 
 
 def attempt_results(session: Session, campaign: Campaign) -> pa.Table:
@@ -202,17 +231,21 @@ def _iso(column: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 def _for_spreadsheets(table: pa.Table) -> pa.Table:
-    """Formula cells escaped, timestamps as ISO-8601 UTC text."""
+    """Formula cells escaped (the header's too), timestamps as ISO-8601 UTC text."""
     columns = [
         _iso(column) if pa.types.is_timestamp(column.type) else escape_formulas(column)
         for column in table.columns
     ]
-    return pa.table(columns, names=table.column_names)
+    names = escape_formulas(pa.chunked_array([pa.array(table.column_names, pa.string())])).to_pylist()
+    return pa.table(columns, names=names)
 
 
-def _csv(table: pa.Table, path: Path) -> None:
+def _csv(table: pa.Table, path: Path, *, excel: bool = False) -> None:
     options = pa_csv.WriteOptions(quoting_style="needed")
-    pa_csv.write_csv(_for_spreadsheets(table), path, write_options=options)
+    with path.open("wb") as out:
+        if excel:
+            out.write(codecs.BOM_UTF8)  # Excel on Windows reads UTF-8 only when the file says so
+        pa_csv.write_csv(_for_spreadsheets(table), out, write_options=options)
 
 
 def _xlsx(table: pa.Table, path: Path) -> None:
@@ -230,11 +263,12 @@ def _xlsx(table: pa.Table, path: Path) -> None:
         "strings_to_urls": False,
         "strings_to_numbers": False,
     }
+    safe = _for_spreadsheets(table)
     with xlsxwriter.Workbook(str(path), options) as book:
         sheet = book.add_worksheet("results")
-        sheet.write_row(0, 0, table.column_names, book.add_format({"bold": True}))
+        sheet.write_row(0, 0, safe.column_names, book.add_format({"bold": True}))
         row = 1
-        for batch in _for_spreadsheets(table).to_batches(max_chunksize=10_000):
+        for batch in safe.to_batches(max_chunksize=10_000):
             for values in zip(*(column.to_pylist() for column in batch.columns), strict=True):
                 sheet.write_row(row, 0, values)
                 row += 1
@@ -255,8 +289,9 @@ WRITERS: dict[str, Callable[[pa.Table, Path], None]] = {
 }
 
 
-def write_table(table: pa.Table, path: Path) -> None:
-    """Write ``table`` in the format its file extension names (.csv, .xlsx or .parquet)."""
+def write_table(table: pa.Table, path: Path, *, excel: bool = False) -> None:
+    """Write ``table`` in the format its file extension names (.csv, .xlsx or .parquet); ``excel``:
+    a CSV that Excel opens as UTF-8 (it starts with a byte-order mark)."""
     writer = WRITERS.get(path.suffix.lower())
     if writer is None:
         raise ConfigurationError(
@@ -264,4 +299,9 @@ def write_table(table: pa.Table, path: Path) -> None:
         )
     if not path.parent.is_dir():
         raise ConfigurationError(f"{path}: no such directory {str(path.parent)!r}")
+    if excel:
+        if writer is not _csv:
+            raise ConfigurationError(f"{path}: --excel is for .csv files (.xlsx is Excel's own already)")
+        _csv(table, path, excel=True)
+        return
     writer(table, path)

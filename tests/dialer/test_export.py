@@ -162,3 +162,40 @@ def test_a_table_larger_than_a_sheet_is_refused_before_writing(
     with pytest.raises(ConfigurationError, match=r"3 rows do not fit in one Excel sheet \(at most 2\)"):
         write_table(pa.table({"phone": ["+14155550100"] * 3}), path)
     assert not path.exists()
+
+
+def test_a_header_that_is_a_formula_is_escaped_too(tmp_path: Path) -> None:
+    out, xlsx = tmp_path / "results.csv", tmp_path / "results.xlsx"
+    table = pa.table({"phone": ["+14155550100"], '=HYPERLINK("http://evil","x")': ["fine"]})
+    write_table(table, out)
+    write_table(table, xlsx)
+    assert out.read_text().splitlines()[0] == '"phone","\'=HYPERLINK(""http://evil"",""x"")"'
+    header = next(openpyxl.load_workbook(xlsx).active.iter_rows(values_only=True))
+    assert header == ("phone", '\'=HYPERLINK("http://evil","x")')
+
+
+def test_contact_columns_named_like_the_results_own_are_kept_apart(url: str, tmp_path: Path) -> None:
+    campaign = campaign_with_contacts(url, ["+12125550106"])
+    with db.session_scope(url) as session:
+        session.execute(
+            sa.update(Contact).values(
+                variables={"result": "won the lottery", "attempts": "3 by hand", "note": "x"}
+            )
+        )
+    with db.session_scope(url) as session:
+        table = contact_results(session, campaign)
+    out = tmp_path / "results.parquet"
+    write_table(table, out)
+    read = pd.read_parquet(out)  # refused the file before: two columns named "result"
+    assert list(read.columns[:4]) == ["phone", "contact_result", "contact_attempts", "note"]
+    assert read.loc[0, ["contact_result", "result", "attempts"]].tolist() == ["won the lottery", "pending", 0]
+    assert export.renamed_columns(table) == {"result": "contact_result", "attempts": "contact_attempts"}
+
+
+def test_an_excel_csv_starts_with_a_byte_order_mark(tmp_path: Path) -> None:
+    out = tmp_path / "results.csv"
+    write_table(pa.table({"phone": ["+14155550100"], "city": ["Zürich"]}), out, excel=True)
+    assert out.read_bytes().startswith(b'\xef\xbb\xbf"phone"')
+    assert pd.read_csv(out, encoding="utf-8-sig")["city"].tolist() == ["Zürich"]
+    with pytest.raises(ConfigurationError, match=r"--excel is for \.csv files"):
+        write_table(pa.table({"phone": ["+1"]}), tmp_path / "results.xlsx", excel=True)
