@@ -110,6 +110,33 @@ def campaign_create(file: Path) -> None:
     )
 
 
+@campaign.command("update")
+@click.argument("file", type=click.Path(path_type=Path))
+def campaign_update(file: Path) -> None:
+    """Change a paused campaign from its FILE: message, question, retry, window, pacing, call."""
+    from dialer.operations import read_campaign_file, update_campaign
+
+    settings = _settings()
+    spec = read_campaign_file(file, settings)
+    with db.session_scope(settings.database_url) as session:
+        update_campaign(session, spec=spec, settings=settings)
+    console.print(f"updated campaign {spec.name}; resume it with: dialer campaign resume {spec.name}")
+
+
+@campaign.command("delete")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def campaign_delete(name: str, yes: bool) -> None:
+    """Delete a campaign that is not running, with its contacts and results."""
+    from dialer.operations import delete_campaign
+
+    if not yes:
+        click.confirm(f"Delete campaign {name!r} with its contacts and results?", abort=True)
+    with db.session_scope(_settings().database_url) as session:
+        contacts = delete_campaign(session, name=name)
+    console.print(f"deleted campaign {name} and its {contacts} contact(s)")
+
+
 @campaign.command("list")
 def campaign_list() -> None:
     """List campaigns with their status and contact counts."""

@@ -16,7 +16,7 @@ from campaigns.outcomes import LIVE, AttemptStatus, CampaignStatus, ContactResul
 from campaigns.spec import CampaignSpec, SpecError, parse_campaign
 from dialer.db import changed, session_scope
 from dialer.errors import ConfigurationError, InvalidState, NotFound
-from dialer.models import Attempt, Campaign, Contact, DtmfAnswer
+from dialer.models import Attempt, Campaign, Contact, DncEntry, DtmfAnswer, WebhookEvent, ZoneGroup
 from dialer.providers import PROVIDERS, account_limit, get_provider
 from dialer.runtime import spec_of
 from dialer.settings import Settings
@@ -28,7 +28,7 @@ def read_campaign_file(path: Path, settings: Settings | None = None) -> Campaign
     """Read and validate a campaign file, naming the file and field of any problem; with
     ``settings``, also against the provider account's rate limit."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # Notepad saves UTF-8 with a byte-order mark
     except FileNotFoundError:
         raise ConfigurationError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as error:
@@ -103,6 +103,56 @@ def set_provider(session: Session, *, name: str, provider: str, settings: Settin
     campaign.provider = provider
     session.add(campaign)
     return campaign
+
+
+UPDATABLE = ("message", "question", "retry", "window", "pacing", "call")
+"""What ``campaign update`` may change: how contacts are called, not who or through which account."""
+
+
+def update_campaign(session: Session, *, spec: CampaignSpec, settings: Settings | None = None) -> Campaign:
+    """Give a paused (or not yet started) campaign a new message, question, retry policy, window,
+    pacing or call options from its file; its contacts, provider and caller ID stay."""
+    campaign = get_campaign(session, spec.name)
+    if campaign.status not in (CampaignStatus.DRAFT, CampaignStatus.PAUSED):
+        raise InvalidState(
+            f"campaign {spec.name!r} is {campaign.status}: pause it before changing it"
+            if campaign.status == CampaignStatus.RUNNING
+            else f"campaign {spec.name!r} is {campaign.status}: it cannot change any more"
+        )
+    current = spec_of(campaign)
+    fixed = [
+        name
+        for name in type(spec).model_fields
+        if name not in UPDATABLE and getattr(spec, name) != getattr(current, name)
+    ]
+    if fixed:
+        hint = " (`dialer campaign provider` switches the provider)" if "provider" in fixed else ""
+        raise InvalidState(
+            f"campaign {spec.name!r}: {', '.join(fixed)} cannot change once contacts are imported;"
+            f" only {', '.join(UPDATABLE)} can{hint}"
+        )
+    check_provider_can(spec, source=f"campaign {spec.name!r}", settings=settings)
+    campaign.spec = spec.model_dump(mode="json")
+    session.add(campaign)
+    return campaign
+
+
+def delete_campaign(session: Session, *, name: str) -> int:
+    """Remove a campaign that is not running, with its contacts, attempts, callbacks and answers;
+    return how many contacts went with it."""
+    campaign = get_campaign(session, name)
+    if campaign.status == CampaignStatus.RUNNING:
+        raise InvalidState(f"campaign {name!r} is running: pause or cancel it first")
+    campaign_id = campaign.id
+    attempts = sa.select(col(Attempt.id)).where(col(Attempt.campaign_id) == campaign_id)
+    session.execute(sa.delete(WebhookEvent).where(col(WebhookEvent.attempt_id).in_(attempts)))
+    session.execute(sa.delete(DtmfAnswer).where(col(DtmfAnswer.attempt_id).in_(attempts)))
+    session.execute(sa.delete(Attempt).where(col(Attempt.campaign_id) == campaign_id))
+    session.execute(sa.delete(DncEntry).where(col(DncEntry.campaign_id) == campaign_id))
+    contacts = changed(session, sa.delete(Contact).where(col(Contact.campaign_id) == campaign_id))
+    session.execute(sa.delete(ZoneGroup).where(col(ZoneGroup.campaign_id) == campaign_id))
+    session.execute(sa.delete(Campaign).where(col(Campaign.id) == campaign_id))
+    return contacts
 
 
 _MOVES = {

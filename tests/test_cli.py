@@ -8,8 +8,11 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from dialer import db
 from dialer.cli import main
+from dialer.operations import get_campaign
 from dialer.providers import PROVIDERS
+from dialer.runtime import spec_of
 from dialer.settings import get_settings
 from tests.e2e import campaign_text, expected, write_campaign
 
@@ -171,3 +174,53 @@ def test_more_calls_per_second_than_the_account_allows_are_refused_at_create(
     get_settings.cache_clear()  # a new process, on an account whose limit was raised
     code, _, _ = _create(env | {"DIALER_ROUTEE__RATE_LIMIT": "5"}, tmp_path, text)
     assert code == 0
+
+
+def test_a_campaign_file_saved_with_a_byte_order_mark_is_read(env: dict[str, str], tmp_path: Path) -> None:
+    path = tmp_path / "campaign.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + campaign_text("vonage").encode())  # as Notepad saves it
+    assert run(env, "campaign", "create", str(path)) == (
+        0,
+        "created campaign e2e (vonage); next: dialer import CSV --campaign e2e\n",
+    )
+
+
+def _running_campaign(env: dict[str, str], tmp_path: Path) -> Path:
+    path = write_campaign(tmp_path)
+    assert run(env, "campaign", "create", str(path))[0] == 0
+    (tmp_path / "c.csv").write_text("phone,first_name\n+12125550106,Ada\n")
+    assert run(env, "import", str(tmp_path / "c.csv"), "--campaign", "e2e")[0] == 0
+    assert run(env, "campaign", "start", "e2e")[0] == 0
+    return path
+
+
+def test_a_paused_campaign_is_updated_from_its_file(env: dict[str, str], tmp_path: Path) -> None:
+    path = _running_campaign(env, tmp_path)
+    changed = path.read_text().replace("this is a reminder", "this is your last reminder")
+    path.write_text(changed)
+    code, output = run(env, "campaign", "update", str(path))
+    assert (code, output.strip()) == (1, "Error: campaign 'e2e' is running: pause it before changing it")
+    assert run(env, "campaign", "pause", "e2e")[0] == 0
+    assert run(env, "campaign", "update", str(path)) == (
+        0,
+        "updated campaign e2e; resume it with: dialer campaign resume e2e\n",
+    )
+    with db.session_scope(env["DIALER_DATABASE_URL"]) as session:
+        spec = spec_of(get_campaign(session, "e2e"))
+    assert spec.message.text == "Hello {first_name}, this is your last reminder."
+    path.write_text(changed.replace('caller_id = "+14155550100"', 'caller_id = "+14155550199"'))
+    code, output = run(env, "campaign", "update", str(path))
+    assert code == 1 and "caller_id cannot change once contacts are imported" in output
+
+
+def test_a_campaign_is_deleted_unless_it_is_running(env: dict[str, str], tmp_path: Path) -> None:
+    _running_campaign(env, tmp_path)
+    code, output = run(env, "campaign", "delete", "e2e", "--yes")
+    assert (code, output.strip()) == (1, "Error: campaign 'e2e' is running: pause or cancel it first")
+    assert run(env, "campaign", "cancel", "e2e")[0] == 0
+    assert run(env, "campaign", "delete", "e2e", "--yes") == (
+        0,
+        "deleted campaign e2e and its 1 contact(s)\n",
+    )
+    assert run(env, "campaign", "list")[1].strip() == "no campaigns yet: dialer campaign create FILE"
+    assert run(env, "campaign", "delete", "e2e", "--yes")[0] == 1
