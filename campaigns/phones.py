@@ -12,7 +12,6 @@ from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata, PhoneNumber
 from phonenumbers import timezone as number_timezones
 from phonenumbers.phonenumberutil import _GEO_MOBILE_COUNTRIES
 from phonenumbers.tzdata import TIMEZONE_DATA as _TIMEZONES
-from phonenumbers.tzdata import TIMEZONE_LONGEST_PREFIX as _TIMEZONE_LONGEST_PREFIX
 
 _MIN_NSN, _MAX_NSN = 2, 17
 """phonenumbers' bounds on a national significant number's length."""
@@ -71,6 +70,20 @@ class Normaliser:
 
     def fast(self, raw: str) -> str | None:
         """The E.164 form, or :class:`InvalidPhone`, where the shortcut is sure; None where it is not."""
+        found = self._claimed(raw)
+        return None if found is None else "+" + found[0] + found[1]
+
+    def with_zones(self, raw: str) -> tuple[str, tuple[str, ...]]:
+        """The E.164 form and :func:`zones_of` it, with the number's region worked out once."""
+        found = self._claimed(raw)
+        if found is None:
+            e164 = self.slow(raw)
+            return e164, zones_of(e164)
+        code, national_number, check = found
+        return "+" + code + national_number, _zones(code, national_number, check)
+
+    def _claimed(self, raw: str) -> tuple[str, str, _RegionCheck] | None:
+        """Country code, national number and the region that claims it; None where not sure."""
         text = raw.strip()
         if text.startswith("00"):
             text = "+" + text[2:]
@@ -94,10 +107,11 @@ class Normaliser:
         national_number = plan.strip_prefix(national)
         if national_number is None or not _MIN_NSN <= len(national_number) <= _MAX_NSN:
             return None
-        if not _is_valid(plan.code, national_number):
+        check = _claiming(plan.code, national_number)
+        if check is None:
             # parse would have given this national number, which is_valid_number refuses
             raise InvalidPhone("not a valid number for its country")
-        return "+" + plan.code + national_number
+        return plan.code, national_number, check
 
 
 @dataclass(frozen=True)
@@ -259,7 +273,8 @@ def _region_checks(code: str) -> tuple[_RegionCheck, ...]:
 
 
 def _claiming(code: str, national_number: str) -> _RegionCheck | None:
-    """The region ``region_code_for_number`` names for a number, if it is valid there."""
+    """The region ``region_code_for_number`` names for a number, if it is valid there (None:
+    ``is_valid_number`` refuses it; the first region that claims the number decides)."""
     checks = _region_checks(code)
     if len(checks) == 1:
         return checks[0] if checks[0].valid.fullmatch(national_number) else None
@@ -270,11 +285,6 @@ def _claiming(code: str, national_number: str) -> _RegionCheck | None:
         elif check.valid.fullmatch(national_number):
             return check
     return None
-
-
-def _is_valid(code: str, national_number: str) -> bool:
-    """``is_valid_number``: the first region that claims the number decides."""
-    return _claiming(code, national_number) is not None
 
 
 def zones_of(e164: str) -> tuple[str, ...]:
@@ -289,20 +299,29 @@ def zones_of(e164: str) -> tuple[str, ...]:
     check = _claiming(code, digits[len(code) :]) if code else None
     if code is None or check is None:
         return time_zones(e164)  # not a number the shortcut knows: ask phonenumbers itself
-    if check.geographic(digits[len(code) :], int(code)):
-        zones = next(
-            (
-                _TIMEZONES[digits[:length]]
-                for length in range(min(len(digits), _TIMEZONE_LONGEST_PREFIX), 0, -1)
-                if digits[:length] in _TIMEZONES
-            ),
-            (),
-        )
-    else:
-        zones = _TIMEZONES.get(code, ())
-    return _narrowed(
-        tuple(zone for zone in zones if zone != number_timezones.UNKNOWN_TIMEZONE), code, check.region
-    )
+    return _zones(code, digits[len(code) :], check)
+
+
+def _zones(code: str, national_number: str, check: _RegionCheck) -> tuple[str, ...]:
+    """:func:`zones_of` a valid number, once the region that claims it is known."""
+    prefix: str | None = code
+    if check.geographic(national_number, int(code)):
+        digits = code + national_number
+        prefix = next((digits[:n] for n in _prefix_lengths(code) if digits[:n] in _TIMEZONES), None)
+    return _zones_of_prefix(prefix, code, check.region)
+
+
+@cache
+def _prefix_lengths(code: str) -> tuple[int, ...]:
+    """The lengths, longest first, of the time-zone prefixes a number of country ``code`` can have."""
+    lengths = {len(key) for key in _TIMEZONES if key.startswith(code) or code.startswith(key)}
+    return tuple(sorted(lengths, reverse=True))
+
+
+@cache
+def _zones_of_prefix(prefix: str | None, code: str, region: str) -> tuple[str, ...]:
+    zones = _TIMEZONES.get(prefix, ()) if prefix else ()
+    return _narrowed(tuple(zone for zone in zones if zone != number_timezones.UNKNOWN_TIMEZONE), code, region)
 
 
 def _narrowed(zones: tuple[str, ...], code: str, region: str | None) -> tuple[str, ...]:

@@ -24,6 +24,7 @@ from dialer import db
 from dialer.errors import DialerError
 from dialer.models import Campaign, utcnow
 from dialer.operations import Progress, progress
+from dialer.runtime import spec_of
 from dialer.settings import Settings, get_settings
 
 console = Console(highlight=False, soft_wrap=True)
@@ -239,6 +240,14 @@ def _bytes_bar(description: str) -> Iterator[Callable[[int, int], None]]:
     type=click.Path(path_type=Path),
     help="Where to write rejected rows (default: CSV.rejects.csv).",
 )
+@click.option(
+    "--map",
+    "renames",
+    multiple=True,
+    metavar='"HEADER=name"',
+    help="Use the column HEADER as name (a placeholder, phone, timezone); may be repeated.",
+)
+@click.option("--dry-run", is_flag=True, help="Say what would be imported and rejected; write nothing.")
 def import_command(
     csv_file: Path,
     campaign_name: str,
@@ -247,6 +256,8 @@ def import_command(
     encoding: str | None,
     delimiter: str | None,
     rejects: Path | None,
+    renames: tuple[str, ...],
+    dry_run: bool,
 ) -> None:
     """Import contacts from a CSV file into a campaign.
 
@@ -259,6 +270,12 @@ def import_command(
 
     if delimiter == "\\t":
         delimiter = "\t"
+    mapping = {}
+    for rename in renames:
+        header, equals, name = rename.partition("=")
+        if not equals or not header.strip() or not name.strip():
+            raise click.BadParameter(f'{rename!r}: give "HEADER=name"', param_hint="--map")
+        mapping[header.strip()] = name.strip()
     with db.session_scope(_settings().database_url) as session, _bytes_bar(f"importing {csv_file}") as show:
         target = get_campaign(session, campaign_name)
         report = import_contacts(
@@ -271,13 +288,17 @@ def import_command(
             encoding=encoding,
             delimiter=delimiter,
             progress=show,
+            mapping=mapping,
         )
-    line = f"imported {report.accepted} contact(s) into {campaign_name}"
+        if dry_run:
+            session.rollback()
+    verb = "would import" if dry_run else "imported"
+    line = f"{verb} {report.accepted} contact(s) into {campaign_name}"
     if report.rejects:
         rejects = rejects or csv_file.with_name(csv_file.stem + ".rejects.csv")
         write_rejects(report, rejects)
         line += f"; {len(report.rejects)} row(s) rejected, listed in {rejects}"
-    console.print(line)
+    console.print(line + ("; nothing written (--dry-run)" if dry_run else ""))
 
 
 @main.command("export")
@@ -377,33 +398,48 @@ def dnc_list(campaign_name: str | None) -> None:
 @dnc.command("import")
 @click.argument("csv_file", metavar="CSV", type=click.Path(path_type=Path))
 @_scope_option
-@_region_option
+@click.option(
+    "--region", help="Two-letter country for numbers without +country code (default: the campaign's)."
+)
 @click.option("--phone-column", default="phone", show_default=True)
 @click.option("--reason", help="Why (kept with every number).")
+@click.option(
+    "--rejects",
+    type=click.Path(path_type=Path),
+    help="Where to list the rows that are not numbers (default: CSV.rejects.csv).",
+)
 def dnc_import(
-    csv_file: Path, campaign_name: str | None, region: str | None, phone_column: str, reason: str | None
+    csv_file: Path,
+    campaign_name: str | None,
+    region: str | None,
+    phone_column: str,
+    reason: str | None,
+    rejects: Path | None,
 ) -> None:
-    """Add every number of a CSV to the list; rows that are not numbers are listed, none is added."""
+    """Add every number of a CSV to the list; rows that are not numbers are listed with the reason."""
     from dialer import dnc as lists
     from dialer.importer import ImportReport, write_rejects
+    from dialer.operations import get_campaign
 
     with db.session_scope(_settings().database_url) as session:
-        added, rejects = lists.import_file(
+        target = get_campaign(session, campaign_name) if campaign_name else None
+        if region is None and target is not None:
+            region = spec_of(target).region
+        added, refused = lists.import_file(
             session,
             csv_file,
-            campaign_id=_campaign_id(session, campaign_name),
+            campaign_id=target.id if target else None,
             phone_column=phone_column,
             region=region,
             reason=reason,
             now=utcnow(),
         )
-        if rejects:
-            out = csv_file.with_name(csv_file.stem + ".rejects.csv")
-            write_rejects(ImportReport(file=csv_file, rejects=rejects), out)
-            raise DialerError(
-                f"{csv_file}: {len(rejects)} row(s) are not phone numbers (listed in {out}); nothing added"
-            )
-    console.print(f"added {added} number(s) from {csv_file}")
+    line = f"added {added} number(s) from {csv_file}"
+    if refused:
+        out = rejects or csv_file.with_name(csv_file.stem + ".rejects.csv")
+        write_rejects(ImportReport(file=csv_file, rejects=refused), out)
+        line += f"; {len(refused)} row(s) are not phone numbers, listed in {out}"
+    console.print(line)
 
 
 # -- status ---------------------------------------------------------------------------------------

@@ -9,10 +9,10 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from campaigns.phones import InvalidPhone, normalise
+from campaigns.phones import InvalidPhone, Normaliser, normalise
 from dialer.db import changed
 from dialer.errors import ImportFailed
-from dialer.importer import Reject, chunks, sniff
+from dialer.importer import Reject, header_names, rows, sniff
 from dialer.models import DncEntry
 
 
@@ -70,24 +70,33 @@ def import_file(
     reason: str | None,
     now: datetime,
 ) -> tuple[int, list[Reject]]:
-    """Add every valid number of a CSV; return how many were new and the rows that were not numbers."""
+    """Add every number of a CSV; return how many were new, and the rows that were not numbers
+    (each with its row number and reason; the others are added)."""
     if not path.is_file():
         raise ImportFailed(f"{path}: no such file")
     encoding, delimiter = sniff(path, None, None)
+    normalise = Normaliser(region)
     phones: list[str] = []
     rejects: list[Reject] = []
     seen = 0
-    for chunk in chunks(path, encoding, delimiter):
-        if phone_column not in chunk.columns:
-            raise ImportFailed(
-                f"{path}: row 1: no {phone_column!r} column (columns: {', '.join(chunk.columns)})"
-            )
-        for offset, value in enumerate(chunk[phone_column]):
+    renames: dict[str, str] | None = None
+    for part in rows(path, encoding, delimiter):
+        rejects += part.refused
+        if not len(part.frame.columns):
+            continue
+        if renames is None:
+            renames = header_names(path, list(part.frame.columns), wanted=[phone_column])
+            if phone_column not in [renames.get(c, c) for c in part.frame.columns]:
+                raise ImportFailed(
+                    f"{path}: row 1: no {phone_column!r} column (columns: {', '.join(part.frame.columns)})"
+                )
+        values = part.frame.rename(columns=renames)[phone_column]
+        for number, value in zip(part.numbers, values, strict=True):
             try:
-                phones.append(normalise(value, region))
+                phones.append(normalise(value))
             except InvalidPhone as error:
-                rejects.append(Reject(seen + offset + 2, value, f"invalid phone number: {error}"))
-        seen += len(chunk)
-    if seen == 0:
+                rejects.append(Reject(number, value, f"invalid phone number: {error}"))
+        seen += len(part.frame)
+    if seen == 0 and not rejects:
         raise ImportFailed(f"{path}: the file has a header but no rows")
-    return add(session, phones, campaign_id=campaign_id, reason=reason, now=now), rejects
+    return add(session, phones, campaign_id=campaign_id, reason=reason, now=now), sorted(rejects)

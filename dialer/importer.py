@@ -1,21 +1,29 @@
-"""Contact import: CSV in chunks, numbers to E.164, duplicates and DNC filtered, all or nothing.
+"""Contact import: CSV in chunks, numbers to E.164, duplicates and DNC filtered.
 
-Every row not taken is written to a rejects CSV with its row number (the line in the file, the
-header being line 1), the value and the reason. A file that cannot be used at all raises
+Every row not taken is written to a rejects CSV with its row number as a spreadsheet shows it
+(the header is row 1, blank rows count), the value and the reason: a bad number, a repeat, a
+number on the do-not-call list, a field too long, a row with more fields than the header. The
+rest is imported. A file that cannot be used at all (no header, no phone column, not text) raises
 :class:`ImportFailed` naming the file, row and column, and nothing is written.
+
+Header names are matched forgivingly: ``Phone``, `` phone `` and ``PHONE`` are the phone column,
+and ``First Name`` serves the placeholder ``{first_name}`` (letters lower-cased, every run of other
+characters an underscore); ``--map "Header=name"`` renames a column outright.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
+import re
+import warnings
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
-from itertools import count
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -32,11 +40,15 @@ from dialer.runtime import spec_of
 from dialer.zones import GroupKey, group_ids, group_key
 
 MAX_FIELD = 1000
-"""Characters allowed in one field; longer ones are almost always a broken file."""
+"""Characters allowed in one field; a row with a longer one is rejected."""
+MAX_HEADER = 64 * 1024
+"""Bytes the header row may take: a longer first line is not a contact file's header."""
+MAX_COLUMNS = 500
 CHUNK_ROWS = 100_000
 ZONE_COLUMN = "timezone"
 _ENCODINGS = ("utf-8-sig", "cp1252", "latin-1")
 _DELIMITERS = ",;\t|"
+_BAD_LINE = re.compile(r"Skipping line (\d+): expected (\d+) fields, saw (\d+)")
 
 
 _Accepted = tuple[str, str, str | None, int, GroupKey]
@@ -61,11 +73,15 @@ class ImportReport:
 
 def sniff(path: Path, encoding: str | None, delimiter: str | None) -> tuple[str, str]:
     """The file's encoding and delimiter: given, or found from its start."""
-    head = path.read_bytes()[:65536]
+    with path.open("rb") as source:
+        head = source.read(max(65536, MAX_HEADER + 4))
     if not head.strip():
         raise ImportFailed(f"{path}: the file is empty")
-    if b"\0" in head:
-        raise ImportFailed(f"{path}: this is a binary file, not a CSV")
+    if encoding is None and head[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        encoding = "utf-16"
+    wide = encoding is not None and encoding.lower().replace("-", "").startswith(("utf16", "utf32"))
+    if b"\0" in head and not wide:
+        raise ImportFailed(f"{path}: this is a binary file, not a CSV (give --encoding if it is UTF-16)")
     if encoding is None:
         for candidate in _ENCODINGS:
             try:
@@ -77,7 +93,16 @@ def sniff(path: Path, encoding: str | None, delimiter: str | None) -> tuple[str,
             encoding = candidate
             break
     assert encoding is not None
-    text = head.decode(encoding, errors="ignore")
+    try:
+        text = head.decode(encoding, errors="ignore")
+    except LookupError:
+        raise ImportFailed(f"{path}: unknown encoding {encoding!r}") from None
+    header, newline, _ = text.partition("\n")
+    if (not newline and len(head) > MAX_HEADER) or len(header.encode(encoding, errors="ignore")) > MAX_HEADER:
+        raise ImportFailed(
+            f"{path}: row 1: the header is longer than {MAX_HEADER // 1024} KB: not a contact file"
+            " (or its lines do not end with a newline)"
+        )
     if delimiter is None:
         first_line = text.splitlines()[0] if text.splitlines() else ""
         try:
@@ -86,13 +111,26 @@ def sniff(path: Path, encoding: str | None, delimiter: str | None) -> tuple[str,
             delimiter = (
                 max(_DELIMITERS, key=first_line.count) if any(d in first_line for d in _DELIMITERS) else ","
             )
+    if header.count(delimiter) + 1 > MAX_COLUMNS:
+        raise ImportFailed(f"{path}: row 1: {header.count(delimiter) + 1} columns (at most {MAX_COLUMNS})")
     return encoding, delimiter
 
 
-def chunks(
-    path: Path, encoding: str, delimiter: str, source: IO[bytes] | None = None
-) -> Iterator[pd.DataFrame]:
-    """The file as frames of text cells; ``source`` is the open file, for progress by bytes read."""
+@dataclass(frozen=True)
+class Rows:
+    """One chunk of the file: its rows (blank ones left out) and their numbers as a spreadsheet
+    shows them, and the rows refused before they could be read (more fields than the header)."""
+
+    frame: pd.DataFrame
+    numbers: list[int]
+    refused: list[Reject]
+
+
+def rows(path: Path, encoding: str, delimiter: str, source: IO[bytes] | None = None) -> Iterator[Rows]:
+    """The file in chunks of text cells; ``source`` is the open file, for progress by bytes read.
+
+    Column names come stripped of surrounding spaces, cells too (``skipinitialspace`` and trailing).
+    """
     try:
         with pd.read_csv(
             source or path,
@@ -102,15 +140,95 @@ def chunks(
             sep=delimiter,
             chunksize=CHUNK_ROWS,
             skipinitialspace=True,
-            on_bad_lines="error",
+            skip_blank_lines=False,  # blank rows are counted, as a spreadsheet counts them
+            on_bad_lines="warn",
         ) as reader:
-            yield from reader
+            following = 2  # the header is row 1
+            bad: set[int] = set()
+            while True:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", pd.errors.ParserWarning)
+                    frame = next(reader, None)
+                refused = []
+                for warning in caught:
+                    for match in _BAD_LINE.finditer(str(warning.message)):
+                        row, expected, saw = (int(group) for group in match.groups())
+                        bad.add(row)
+                        reason = f"{saw} fields where the header has {expected} (a delimiter outside quotes?)"
+                        refused.append(Reject(row, "", reason))
+                if frame is None:
+                    if refused:
+                        yield Rows(pd.DataFrame(columns=[]), [], refused)
+                    return
+                numbers = []
+                for _ in range(len(frame)):
+                    while following in bad:
+                        following += 1
+                    numbers.append(following)
+                    following += 1
+                frame.columns = [str(name).strip() for name in frame.columns]
+                blank = (frame.apply(lambda column: column.str.strip()) == "").all(axis=1).to_numpy()
+                if blank.any():
+                    frame = frame[~blank]
+                    numbers = [number for number, empty in zip(numbers, blank, strict=True) if not empty]
+                yield Rows(frame, numbers, refused)
     except pd.errors.EmptyDataError:
         raise ImportFailed(f"{path}: the file is empty") from None
     except pd.errors.ParserError as error:
         raise ImportFailed(f"{path}: not a readable CSV: {error}") from None
     except UnicodeDecodeError as error:
-        raise ImportFailed(f"{path}: not {encoding} text (give --encoding): {error.reason}") from None
+        line = _undecodable_line(path, encoding)
+        where = f"line {line}: " if line else ""
+        raise ImportFailed(
+            f"{path}: {where}not {encoding} text ({error.reason}): give --encoding (cp1252? latin-1?)"
+        ) from None
+
+
+def _undecodable_line(path: Path, encoding: str) -> int | None:
+    """The first line of the file that is not ``encoding`` text (1 is the header)."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    with path.open("rb") as source:
+        for number, line in enumerate(source, start=1):
+            try:
+                decoder.decode(line)
+            except UnicodeDecodeError:
+                return number
+    return None
+
+
+def _slug(name: str) -> str:
+    """A header as a placeholder name: lower case, every run of other characters one underscore."""
+    return re.sub(r"[^0-9a-z]+", "_", name.strip().lower()).strip("_")
+
+
+def header_names(
+    path: Path, columns: list[str], *, wanted: list[str], mapping: dict[str, str] | None = None
+) -> dict[str, str]:
+    """How to rename the file's columns: ``mapping`` first (header -> name), then each ``wanted``
+    name the file lacks to the one column whose :func:`_slug` is the same."""
+    renames: dict[str, str] = {}
+    for header, name in (mapping or {}).items():
+        found = [column for column in columns if column.strip() == header.strip()]
+        if not found:
+            raise ImportFailed(
+                f"{path}: row 1: --map names {header!r}, which is not a column ({', '.join(columns)})"
+            )
+        renames[found[0]] = name
+    names = [renames.get(column, column) for column in columns]
+    for name in wanted:
+        if name in names:
+            continue
+        matches = [
+            column for column, current in zip(columns, names, strict=True) if _slug(current) == _slug(name)
+        ]
+        if len(matches) > 1:
+            raise ImportFailed(
+                f"{path}: row 1: columns {', '.join(map(repr, matches))} could each be {name!r}: use --map"
+            )
+        if matches:
+            renames[matches[0]] = name
+            names = [renames.get(column, column) for column in columns]
+    return renames
 
 
 Progress = Callable[[int, int], None]
@@ -128,8 +246,10 @@ def import_contacts(
     encoding: str | None = None,
     delimiter: str | None = None,
     progress: Progress | None = None,
+    mapping: dict[str, str] | None = None,
 ) -> ImportReport:
-    """Read ``path`` into ``campaign``'s contacts inside the caller's transaction.
+    """Read ``path`` into ``campaign``'s contacts inside the caller's transaction (roll it back for
+    a dry run: the report says what would have been imported).
 
     While this thread reads, checks and normalises a chunk, a writer thread stores the one before.
     """
@@ -154,13 +274,22 @@ def import_contacts(
     normalise = Normaliser(region)
     undialable = get_provider(campaign.provider).check_number
 
+    renames: dict[str, str] | None = None
+    wanted = [phone_column, ZONE_COLUMN, *sorted(spec.required_columns())]
+
     def prepared_chunks(source: IO[bytes]) -> Generator[_Prepared]:
-        first_row = 2
-        for chunk in chunks(path, encoding, delimiter, source):
-            if first_row == 2:
-                _check_header(path, list(chunk.columns), phone_column, spec.required_columns())
-            yield _prepare(chunk, path, first_row, phone_column, normalise, source.tell())
-            first_row += len(chunk)
+        nonlocal renames
+        for part in rows(path, encoding, delimiter, source):
+            if renames is None and len(part.frame.columns):
+                renames = header_names(path, list(part.frame.columns), wanted=wanted, mapping=mapping)
+                _check_header(
+                    path,
+                    [renames.get(c, c) for c in part.frame.columns],
+                    phone_column,
+                    spec.required_columns(),
+                )
+            frame = part.frame.rename(columns=renames or {})
+            yield _prepare(frame, part.numbers, part.refused, phone_column, normalise, source.tell())
 
     first_row: dict[str, int] = {}
     rows_seen = 0
@@ -172,10 +301,16 @@ def import_contacts(
         for prepared in prepared_file:
             report.rejects.extend(prepared.rejects)
             accepted = []
-            for row, raw, phone, zone, variables in zip(
-                count(prepared.first_row), prepared.raw, prepared.phones, prepared.zones, prepared.variables
+            for row, raw, phone, zone, group, variables in zip(
+                prepared.numbers,
+                prepared.raw,
+                prepared.phones,
+                prepared.zones,
+                prepared.groups,
+                prepared.variables,
+                strict=True,
             ):
-                if phone is None:
+                if phone is None or group is None:
                     continue
                 if phone in first_row:
                     report.rejects.append(Reject(row, raw, f"duplicate of row {first_row[phone]}"))
@@ -188,69 +323,102 @@ def import_contacts(
                 elif undialable is not None and (reason := undialable(phone)):
                     report.rejects.append(Reject(row, raw, reason))
                 else:
-                    accepted.append((phone, variables, zone, row, group_key(phone, zone)))
+                    accepted.append((phone, variables, zone, row, group))
             rows_seen += len(prepared.raw)
             write(accepted)
             report.accepted += len(accepted)
             if progress is not None:
                 progress(prepared.read_to, size)
-    if rows_seen == 0:
+    if rows_seen == 0 and not report.rejects:
         raise ImportFailed(f"{path}: the file has a header but no rows")
+    report.rejects = _with_values(path, encoding, delimiter, report.rejects)
     report.rejects.sort(key=lambda reject: reject.row)
     return report
+
+
+def _with_values(path: Path, encoding: str, delimiter: str, rejects: list[Reject]) -> list[Reject]:
+    """The rows refused before they could be read, with their text (read again: they are rare)."""
+    missing = {reject.row for reject in rejects if not reject.value}
+    if not missing:
+        return rejects
+    texts: dict[int, str] = {}
+    with path.open(encoding=encoding, newline="", errors="replace") as source:
+        for number, fields in enumerate(csv.reader(source, delimiter=delimiter), start=1):
+            if number in missing:
+                texts[number] = delimiter.join(fields)[:200]
+                if len(texts) == len(missing):
+                    break
+    return [
+        reject._replace(value=texts.get(reject.row, "")) if not reject.value else reject for reject in rejects
+    ]
 
 
 @dataclass(frozen=True)
 class _Prepared:
     """One chunk, checked and normalised; ``phones`` holds None where ``rejects`` says why."""
 
-    first_row: int
+    numbers: list[int]
     raw: list[str]
     phones: list[str | None]
     zones: list[str | None]
+    groups: list[GroupKey | None]
     variables: list[str]
     rejects: list[Reject]
     read_to: int
 
 
 def _prepare(
-    chunk: pd.DataFrame, path: Path, first_row: int, phone_column: str, normalise: Normaliser, read_to: int
+    chunk: pd.DataFrame,
+    numbers: list[int],
+    refused: list[Reject],
+    phone_column: str,
+    normalise: Normaliser,
+    read_to: int,
 ) -> _Prepared:
     """Everything about a chunk that needs no database: lengths, numbers, zones, variables as JSON."""
-    _check_lengths(path, chunk, first_row=first_row)
-    raw = chunk[phone_column].tolist()
-    zones = chunk[ZONE_COLUMN].tolist() if ZONE_COLUMN in chunk.columns else [""] * len(raw)
+    raw = chunk[phone_column].tolist() if len(chunk.columns) else []
+    zones = [zone.strip() for zone in chunk[ZONE_COLUMN]] if ZONE_COLUMN in chunk.columns else [""] * len(raw)
+    too_long = _too_long(chunk)
     phones: list[str | None] = []
-    rejects = []
-    for row, value, zone in zip(count(first_row), raw, zones):
-        try:
-            phone: str | None = normalise(value)
-        except InvalidPhone as error:
-            phone = None
-            rejects.append(Reject(row, value, f"invalid phone number: {error}"))
+    groups: list[GroupKey | None] = []
+    rejects = list(refused)
+    for index, (row, value, zone) in enumerate(zip(numbers, raw, zones, strict=True)):
+        phone: str | None = None
+        group: GroupKey | None = None
+        if index in too_long:
+            rejects.append(Reject(row, value, too_long[index]))
         else:
-            if zone and not _is_zone(zone):
-                phone = None
-                rejects.append(Reject(row, zone, f"unknown time zone in column {ZONE_COLUMN!r}"))
+            try:
+                e164, number_zones = normalise.with_zones(value)
+            except InvalidPhone as error:
+                rejects.append(Reject(row, value, f"invalid phone number: {error}"))
+            else:
+                if zone and not _is_zone(zone):
+                    rejects.append(Reject(row, zone, f"unknown time zone in column {ZONE_COLUMN!r}"))
+                else:
+                    phone, group = e164, group_key(e164, zone, number_zones)
         phones.append(phone)
-    variables = _as_json_lines(chunk.drop(columns=[phone_column]))
-    return _Prepared(first_row, raw, phones, [z or None for z in zones], variables, rejects, read_to)
+        groups.append(group)
+    frame = chunk.drop(columns=[phone_column]) if len(chunk.columns) else chunk
+    if ZONE_COLUMN in frame.columns:
+        frame = frame.assign(**{ZONE_COLUMN: zones})
+    variables = _as_json_lines(frame)
+    return _Prepared(numbers, raw, phones, [z or None for z in zones], groups, variables, rejects, read_to)
 
 
-def _check_lengths(path: Path, chunk: pd.DataFrame, *, first_row: int) -> None:
+def _too_long(chunk: pd.DataFrame) -> dict[int, str]:
+    """The rows (by position) with a field longer than :data:`MAX_FIELD`, and why."""
+    if not len(chunk.columns):
+        return {}
     lengths = chunk.apply(lambda column: column.str.len())
-    too_long = lengths > MAX_FIELD
-    if too_long.to_numpy().any():
-        position, column = next(
-            (position, column)
-            for position, row in enumerate(too_long.itertuples(index=False))
-            for column, over in zip(chunk.columns, row, strict=True)
-            if over
+    over = (lengths > MAX_FIELD).to_numpy()
+    reasons = {}
+    for position in over.any(axis=1).nonzero()[0].tolist():
+        column = chunk.columns[over[position].nonzero()[0][0]]
+        reasons[position] = (
+            f"column {column!r} is {lengths[column].iloc[position]:,} characters long (at most {MAX_FIELD:,})"
         )
-        raise ImportFailed(
-            f"{path}: row {first_row + position}, column {column!r}: field is "
-            f"{lengths[column].iloc[position]} characters long (at most {MAX_FIELD})"
-        )
+    return reasons
 
 
 def _as_json_lines(table: pd.DataFrame) -> list[str]:
@@ -283,9 +451,12 @@ def _contact_writer(
 
     PostgreSQL gets ``COPY``; SQLite a plain ``executemany``. Both skip the ORM's per-row work: the
     one timestamp is converted once, as SQLAlchemy would store it, and the variables arrive as JSON.
-    Each batch is written by one background thread while the caller reads the next (the database
-    drivers let go of the GIL while they work); a batch waits for the one before it, and leaving
+
+    On PostgreSQL each batch is written by one background thread while the caller reads the next
+    (psycopg lets go of the GIL while it sends); a batch waits for the one before it, and leaving
     the block waits for the last, so an error surfaces here and the session is idle afterwards.
+    SQLite's ``executemany`` lets go of the GIL for every row and must win it back from the reading
+    thread each time, which made the two threads slower than one: it writes in the caller's thread.
     """
     connection = session.connection()
     stamp = UTCDateTime().dialect_impl(connection.dialect).bind_processor(connection.dialect)
@@ -310,6 +481,9 @@ def _contact_writer(
                 f"INSERT INTO contact ({names}) VALUES ({', '.join('?' * len(_COLUMNS))})", rows
             )
 
+    if not copy_rows:
+        yield write
+        return
     previous: list[Future[None]] = []
 
     def hand_over(accepted: list[_Accepted]) -> None:
@@ -347,7 +521,7 @@ def _is_zone(name: str) -> bool:
 def write_rejects(report: ImportReport, path: Path) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["row", "value", "reason"])
+    writer.writerow(["row (as a spreadsheet numbers it: the header is row 1)", "value", "reason"])
     writer.writerows((reject.row, reject.value, reject.reason) for reject in report.rejects)
     path.write_text(buffer.getvalue(), encoding="utf-8")
     report.rejects_file = path

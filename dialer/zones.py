@@ -26,11 +26,12 @@ GROUP_BATCH = 5000
 """Contacts grouped at most in one go by :func:`assign_groups`."""
 
 
-def group_key(phone: str, own_zone: str | None) -> GroupKey:
-    """The group of a contact: its own zone if it has one, else its number's zones."""
+def group_key(phone: str, own_zone: str | None, number_zones: tuple[str, ...] | None = None) -> GroupKey:
+    """The group of a contact: its own zone if it has one, else its number's zones (``zones_of``
+    the phone, unless given)."""
     if own_zone:
         return own_zone, True
-    return " ".join(zones_of(phone)), False
+    return " ".join(zones_of(phone) if number_zones is None else number_zones), False
 
 
 def group_zones(window: Window, zones: str, own: bool) -> tuple[str, ...]:

@@ -119,5 +119,6 @@ def test_zones_of_agrees_with_phonenumbers_for_every_valid_number() -> None:
         except InvalidPhone:
             continue
         assert zones_of(e164) == time_zones(e164), e164
+        assert Normaliser(region).with_zones(raw) == (e164, zones_of(e164)), (raw, region)
         checked += 1
     assert checked > 5_000

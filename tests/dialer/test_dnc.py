@@ -52,16 +52,41 @@ def test_a_campaign_list_is_separate_from_the_global_one(env: dict[str, str], tm
     assert run(env, "dnc", "add", "+12125550106", "--campaign", "nope")[0] == 1
 
 
-def test_a_file_with_a_bad_row_adds_nothing_and_lists_the_row(env: dict[str, str], tmp_path: Path) -> None:
+def test_a_file_with_bad_rows_adds_the_good_ones_and_lists_the_rest(
+    env: dict[str, str], tmp_path: Path
+) -> None:
     path = tmp_path / "dnc.csv"
-    path.write_text("phone,name\n+12125550106,Ada\nnot a number,Ben\n")
+    path.write_text("phone,name\n+12125550106,Ada\n\nnot a number,Ben\n+12125550106,Ada again\n")
     code, output = run(env, "dnc", "import", str(path))
     rejects = tmp_path / "dnc.rejects.csv"
     assert (code, output) == (
-        1,
-        f"Error: {path}: 1 row(s) are not phone numbers (listed in {rejects}); nothing added\n",
+        0,
+        f"added 1 number(s) from {path}; 1 row(s) are not phone numbers, listed in {rejects}\n",
     )
-    assert rejects.read_text().splitlines()[1] == "3,not a number,invalid phone number: not a phone number"
-    assert run(env, "dnc", "list")[1] == "the list is empty\n"
+    assert rejects.read_text().splitlines()[1:] == ["4,not a number,invalid phone number: not a phone number"]
+    assert "+12125550106" in run(env, "dnc", "list")[1]
     path.write_text("phone,name\n+12125550106,Ada\n+12125550107,Ben\n")
-    assert run(env, "dnc", "import", str(path)) == (0, f"added 2 number(s) from {path}\n")
+    assert run(env, "dnc", "import", str(path)) == (0, f"added 1 number(s) from {path}\n")
+
+
+def test_a_file_of_national_numbers_takes_the_campaigns_region_or_the_one_given(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    campaign = write_campaign(tmp_path)
+    campaign.write_text(campaign.read_text().replace("caller_id =", 'region = "US"\ncaller_id ='))
+    assert run(env, "campaign", "create", str(campaign))[0] == 0
+    path = tmp_path / "dnc.csv"
+    path.write_text("Phone\n(212) 555-0106\n020 7946 0018\n")
+    out = tmp_path / "refused.csv"
+    code, output = run(env, "dnc", "import", str(path), "--campaign", "e2e", "--rejects", str(out))
+    assert (code, output) == (
+        0,
+        f"added 1 number(s) from {path}; 1 row(s) are not phone numbers, listed in {out}\n",
+    )
+    assert "+12125550106" in run(env, "dnc", "list", "--campaign", "e2e")[1]
+    assert run(env, "dnc", "import", str(path), "--region", "GB") == (
+        0,
+        f"added 1 number(s) from {path}; 1 row(s) are not phone numbers, listed in "
+        f"{tmp_path / 'dnc.rejects.csv'}\n",
+    )
+    assert "+442079460018" in run(env, "dnc", "list")[1]

@@ -1,0 +1,160 @@
+"""`dialer import` against files as operators really have them: one bad row is that row's problem."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from dialer import db
+from dialer.cli import main
+from dialer.importer import MAX_FIELD, MAX_HEADER
+from dialer.models import Contact
+from tests.e2e import write_campaign
+
+
+@pytest.fixture
+def env(sqlite_url: str, tmp_path: Path) -> dict[str, str]:
+    environment = {"DIALER_DATABASE_URL": sqlite_url}
+    assert run(environment, "campaign", "create", str(write_campaign(tmp_path)))[0] == 0
+    return environment
+
+
+def run(env: dict[str, str], *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args), env=env)
+    return result.exit_code, result.output
+
+
+def imported(env: dict[str, str]) -> list[tuple[str, dict[str, str], str | None]]:
+    with db.session_scope(env["DIALER_DATABASE_URL"]) as session:
+        found = session.execute(
+            sa.select(Contact.phone, Contact.variables, Contact.zone).order_by(Contact.id)
+        )
+        return [tuple(row) for row in found]  # type: ignore[misc]
+
+
+def rejects_of(path: Path) -> list[list[str]]:
+    with (path.with_name(path.stem + ".rejects.csv")).open(newline="") as file:
+        return list(csv.reader(file))
+
+
+def test_a_one_line_file_of_50_mb_is_refused_at_its_header(env: dict[str, str], tmp_path: Path) -> None:
+    path = tmp_path / "one-line.csv"
+    path.write_bytes(b"phone," + b"a," * (25 * 1024 * 1024))
+    code, output = run(env, "import", str(path), "--campaign", "e2e")
+    assert (code, output) == (
+        1,
+        f"Error: {path}: row 1: the header is longer than {MAX_HEADER // 1024} KB: not a contact file"
+        " (or its lines do not end with a newline)\n",
+    )
+    assert imported(env) == []
+
+
+def test_a_huge_cell_and_an_extra_comma_reject_their_rows_only(env: dict[str, str], tmp_path: Path) -> None:
+    path = tmp_path / "contacts.csv"
+    path.write_text(
+        "phone,first_name\n"
+        "+12125550106,Ada\n"
+        f"+12125550107,{'x' * 100_000}\n"
+        "+12125550108,Lovelace, Ada\n"
+        "+12125550109,Ben\n"
+    )
+    code, output = run(env, "import", str(path), "--campaign", "e2e")
+    rejects = path.with_name("contacts.rejects.csv")
+    assert (code, output) == (0, f"imported 2 contact(s) into e2e; 2 row(s) rejected, listed in {rejects}\n")
+    assert rejects_of(path) == [
+        ["row (as a spreadsheet numbers it: the header is row 1)", "value", "reason"],
+        ["3", "+12125550107", f"column 'first_name' is 100,000 characters long (at most {MAX_FIELD:,})"],
+        [
+            "4",
+            "+12125550108,Lovelace, Ada",
+            "3 fields where the header has 2 (a delimiter outside quotes?)",
+        ],
+    ]
+    assert [phone for phone, _, _ in imported(env)] == ["+12125550106", "+12125550109"]
+
+
+def test_headers_match_whatever_their_case_and_spaces_and_map_renames_one(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    path = tmp_path / "crm.csv"
+    path.write_text(" PHONE , First Name ,TimeZone\n+12125550106,Ada, Europe/Paris \n")
+    assert run(env, "import", str(path), "--campaign", "e2e") == (
+        0,
+        "imported 1 contact(s) into e2e\n",
+    )
+    assert imported(env) == [
+        ("+12125550106", {"first_name": "Ada", "timezone": "Europe/Paris"}, "Europe/Paris")
+    ]
+
+    other = tmp_path / "other.csv"
+    other.write_text("Mobile,Given\n+12125550107,Ben\n")
+    assert run(env, "import", str(other), "--campaign", "e2e") == (
+        1,
+        f"Error: {other}: row 1: no 'phone' column (columns: Mobile, Given; give --phone-column)\n",
+    )
+    assert run(
+        env, "import", str(other), "--campaign", "e2e", "--map", "Mobile=phone", "--map", "Given=first_name"
+    ) == (0, "imported 1 contact(s) into e2e\n")
+    assert imported(env)[1][:2] == ("+12125550107", {"first_name": "Ben"})
+    assert run(env, "import", str(other), "--campaign", "e2e", "--map", "Cell=phone") == (
+        1,
+        f"Error: {other}: row 1: --map names 'Cell', which is not a column (Mobile, Given)\n",
+    )
+
+
+def test_rows_are_numbered_as_a_spreadsheet_shows_them_blank_lines_included(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    path = tmp_path / "contacts.csv"
+    path.write_text("phone,first_name\n+12125550106,Ada\n\n,\n+12125550106,Ada twice\nhello,Ben\n")
+    assert run(env, "import", str(path), "--campaign", "e2e")[0] == 0
+    assert rejects_of(path)[1:] == [
+        ["5", "+12125550106", "duplicate of row 2"],
+        ["6", "hello", "invalid phone number: not a phone number"],
+    ]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le"])
+def test_utf_16_is_read_with_its_bom_or_when_named(
+    env: dict[str, str], tmp_path: Path, encoding: str
+) -> None:
+    path = tmp_path / "contacts.csv"
+    path.write_bytes("phone,first_name\n+12125550106,Zoë\n".encode(encoding))
+    args = ["--encoding", encoding] if encoding == "utf-16-le" else []
+    assert run(env, "import", str(path), "--campaign", "e2e", *args) == (
+        0,
+        "imported 1 contact(s) into e2e\n",
+    )
+    assert imported(env)[0][1] == {"first_name": "Zoë"}
+
+
+def test_a_byte_that_is_not_utf_8_far_into_the_file_is_located_by_line(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    path = tmp_path / "contacts.csv"
+    lines = [f"+1212555{n % 10_000:04d},Person {n}\n".encode() for n in range(5000)]
+    lines[4000] = "+12125550001,Renée\n".encode("cp1252")
+    path.write_bytes(b"phone,first_name\n" + b"".join(lines))
+    assert path.stat().st_size > 65536
+    code, output = run(env, "import", str(path), "--campaign", "e2e")
+    assert code == 1
+    assert output.startswith(f"Error: {path}: line 4002: not utf-8-sig text (invalid continuation byte)")
+    assert imported(env) == []
+    assert run(env, "import", str(path), "--campaign", "e2e", "--encoding", "cp1252")[0] == 0
+
+
+def test_a_dry_run_reports_and_writes_nothing(env: dict[str, str], tmp_path: Path) -> None:
+    path = tmp_path / "contacts.csv"
+    path.write_text("phone,first_name,timezone\n+12125550106,Ada,Asia/Tokyo\nhello,Ben,\n")
+    rejects = path.with_name("contacts.rejects.csv")
+    assert run(env, "import", str(path), "--campaign", "e2e", "--dry-run") == (
+        0,
+        f"would import 1 contact(s) into e2e; 1 row(s) rejected, listed in {rejects};"
+        " nothing written (--dry-run)\n",
+    )
+    assert imported(env) == []
+    assert run(env, "import", str(path), "--campaign", "e2e")[1].startswith("imported 1 contact(s)")
