@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from typing import NamedTuple
 
 import phonenumbers
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata, PhoneNumberDesc
@@ -23,7 +24,14 @@ class InvalidPhone(ValueError):
 
 
 def normalise(raw: str, region: str | None = None) -> str:
-    """Return ``raw`` in E.164 (``+14155550100``); national formats need a default ``region``."""
+    """Return ``raw`` in E.164 (``+14155550100``); national formats need a default ``region``.
+
+    An extension (``x123``, ``ext. 123``) is not part of the number: see :meth:`Normaliser.number`.
+    """
+    return phonenumbers.format_number(_parse(raw, region), phonenumbers.PhoneNumberFormat.E164)
+
+
+def _parse(raw: str, region: str | None) -> phonenumbers.PhoneNumber:
     text = raw.strip()
     if not text:
         raise InvalidPhone("empty")
@@ -37,7 +45,7 @@ def normalise(raw: str, region: str | None = None) -> str:
         raise InvalidPhone("not a phone number") from None
     if not phonenumbers.is_valid_number(number):
         raise InvalidPhone("not a valid number for its country")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return number
 
 
 def is_e164(value: str) -> bool:
@@ -46,6 +54,14 @@ def is_e164(value: str) -> bool:
         return normalise(value) == value
     except InvalidPhone:
         return False
+
+
+class Number(NamedTuple):
+    """A contact's number: E.164, the zones it may ring in, and the extension written after it."""
+
+    e164: str
+    zones: tuple[str, ...]
+    extension: str = ""
 
 
 class Normaliser:
@@ -73,14 +89,15 @@ class Normaliser:
         found = self._claimed(raw)
         return None if found is None else "+" + found[0] + found[1]
 
-    def with_zones(self, raw: str) -> tuple[str, tuple[str, ...]]:
-        """The E.164 form and :func:`zones_of` it, with the number's region worked out once."""
+    def number(self, raw: str) -> Number:
+        """The E.164 form, :func:`zones_of` it and the extension, the number's region worked out once."""
         found = self._claimed(raw)
         if found is None:
-            e164 = self.slow(raw)
-            return e164, zones_of(e164)
+            parsed = _parse(raw, self.region)
+            e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+            return Number(e164, zones_of(e164), parsed.extension or "")
         code, national_number, check = found
-        return "+" + code + national_number, _zones(code, national_number, check)
+        return Number("+" + code + national_number, _zones(code, national_number, check))
 
     def _claimed(self, raw: str) -> tuple[str, str, _RegionCheck] | None:
         """Country code, national number and the region that claims it; None where not sure."""

@@ -105,6 +105,7 @@ def call_order(rt: Runtime, *, attempt: Attempt, contact: Contact, spec: Campaig
     base = rt.settings.public_url.rstrip("/")
     return CallOrder(
         to=contact.phone,
+        extension=contact.extension,
         caller_id=spec.caller_id,
         text=message.render(contact.variables),
         audio_url=message.audio_url,

@@ -35,6 +35,8 @@ XLSX_MAX_ROWS = 1_048_576
 
 _TYPES = {"attempts": pa.int64(), "attempt": pa.int64(), "duration": pa.int64(), "dtmf_valid": pa.bool_()}
 """Every exported column is text except these, and the timestamps (``*_at``)."""
+_ONLY_IF_USED = ("extension",)
+"""Columns left out of an export where every row's is empty."""
 
 
 def contact_results(session: Session, campaign: Campaign) -> pa.Table:
@@ -67,6 +69,7 @@ def contact_results(session: Session, campaign: Campaign) -> pa.Table:
         session,
         sa.select(
             col(Contact.phone),
+            col(Contact.extension),
             (sa.cast(col(Contact.variables), sa.Text) + "\n").label("variables"),
             sa.func.coalesce(col(Contact.result), col(Contact.state)).label("result"),
             col(Contact.attempts),
@@ -89,8 +92,9 @@ def contact_results(session: Session, campaign: Campaign) -> pa.Table:
         .order_by(col(Contact.id)),  # import order, then file order
     )
     variables = _variables(table["variables"])
-    rest = table.drop_columns(["phone", "variables"])
-    ours = {"phone", *rest.column_names}
+    first = [name for name in ("phone", "extension") if name in table.column_names]
+    rest = table.drop_columns([*first, "variables"])
+    ours = {*first, *rest.column_names}
     # A contact column named like one of ours is kept apart, under a name of its own.
     renamed = {
         name: _apart(name, ours | set(variables.column_names))
@@ -98,8 +102,8 @@ def contact_results(session: Session, campaign: Campaign) -> pa.Table:
         if name in ours
     }
     result = pa.table(
-        [table["phone"], *variables.columns, *rest.columns],
-        names=["phone", *(renamed.get(name, name) for name in variables.column_names), *rest.column_names],
+        [*(table[name] for name in first), *variables.columns, *rest.columns],
+        names=[*first, *(renamed.get(name, name) for name in variables.column_names), *rest.column_names],
     )
     return result.replace_schema_metadata({RENAMED: json.dumps(renamed)}) if renamed else result
 
@@ -129,6 +133,7 @@ def attempt_results(session: Session, campaign: Campaign) -> pa.Table:
         session,
         sa.select(
             col(Contact.phone),
+            col(Contact.extension),
             col(Attempt.number).label("attempt"),
             col(Attempt.status).label("outcome"),
             col(Attempt.reason),
@@ -166,9 +171,15 @@ def _read(session: Session, query: sa.Select[*tuple[Any, ...]]) -> pa.Table:
             cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(2**30)})
         cursor.execute(sql)
         table = cursor.fetch_arrow_table()
-    return pa.table(
+    typed = pa.table(
         [pc.cast(table[name], _type(name)) for name in table.column_names], names=table.column_names
     )
+    unused = [
+        name
+        for name in _ONLY_IF_USED
+        if name in typed.column_names and not pc.any(pc.not_equal(typed[name], "")).as_py()
+    ]
+    return typed.drop_columns(unused)
 
 
 def _type(name: str) -> pa.DataType:

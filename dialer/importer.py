@@ -29,6 +29,7 @@ from typing import IO, Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from campaigns.phones import InvalidPhone, Normaliser
@@ -51,8 +52,8 @@ _DELIMITERS = ",;\t|"
 _BAD_LINE = re.compile(r"Skipping line (\d+): expected (\d+) fields, saw (\d+)")
 
 
-_Accepted = tuple[str, str, str | None, int, GroupKey]
-"""phone, variables as JSON, zone, row."""
+_Accepted = tuple[str, str, str, str | None, int, GroupKey]
+"""phone, extension, variables as JSON, zone, row, zone group."""
 
 
 class Reject(NamedTuple):
@@ -261,7 +262,10 @@ def import_contacts(
     encoding, delimiter = sniff(path, encoding, delimiter)
     report = ImportReport(file=path)
     assert campaign.id is not None
-    known = set(session.exec(select(col(Contact.phone)).where(col(Contact.campaign_id) == campaign.id)).all())
+    lines = sa.select(col(Contact.phone), col(Contact.extension)).where(
+        col(Contact.campaign_id) == campaign.id
+    )
+    known = {_line(phone, extension) for phone, extension in session.execute(lines)}
     blocked = set(
         session.exec(
             select(col(DncEntry.phone)).where(
@@ -272,7 +276,8 @@ def import_contacts(
     size = path.stat().st_size
 
     normalise = Normaliser(region)
-    undialable = get_provider(campaign.provider).check_number
+    provider = get_provider(campaign.provider)
+    undialable = provider.check_number
 
     renames: dict[str, str] | None = None
     wanted = [phone_column, ZONE_COLUMN, *sorted(spec.required_columns())]
@@ -292,6 +297,7 @@ def import_contacts(
             yield _prepare(frame, part.numbers, part.refused, phone_column, normalise, source.tell())
 
     first_row: dict[str, int] = {}
+    """The row of each number (with its extension) seen so far."""
     rows_seen = 0
     with (
         path.open("rb") as source,
@@ -301,10 +307,11 @@ def import_contacts(
         for prepared in prepared_file:
             report.rejects.extend(prepared.rejects)
             accepted = []
-            for row, raw, phone, zone, group, variables in zip(
+            for row, raw, phone, extension, zone, group, variables in zip(
                 prepared.numbers,
                 prepared.raw,
                 prepared.phones,
+                prepared.extensions,
                 prepared.zones,
                 prepared.groups,
                 prepared.variables,
@@ -312,18 +319,23 @@ def import_contacts(
             ):
                 if phone is None or group is None:
                     continue
-                if phone in first_row:
-                    report.rejects.append(Reject(row, raw, f"duplicate of row {first_row[phone]}"))
+                if extension and not provider.capabilities.extensions:
+                    why = f"extension {extension}: {provider.title} cannot dial one (Vonage can)"
+                    report.rejects.append(Reject(row, raw, why))
                     continue
-                first_row[phone] = row
-                if phone in known:
+                line = _line(phone, extension)
+                if line in first_row:
+                    report.rejects.append(Reject(row, raw, f"duplicate of row {first_row[line]}"))
+                    continue
+                first_row[line] = row
+                if line in known:
                     report.rejects.append(Reject(row, raw, "already in the campaign"))
                 elif phone in blocked:
                     report.rejects.append(Reject(row, raw, "on the do-not-call list"))
                 elif undialable is not None and (reason := undialable(phone)):
                     report.rejects.append(Reject(row, raw, reason))
                 else:
-                    accepted.append((phone, variables, zone, row, group))
+                    accepted.append((phone, extension, variables, zone, row, group))
             rows_seen += len(prepared.raw)
             write(accepted)
             report.accepted += len(accepted)
@@ -360,6 +372,7 @@ class _Prepared:
     numbers: list[int]
     raw: list[str]
     phones: list[str | None]
+    extensions: list[str]
     zones: list[str | None]
     groups: list[GroupKey | None]
     variables: list[str]
@@ -380,16 +393,18 @@ def _prepare(
     zones = [zone.strip() for zone in chunk[ZONE_COLUMN]] if ZONE_COLUMN in chunk.columns else [""] * len(raw)
     too_long = _too_long(chunk)
     phones: list[str | None] = []
+    extensions: list[str] = []
     groups: list[GroupKey | None] = []
     rejects = list(refused)
     for index, (row, value, zone) in enumerate(zip(numbers, raw, zones, strict=True)):
         phone: str | None = None
+        extension = ""
         group: GroupKey | None = None
         if index in too_long:
             rejects.append(Reject(row, value, too_long[index]))
         else:
             try:
-                e164, number_zones = normalise.with_zones(value)
+                e164, number_zones, extension = normalise.number(value)
             except InvalidPhone as error:
                 rejects.append(Reject(row, value, f"invalid phone number: {error}"))
             else:
@@ -398,12 +413,20 @@ def _prepare(
                 else:
                     phone, group = e164, group_key(e164, zone, number_zones)
         phones.append(phone)
+        extensions.append(extension)
         groups.append(group)
     frame = chunk.drop(columns=[phone_column]) if len(chunk.columns) else chunk
     if ZONE_COLUMN in frame.columns:
         frame = frame.assign(**{ZONE_COLUMN: zones})
     variables = _as_json_lines(frame)
-    return _Prepared(numbers, raw, phones, [z or None for z in zones], groups, variables, rejects, read_to)
+    return _Prepared(
+        numbers, raw, phones, extensions, [z or None for z in zones], groups, variables, rejects, read_to
+    )
+
+
+def _line(phone: str, extension: str) -> str:
+    """A number with its extension, in RFC 3966's way (``+16502530000;ext=123``): one key per contact."""
+    return f"{phone};ext={extension}" if extension else phone
 
 
 def _too_long(chunk: pd.DataFrame) -> dict[int, str]:
@@ -432,6 +455,7 @@ def _as_json_lines(table: pd.DataFrame) -> list[str]:
 _COLUMNS = (
     "campaign_id",
     "phone",
+    "extension",
     "variables",
     "zone",
     "zone_group_id",
@@ -469,8 +493,8 @@ def _contact_writer(
 
     def write(accepted: list[_Accepted]) -> None:
         rows = [
-            (campaign_id, phone, variables, zone, group_id(key), row, "pending", 0, when, when)
-            for phone, variables, zone, row, key in accepted
+            (campaign_id, phone, extension, variables, zone, group_id(key), row, "pending", 0, when, when)
+            for phone, extension, variables, zone, row, key in accepted
         ]
         if copy_rows:
             with driver.cursor() as cursor, cursor.copy(f"COPY contact ({names}) FROM STDIN") as copy:

@@ -71,7 +71,8 @@ class ZoneGroup(SQLModel, table=True):
 
 class Contact(SQLModel, table=True):
     __table_args__ = (
-        sa.UniqueConstraint("campaign_id", "phone"),
+        # A number once per campaign, or once per extension behind it (a switchboard's colleagues).
+        sa.UniqueConstraint("campaign_id", "phone", "extension", name="uq_contact_line"),
         # In the order the pump reads each open group (ties by id), so it stops after the rows it
         # wants; its first two columns serve the counts by state. One index: each costs every write.
         sa.Index("ix_contact_due", "campaign_id", "state", "zone_group_id", "next_attempt_at", "id"),
@@ -80,6 +81,12 @@ class Contact(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     campaign_id: int = Field(foreign_key="campaign.id")
     phone: str = Field(max_length=16)
+    extension: str = Field(
+        default="",
+        max_length=16,
+        sa_column_kwargs={"server_default": ""},
+        description="digits to send once the call is answered ('' for none)",
+    )
     variables: dict[str, str] = Field(default_factory=dict, sa_type=sa.JSON)
     zone: str | None = Field(default=None, max_length=64, description="the contact's own time zone")
     zone_group_id: int | None = Field(default=None, foreign_key="zonegroup.id")

@@ -99,6 +99,22 @@ def set_provider(session: Session, *, name: str, provider: str, settings: Settin
         raise InvalidState(f"campaign {name!r} is running: pause it before switching provider")
     spec = spec_of(campaign).model_copy(update={"provider": provider})
     check_provider_can(spec, source=f"campaign {name!r}", settings=settings)
+    target = get_provider(provider)
+    if not target.capabilities.extensions:
+        waiting = session.scalar(
+            sa.select(sa.func.count())
+            .select_from(Contact)
+            .where(
+                col(Contact.campaign_id) == campaign.id,
+                col(Contact.extension) != "",
+                col(Contact.state) != ContactState.DONE,
+            )
+        )
+        if waiting:
+            raise InvalidState(
+                f"campaign {name!r}: {waiting} contact(s) still to call have an extension,"
+                f" which {target.title} cannot dial"
+            )
     campaign.spec = spec.model_dump(mode="json")
     campaign.provider = provider
     session.add(campaign)

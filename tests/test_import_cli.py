@@ -158,3 +158,58 @@ def test_a_dry_run_reports_and_writes_nothing(env: dict[str, str], tmp_path: Pat
     )
     assert imported(env) == []
     assert run(env, "import", str(path), "--campaign", "e2e")[1].startswith("imported 1 contact(s)")
+
+
+def test_colleagues_behind_one_number_are_kept_by_extension_where_the_provider_can_dial_one(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    path = tmp_path / "office.csv"
+    path.write_text(
+        "phone,first_name\n"
+        "(650) 253-0000 x123,Ada\n"
+        "(650) 253-0000 ext. 456,Ben\n"
+        "650-253-0000 x123,Ada again\n"
+        "(650) 253-0000,Switchboard\n"
+    )
+    rejects = path.with_name("office.rejects.csv")
+    assert run(env, "import", str(path), "--campaign", "e2e", "--region", "US") == (
+        0,
+        f"imported 3 contact(s) into e2e; 1 row(s) rejected, listed in {rejects}\n",
+    )
+    assert rejects_of(path)[1:] == [["4", "650-253-0000 x123", "duplicate of row 2"]]
+    with db.session_scope(env["DIALER_DATABASE_URL"]) as session:
+        lines = session.execute(sa.select(Contact.phone, Contact.extension).order_by(Contact.id)).all()
+    assert [tuple(line) for line in lines] == [
+        ("+16502530000", "123"),
+        ("+16502530000", "456"),
+        ("+16502530000", ""),
+    ]
+    out = tmp_path / "results.csv"
+    assert run(env, "export", "e2e", "--out", str(out))[0] == 0
+    with out.open(newline="") as file:
+        exported = list(csv.DictReader(file))
+    assert [(row["phone"], row["extension"]) for row in exported] == [
+        ("+16502530000", "123"),
+        ("+16502530000", "456"),
+        ("+16502530000", ""),
+    ]
+    # A provider that cannot send digits after the answer is refused while extensions wait.
+    code, output = run(env, "campaign", "provider", "e2e", "cm")
+    assert (code, output) == (
+        1,
+        "Error: campaign 'e2e': 2 contact(s) still to call have an extension, which CM.com cannot dial\n",
+    )
+
+
+def test_an_extension_is_a_rejected_row_where_the_provider_cannot_dial_one(tmp_path: Path) -> None:
+    env = {"DIALER_DATABASE_URL": f"sqlite:///{tmp_path / 'cm.db'}"}
+    assert run(env, "db", "upgrade")[0] == 0
+    assert run(env, "campaign", "create", str(write_campaign(tmp_path, provider="cm")))[0] == 0
+    path = tmp_path / "office.csv"
+    path.write_text("phone,first_name\n(650) 253-0000 x123,Ada\n(650) 253-0001,Ben\n")
+    assert run(env, "import", str(path), "--campaign", "e2e", "--region", "US")[1].startswith(
+        "imported 1 contact(s) into e2e; 1 row(s) rejected"
+    )
+    assert rejects_of(path)[1:] == [
+        ["2", "(650) 253-0000 x123", "extension 123: CM.com cannot dial one (Vonage can)"]
+    ]

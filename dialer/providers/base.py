@@ -45,6 +45,8 @@ class Capabilities:
     """What the provider can do when a machine answers (``call.on_machine``)."""
     text_limit: int | None = None
     """The most characters of TTS text one call may speak (None: not published)."""
+    extensions: bool = False
+    """Whether digits can be sent once the call is answered (a contact's extension)."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,8 @@ class CallOrder:
     reference: str
     ring_timeout: int = 60
     call: CallOptions = field(default_factory=CallOptions)
+    extension: str = ""
+    """Digits to send once the call is answered ('' for none)."""
 
 
 @dataclass(frozen=True)

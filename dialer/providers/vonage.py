@@ -240,14 +240,22 @@ def _machine_detection(order: CallOrder) -> dict[str, Any]:
     return {"machine_detection": order.call.on_machine}  # continue or hangup
 
 
+EXTENSION_PAUSE = "pp"
+"""Sent before a contact's extension: one second (``p`` is 500 ms) for the switchboard to listen."""
+
+
 def build_call(order: CallOrder, settings: VonageSettings, token: str | None = None) -> httpx.Request:
     if order.text is not None and len(order.text) > TALK_LIMIT:
         raise ProviderRejected(
             f"the message is {len(order.text)} characters for this contact;"
             f" Vonage speaks at most {TALK_LIMIT}"
         )
+    to: dict[str, Any] = {"type": "phone", "number": _digits(order.to)}
+    if order.extension:
+        # Each p waits half a second: a switchboard answers before it listens for an extension.
+        to["dtmfAnswer"] = EXTENSION_PAUSE + order.extension
     body: dict[str, Any] = {
-        "to": [{"type": "phone", "number": _digits(order.to)}],
+        "to": [to],
         "from": {"type": "phone", "number": _digits(order.caller_id)},
         "ncco": ncco(order),
         "event_url": [f"{order.callback_url}/event"],
@@ -454,6 +462,7 @@ PROVIDER = Provider(
         max_duration=True,
         on_machine=frozenset({"continue", "hangup", "leave_message"}),
         text_limit=TALK_LIMIT,
+        extensions=True,
     ),
     default_rate_limit=3.0,
     build_call=build_call,

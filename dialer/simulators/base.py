@@ -124,6 +124,8 @@ class Placement:
     to: str
     call_id: str
     at: float
+    digits_after_answer: str = ""
+    """DTMF the request asked to send once the callee answers (an extension), as it was given."""
 
 
 @dataclass
@@ -183,10 +185,10 @@ class Simulation:
         self._recent.append(now)
         return True
 
-    def place(self, to: str, call_id: str) -> Script:
+    def place(self, to: str, call_id: str, digits_after_answer: str = "") -> Script:
         """Log an accepted call and say how its callee behaves."""
         self._seen[to] += 1
-        self.placements.append(Placement(to=to, call_id=call_id, at=time.time()))
+        self.placements.append(Placement(to, call_id, time.time(), digits_after_answer))
         return self.scripts.get(to) or script_for(to, self._seen[to])
 
     async def pause(self, seconds: float) -> None:

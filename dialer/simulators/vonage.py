@@ -734,6 +734,8 @@ def create_app(sim: Simulation, settings: VonageSettings) -> Starlette:
 
     async def converse(call: _Call) -> None:
         call.answered_at = time.time()
+        if dtmf := call.to.get("dtmfAnswer"):  # sent before the NCCO runs; each p waits 500 ms
+            await sim.pause(0.5 * dtmf.count("p") + 0.1 * len(dtmf.replace("p", "")))
         ncco = call.body["ncco"] if "ncco" in call.body else await fetch_ncco(call)
         limit = float(call.body.get("length_timer", 7200)) * sim.time_scale
         with contextlib.suppress(TimeoutError):
@@ -801,7 +803,9 @@ def create_app(sim: Simulation, settings: VonageSettings) -> Starlette:
             to=to,
             caller=dict(body.get("from") or {"type": "phone", "number": "14155550100"}),
             body=body,
-            script=sim.place("+" + number if number.isdigit() else number, call_id),
+            script=sim.place(
+                "+" + number if number.isdigit() else number, call_id, to.get("dtmfAnswer", "")
+            ),
         )
         calls[call_id] = call
         call.task = sim.spawn(run(call))

@@ -52,6 +52,12 @@ def test_create_call_speaks_the_documented_body(settings: Settings) -> None:
     assert validate_create(body) is None
 
 
+def test_an_extension_is_sent_as_dtmf_once_the_call_is_answered(settings: Settings) -> None:
+    body = json.loads(vonage.build_call(order(extension="123"), settings.vonage).content)
+    assert body["to"] == [{"type": "phone", "number": "12125550106", "dtmfAnswer": "pp123"}]
+    assert validate_create(body) is None
+
+
 def test_audio_messages_stream_the_url(settings: Settings) -> None:
     body = json.loads(
         vonage.build_call(

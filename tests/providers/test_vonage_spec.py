@@ -44,6 +44,7 @@ ORDERS = {
         call=CallOptions(on_machine="leave_message", beep_timeout=timedelta(seconds=60))
     ),
     "maximum length": order(call=CallOptions(max_duration=timedelta(minutes=10))),
+    "an extension dialled after the answer": order(extension="123"),
     "every option": order(
         ssml=True,
         voice="1",
