@@ -247,7 +247,9 @@ def _bytes_bar(description: str) -> Iterator[Callable[[int, int], None]]:
     metavar='"HEADER=name"',
     help="Use the column HEADER as name (a placeholder, phone, timezone); may be repeated.",
 )
-@click.option("--dry-run", is_flag=True, help="Say what would be imported and rejected; write nothing.")
+@click.option(
+    "--dry-run", is_flag=True, help="Say what would be imported and list the rejects; import nothing."
+)
 def import_command(
     csv_file: Path,
     campaign_name: str,
@@ -298,7 +300,7 @@ def import_command(
         rejects = rejects or csv_file.with_name(csv_file.stem + ".rejects.csv")
         write_rejects(report, rejects)
         line += f"; {len(report.rejects)} row(s) rejected, listed in {rejects}"
-    console.print(line + ("; nothing written (--dry-run)" if dry_run else ""))
+    console.print(line + ("; nothing imported (--dry-run)" if dry_run else ""))
 
 
 @main.command("export")
@@ -626,6 +628,43 @@ def dev_env(out: Path, keys: Path) -> None:
     out.write_text("\n".join(lines) + "\n")
     out.chmod(0o600)
     console.print(f"wrote {out} and {key_file}")
+
+
+@main.command()
+@click.argument("name")
+@click.option(
+    "--simulate",
+    is_flag=True,
+    help="Call the provider's simulator (throwaway credentials, on this machine) instead of the provider.",
+)
+@click.option(
+    "--time-scale",
+    default=0.1,
+    show_default=True,
+    type=click.FloatRange(min=0.001),
+    help="With --simulate: how long simulated calls take against real ones.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Where the receiver listens.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Where the receiver listens.")
+def run(name: str, simulate: bool, time_scale: float, host: str, port: int) -> None:
+    """Run one campaign in this process until it is done: calls, callbacks, retries.
+
+    No Redis or worker is needed (the database is DIALER_DATABASE_URL, SQLite by default). The
+    provider calls back DIALER_PUBLIC_URL, which must lead to HOST:PORT here. Ctrl-C pauses the
+    campaign (no call is placed after the command returns); running it again resumes it.
+    """
+    from dialer.runner import run_campaign
+
+    run_campaign(
+        name,
+        settings=_settings(),
+        console=console,
+        render=progress_table,
+        simulate=simulate,
+        time_scale=time_scale,
+        host=host,
+        port=port,
+    )
 
 
 @main.command()

@@ -67,17 +67,26 @@ class LocalQueue:
             thread.join(timeout=30)
 
 
-def local_runtime(settings: Settings, queue_put: Callable[[int, float], None]) -> Runtime:
-    return Runtime(settings=settings, limiter=LocalLimiter(), http=http_client(settings), enqueue=queue_put)
+def local_runtime(
+    settings: Settings, queue_put: Callable[[int, float], None], only: frozenset[int] | None = None
+) -> Runtime:
+    return Runtime(
+        settings=settings, limiter=LocalLimiter(), http=http_client(settings), enqueue=queue_put, only=only
+    )
 
 
 def run_until(
-    settings: Settings, done: Callable[[], bool], *, on_tick: Callable[[], None] | None = None
+    settings: Settings,
+    done: Callable[[], bool],
+    *,
+    on_tick: Callable[[], None] | None = None,
+    only: frozenset[int] | None = None,
 ) -> None:
-    """Pump, place and sweep in this process until ``done()`` says the work is over."""
+    """Pump, place and sweep in this process until ``done()`` says the work is over (``only``
+    these campaigns, by id, if given). On return no call of this process is on its way."""
     holder: dict[str, Runtime] = {}
     queue = LocalQueue(lambda attempt_id: place_call(holder["rt"], attempt_id))
-    rt = holder["rt"] = local_runtime(settings, queue.put)
+    rt = holder["rt"] = local_runtime(settings, queue.put, only)
     try:
         with queue:
             last_sweep = 0.0

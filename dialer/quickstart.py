@@ -7,33 +7,20 @@ import time
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
-from rich.live import Live
 from rich.table import Table
 
-from campaigns.outcomes import CampaignStatus
 from campaigns.spec import Window, parse_campaign, parse_duration
 from dialer import db
-from dialer.embedded import BackgroundServer, loopback_socket, run_until
 from dialer.export import contact_results, write_table
 from dialer.importer import import_contacts, write_rejects
 from dialer.models import utcnow
-from dialer.operations import (
-    Progress,
-    change_status,
-    check_provider_can,
-    create_campaign,
-    get_campaign,
-    progress,
-)
+from dialer.operations import Progress, check_provider_can, create_campaign, get_campaign
 from dialer.providers import get_provider
-from dialer.receiver import create_app as receiver_app
+from dialer.runner import TIME_SCALE, run_campaign
 from dialer.settings import Settings
-from dialer.simulators import dev_credentials, simulator_app, simulator_urls
 
-TIME_SCALE = 0.1
 QUICK_RETRY = "3s"
 
 
@@ -68,55 +55,22 @@ def run_quickstart(
         f" and retries come after {QUICK_RETRY}"
     )
 
-    credentials = dev_credentials()
-    sim_socket, receiver_socket = loopback_socket(), loopback_socket()
-    sim_url, receiver_url = (f"http://127.0.0.1:{s.getsockname()[1]}" for s in (sim_socket, receiver_socket))
-    overrides: dict[str, Any] = {name: dict(values) for name, values in credentials.items()}
-    overrides[provider] = {**overrides.get(provider, {}), **simulator_urls(provider, sim_url)}
-    settings = Settings(
-        database_url=url,
-        public_url=receiver_url,
-        tick_seconds=0.25,
-        sweep_seconds=2,
-        requeue_after=10,
-        settle_after=20,
-        give_up_after=60,
-        **overrides,
+    settings = Settings(database_url=url)
+    with db.session_scope(url) as session:
+        campaign = create_campaign(session, spec)
+        report = import_contacts(session, campaign=campaign, path=example_file("contacts.csv"), now=utcnow())
+    line = f"imported {report.accepted} contacts"
+    if report.rejects:
+        write_rejects(report, directory / "rejects.csv")
+        line += f", {len(report.rejects)} row(s) rejected (see {directory / 'rejects.csv'})"
+    console.print(line)
+    started = time.monotonic()
+    final = run_campaign(
+        spec.name, settings=settings, console=console, render=render, simulate=True, time_scale=TIME_SCALE
     )
-    with (
-        BackgroundServer(simulator_app(provider, settings, time_scale=TIME_SCALE), sock=sim_socket),
-        BackgroundServer(receiver_app(settings), sock=receiver_socket),
-    ):
-        with db.session_scope(url) as session:
-            campaign = create_campaign(session, spec)
-            report = import_contacts(
-                session, campaign=campaign, path=example_file("contacts.csv"), now=utcnow()
-            )
-        line = f"imported {report.accepted} contacts"
-        if report.rejects:
-            write_rejects(report, directory / "rejects.csv")
-            line += f", {len(report.rejects)} row(s) rejected (see {directory / 'rejects.csv'})"
-        console.print(line)
-        with db.session_scope(url) as session:
-            change_status(session, name=spec.name, action="start", now=utcnow())
-
-        def read() -> Progress:
-            with db.session_scope(url) as session:
-                return progress(session, spec.name)
-
-        started = time.monotonic()
-        with Live(render(read()), console=console, auto_refresh=False, transient=False) as live:
-            state = {"report": read()}
-
-            def tick() -> None:
-                state["report"] = read()
-                live.update(render(state["report"]), refresh=True)
-
-            run_until(settings, lambda: state["report"].status != CampaignStatus.RUNNING, on_tick=tick)
-        final = read()
-        out = directory / "results.csv"
-        with db.session_scope(url) as session:
-            write_table(contact_results(session, get_campaign(session, spec.name)), out)
+    out = directory / "results.csv"
+    with db.session_scope(url) as session:
+        write_table(contact_results(session, get_campaign(session, spec.name)), out)
     console.print(f"\nfinished in {time.monotonic() - started:.1f}s; results in {out}")
     shutil.copy(example_file(f"{provider}.toml"), directory / f"{provider}.toml")
     return final

@@ -11,6 +11,8 @@ from datetime import datetime
 from functools import lru_cache
 
 import httpx
+import sqlalchemy as sa
+from sqlmodel import col
 
 from campaigns.spec import CampaignSpec
 from dialer.models import Campaign, utcnow
@@ -30,6 +32,8 @@ class Runtime:
     enqueue: Callable[[int, float], None]
     clock: Callable[[], datetime] = field(default=utcnow)
     sleep: Callable[[float], None] = field(default=time.sleep)
+    only: frozenset[int] | None = None
+    """The campaigns (ids) this runtime pumps and sweeps; None: every one (``dialer run`` serves one)."""
     calls: ProviderClient = field(init=False)
 
     def __post_init__(self) -> None:
@@ -38,6 +42,10 @@ class Runtime:
     @property
     def database_url(self) -> str:
         return self.settings.database_url
+
+    def serves(self, campaign_id: int | None) -> sa.ColumnElement[bool]:
+        """A condition on a campaign id column: true for the campaigns this runtime serves."""
+        return sa.true() if self.only is None else col(campaign_id).in_(self.only)
 
     def account_limit(self, provider: str) -> float:
         """The provider account's requests per second, as configured or documented."""

@@ -154,7 +154,9 @@ def pump(rt: Runtime) -> int:
         finished = finish_campaigns(session, now=now)
         for name in finished:
             log.info("campaign %s completed", name)
-        campaigns = session.exec(select(Campaign).where(col(Campaign.status) == CampaignStatus.RUNNING)).all()
+        campaigns = session.exec(
+            select(Campaign).where(col(Campaign.status) == CampaignStatus.RUNNING, rt.serves(Campaign.id))
+        ).all()
         by_provider: dict[str, list[Campaign]] = defaultdict(list)
         for campaign in campaigns:
             by_provider[campaign.provider].append(campaign)
@@ -202,7 +204,11 @@ def sweep(rt: Runtime) -> dict[str, int]:
         requeue = (
             session.execute(
                 sa.update(Attempt)
-                .where(col(Attempt.status) == AttemptStatus.QUEUED, col(Attempt.updated_at) < stale)
+                .where(
+                    col(Attempt.status) == AttemptStatus.QUEUED,
+                    col(Attempt.updated_at) < stale,
+                    rt.serves(Attempt.campaign_id),
+                )
                 .values(updated_at=now)
                 .returning(col(Attempt.id))
             )
@@ -220,6 +226,7 @@ def sweep(rt: Runtime) -> dict[str, int]:
                     col(Attempt.provider) == provider,
                     col(Attempt.status) == AttemptStatus.DISPATCHING,
                     col(Attempt.updated_at) < cut,
+                    rt.serves(Attempt.campaign_id),
                 )
                 .values(status=AttemptStatus.UNKNOWN, updated_at=now, reason="worker stopped while sending"),
             )
@@ -238,6 +245,7 @@ def sweep(rt: Runtime) -> dict[str, int]:
                     ]
                 ),
                 col(Attempt.updated_at) < now - timedelta(seconds=settings.settle_after),
+                rt.serves(Attempt.campaign_id),
             )
             .limit(200)
         ).all()

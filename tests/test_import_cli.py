@@ -154,7 +154,7 @@ def test_a_dry_run_reports_and_writes_nothing(env: dict[str, str], tmp_path: Pat
     assert run(env, "import", str(path), "--campaign", "e2e", "--dry-run") == (
         0,
         f"would import 1 contact(s) into e2e; 1 row(s) rejected, listed in {rejects};"
-        " nothing written (--dry-run)\n",
+        " nothing imported (--dry-run)\n",
     )
     assert imported(env) == []
     assert run(env, "import", str(path), "--campaign", "e2e")[1].startswith("imported 1 contact(s)")

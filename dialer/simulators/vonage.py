@@ -803,9 +803,7 @@ def create_app(sim: Simulation, settings: VonageSettings) -> Starlette:
             to=to,
             caller=dict(body.get("from") or {"type": "phone", "number": "14155550100"}),
             body=body,
-            script=sim.place(
-                "+" + number if number.isdigit() else number, call_id, to.get("dtmfAnswer", "")
-            ),
+            script=sim.place("+" + number if number.isdigit() else number, call_id, to.get("dtmfAnswer", "")),
         )
         calls[call_id] = call
         call.task = sim.spawn(run(call))

@@ -1,0 +1,235 @@
+"""``dialer run NAME``: one campaign in one process, against its provider or that provider's simulator.
+
+The pump, the callers and the sweeper run here (:func:`dialer.embedded.run_until`, no broker), and
+so does the receiver the provider calls back. Only this campaign is pumped and swept: another
+campaign running in the same database is not this command's business.
+
+Ctrl-C pauses the campaign: callers stop taking work, the requests already on their way finish,
+the campaign is paused (queued attempts withdrawn), and no call is placed after that. Calls in
+progress still report their ends to the receiver, so the command stays until they have ended
+(Ctrl-C again leaves at once; the sweeper settles them on the next run). Running the command
+again resumes the campaign where it stopped.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from campaigns.outcomes import CampaignStatus
+from dialer import db
+from dialer.embedded import BackgroundServer, run_until
+from dialer.errors import ConfigurationError, InvalidState
+from dialer.models import utcnow
+from dialer.operations import Progress, change_status, check_provider_can, get_campaign, progress
+from dialer.receiver import create_app as receiver_app
+from dialer.runtime import spec_of
+from dialer.settings import Settings
+from dialer.simulators import dev_credentials, simulator_app, simulator_urls
+
+SIMULATED_TIMINGS: dict[str, float] = {
+    "tick_seconds": 0.25,
+    "sweep_seconds": 2,
+    "requeue_after": 10,
+    "settle_after": 20,
+    "give_up_after": 60,
+}
+"""Against a simulator whose calls take a tenth of their time, the sweeper's waits shrink too."""
+TIME_SCALE = 0.1
+
+
+def _private(host: str) -> bool:
+    """Whether ``host`` is reachable only from this machine or its own network."""
+    if host in ("localhost", "") or host.endswith((".localhost", ".local", ".internal", ".lan")):
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return "." not in host  # a bare name (a container's, a LAN host's) resolves only nearby
+    return address.is_private or address.is_loopback or address.is_link_local or address.is_unspecified
+
+
+def unreachable(public_url: str, provider_url: str) -> bool:
+    """True when a provider at ``provider_url`` cannot call back ``public_url``: the callbacks' URL
+    is on this machine or a private network, and the provider is not (a simulator here can)."""
+    return _private(urlsplit(public_url).hostname or "") and not _private(
+        urlsplit(provider_url).hostname or ""
+    )
+
+
+@dataclass
+class Interrupts:
+    """Ctrl-C as the run sees it: the first stops calling, the second stops waiting, a third is
+    Python's own KeyboardInterrupt."""
+
+    stop: threading.Event = field(default_factory=threading.Event)
+    leave: threading.Event = field(default_factory=threading.Event)
+
+    def __call__(self, *_: Any) -> None:
+        if self.leave.is_set():
+            raise KeyboardInterrupt
+        (self.leave if self.stop.is_set() else self.stop).set()
+
+    @contextmanager
+    def installed(self) -> Iterator[Interrupts]:
+        """Take SIGINT while the block runs (only the main thread can; elsewhere, set the events)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = signal.signal(signal.SIGINT, self)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise ConfigurationError(f"cannot listen on {host}:{port} for callbacks: {error.strerror}") from None
+    return sock
+
+
+def simulated(settings: Settings, provider: str, *, simulator_url: str, public_url: str) -> Settings:
+    """``settings`` with throwaway credentials for ``provider``, pointed at its simulator."""
+    account = settings.provider_settings(provider)
+    values = {
+        **account.model_dump(),
+        **dev_credentials()[provider],
+        **simulator_urls(provider, simulator_url),
+    }
+    return settings.model_copy(
+        update={provider: type(account).model_validate(values), "public_url": public_url, **SIMULATED_TIMINGS}
+    )
+
+
+def run_campaign(
+    name: str,
+    *,
+    settings: Settings,
+    console: Console,
+    render: Callable[[Progress], Table],
+    simulate: bool = False,
+    time_scale: float = TIME_SCALE,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    interrupts: Interrupts | None = None,
+) -> Progress:
+    """Run campaign ``name`` here until it completes or Ctrl-C pauses it; return its progress.
+
+    ``simulate`` runs the provider's simulator on a loopback port with throwaway credentials, and
+    the receiver on another; otherwise the receiver listens on ``host:port``, where
+    ``DIALER_PUBLIC_URL`` must lead from the provider.
+    """
+    with db.session_scope(settings.database_url) as session:
+        campaign = get_campaign(session, name)
+        provider, campaign_id, spec = campaign.provider, campaign.id or 0, spec_of(campaign)
+    with ExitStack() as stack:
+        receiver_socket = stack.enter_context(
+            listening_socket("127.0.0.1", 0) if simulate else listening_socket(host, port)
+        )
+        if simulate:
+            sim_socket = stack.enter_context(listening_socket("127.0.0.1", 0))
+            simulator_url = f"http://127.0.0.1:{sim_socket.getsockname()[1]}"
+            public_url = f"http://127.0.0.1:{receiver_socket.getsockname()[1]}"
+            settings = simulated(settings, provider, simulator_url=simulator_url, public_url=public_url)
+        check_provider_can(spec, source=f"campaign {name!r}", settings=settings)
+        base_url = settings.provider_settings(provider).base_url
+        if not simulate and unreachable(settings.public_url, base_url):
+            raise ConfigurationError(
+                f"DIALER_PUBLIC_URL is {settings.public_url}, which {provider} at {base_url} cannot reach,"
+                " so no call's outcome would arrive: set it to the public address that leads to"
+                f" {host}:{port} here (a reverse proxy or a tunnel), or run with --simulate"
+            )
+        _start_or_resume(settings.database_url, name)
+        if simulate:
+            app = simulator_app(provider, settings, time_scale=time_scale)
+            stack.enter_context(BackgroundServer(app, sock=sim_socket))
+            console.print(
+                f"simulating {provider} on {simulator_url}; calls take {time_scale:g} of their time"
+            )
+        stack.enter_context(BackgroundServer(receiver_app(settings), sock=receiver_socket))
+        console.print(f"running {name} through {provider}: Ctrl-C pauses")
+        with (interrupts or Interrupts()).installed() as caught:
+            final = _run(settings, name, campaign_id, caught, console=console, render=render)
+    return final
+
+
+def _start_or_resume(url: str, name: str) -> None:
+    with db.session_scope(url) as session:
+        campaign = get_campaign(session, name)
+        if campaign.status == CampaignStatus.RUNNING:
+            return  # a run stopped without its pause (killed): carry on where it was
+        if campaign.status not in (CampaignStatus.DRAFT, CampaignStatus.PAUSED):
+            raise InvalidState(
+                f"campaign {name!r} is {campaign.status}: nothing left to call"
+                f" (`dialer export {name} --out results.csv` writes its results)"
+            )
+        action = "start" if campaign.status == CampaignStatus.DRAFT else "resume"
+        change_status(session, name=name, action=action, now=utcnow())
+
+
+def _run(
+    settings: Settings,
+    name: str,
+    campaign_id: int,
+    interrupts: Interrupts,
+    *,
+    console: Console,
+    render: Callable[[Progress], Table],
+) -> Progress:
+    def read() -> Progress:
+        with db.session_scope(settings.database_url) as session:
+            return progress(session, name)
+
+    only = frozenset({campaign_id})
+    state = {"report": read()}
+    with Live(render(state["report"]), console=console, auto_refresh=False, transient=False) as live:
+
+        def tick() -> None:
+            state["report"] = read()
+            live.update(render(state["report"]), refresh=True)
+
+        def calling() -> bool:
+            return not interrupts.stop.is_set() and state["report"].status == CampaignStatus.RUNNING
+
+        run_until(settings, lambda: not calling(), on_tick=tick, only=only)
+        if interrupts.stop.is_set():
+            # The callers have stopped and their last requests are answered: from here on the
+            # campaign is paused and its queued attempts withdrawn, so nothing more is placed.
+            with db.session_scope(settings.database_url) as session:
+                if get_campaign(session, name).status == CampaignStatus.RUNNING:
+                    change_status(session, name=name, action="pause", now=utcnow())
+            tick()
+            if state["report"].live_calls:
+                console.print(
+                    f"paused; waiting for {state['report'].live_calls} call(s) in progress to end so"
+                    " their outcomes are recorded (Ctrl-C again to leave now)"
+                )
+            run_until(
+                settings,
+                lambda: interrupts.leave.is_set() or not state["report"].live_calls,
+                on_tick=tick,
+                only=only,
+            )
+    final = read()
+    if final.status == CampaignStatus.PAUSED:
+        console.print(f"\ncampaign {name} is paused: `dialer run {name}` resumes it")
+    else:
+        console.print(f"\ncampaign {name} is {final.status}")
+    return final

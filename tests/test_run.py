@@ -1,0 +1,168 @@
+"""`dialer run NAME`: one campaign in one process, Ctrl-C pauses it, running it again resumes it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+from sqlmodel import col, select
+
+from campaigns.outcomes import AttemptStatus
+from dialer import db
+from dialer.cli import main
+from dialer.embedded import BackgroundServer, loopback_socket
+from dialer.models import Attempt, Contact
+from dialer.runner import unreachable
+from dialer.settings import Settings, get_settings
+from dialer.simulators import simulator_app
+from tests.e2e import campaign_status, check_campaign, write_campaign, write_contacts
+
+CONTACTS = 40
+RATE = 8
+
+
+@pytest.fixture(params=["sqlite_url", pytest.param("postgres_url", marks=pytest.mark.services)])
+def url(request: pytest.FixtureRequest) -> str:
+    return str(request.getfixturevalue(request.param))
+
+
+def run(env: dict[str, str], *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args), env=env)
+    return result.exit_code, result.output
+
+
+def prepared(url: str, tmp_path: Path, contacts: int = CONTACTS) -> dict[str, str]:
+    env = {"DIALER_DATABASE_URL": url}
+    assert run(env, "campaign", "create", str(write_campaign(tmp_path)))[0] == 0
+    assert run(env, "import", str(write_contacts(tmp_path, contacts)), "--campaign", "e2e")[0] == 0
+    return env
+
+
+@pytest.mark.timeout(180)
+def test_a_campaign_runs_to_its_end_against_the_simulator(url: str, tmp_path: Path) -> None:
+    env = prepared(url, tmp_path, contacts=20)
+    code, output = run(env, "run", "e2e", "--simulate", "--time-scale", "0.05")
+    assert code == 0, output
+    assert "simulating vonage on http://127.0.0.1:" in output
+    assert output.rstrip().endswith("campaign e2e is completed")
+    with db.session_scope(url) as session:
+        states = session.execute(sa.select(Contact.state, sa.func.count()).group_by(Contact.state)).all()
+    assert dict(states) == {"done": 20}  # type: ignore[arg-type]
+    assert run(env, "run", "e2e", "--simulate") == (
+        1,
+        "Error: campaign 'e2e' is completed: nothing left to call"
+        " (`dialer export e2e --out results.csv` writes its results)\n",
+    )
+
+
+def test_a_real_provider_that_cannot_reach_the_receiver_is_refused_before_any_call(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    env = prepared(sqlite_url, tmp_path) | {"DIALER_PUBLIC_URL": "http://192.168.1.20:8000"}
+    get_settings.cache_clear()  # read once per process, as a new command would
+    code, output = run(env, "run", "e2e", "--port", "0")
+    assert code == 1
+    assert output.startswith(
+        "Error: DIALER_PUBLIC_URL is http://192.168.1.20:8000, which vonage at https://api.nexmo.com"
+        " cannot reach, so no call's outcome would arrive"
+    )
+    assert campaign_status(sqlite_url) == "draft"
+
+
+@pytest.mark.parametrize(
+    ("public_url", "provider_url", "refused"),
+    [
+        ("http://127.0.0.1:8000", "https://api.nexmo.com", True),
+        ("http://localhost:8000", "https://api.nexmo.com", True),
+        ("http://10.0.0.5/hooks", "https://api.cm.com", True),
+        ("http://receiver:8000", "https://api.cm.com", True),  # a container's name
+        ("https://dialer.example.com", "https://api.nexmo.com", False),
+        ("http://127.0.0.1:8000", "http://127.0.0.1:9000", False),  # a simulator on this machine
+    ],
+)
+def test_which_callback_urls_a_provider_cannot_reach(
+    public_url: str, provider_url: str, refused: bool
+) -> None:
+    assert unreachable(public_url, provider_url) is refused
+
+
+@pytest.mark.timeout(300)
+def test_ctrl_c_pauses_with_no_call_after_it_returns_and_a_second_run_places_none_twice(
+    url: str, tmp_path: Path, credentials: dict[str, dict[str, str]]
+) -> None:
+    """The provider is a simulator this test runs (so its log outlives both runs); `dialer run`
+    is a separate process, interrupted with SIGINT as a terminal's Ctrl-C would."""
+    prepared(url, tmp_path)
+    with BackgroundServer(
+        simulator_app("vonage", Settings(vonage=credentials["vonage"]), rate_limit=RATE, time_scale=0.05)
+    ) as simulator:
+        env = {
+            **os.environ,
+            "DIALER_DATABASE_URL": url,
+            "DIALER_PUBLIC_URL": "http://127.0.0.1:{port}",
+            "DIALER_TICK_SECONDS": "0.25",
+            "DIALER_SWEEP_SECONDS": "2",
+            "DIALER_VONAGE__BASE_URL": simulator.url,
+            "DIALER_VONAGE__RATE_LIMIT": str(RATE),
+            **{f"DIALER_VONAGE__{key.upper()}": value for key, value in credentials["vonage"].items()},
+        }
+
+        def dialer_run() -> subprocess.Popen[str]:
+            with loopback_socket() as free:  # a free port, released for the command to take
+                port = free.getsockname()[1]
+            env["DIALER_PUBLIC_URL"] = f"http://127.0.0.1:{port}"
+            return subprocess.Popen(
+                [sys.executable, "-m", "dialer", "run", "e2e", "--port", str(port)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+
+        def placed() -> int:
+            return int(httpx.get(f"{simulator.url}/_simulator/count", timeout=5).json()["placements"])
+
+        first = dialer_run()
+        deadline = time.monotonic() + 60
+        while placed() < 12:
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()[0]
+            time.sleep(0.05)
+        first.send_signal(signal.SIGINT)
+        output, _ = first.communicate(timeout=120)
+        returned = time.time()
+        assert first.returncode == 0, output
+        assert "campaign e2e is paused: `dialer run e2e` resumes it" in output
+        assert campaign_status(url) == "paused"
+        with db.session_scope(url) as session:
+            open_attempts = session.scalar(
+                sa.select(sa.func.count())
+                .select_from(Attempt)
+                .where(col(Attempt.status).in_([AttemptStatus.QUEUED, AttemptStatus.DISPATCHING]))
+            )
+            attempts_then = session.scalar(sa.select(sa.func.count()).select_from(Attempt))
+        assert open_attempts == 0
+        log = httpx.get(f"{simulator.url}/_simulator/log", timeout=5).json()
+        assert 12 <= len(log["placements"]) < CONTACTS * 3
+        assert max(p["at"] for p in log["placements"]) < returned
+        time.sleep(1.0)
+        assert placed() == len(log["placements"]) == attempts_then  # nothing placed since
+
+        second = dialer_run()
+        output, _ = second.communicate(timeout=240)
+        assert second.returncode == 0, output
+        assert output.rstrip().endswith("campaign e2e is completed")
+        export = tmp_path / "results.csv"
+        assert run({"DIALER_DATABASE_URL": url}, "export", "e2e", "--out", str(export))[0] == 0
+        # Each attempt placed exactly once across both runs, retries as the policy says (the
+        # pause between the runs counts as queueing), every contact finished.
+        check_campaign(url, simulator_url=simulator.url, export=export, queueing=120)
+    with db.session_scope(url) as session:
+        assert session.exec(select(Contact).where(col(Contact.state) != "done")).first() is None
