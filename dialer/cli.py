@@ -174,9 +174,31 @@ def _move(action: str, name: str) -> Campaign:
 
 @campaign.command("start")
 @click.argument("name")
-def campaign_start(name: str) -> None:
-    """Start calling a campaign's contacts."""
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="Seconds to wait for Celery workers to take the campaign (0: do not check).",
+)
+def campaign_start(name: str, wait: float) -> None:
+    """Start calling a campaign's contacts (on Celery workers; `dialer run` calls in one process)."""
+    from dialer.health import missing_workers
+
     _move("start", name)
+    missing = missing_workers(_settings(), wait=wait) if wait else None
+    if missing:
+        why, commands = missing
+        console.print(
+            f"warning: {why}, so nothing is being called. Start each of these as its own process:",
+            markup=False,
+        )
+        for command in commands:
+            console.print(f"  {command}", markup=False)
+        console.print(
+            f"or pause it (`dialer campaign pause {name}`) and run it in one process: `dialer run {name}`",
+            markup=False,
+        )
 
 
 @campaign.command("pause")
@@ -603,6 +625,25 @@ def providers() -> None:
         ]
         table.add_row(provider.name, *marks, f"{limit:g}", str(account.max_concurrent or "-"))
     console.print(table)
+
+
+@main.command()
+def doctor() -> None:
+    """Check the deployment: database, Redis, workers and beat, the clock, the public URL, the
+    receiver and each provider's credentials (a request that places no call). Exit code 1 if any fails."""
+    from dialer.health import checks
+    from dialer.runtime import http_client
+
+    settings = _settings()
+    failed = False
+    with http_client(settings) as http:
+        for check in checks(settings, http=http):
+            failed |= check.state == "FAIL"
+            console.print(
+                f"{check.state:<4}  {check.name:<10}  {check.detail}", highlight=False, markup=False
+            )
+    if failed:
+        raise SystemExit(1)
 
 
 @main.command("dev-env")

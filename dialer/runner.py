@@ -49,7 +49,7 @@ SIMULATED_TIMINGS: dict[str, float] = {
 TIME_SCALE = 0.1
 
 
-def _private(host: str) -> bool:
+def private_host(host: str) -> bool:
     """Whether ``host`` is reachable only from this machine or its own network."""
     if host in ("localhost", "") or host.endswith((".localhost", ".local", ".internal", ".lan")):
         return True
@@ -63,7 +63,7 @@ def _private(host: str) -> bool:
 def unreachable(public_url: str, provider_url: str) -> bool:
     """True when a provider at ``provider_url`` cannot call back ``public_url``: the callbacks' URL
     is on this machine or a private network, and the provider is not (a simulator here can)."""
-    return _private(urlsplit(public_url).hostname or "") and not _private(
+    return private_host(urlsplit(public_url).hostname or "") and not private_host(
         urlsplit(provider_url).hostname or ""
     )
 

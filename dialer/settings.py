@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,11 +28,18 @@ class ProviderAccount(BaseModel):
     answer_timeout: float | None = Field(
         None, gt=0, description="seconds a create-call request may take (None: DIALER_HTTP_TIMEOUT)"
     )
+    credential: ClassVar[str] = ""
+    """The secret without which the account is not configured (``dialer doctor`` tries those that are)."""
+
+    @property
+    def configured(self) -> bool:
+        return getattr(self, self.credential, None) is not None
 
 
 class VonageSettings(ProviderAccount):
     """Vonage Voice API: an application id with its RSA private key, and the signature secret."""
 
+    credential = "private_key"
     base_url: str = "https://api.nexmo.com"
     application_id: str = "aaaaaaaa-bbbb-cccc-dddd-0123456789ab"
     private_key: SecretStr | None = Field(None, description="PEM text, or the path of a PEM file")
@@ -65,6 +73,7 @@ class VonageSettings(ProviderAccount):
 class CmSettings(ProviderAccount):
     """CM.com Voice API: a product token (a GUID) sent as a header."""
 
+    credential = "product_token"
     base_url: str = "https://api.cm.com"
     product_token: SecretStr | None = None
 
@@ -72,6 +81,7 @@ class CmSettings(ProviderAccount):
 class RouteeSettings(ProviderAccount):
     """Routee: OAuth2 client credentials (application id and secret) for a bearer token."""
 
+    credential = "application_secret"
     base_url: str = "https://connect.routee.net"
     auth_url: str = "https://auth.routee.net"
     application_id: str = ""
@@ -81,6 +91,7 @@ class RouteeSettings(ProviderAccount):
 class CequensSettings(ProviderAccount):
     """Cequens: an API key and user name signed in for a bearer token."""
 
+    credential = "api_key"
     base_url: str = "https://apis.cequens.com"
     call_path: str = Field("/voice/v1/calls", description="not in the public documents; see the adapter")
     api_key: SecretStr | None = None
@@ -90,6 +101,7 @@ class CequensSettings(ProviderAccount):
 class FractelSettings(ProviderAccount):
     """Fractel FoneStorm: a user name and password signed in for a token; callbacks use HTTP Basic."""
 
+    credential = "password"
     base_url: str = "https://api.fonestorm.com"
     username: str = ""
     password: SecretStr | None = None

@@ -73,7 +73,7 @@ def test_starting_twice_and_starting_empty_are_refused(env: dict[str, str], tmp_
     )
     (tmp_path / "c.csv").write_text("phone,first_name\n+12125550106,Ada\n")
     assert run(env, "import", str(tmp_path / "c.csv"), "--campaign", "e2e")[0] == 0
-    assert run(env, "campaign", "start", "e2e") == (0, "campaign e2e is running\n")
+    assert run(env, "campaign", "start", "e2e", "--wait", "0") == (0, "campaign e2e is running\n")
     assert run(env, "campaign", "start", "e2e") == (1, "Error: campaign 'e2e' is running: cannot start it\n")
 
 
@@ -190,7 +190,7 @@ def _running_campaign(env: dict[str, str], tmp_path: Path) -> Path:
     assert run(env, "campaign", "create", str(path))[0] == 0
     (tmp_path / "c.csv").write_text("phone,first_name\n+12125550106,Ada\n")
     assert run(env, "import", str(tmp_path / "c.csv"), "--campaign", "e2e")[0] == 0
-    assert run(env, "campaign", "start", "e2e")[0] == 0
+    assert run(env, "campaign", "start", "e2e", "--wait", "0")[0] == 0
     return path
 
 
@@ -224,3 +224,41 @@ def test_a_campaign_is_deleted_unless_it_is_running(env: dict[str, str], tmp_pat
     )
     assert run(env, "campaign", "list")[1].strip() == "no campaigns yet: dialer campaign create FILE"
     assert run(env, "campaign", "delete", "e2e", "--yes")[0] == 1
+
+
+def _started_without_workers(env: dict[str, str], tmp_path: Path) -> list[str]:
+    get_settings.cache_clear()
+    assert run(env, "campaign", "create", str(write_campaign(tmp_path)))[0] == 0
+    (tmp_path / "c.csv").write_text("phone,first_name\n+12125550106,Ada\n")
+    assert run(env, "import", str(tmp_path / "c.csv"), "--campaign", "e2e")[0] == 0
+    code, output = run(env, "campaign", "start", "e2e", "--wait", "1")
+    assert code == 0
+    return output.splitlines()
+
+
+@pytest.mark.services
+def test_starting_with_no_worker_alive_says_what_to_run(
+    env: dict[str, str], tmp_path: Path, redis_url: str
+) -> None:
+    assert _started_without_workers(env | {"DIALER_REDIS_URL": redis_url}, tmp_path) == [
+        "campaign e2e is running",
+        "warning: no worker has taken work in 1 s, so nothing is being called. Start each of these as its"
+        " own process:",
+        "  celery -A workers worker --pool threads --concurrency 32",
+        "  celery -A workers beat",
+        "or pause it (`dialer campaign pause e2e`) and run it in one process: `dialer run e2e`",
+    ]
+
+
+def test_starting_with_no_redis_says_to_start_it(env: dict[str, str], tmp_path: Path) -> None:
+    from tests.workers.deployment import free_port
+
+    broker = f"redis://127.0.0.1:{free_port()}/0"
+    lines = _started_without_workers(env | {"DIALER_REDIS_URL": broker}, tmp_path)
+    assert lines[0] == "campaign e2e is running"
+    assert lines[1].startswith(f"warning: Redis at {broker} does not answer (")
+    assert lines[2:5] == [
+        "  redis-server",
+        "  celery -A workers worker --pool threads --concurrency 32",
+        "  celery -A workers beat",
+    ]

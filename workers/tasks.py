@@ -6,7 +6,7 @@ from functools import cache
 
 import redis
 
-from dialer import dispatch, scheduler
+from dialer import dispatch, health, scheduler
 from dialer.pacing import RedisLimiter
 from dialer.runtime import Runtime, http_client
 from workers.app import app, settings
@@ -36,6 +36,7 @@ def place_call(attempt_id: int) -> None:
 
 @app.task(name="dialer.pump")
 def pump() -> int:
+    health.mark_pump(_redis())  # `campaign start` and `dialer doctor` look for it
     # One pump at a time across every beat and worker: overlapping pumps would only waste work.
     lock = _redis().lock("dialer:pump", timeout=30, blocking=False)
     if not lock.acquire():

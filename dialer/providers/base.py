@@ -178,6 +178,8 @@ class Provider:
     """Why an E.164 number cannot be dialled through this provider (None: it can)."""
     check_settings: Callable[[Any], None] | None = None
     """Raise :class:`ConfigurationError` for settings with which no callback could be accepted."""
+    probe: Callable[[Any, str | None], httpx.Request] | None = None
+    """An authenticated request that places no call, to try the credentials (sign-in providers sign in)."""
     setup_hint: str = "BASE_URL"
     """The setting to look at when the provider answers 404 to a create-call request."""
 

@@ -86,6 +86,20 @@ class ProviderClient:
             self._send(provider, settings, lambda token: setup(settings, callback_url, token, caller_id))
         self._prepared.add((provider.name, caller_id))
 
+    def try_credentials(self, provider: Provider, settings: Any) -> str | None:
+        """Make one authenticated request that places no call and say which (None: the provider has
+        no such request); raise what the provider answered (:class:`ProviderAuthError`: refused)."""
+        if provider.probe is not None:
+            probe = provider.probe
+            with _not_a_call():
+                request = self._send(provider, settings, lambda token: probe(settings, token)).request
+        elif provider.sign_in is not None:
+            self._token(provider, settings, renew=True)
+            request = provider.sign_in(settings)
+        else:
+            return None
+        return f"{request.method} {request.url.copy_with(query=None)}"
+
     def place(
         self,
         provider: Provider,

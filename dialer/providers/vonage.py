@@ -285,6 +285,16 @@ def build_lookup(call_id: str, settings: VonageSettings, token: str | None = Non
     )
 
 
+def probe(settings: VonageSettings, token: str | None = None) -> httpx.Request:
+    """List one call: authenticated, and harmless."""
+    return httpx.Request(
+        "GET",
+        f"{settings.base_url}/v1/calls",
+        params={"page_size": 1},
+        headers={"Authorization": f"Bearer {api_token(settings)}", "Accept": "application/json"},
+    )
+
+
 def parse_lookup(response: httpx.Response) -> CallEvent:
     return _event(read(Event, response.content, what="Vonage call"))
 
@@ -477,4 +487,5 @@ PROVIDER = Provider(
     webhook_kinds=("event", "input"),
     check_campaign=check_campaign,
     check_settings=check_settings,
+    probe=probe,
 )
