@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -199,6 +200,74 @@ def campaign_start(name: str, wait: float) -> None:
             f"or pause it (`dialer campaign pause {name}`) and run it in one process: `dialer run {name}`",
             markup=False,
         )
+
+
+@campaign.command("plan")
+@click.argument("name")
+def campaign_plan(name: str) -> None:
+    """How long the campaign will take: contacts per time zone and when each zone's window opens, the
+    pace (the account's rate, the concurrency cap) and the retries the policy will add."""
+    from dialer.plan import MIN_SAMPLE, plan
+
+    now = utcnow()
+    with db.session_scope(_settings().database_url) as session:
+        found = plan(session, name, settings=_settings(), now=now)
+    retry = found.policy
+    observed = (
+        f"as in the last {found.observed} ended attempts"
+        if found.observed >= MIN_SAMPLE
+        else f"defaults until {MIN_SAMPLE} attempts have ended"
+    )
+    cap = f"the campaign's own cap {found.campaign_rate:g}/s" if found.campaign_rate else "no campaign cap"
+    backoff = ", doubling each time" if retry.backoff == "exponential" else ""
+    lines = [
+        f"{found.name} ({found.provider}): {found.contacts_left:,} contacts left,"
+        f" about {found.attempts_left:,.0f} calls with retries",
+        f"pace: {found.calls_per_second:.3g} calls/s (the {found.provider} account allows"
+        f" {found.account_rate:g}/s, {cap}; {found.concurrency} calls at once"
+        f" of {found.call_seconds:.0f} s allow {found.concurrency / found.call_seconds:.3g}/s)",
+        f"retries: up to {retry.max_attempts} attempts on {', '.join(retry.retry_on) or 'nothing'},"
+        f" {_duration(retry.delay.total_seconds())} after the previous one{backoff};"
+        f" {found.retry_share:.0%} of calls retried, {found.call_seconds:.0f} s per call ({observed})",
+    ]
+    for line in lines:
+        console.print(line, markup=False)
+    table = Table("time zones", "contacts", "window opens (UTC)")
+    for zone in found.zones:
+        if zone.never:
+            opens = "never in all of them at once: not called"
+        elif zone.opens is None:
+            opens = "open now"
+        else:
+            opens = f"{zone.opens:%a %Y-%m-%d %H:%M} (in {_duration((zone.opens - now).total_seconds())})"
+        table.add_row(" ".join(zone.zones), f"{zone.contacts:,}", opens)
+    if found.zones:
+        console.print(table)
+    console.print(f"estimated finish: {_finish(found.finish, now)}", markup=False)
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` as an operator reads it: 45 s, 12 min, 3 h 5 min, 2 d 4 h."""
+    minutes = round(seconds / 60)
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+def _finish(finish: datetime | None, now: datetime) -> str:
+    from dialer.plan import HORIZON
+
+    if finish is None:
+        return f"not within {HORIZON.days} days"
+    if finish <= now:
+        return "nothing left to call"
+    return f"{finish:%a %Y-%m-%d %H:%M} UTC (in {_duration((finish - now).total_seconds())})"
 
 
 @campaign.command("pause")
@@ -469,6 +538,10 @@ def dnc_import(
 # -- status ---------------------------------------------------------------------------------------
 
 
+ESTIMATE_EVERY = 15.0
+"""Seconds between estimates of the finish with ``status --watch``."""
+
+
 def _campaign_table(report: Progress) -> Table:
     """An empty two-column table titled with the campaign, its provider and its status."""
     table = Table(
@@ -501,22 +574,33 @@ def progress_table(report: Progress) -> Table:
 @click.option("--watch", is_flag=True, help="Keep refreshing until the campaign stops running.")
 @click.option("--interval", default=1.0, show_default=True, help="Seconds between refreshes with --watch.")
 def status(name: str, watch: bool, interval: float) -> None:
-    """Show a campaign's progress."""
-    url = _settings().database_url
+    """Show a campaign's progress and its estimated finish (`dialer campaign plan NAME` explains it)."""
+    from dialer.plan import plan
 
-    def read() -> Progress:
-        with db.session_scope(url) as session:
-            return progress(session, name)
+    settings = _settings()
+    estimated_at, finish, running = -ESTIMATE_EVERY, "", False
 
-    report = read()
+    def read() -> Table:
+        nonlocal estimated_at, finish, running
+        with db.session_scope(settings.database_url) as session:
+            report = progress(session, name)
+            waiting = report.status in (CampaignStatus.DRAFT, CampaignStatus.RUNNING, CampaignStatus.PAUSED)
+            if waiting and time.monotonic() - estimated_at >= ESTIMATE_EVERY:  # it reads every contact
+                now, estimated_at = utcnow(), time.monotonic()
+                finish = _finish(plan(session, name, settings=settings, now=now).finish, now)
+        running = report.status == CampaignStatus.RUNNING
+        table = progress_table(report)
+        if waiting:
+            table.add_row("estimated finish", finish)
+        return table
+
     if not watch:
-        console.print(progress_table(report))
+        console.print(read())
         return
-    with Live(progress_table(report), console=console, auto_refresh=False) as live:
-        while report.status == CampaignStatus.RUNNING:
+    with Live(read(), console=console, auto_refresh=False) as live:
+        while running:
             time.sleep(interval)
-            report = read()
-            live.update(progress_table(report), refresh=True)
+            live.update(read(), refresh=True)
 
 
 @main.command()
