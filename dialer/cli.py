@@ -647,16 +647,27 @@ def report(name: str, html_file: Path | None) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-def serve(host: str, port: int) -> None:
+@click.option(
+    "--metrics-port", type=int, help="Serve Prometheus metrics at /metrics on this port (default: none)."
+)
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Where the metrics listen.")
+def serve(host: str, port: int, metrics_port: int | None, metrics_host: str) -> None:
     """Run the webhook receiver (providers call DIALER_PUBLIC_URL/webhooks/...)."""
     import uvicorn
 
+    from dialer import metrics
     from dialer.receiver import create_app
 
+    settings = _settings()
+    receiver_metrics = None
+    if metrics_port is not None:
+        found, receiver_metrics = metrics.registry(settings)
+        metrics.serve(found, host=metrics_host, port=metrics_port)
     # uvicorn's access log would write each callback's URL, and its token with it: the receiver
     # logs each callback itself, without the token.
     logging.getLogger("dialer.receiver").setLevel(logging.INFO)
-    uvicorn.run(create_app(_settings()), host=host, port=port, log_level="info", access_log=False)
+    app = create_app(settings, receiver_metrics)
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
 
 
 @main.command()

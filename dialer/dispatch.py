@@ -193,6 +193,7 @@ def _send(
         gate = rt.provider_gate(attempt.provider)
         return rt.calls.place(provider, credentials, order, pace=lambda: through_gate(rt, gate))
     except ProviderRateLimited as error:
+        rt.on_rate_limited(attempt.provider)
         pause = error.retry_after if error.retry_after is not None else 1.0
         rt.limiter.hold(buckets[0], pause)
         with session_scope(url) as session:

@@ -32,6 +32,8 @@ class Runtime:
     enqueue: Callable[[int, float], None]
     clock: Callable[[], datetime] = field(default=utcnow)
     sleep: Callable[[float], None] = field(default=time.sleep)
+    on_rate_limited: Callable[[str], None] = field(default=lambda provider: None)
+    """Told the provider's name each time it answers 429 (the workers count them in Redis)."""
     only: frozenset[int] | None = None
     """The campaigns (ids) this runtime pumps and sweeps; None: every one (``dialer run`` serves one)."""
     calls: ProviderClient = field(init=False)

@@ -6,7 +6,7 @@ from functools import cache
 
 import redis
 
-from dialer import dispatch, health, scheduler
+from dialer import dispatch, health, metrics, scheduler
 from dialer.pacing import RedisLimiter
 from dialer.runtime import Runtime, http_client
 from workers.app import app, settings
@@ -25,7 +25,11 @@ def _redis() -> redis.Redis:
 def runtime() -> Runtime:
     """This worker process's runtime (made after fork, once)."""
     return Runtime(
-        settings=settings, limiter=RedisLimiter(_redis()), http=http_client(settings), enqueue=_enqueue
+        settings=settings,
+        limiter=RedisLimiter(_redis()),
+        http=http_client(settings),
+        enqueue=_enqueue,
+        on_rate_limited=lambda provider: metrics.count_rate_limited(_redis(), provider),
     )
 
 

@@ -60,9 +60,12 @@ def test_a_429_keeps_the_attempt_and_tries_again_after_retry_after(settings: Set
     provider = FakeVonage(httpx.Response(429, headers={"Retry-After": "2"}, json={"title": "Throttled"}))
     enqueued: list[tuple[int, float]] = []
     rt = runtime(settings, provider, enqueued)
+    refused: list[str] = []
+    rt.on_rate_limited = refused.append
     place_call(rt, attempt.id or 0)
     assert _attempt(settings.database_url, attempt.id or 0).status == "queued"
     assert enqueued == [(attempt.id, 2.0)]
+    assert refused == ["vonage"]  # counted for the metrics
     slot = rt.limiter.reserve([rt.provider_bucket("vonage")], max_wait=1)
     assert not slot.granted  # every worker now waits for the provider
 
