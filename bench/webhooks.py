@@ -1,7 +1,7 @@
 """The webhook receiver under load, beside the frameworks' floor measured in the same run.
 
     python bench/webhooks.py [--seconds 10] [--connections 32 64] [--rate 1000]
-                             [--databases postgresql sqlite]
+                             [--databases postgresql sqlite] [--serve-workers 1 2]
 
 Callbacks as providers send them, for calls in progress: every provider's sequence (Vonage signed,
 started, ringing, answered, input, completed; CM.com's one callback; Routee's statuses and
@@ -306,8 +306,11 @@ async def _drive(
 
 
 def _cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid`` and its living descendants (the processes of ``--workers N``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return own + sum(_cpu_seconds(int(child)) for child in children)
 
 
 @contextmanager
@@ -352,7 +355,7 @@ def _line(label: str, load: Load, cpu: float | None, extra: str = "") -> str:
     non_2xx = sum(1 for status in load.statuses if not 200 <= status < 300)
     per = f"  cpu {cpu / max(1, load.done) * 1000:.2f} ms/callback" if cpu is not None else ""
     return (
-        f"{label:<38} {load.done / load.seconds:8.0f} req/s  p50 {np.percentile(ms, 50):7.1f} ms  "
+        f"{label:<48} {load.done / load.seconds:8.0f} req/s  p50 {np.percentile(ms, 50):7.1f} ms  "
         f"p99 {np.percentile(ms, 99):7.1f} ms  non-2xx {non_2xx}{per}{extra}"
     )
 
@@ -387,6 +390,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--calls", type=int, default=1500, help="calls in progress per provider")
     parser.add_argument("--databases", nargs="+", default=["postgresql", "sqlite"])
+    parser.add_argument(
+        "--serve-workers", type=int, nargs="+", default=[1, 2], help="`dialer serve --workers` to measure"
+    )
     parser.add_argument(
         "--compare",
         type=Path,
@@ -432,17 +438,20 @@ def main() -> None:
             database=None,
         )
         print(line)
-        trees: list[tuple[str, dict[str, str]]] = [("dialer serve", {})]
+        trees: list[tuple[str, list[str], dict[str, str]]] = [
+            (f"dialer serve --workers {n}", [*serve, "--workers", str(n)], {}) for n in args.serve_workers
+        ]
         if args.compare is not None:
-            trees.append((f"{args.compare.name} serve", {"PYTHONPATH": str(args.compare.resolve())}))
+            tree = {"PYTHONPATH": str(args.compare.resolve())}
+            trees.append((f"{args.compare.name} serve", serve, tree))
         for name in args.databases:
             for connections in args.connections:
-                for label, tree in trees:
+                for label, command, tree in trees:
                     with _database(name, scratch) as url:
                         callbacks = build(_calls(url, args.calls), credentials)
                         line, rate = measure(
                             f"{label}, {name} x{connections}",
-                            serve,
+                            command,
                             port,
                             env | tree | {"DIALER_DATABASE_URL": url},
                             callbacks,
@@ -452,20 +461,21 @@ def main() -> None:
                             database=url,
                         )
                         print(f"{line}  ratio {rate / floors[connections]:.3f}")
-            with _database(name, scratch) as url:
-                callbacks = build(_calls(url, args.calls), credentials)
-                line, _ = measure(
-                    f"dialer serve, {name} at {args.rate:g} req/s",
-                    serve,
-                    port,
-                    env | {"DIALER_DATABASE_URL": url},
-                    callbacks,
-                    connections=64,
-                    seconds=args.seconds,
-                    rate=args.rate,
-                    database=url,
-                )
-                print(line)
+            for label, command, tree in trees:
+                with _database(name, scratch) as url:
+                    callbacks = build(_calls(url, args.calls), credentials)
+                    line, _ = measure(
+                        f"{label}, {name} at {args.rate:g} req/s",
+                        command,
+                        port,
+                        env | tree | {"DIALER_DATABASE_URL": url},
+                        callbacks,
+                        connections=64,
+                        seconds=args.seconds,
+                        rate=args.rate,
+                        database=url,
+                    )
+                    print(line)
 
 
 @contextmanager

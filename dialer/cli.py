@@ -651,7 +651,14 @@ def report(name: str, html_file: Path | None) -> None:
     "--metrics-port", type=int, help="Serve Prometheus metrics at /metrics on this port (default: none)."
 )
 @click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Where the metrics listen.")
-def serve(host: str, port: int, metrics_port: int | None, metrics_host: str) -> None:
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Receiver processes sharing the port (about one per core).",
+)
+def serve(host: str, port: int, metrics_port: int | None, metrics_host: str, workers: int) -> None:
     """Run the webhook receiver (providers call DIALER_PUBLIC_URL/webhooks/...)."""
     import uvicorn
 
@@ -659,15 +666,23 @@ def serve(host: str, port: int, metrics_port: int | None, metrics_host: str) -> 
     from dialer.receiver import create_app
 
     settings = _settings()
+    # uvicorn's access log would write each callback's URL, and its token with it: the receiver
+    # logs each callback itself, without the token.
+    logging.getLogger("dialer.receiver").setLevel(logging.INFO)
+    options: dict[str, Any] = {"host": host, "port": port, "log_level": "info", "access_log": False}
+    if workers > 1:
+        if metrics_port is not None:
+            raise click.ClickException(
+                "--metrics-port needs --workers 1: each receiver process would count only its own callbacks"
+            )
+        create_app(settings)  # settings no callback could be accepted with are refused here, once
+        uvicorn.run("dialer.receiver:app_from_settings", factory=True, workers=workers, **options)
+        return
     receiver_metrics = None
     if metrics_port is not None:
         found, receiver_metrics = metrics.registry(settings)
         metrics.serve(found, host=metrics_host, port=metrics_port)
-    # uvicorn's access log would write each callback's URL, and its token with it: the receiver
-    # logs each callback itself, without the token.
-    logging.getLogger("dialer.receiver").setLevel(logging.INFO)
-    app = create_app(settings, receiver_metrics)
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    uvicorn.run(create_app(settings, receiver_metrics), **options)
 
 
 @main.command()

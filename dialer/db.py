@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,10 @@ if TYPE_CHECKING:
 
 _ENGINES: dict[str, Engine] = {}
 _ENGINES_LOCK = threading.Lock()
+
+
+Db = Session | sa.Connection
+"""Where statements run: an ORM session, or a connection when no ORM object is involved."""
 
 
 def get_engine(url: str) -> Engine:
@@ -70,6 +75,14 @@ def session_scope(url: str) -> Iterator[Session]:
 
 
 @contextmanager
+def transaction(url: str) -> Iterator[sa.Connection]:
+    """A connection in a transaction, committed when the block ends and rolled back on error: for
+    steps of plain statements, without the ORM's bookkeeping (the receiver's, one per callback)."""
+    with get_engine(url).begin() as connection:
+        yield connection
+
+
+@contextmanager
 def statement_connection(url: str) -> Iterator[sa.Connection]:
     """A connection whose every statement is committed on its own (no BEGIN and COMMIT round trips).
 
@@ -81,10 +94,28 @@ def statement_connection(url: str) -> Iterator[sa.Connection]:
         yield connection.execution_options(isolation_level="AUTOCOMMIT")
 
 
-def changed(db: Session | sa.Connection, statement: sa.Executable) -> int:
+def changed(db: Db, statement: sa.Executable, params: dict[str, Any] | None = None) -> int:
     """Run a guarded UPDATE or DELETE and say how many rows it changed (1 means the guard held)."""
-    result = db.execute(statement)
+    result = db.execute(statement, params)
     return cast(sa.CursorResult[Any], result).rowcount
+
+
+def insert_new(session: Db, model: Any, **values: Any) -> bool:
+    """Insert one row into ``model``'s table unless it breaks a unique constraint; say whether it
+    did. No savepoint is needed, as it would be to catch the IntegrityError."""
+    bind = session if isinstance(session, sa.Connection) else session.get_bind()
+    statement = _insert_new(bind.dialect.name, model.__table__, tuple(sorted(values)))
+    return session.execute(statement, values).first() is not None
+
+
+@functools.cache
+def _insert_new(dialect: str, table: sa.Table, columns: tuple[str, ...]) -> sa.Executable:
+    """The statement of :func:`insert_new`, made once per table and set of columns."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    values: dict[str, Any] = {column: sa.bindparam(column) for column in columns}
+    return insert(table).values(values).on_conflict_do_nothing().returning(table.c.id)
 
 
 def is_postgresql(session: Session) -> bool:

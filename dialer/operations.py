@@ -14,7 +14,7 @@ from sqlmodel import Session, col, select
 
 from campaigns.outcomes import LIVE, AttemptStatus, CampaignStatus, ContactResult, ContactState
 from campaigns.spec import CampaignSpec, SpecError, parse_campaign
-from dialer.db import changed, session_scope
+from dialer.db import Db, changed, session_scope
 from dialer.errors import ConfigurationError, InvalidState, NotFound
 from dialer.models import Attempt, Campaign, Contact, DncEntry, DtmfAnswer, WebhookEvent, ZoneGroup
 from dialer.providers import PROVIDERS, account_limit, get_provider
@@ -216,7 +216,7 @@ def change_status(session: Session, *, name: str, action: str, now: datetime) ->
     return campaign
 
 
-def pause_provider_campaigns(session: Session, *, provider: str, reason: str, now: datetime) -> list[str]:
+def pause_provider_campaigns(session: Db, *, provider: str, reason: str, now: datetime) -> list[str]:
     """Pause every running campaign on a provider account that cannot place calls (bad credentials,
     no balance), with the reason for the operator; return their names."""
     paused = session.execute(
@@ -231,7 +231,7 @@ def pause_provider_campaigns(session: Session, *, provider: str, reason: str, no
     return [name for _, name in paused]
 
 
-def _withdraw_queued(session: Session, *, campaign_id: int | None, now: datetime) -> None:
+def _withdraw_queued(session: Db, *, campaign_id: int | None, now: datetime) -> None:
     """Take back every queued attempt: their tasks will find nothing to place."""
     contact_ids = (
         session.execute(

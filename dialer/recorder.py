@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from functools import cache
+from typing import Any, Literal, Protocol
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -19,11 +21,11 @@ from campaigns.outcomes import (
 )
 from campaigns.retry import next_attempt_at
 from campaigns.spec import CampaignSpec, Question
-from dialer.db import changed
+from dialer.db import Db, changed, insert_new
 from dialer.errors import WebhookAuthError, WebhookPayloadError
 from dialer.models import Attempt, Campaign, Contact, DtmfAnswer, WebhookEvent
 from dialer.providers.base import CallEvent, InputVerdict, Provider, Webhook
-from dialer.runtime import spec_of
+from dialer.runtime import spec_from
 
 _LIVE = [status.value for status in LIVE]
 TOKEN_GRACE = timedelta(hours=1)
@@ -32,60 +34,125 @@ INPUT_AFTER_END = timedelta(seconds=60)
 """How long after an answered call ended its DTMF input is still taken (Routee posts it then)."""
 
 
-def advance(
-    session: Session, *, attempt_id: int, status: AttemptStatus, now: datetime, **fields: Any
-) -> bool:
+ATTEMPTS: sa.Table = Attempt.__table__  # type: ignore[attr-defined]
+CONTACTS: sa.Table = Contact.__table__  # type: ignore[attr-defined]
+ANSWERS: sa.Table = DtmfAnswer.__table__  # type: ignore[attr-defined]
+CAMPAIGNS: sa.Table = Campaign.__table__  # type: ignore[attr-defined]
+"""The tables, for statements that need no ORM: each callback runs several, and the ORM's way
+through them cost more than the rest of the callback."""
+
+
+class AttemptLike(Protocol):
+    """What recording reads of an attempt: an ORM ``Attempt`` or a row read for one callback."""
+
+    @property
+    def id(self) -> int | None: ...
+    @property
+    def campaign_id(self) -> int: ...
+    @property
+    def contact_id(self) -> int: ...
+    @property
+    def provider(self) -> str: ...
+    @property
+    def provider_call_id(self) -> str | None: ...
+    @property
+    def answered_by(self) -> str | None: ...
+    @property
+    def ended_at(self) -> datetime | None: ...
+
+
+@dataclass(frozen=True)
+class AttemptRow:
+    id: int
+    campaign_id: int
+    contact_id: int
+    provider: str
+    provider_call_id: str | None
+    answered_by: str | None
+    ended_at: datetime | None
+
+
+_ATTEMPT_ROW = [ATTEMPTS.c[name] for name in AttemptRow.__dataclass_fields__]
+
+
+_BY_TOKEN = sa.select(*_ATTEMPT_ROW).where(ATTEMPTS.c.callback_token == sa.bindparam("token"))
+_BY_CALL = sa.select(*_ATTEMPT_ROW).where(
+    ATTEMPTS.c.provider == sa.bindparam("provider"), ATTEMPTS.c.provider_call_id == sa.bindparam("call_id")
+)
+_CAMPAIGN = sa.select(CAMPAIGNS.c.status, CAMPAIGNS.c.spec).where(CAMPAIGNS.c.id == sa.bindparam("id"))
+# Statements run for every callback are made once: making one costs more than running it.
+
+
+def _attempt(session: Db, statement: sa.Select[Any], **params: Any) -> AttemptRow | None:
+    row = session.execute(statement, params).first()
+    return None if row is None else AttemptRow(*row)
+
+
+def _campaign(session: Db, campaign_id: int) -> tuple[str, CampaignSpec]:
+    """A campaign's status and spec."""
+    status, spec = session.execute(_CAMPAIGN, {"id": campaign_id}).one()
+    return status, spec_from(spec)
+
+
+@cache
+def _advance(status: AttemptStatus, columns: tuple[str, ...]) -> sa.Update:
+    """The guarded update of :func:`advance` to ``status``, setting ``columns``."""
+    earlier = [s.value for s in earlier_than(status)]
+    return (
+        sa.update(ATTEMPTS)
+        .where(ATTEMPTS.c.id == sa.bindparam("b_id"), ATTEMPTS.c.status.in_(earlier))
+        .values({column: sa.bindparam(f"b_{column}") for column in columns})
+    )
+
+
+def advance(session: Db, *, attempt_id: int, status: AttemptStatus, now: datetime, **fields: Any) -> bool:
     """Move an attempt forward to ``status``; False when it is already there or further on."""
     values = {"status": status.value, "updated_at": now, **fields}
     if status == AttemptStatus.ANSWERED:
         values.setdefault("answered_at", now)
     if status.is_final:
         values.setdefault("ended_at", now)
-    earlier = [s.value for s in earlier_than(status)]
-    guarded = sa.update(Attempt).where(col(Attempt.id) == attempt_id, col(Attempt.status).in_(earlier))
-    return changed(session, guarded.values(**values)) == 1
+    params = {"b_id": attempt_id} | {f"b_{column}": value for column, value in values.items()}
+    return changed(session, _advance(status, tuple(sorted(values))), params) == 1
 
 
 def settle(
-    session: Session,
+    session: Db,
     *,
-    attempt: Attempt,
+    attempt: AttemptLike,
     outcome: AttemptStatus,
     spec: CampaignSpec,
     campaign_status: str,
     now: datetime,
 ) -> None:
     """After a final outcome: finish the contact, or schedule its next attempt by the retry policy."""
-    contact = session.get(Contact, attempt.contact_id)
-    assert contact is not None
     values: dict[str, Any]
     if outcome == AttemptStatus.COMPLETED:
-        answered = session.exec(
-            select(col(DtmfAnswer.valid)).where(
-                col(DtmfAnswer.attempt_id) == attempt.id, col(DtmfAnswer.valid)
-            )
-        ).first()
+        answered = session.scalar(
+            sa.select(ANSWERS.c.valid).where(ANSWERS.c.attempt_id == attempt.id, ANSWERS.c.valid)
+        )
         result = ContactResult.DTMF_ANSWERED if answered else ContactResult.REACHED
         values = {"state": ContactState.DONE, "result": result}
     elif campaign_status == CampaignStatus.CANCELLED:
         values = {"state": ContactState.DONE, "result": ContactResult.CANCELLED}
     else:
-        retry_at = next_attempt_at(spec.retry, outcome=outcome, attempts_made=contact.attempts, ended_at=now)
+        made = session.scalar(sa.select(CONTACTS.c.attempts).where(CONTACTS.c.id == attempt.contact_id))
+        retry_at = next_attempt_at(spec.retry, outcome=outcome, attempts_made=made or 0, ended_at=now)
         if retry_at is None:
             values = {"state": ContactState.DONE, "result": ContactResult.EXHAUSTED}
         else:
             values = {"state": ContactState.PENDING, "next_attempt_at": retry_at}
     session.execute(
-        sa.update(Contact)
-        .where(col(Contact.id) == contact.id, col(Contact.state) == ContactState.CALLING)
+        sa.update(CONTACTS)
+        .where(CONTACTS.c.id == attempt.contact_id, CONTACTS.c.state == ContactState.CALLING)
         .values(updated_at=now, **values)
     )
 
 
 def finish(
-    session: Session,
+    session: Db,
     *,
-    attempt: Attempt,
+    attempt: AttemptLike,
     status: AttemptStatus,
     now: datetime,
     reason: str | None = None,
@@ -95,21 +162,13 @@ def finish(
     settle its contact; False if it had already ended, and then nothing is written."""
     if not advance(session, attempt_id=attempt.id or 0, status=status, now=now, reason=reason, **figures):
         return False
-    campaign = session.get(Campaign, attempt.campaign_id)
-    assert campaign is not None
-    settle(
-        session,
-        attempt=attempt,
-        outcome=status,
-        spec=spec_of(campaign),
-        campaign_status=campaign.status,
-        now=now,
-    )
+    campaign_status, spec = _campaign(session, attempt.campaign_id)
+    settle(session, attempt=attempt, outcome=status, spec=spec, campaign_status=campaign_status, now=now)
     return True
 
 
 def apply_event(
-    session: Session, *, attempt: Attempt, event: CallEvent, now: datetime, provider_title: str = ""
+    session: Db, *, attempt: AttemptLike, event: CallEvent, now: datetime, provider_title: str = ""
 ) -> None:
     """Record one provider event on its attempt, never moving the attempt backwards."""
     if event.account_problem:
@@ -118,8 +177,8 @@ def apply_event(
     if event.answered_by:
         # Who answered belongs to the call while it lasts: a late event never rewrites a finished one.
         session.execute(
-            sa.update(Attempt)
-            .where(col(Attempt.id) == attempt.id, col(Attempt.status).in_(_LIVE))
+            sa.update(ATTEMPTS)
+            .where(ATTEMPTS.c.id == attempt.id, ATTEMPTS.c.status.in_(_LIVE))
             .values(answered_by=event.answered_by)
         )
     status = event.status
@@ -142,7 +201,7 @@ def apply_event(
 
 
 def _blocked_by_account(
-    session: Session, *, attempt: Attempt, event: CallEvent, now: datetime, title: str
+    session: Db, *, attempt: AttemptLike, event: CallEvent, now: datetime, title: str
 ) -> None:
     """The provider account, not the callee, stopped the call: pause every campaign on that
     account and give the contact back its turn, to be called once the operator has fixed it."""
@@ -152,22 +211,22 @@ def _blocked_by_account(
     if not advance(session, attempt_id=attempt.id or 0, status=AttemptStatus.FAILED, now=now, reason=reason):
         return
     session.execute(
-        sa.update(Contact)
-        .where(col(Contact.id) == attempt.contact_id, col(Contact.state) == ContactState.CALLING)
+        sa.update(CONTACTS)
+        .where(CONTACTS.c.id == attempt.contact_id, CONTACTS.c.state == ContactState.CALLING)
         .values(state=ContactState.PENDING, next_attempt_at=now, updated_at=now)
     )
     pause_provider_campaigns(session, provider=attempt.provider, reason=reason, now=now)
 
 
-def _call_over(session: Session, attempt_id: int) -> bool:
-    status = session.scalar(sa.select(col(Attempt.status)).where(col(Attempt.id) == attempt_id))
+def _call_over(session: Db, attempt_id: int) -> bool:
+    status = session.scalar(sa.select(ATTEMPTS.c.status).where(ATTEMPTS.c.id == attempt_id))
     return status is not None and AttemptStatus(status).is_final
 
 
 def take_input(
-    session: Session,
+    session: Db,
     *,
-    attempt: Attempt,
+    attempt: AttemptLike,
     question: Question,
     event: CallEvent,
     interactive: bool,
@@ -185,10 +244,10 @@ def take_input(
     if not event.input_complete:
         piece, hashed, _ = digits.partition("#")
         buffer = session.execute(
-            sa.update(Attempt)
-            .where(col(Attempt.id) == attempt_id)
-            .values(dtmf_buffer=sa.func.substr(sa.func.coalesce(col(Attempt.dtmf_buffer), "") + piece, 1, 64))
-            .returning(col(Attempt.dtmf_buffer))
+            sa.update(ATTEMPTS)
+            .where(ATTEMPTS.c.id == attempt_id)
+            .values(dtmf_buffer=sa.func.substr(sa.func.coalesce(ATTEMPTS.c.dtmf_buffer, "") + piece, 1, 64))
+            .returning(ATTEMPTS.c.dtmf_buffer)
         ).scalar_one()
         ended = bool(hashed) and question.terminator == "#"
         if not ended and len(buffer or "") < question.max_digits and not _call_over(session, attempt_id):
@@ -200,27 +259,33 @@ def take_input(
     )
 
 
-def _clear_buffer(session: Session, attempt_id: int) -> None:
+def _clear_buffer(session: Db, attempt_id: int) -> None:
     """Empty the answer collected so far: it has been judged (a new round starts afresh)."""
-    session.execute(sa.update(Attempt).where(col(Attempt.id) == attempt_id).values(dtmf_buffer=None))
+    session.execute(sa.update(ATTEMPTS).where(ATTEMPTS.c.id == attempt_id).values(dtmf_buffer=None))
 
 
-def _judge_rest(session: Session, *, attempt: Attempt, question: Question, now: datetime) -> None:
+def _judge_rest(session: Db, *, attempt: AttemptLike, question: Question, now: datetime) -> None:
     """At the end of the call: judge an answer left incomplete, if any arrived."""
-    rest = session.scalar(sa.select(col(Attempt.dtmf_buffer)).where(col(Attempt.id) == attempt.id))
+    rest = session.scalar(sa.select(ATTEMPTS.c.dtmf_buffer).where(ATTEMPTS.c.id == attempt.id))
     if rest:
         _clear_buffer(session, attempt.id or 0)
         _judge(session, attempt=attempt, question=question, digits=rest, interactive=False, now=now)
 
 
 def _judge(
-    session: Session, *, attempt: Attempt, question: Question, digits: str, interactive: bool, now: datetime
+    session: Db,
+    *,
+    attempt: AttemptLike,
+    question: Question,
+    digits: str,
+    interactive: bool,
+    now: datetime,
 ) -> tuple[Literal["accepted", "retry", "done"], int]:
     rounds = session.execute(
-        sa.update(Attempt)
-        .where(col(Attempt.id) == attempt.id)
-        .values(dtmf_rounds=col(Attempt.dtmf_rounds) + 1)
-        .returning(col(Attempt.dtmf_rounds))
+        sa.update(ATTEMPTS)
+        .where(ATTEMPTS.c.id == attempt.id)
+        .values(dtmf_rounds=ATTEMPTS.c.dtmf_rounds + 1)
+        .returning(ATTEMPTS.c.dtmf_rounds)
     ).scalar_one()
     final = not interactive or rounds >= question.attempts or _call_over(session, attempt.id or 0)
     outcome = record_input(session, attempt=attempt, question=question, digits=digits, final=final, now=now)
@@ -228,61 +293,59 @@ def _judge(
 
 
 def record_input(
-    session: Session, *, attempt: Attempt, question: Question, digits: str, final: bool, now: datetime
+    session: Db, *, attempt: AttemptLike, question: Question, digits: str, final: bool, now: datetime
 ) -> Literal["accepted", "retry", "done"]:
     """Store the callee's DTMF answer, or ask for another try while the question allows it."""
     valid = question.accepts(digits)
     if not valid and not final:
         return "retry"
-    try:
-        with session.begin_nested():
-            session.add(
-                DtmfAnswer(
-                    attempt_id=attempt.id or 0,
-                    contact_id=attempt.contact_id,
-                    digits=digits,
-                    choice=question.choice(digits) if valid else None,
-                    valid=valid,
-                    received_at=now,
-                )
-            )
-    except sa.exc.IntegrityError:
-        return "done"
+    stored = insert_new(
+        session,
+        DtmfAnswer,
+        attempt_id=attempt.id or 0,
+        contact_id=attempt.contact_id,
+        digits=digits,
+        choice=question.choice(digits) if valid else None,
+        valid=valid,
+        received_at=now,
+    )
+    if not stored:
+        return "done"  # the attempt's answer is stored already
     if valid:
         # The call may already be settled as reached: an answer that arrives late still counts.
         session.execute(
-            sa.update(Contact)
-            .where(col(Contact.id) == attempt.contact_id, col(Contact.result) == ContactResult.REACHED)
+            sa.update(CONTACTS)
+            .where(CONTACTS.c.id == attempt.contact_id, CONTACTS.c.result == ContactResult.REACHED)
             .values(result=ContactResult.DTMF_ANSWERED)
         )
     return "accepted" if valid else "done"
 
 
-def _bind_call_id(session: Session, *, attempt: Attempt, call_id: str) -> None:
+def _bind_call_id(session: Db, *, attempt: AttemptLike, call_id: str) -> None:
     """Tie the attempt to the provider's call id the first time one is seen; refuse a callback
     about another call (a forged or misrouted one, or a signed one replayed to another URL)."""
     if attempt.provider_call_id is None:
         try:
             with session.begin_nested():
                 session.execute(
-                    sa.update(Attempt)
-                    .where(col(Attempt.id) == attempt.id, col(Attempt.provider_call_id).is_(None))
+                    sa.update(ATTEMPTS)
+                    .where(ATTEMPTS.c.id == attempt.id, ATTEMPTS.c.provider_call_id.is_(None))
                     .values(provider_call_id=call_id)
                 )
         except sa.exc.IntegrityError:
             raise WebhookAuthError(f"call id {call_id!r} belongs to another attempt") from None
-        known = session.scalar(sa.select(col(Attempt.provider_call_id)).where(col(Attempt.id) == attempt.id))
+        known = session.scalar(sa.select(ATTEMPTS.c.provider_call_id).where(ATTEMPTS.c.id == attempt.id))
     else:
         known = attempt.provider_call_id
     if known != call_id:
         raise WebhookAuthError("callback about another call than its attempt's")
 
 
-def _check_input_time(session: Session, *, attempt_id: int, now: datetime) -> None:
+def _check_input_time(session: Db, *, attempt_id: int, now: datetime) -> None:
     """DTMF input belongs to an answered call: while it lasts, or just after it ended (some
     providers post the keys when the call ends)."""
     status, ended_at = session.execute(
-        sa.select(col(Attempt.status), col(Attempt.ended_at)).where(col(Attempt.id) == attempt_id)
+        sa.select(ATTEMPTS.c.status, ATTEMPTS.c.ended_at).where(ATTEMPTS.c.id == attempt_id)
     ).one()
     current = AttemptStatus(status)
     if not current.is_final:
@@ -294,7 +357,7 @@ def _check_input_time(session: Session, *, attempt_id: int, now: datetime) -> No
 
 
 def _store(
-    session: Session,
+    session: Db,
     *,
     provider: Provider,
     token: str,
@@ -307,22 +370,17 @@ def _store(
     digest = hashlib.sha256(
         b"\0".join([provider.name.encode(), token.encode(), webhook.kind.encode(), webhook.body])
     )
-    try:
-        with session.begin_nested():
-            session.add(
-                WebhookEvent(
-                    provider=provider.name,
-                    kind=webhook.kind,
-                    attempt_id=attempt_id,
-                    call_id=call_id,
-                    dedupe_key=digest.hexdigest(),
-                    payload=webhook.body.decode("utf-8", "replace"),
-                    received_at=now,
-                )
-            )
-    except sa.exc.IntegrityError:
-        return False
-    return True
+    return insert_new(
+        session,
+        WebhookEvent,
+        provider=provider.name,
+        kind=webhook.kind,
+        attempt_id=attempt_id,
+        call_id=call_id,
+        dedupe_key=digest.hexdigest(),
+        payload=webhook.body.decode("utf-8", "replace"),
+        received_at=now,
+    )
 
 
 def apply_held(session: Session, *, provider: Provider, now: datetime, call_id: str | None = None) -> int:
@@ -332,8 +390,8 @@ def apply_held(session: Session, *, provider: Provider, now: datetime, call_id: 
         select(WebhookEvent, Attempt)
         .join(
             Attempt,
-            (col(Attempt.provider) == col(WebhookEvent.provider))
-            & (col(Attempt.provider_call_id) == col(WebhookEvent.call_id)),
+            (ATTEMPTS.c.provider == col(WebhookEvent.provider))
+            & (ATTEMPTS.c.provider_call_id == col(WebhookEvent.call_id)),
         )
         .where(col(WebhookEvent.provider) == provider.name, col(WebhookEvent.attempt_id).is_(None))
         .where(col(WebhookEvent.call_id) == call_id if call_id is not None else sa.true())
@@ -360,7 +418,7 @@ def apply_held(session: Session, *, provider: Provider, now: datetime, call_id: 
 
 
 def record_webhook(
-    session: Session,
+    session: Db,
     *,
     provider: Provider,
     settings: Any,
@@ -379,7 +437,7 @@ def record_webhook(
     """
     provider.verify_webhook(webhook, settings)
     if provider.per_call_callbacks:
-        attempt = session.exec(select(Attempt).where(col(Attempt.callback_token) == token)).first()
+        attempt = _attempt(session, _BY_TOKEN, token=token)
         if attempt is None or attempt.provider != provider.name:
             raise WebhookAuthError("unknown callback token")
         if attempt.ended_at is not None and attempt.ended_at < now - grace:
@@ -389,11 +447,7 @@ def record_webhook(
             _bind_call_id(session, attempt=attempt, call_id=event.call_id)
     else:
         event = provider.parse_webhook(webhook)
-        attempt = session.exec(
-            select(Attempt).where(
-                col(Attempt.provider) == provider.name, col(Attempt.provider_call_id) == event.call_id
-            )
-        ).first()
+        attempt = _attempt(session, _BY_CALL, provider=provider.name, call_id=event.call_id)
         if attempt is None:
             # The provider called back before its create-call answer reached us (Fractel answers
             # when the call connects): keep the callback until the call id is known.
@@ -418,14 +472,11 @@ def record_webhook(
     finished = event.status is not None and event.status.is_final
     if event.digits is None and not leave_message and not finished:
         return None
-    campaign = session.get(Campaign, attempt.campaign_id)
-    assert campaign is not None
-    spec = spec_of(campaign)
+    _, spec = _campaign(session, attempt.campaign_id)
     if leave_message:  # a machine is ready to record: leave the message, skip the question
         assert provider.reply_to_machine is not None
-        contact = session.get(Contact, attempt.contact_id)
-        assert contact is not None
-        return provider.reply_to_machine(spec.message, spec.message.render(contact.variables))
+        variables = session.scalar(sa.select(CONTACTS.c.variables).where(CONTACTS.c.id == attempt.contact_id))
+        return provider.reply_to_machine(spec.message, spec.message.render(variables or {}))
     if spec.question is None:
         return None
     if event.digits is None:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
+from typing import Any
 
 import httpx
 import sqlalchemy as sa
@@ -100,4 +101,9 @@ def _parsed(spec_json: str) -> CampaignSpec:
 
 def spec_of(campaign: Campaign) -> CampaignSpec:
     """The campaign's validated spec (parsed once per distinct spec in this process)."""
-    return _parsed(json.dumps(campaign.spec, sort_keys=True))
+    return spec_from(campaign.spec)
+
+
+def spec_from(spec: dict[str, Any]) -> CampaignSpec:
+    """A campaign's spec column, validated (once per distinct spec in this process)."""
+    return _parsed(json.dumps(spec, sort_keys=True))
