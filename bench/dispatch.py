@@ -10,7 +10,8 @@
    callbacks start 30 s after each call, so the receiver's work is not in the figure). Calls
    placed per second, from ``campaign start`` returning to the simulator accepting the last call.
 
-Prints both and their ratio (goal >= 0.6), for each number of threads.
+Prints both and their ratio, for each number of threads: how much of Celery's own pace placing a
+call keeps. The goal for a call's whole life is bench/lifecycle.py's (placing and recording).
 """
 
 from __future__ import annotations

@@ -670,18 +670,16 @@ def serve(host: str, port: int, metrics_port: int | None, metrics_host: str, wor
     # logs each callback itself, without the token.
     logging.getLogger("dialer.receiver").setLevel(logging.INFO)
     options: dict[str, Any] = {"host": host, "port": port, "log_level": "info", "access_log": False}
+    receiver_metrics = None
+    if metrics_port is not None:
+        # With several processes, each would count only its own callbacks: then the metrics are
+        # what the database and Redis hold, served by this parent process.
+        found, receiver_metrics = metrics.registry(settings, receiver=workers == 1)
+        metrics.serve(found, host=metrics_host, port=metrics_port)
     if workers > 1:
-        if metrics_port is not None:
-            raise click.ClickException(
-                "--metrics-port needs --workers 1: each receiver process would count only its own callbacks"
-            )
         create_app(settings)  # settings no callback could be accepted with are refused here, once
         uvicorn.run("dialer.receiver:app_from_settings", factory=True, workers=workers, **options)
         return
-    receiver_metrics = None
-    if metrics_port is not None:
-        found, receiver_metrics = metrics.registry(settings)
-        metrics.serve(found, host=metrics_host, port=metrics_port)
     uvicorn.run(create_app(settings, receiver_metrics), **options)
 
 

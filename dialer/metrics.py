@@ -139,11 +139,15 @@ class SharedState(Collector):
         yield from (up, refused)
 
 
-def registry(settings: Settings) -> tuple[CollectorRegistry, ReceiverMetrics]:
-    """A registry with the shared state and the receiver's own metrics."""
+def registry(
+    settings: Settings, *, receiver: bool = True
+) -> tuple[CollectorRegistry, ReceiverMetrics | None]:
+    """A registry with the shared state, and the receiver's own metrics if ``receiver``."""
     found = CollectorRegistry()
     found.register(SharedState(settings))
-    receiver = ReceiverMetrics(
+    if not receiver:
+        return found, None
+    own = ReceiverMetrics(
         seconds=Histogram(
             "dialer_webhook_seconds",
             "Seconds from a callback's arrival to its answer (recorded before a 2xx).",
@@ -158,7 +162,7 @@ def registry(settings: Settings) -> tuple[CollectorRegistry, ReceiverMetrics]:
             registry=found,
         ),
     )
-    return found, receiver
+    return found, own
 
 
 def serve(found: CollectorRegistry, *, host: str, port: int) -> None:

@@ -58,6 +58,18 @@ BEEP_SECONDS = 10.0
 """How long an answering machine's greeting lasts before its beep."""
 
 
+CALLBACK_CONNECTIONS = 32
+
+
+def callback_client() -> httpx.AsyncClient:
+    """The client a simulator sends its callbacks with: up to CALLBACK_CONNECTIONS connections to
+    the receiver; callbacks beyond them wait their turn (see :meth:`Simulation.deliver`), as a
+    provider queues them. Only a receiver that takes more than 5 s to answer one fails it (and it
+    is sent again)."""
+    limits = httpx.Limits(max_connections=CALLBACK_CONNECTIONS)
+    return httpx.AsyncClient(timeout=httpx.Timeout(5.0, pool=None), limits=limits)
+
+
 @dataclass(frozen=True)
 class Script:
     """How the simulated callee behaves on one call."""
@@ -142,6 +154,8 @@ class Simulation:
     """When each create-call request arrived (wall clock), whatever its answer."""
     throttled: int = 0
     callbacks_failed: int = 0
+    callbacks_delivered: int = 0
+    _sending: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(CALLBACK_CONNECTIONS))
     fault: str | None = None
     """``429``, ``500`` or ``slow``: how create-call requests are answered until ``fault_until``."""
     fault_until: float = 0.0
@@ -205,8 +219,12 @@ class Simulation:
         """Send a callback, retrying like a real provider until the receiver acknowledges it."""
         for attempt in range(self.callback_attempts):
             try:
-                response = await client.send(request)
+                # Callbacks wait here rather than in httpcore's pool, whose every release scans
+                # every request waiting in it.
+                async with self._sending:
+                    response = await client.send(request)
                 if response.status_code < 300:
+                    self.callbacks_delivered += 1
                     return response
                 log.warning("callback %s answered %s", request.url, response.status_code)
             except httpx.HTTPError as error:
@@ -279,6 +297,7 @@ class Simulation:
                     "throttled": self.throttled,
                     "faulted": self.faulted,
                     "callbacks_failed": self.callbacks_failed,
+                    "callbacks_delivered": self.callbacks_delivered,
                     "calls_in_progress": len(self._tasks),
                 }
             )

@@ -9,7 +9,6 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import jwt
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -17,7 +16,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from dialer.settings import CequensSettings
-from dialer.simulators.base import Script, Simulation
+from dialer.simulators.base import Script, Simulation, callback_client
 
 DOCUMENTED_LIMIT = 10.0
 """Requests per second: not published by Cequens; taken as 10 calls per second."""
@@ -87,7 +86,7 @@ def create_app(sim: Simulation, settings: CequensSettings) -> Starlette:
     if settings.api_key is None:
         raise ValueError("the Cequens simulator needs the API key and user name")
     signing_key = secrets.token_bytes(32)
-    client = httpx.AsyncClient(timeout=5.0)
+    client = callback_client()
 
     async def sign_in(request: Request) -> JSONResponse:
         try:

@@ -15,14 +15,13 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from dialer.settings import CmSettings
-from dialer.simulators.base import Script, Simulation
+from dialer.simulators.base import Script, Simulation, callback_client
 
 DOCUMENTED_LIMIT = 10.0
 """Requests per second: not published by CM.com; taken as 10 calls per second."""
@@ -105,7 +104,7 @@ def create_app(sim: Simulation, settings: CmSettings) -> Starlette:
     if settings.product_token is None:
         raise ValueError("the CM.com simulator needs the product token")
     token = settings.product_token.get_secret_value()
-    client = httpx.AsyncClient(timeout=5.0)
+    client = callback_client()
 
     async def run(body: dict[str, Any], call_id: str, callee: str, script: Script, *, dtmf: bool) -> None:
         started = datetime.now(UTC)

@@ -21,14 +21,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from dialer.settings import FractelSettings
-from dialer.simulators.base import Script, Simulation
+from dialer.simulators.base import Script, Simulation, callback_client
 
 DOCUMENTED_LIMIT = 10.0
 """Requests per second: FoneStorm's documented limit: 10 requests per second on a standard account."""
@@ -103,7 +102,7 @@ def create_app(sim: Simulation, settings: FractelSettings) -> Starlette:
         raise ValueError("the Fractel simulator needs the user name and password")
     tokens: dict[str, float] = {}
     notify: dict[str, _Notify] = {}
-    client = httpx.AsyncClient(timeout=5.0)
+    client = callback_client()
 
     async def auth(request: Request) -> JSONResponse:
         body = await _body(request)

@@ -35,14 +35,13 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from dialer.settings import RouteeSettings
-from dialer.simulators.base import Script, Simulation, speaking_seconds
+from dialer.simulators.base import Script, Simulation, callback_client, speaking_seconds
 
 DOCUMENTED_LIMIT = 1.0
 """Requests per second: Routee's documented limit, 1 request per second."""
@@ -254,7 +253,7 @@ def create_app(sim: Simulation, settings: RouteeSettings) -> Starlette:
     ).decode()
     tokens: dict[str, float] = {}
     conversations: dict[str, _Conversation] = {}
-    client = httpx.AsyncClient(timeout=5.0)
+    client = callback_client()
 
     async def token(request: Request) -> JSONResponse:
         form = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))

@@ -49,7 +49,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from dialer.settings import VonageSettings
-from dialer.simulators.base import BEEP_SECONDS, Script, Simulation, speaking_seconds
+from dialer.simulators.base import BEEP_SECONDS, Script, Simulation, callback_client, speaking_seconds
 
 DOCUMENTED_LIMIT = 3.0
 """Requests per second: Vonage's documented default, 3 calls per second (429 beyond)."""
@@ -517,7 +517,7 @@ def create_app(sim: Simulation, settings: VonageSettings) -> Starlette:
     secret = settings.signature_secret.get_secret_value() if settings.signature_secret else None
     api_key = settings.api_key or "simulated-account"
     calls: dict[str, _Call] = {}
-    client = httpx.AsyncClient(timeout=5.0)
+    client = callback_client()
 
     def authorised(request: Request) -> bool:
         header = request.headers.get("authorization", "")

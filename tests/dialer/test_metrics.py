@@ -68,7 +68,7 @@ def test_calls_campaigns_and_the_receivers_callbacks_are_exposed(settings: Setti
 
 
 @pytest.mark.services
-def test_the_workers_429s_are_counted_in_redis_and_dialer_serve_exposes_them(
+def test_the_workers_429s_are_counted_in_redis_and_dialer_serve_exposes_them_from_every_process(
     sqlite_url: str, redis_url: str
 ) -> None:
     client = redis.Redis.from_url(redis_url)
@@ -77,9 +77,11 @@ def test_the_workers_429s_are_counted_in_redis_and_dialer_serve_exposes_them(
     web, port = free_port(), free_port()
     env = {"DIALER_DATABASE_URL": sqlite_url, "DIALER_REDIS_URL": redis_url, "PATH": ""}
     command = [sys.executable, "-m", "dialer", "serve", "--port", str(web), "--metrics-port", str(port)]
+    command += ["--workers", "2"]  # two receiver processes: the metrics come from the parent
     with subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as server:
         try:
             wait_for(f"http://127.0.0.1:{web}/health")
+            refused = httpx.post(f"http://127.0.0.1:{web}/webhooks/vonage/not-a-token/event", json={})
             deadline = time.monotonic() + 10
             while True:
                 try:
@@ -93,3 +95,5 @@ def test_the_workers_429s_are_counted_in_redis_and_dialer_serve_exposes_them(
     assert samples[("dialer_provider_rate_limited_total", (("provider", "routee"),))] == 2
     assert samples[("dialer_provider_rate_limited_total", (("provider", "vonage"),))] == 1
     assert samples[("dialer_redis_up", ())] == 1 and samples[("dialer_database_up", ())] == 1
+    assert refused.status_code == 401  # a receiver process answered
+    assert not any(name.startswith("dialer_webhook") for name, _ in samples)  # per process: not served

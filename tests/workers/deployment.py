@@ -163,6 +163,7 @@ def deployment(
     time_scale: float = 0.05,
     delay: tuple[float, float] | None = None,
     delayed: frozenset[str] = frozenset({"provider"}),
+    receivers: int = 1,
 ) -> Iterator[Deployment]:
     """Start every process (``workers`` Celery workers of ``threads`` threads); stop them all afterwards.
 
@@ -213,7 +214,9 @@ def deployment(
         system.start("simulator", [*DIALER, *simulate, "--time-scale", str(time_scale)], priority=-10)
         # The receiver is this side's front door, not behind the delayed link.
         system.start(
-            "receiver", [*DIALER, "serve", "--port", str(web_port)], env={"DIALER_DATABASE_URL": postgres_url}
+            "receiver",
+            [*DIALER, "serve", "--port", str(web_port), "--workers", str(receivers)],
+            env={"DIALER_DATABASE_URL": postgres_url},
         )
         for number in range(1, workers + 1):
             system.start_worker(f"w{number}")

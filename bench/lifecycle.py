@@ -1,0 +1,171 @@
+"""A call's whole life on the deployed system, beside the frameworks' floor measured in the same run.
+
+    python bench/lifecycle.py [--contacts 3000] [--workers 2] [--threads 16] [--receivers 1 2]
+                              [--time-scale 0.02]
+
+1. The floor: a bare Celery no-op task (``--workers`` workers of ``--threads`` threads, the
+   dialer's acknowledgement and prefetch settings), and bare Starlette answering POSTs (the same
+   uvicorn settings as ``dialer serve``, 32 keep-alive connections). A call costs one task and
+   six callbacks, so the floor is 1 / (1 / tasks per second + 6 / POSTs per second) calls/s.
+2. The dialer: the Vonage simulator with no rate limit whose callees all answer (calls last
+   ``--time-scale`` of their real time), ``dialer serve --workers N`` for each ``--receivers``,
+   the Celery workers and beat, PostgreSQL and Redis, all on this machine. A campaign of
+   ``--contacts`` numbers, from ``campaign start`` to the campaign completed, which happens when
+   the last call's final callback is recorded.
+
+Prints calls completed per second, the CPU seconds per call of each process (workers, receiver,
+simulator, beat, PostgreSQL, Redis), callbacks delivered against those recorded, and the ratio to
+the floor. Goal (issue "A call's whole life, fast"): >= 0.4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import redis
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import REDIS_URL, machine, postgres_database
+from bench.dispatch import UNLIMITED, noop_rate
+from bench.pacing import write_inputs
+from bench.webhooks import _calls, _database, _drive, _server, build
+from dialer import db
+from dialer.simulators import dev_credentials
+from tests.workers.deployment import deployment, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+CALLBACKS_PER_CALL = 6
+
+
+def _cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and its living descendants."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(_cpu(int(child)) for child in children)
+
+
+def _named(name: str) -> float:
+    """CPU seconds of every process called ``name`` (PostgreSQL's backends, Redis)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if text.split("(", 1)[1].split(")", 1)[0] == name:
+            fields = text.rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def bare_posts(seconds: float) -> float:
+    """Bare Starlette's POSTs per second over 32 keep-alive connections."""
+    with tempfile.TemporaryDirectory() as scratch, _database("sqlite", scratch) as url:
+        sample = build(_calls(url, 300), dev_credentials())
+    port = free_port()
+    with _server([sys.executable, str(ROOT / "bench" / "bare_receiver.py"), str(port)], port, {}):
+        load = asyncio.run(_drive(port, sample, connections=32, seconds=seconds, rate=None))
+    return load.done / load.seconds
+
+
+def lifecycle(contacts: int, *, workers: int, threads: int, receivers: int, time_scale: float) -> str:
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    with tempfile.TemporaryDirectory() as scratch, postgres_database() as url:
+        directory = Path(scratch)
+        campaign, csv_file = write_inputs(directory, contacts)
+        with deployment(
+            directory,
+            provider="vonage",
+            postgres_url=url,
+            redis_url=REDIS_URL,
+            credentials=dev_credentials(),
+            rate=UNLIMITED,
+            workers=workers,
+            threads=threads,
+            time_scale=time_scale,
+            receivers=receivers,
+        ) as system:
+            system.dialer("db", "upgrade")
+            system.dialer("campaign", "create", str(campaign))
+            system.dialer("import", str(csv_file), "--campaign", "pacing")
+            parts = {name: process.pid for name, process in system.running.items()}
+            before = {name: _cpu(pid) for name, pid in parts.items()}
+            before |= {"postgresql": _named("postgres"), "redis": _named("redis-server")}
+            system.dialer("campaign", "start", "pacing", "--wait", "0")
+            started = time.perf_counter()
+            deadline = time.monotonic() + contacts / 10 + 60
+            while _status(url) != "completed":
+                if time.monotonic() > deadline or system.dead():
+                    status = system.dialer("status", "pacing")
+                    logs = {
+                        name: (directory / f"{name}.log").read_text()[-1500:]
+                        for name in ("simulator", "receiver")
+                    }
+                    raise SystemExit(f"the campaign stalled:\n{status}\n{logs}\n{system.dead()}")
+                time.sleep(0.1)
+            elapsed = time.perf_counter() - started
+            after = {name: _cpu(pid) for name, pid in parts.items()}
+            after |= {"postgresql": _named("postgres"), "redis": _named("redis-server")}
+            log = httpx.get(f"{system.sim_url}/_simulator/log", timeout=120).json()
+        with db.get_engine(url).connect() as connection:
+            recorded = connection.execute(sa.text("SELECT count(*) FROM webhookevent")).scalar_one()
+        db.get_engine(url).dispose()
+    per_call = {name: (after[name] - before[name]) / contacts * 1000 for name in after}
+    shares = ", ".join(f"{name} {ms:.2f}" for name, ms in sorted(per_call.items(), key=lambda kv: -kv[1]))
+    return (
+        f"{contacts / elapsed:7.0f} calls/s  ({contacts} calls in {elapsed:.1f} s; callbacks delivered"
+        f" {log['callbacks_delivered']}, recorded {recorded}, failed {log['callbacks_failed']})\n"
+        f"        cpu ms per call: {shares}; all {sum(per_call.values()):.2f}"
+    )
+
+
+def _status(url: str) -> str:
+    with db.get_engine(url).connect() as connection:
+        return str(
+            connection.execute(sa.text("SELECT status FROM campaign WHERE name = 'pacing'")).scalar_one()
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--contacts", type=int, default=3000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--receivers", type=int, nargs="+", default=[1, 2], help="dialer serve --workers")
+    parser.add_argument("--time-scale", type=float, default=0.02)
+    options = parser.parse_args()
+    print(machine())
+    tasks = noop_rate(options.contacts, options.workers, options.threads)
+    posts = bare_posts(10)
+    floor = 1 / (1 / tasks + CALLBACKS_PER_CALL / posts)
+    print(f"floor: bare Celery no-op {tasks:.0f} tasks/s, bare Starlette {posts:.0f} POSTs/s")
+    print(f"       one task and {CALLBACKS_PER_CALL} POSTs per call: {floor:.0f} calls/s", flush=True)
+    for receivers in options.receivers:
+        line = lifecycle(
+            options.contacts,
+            workers=options.workers,
+            threads=options.threads,
+            receivers=receivers,
+            time_scale=options.time_scale,
+        )
+        rate = float(line.split()[0])
+        print(f"dialer, serve --workers {receivers}: {line}")
+        print(f"        ratio to the floor {rate / floor:.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
