@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col
 
 from campaigns import window as windows
+from campaigns.outcomes import ContactState
 from campaigns.phones import zones_of
 from campaigns.spec import Window
 from dialer.models import Contact, ZoneGroup
@@ -66,11 +67,17 @@ def group_ids(driver: Any, *, campaign_id: int, paramstyle: str) -> Callable[[Gr
 
 
 def assign_groups(session: Session, *, campaign_id: int, limit: int = GROUP_BATCH) -> int:
-    """Group up to ``limit`` of a campaign's contacts that have no group yet (imported before
-    groups existed, or written another way); return how many were grouped."""
+    """Group up to ``limit`` of a campaign's waiting contacts that have no group yet (imported
+    before groups existed, or written another way); return how many were grouped."""
     rows = session.execute(
         sa.select(col(Contact.id), col(Contact.phone), col(Contact.zone))
-        .where(col(Contact.campaign_id) == campaign_id, col(Contact.zone_group_id).is_(None))
+        .where(
+            col(Contact.campaign_id) == campaign_id,
+            # Waiting contacts only: those are the ones a claim reads, and (campaign, state, group)
+            # is where the due index finds them without reading the campaign's every contact.
+            col(Contact.state) == ContactState.PENDING,
+            col(Contact.zone_group_id).is_(None),
+        )
         .limit(limit)
     ).all()
     if not rows:
