@@ -29,17 +29,16 @@ import time
 from pathlib import Path
 
 import httpx
-import redis
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import REDIS_URL, machine, postgres_database
+from bench.common import machine
 from bench.dispatch import UNLIMITED, noop_rate
-from bench.pacing import write_inputs
+from bench.pacing import ready_campaign
 from bench.webhooks import _calls, _database, _drive, _server, build
 from dialer import db
 from dialer.simulators import dev_credentials
-from tests.workers.deployment import deployment, free_port
+from tests.workers.deployment import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CALLBACKS_PER_CALL = 6
@@ -81,44 +80,27 @@ def bare_posts(seconds: float) -> float:
 
 
 def lifecycle(contacts: int, *, workers: int, threads: int, receivers: int, time_scale: float) -> str:
-    redis.Redis.from_url(REDIS_URL).flushdb()
-    with tempfile.TemporaryDirectory() as scratch, postgres_database() as url:
-        directory = Path(scratch)
-        campaign, csv_file = write_inputs(directory, contacts)
-        with deployment(
-            directory,
-            provider="vonage",
-            postgres_url=url,
-            redis_url=REDIS_URL,
-            credentials=dev_credentials(),
-            rate=UNLIMITED,
-            workers=workers,
-            threads=threads,
-            time_scale=time_scale,
-            receivers=receivers,
-        ) as system:
-            system.dialer("db", "upgrade")
-            system.dialer("campaign", "create", str(campaign))
-            system.dialer("import", str(csv_file), "--campaign", "pacing")
-            parts = {name: process.pid for name, process in system.running.items()}
-            before = {name: _cpu(pid) for name, pid in parts.items()}
-            before |= {"postgresql": _named("postgres"), "redis": _named("redis-server")}
-            system.dialer("campaign", "start", "pacing", "--wait", "0")
-            started = time.perf_counter()
-            deadline = time.monotonic() + contacts / 10 + 60
-            while _status(url) != "completed":
-                if time.monotonic() > deadline or system.dead():
-                    status = system.dialer("status", "pacing")
-                    logs = {
-                        name: (directory / f"{name}.log").read_text()[-1500:]
-                        for name in ("simulator", "receiver")
-                    }
-                    raise SystemExit(f"the campaign stalled:\n{status}\n{logs}\n{system.dead()}")
-                time.sleep(0.1)
-            elapsed = time.perf_counter() - started
-            after = {name: _cpu(pid) for name, pid in parts.items()}
-            after |= {"postgresql": _named("postgres"), "redis": _named("redis-server")}
-            log = httpx.get(f"{system.sim_url}/_simulator/log", timeout=120).json()
+    options = {"rate": UNLIMITED, "workers": workers, "threads": threads, "time_scale": time_scale}
+    with ready_campaign(contacts, **options, receivers=receivers) as (system, url):
+        parts = {name: process.pid for name, process in system.running.items()}
+        before = {name: _cpu(pid) for name, pid in parts.items()}
+        before |= {"postgresql": _named("postgres"), "redis": _named("redis-server")}
+        system.dialer("campaign", "start", "pacing", "--wait", "0")
+        started = time.perf_counter()
+        deadline = time.monotonic() + contacts / 10 + 60
+        while _status(url) != "completed":
+            if time.monotonic() > deadline or system.dead():
+                status = system.dialer("status", "pacing")
+                logs = {
+                    name: (system.directory / f"{name}.log").read_text()[-1500:]
+                    for name in ("simulator", "receiver")
+                }
+                raise SystemExit(f"the campaign stalled:\n{status}\n{logs}\n{system.dead()}")
+            time.sleep(0.1)
+        elapsed = time.perf_counter() - started
+        after = {name: _cpu(pid) for name, pid in parts.items()}
+        after |= {"postgresql": _named("postgres"), "redis": _named("redis-server")}
+        log = httpx.get(f"{system.sim_url}/_simulator/log", timeout=120).json()
         with db.get_engine(url).connect() as connection:
             recorded = connection.execute(sa.text("SELECT count(*) FROM webhookevent")).scalar_one()
         db.get_engine(url).dispose()

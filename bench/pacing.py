@@ -20,6 +20,8 @@ import math
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +73,29 @@ def simulator_log(system: Deployment, part: str = "log") -> dict[str, Any]:
     return log
 
 
+@contextmanager
+def ready_campaign(contacts: int, **options: Any) -> Iterator[tuple[Deployment, str]]:
+    """A fresh deployment (``deployment``'s ``options``) on a fresh PostgreSQL database, with a
+    campaign of ``contacts`` answering numbers imported and not started: the system and the
+    database's URL."""
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    with tempfile.TemporaryDirectory() as scratch, postgres_database() as url:
+        directory = Path(scratch)
+        campaign, csv_file = write_inputs(directory, contacts)
+        with deployment(
+            directory,
+            provider="vonage",
+            postgres_url=url,
+            redis_url=REDIS_URL,
+            credentials=dev_credentials(),
+            **options,
+        ) as system:
+            system.dialer("db", "upgrade")
+            system.dialer("campaign", "create", str(campaign))
+            system.dialer("import", str(csv_file), "--campaign", "pacing")
+            yield system, url
+
+
 def run_campaign(
     *,
     contacts: int,
@@ -84,35 +109,17 @@ def run_campaign(
 ) -> tuple[float, dict[str, Any]]:
     """A campaign of ``contacts`` answering numbers on a fresh deployment, until the simulator has
     placed every call: when ``campaign start`` returned (epoch seconds), and the simulator's log."""
-    redis.Redis.from_url(REDIS_URL).flushdb()
-    with tempfile.TemporaryDirectory() as scratch, postgres_database() as url:
-        directory = Path(scratch)
-        campaign, csv_file = write_inputs(directory, contacts)
-        with deployment(
-            directory,
-            provider="vonage",
-            postgres_url=url,
-            redis_url=REDIS_URL,
-            credentials=dev_credentials(),
-            settings=settings,
-            rate=rate,
-            workers=workers,
-            threads=threads,
-            time_scale=time_scale,
-            delay=delay,
-            delayed=delayed,
-        ) as system:
-            system.dialer("db", "upgrade")
-            system.dialer("campaign", "create", str(campaign))
-            system.dialer("import", str(csv_file), "--campaign", "pacing")
-            system.dialer("campaign", "start", "pacing", "--wait", "0")  # timed from here
-            started = time.time()
-            deadline = time.monotonic() + 3 * contacts / min(rate, 1000) + 120
-            while simulator_log(system, "count")["placements"] < contacts:
-                if time.monotonic() > deadline or system.dead():
-                    raise SystemExit(f"the campaign stalled:\n{system.dead()}")
-                time.sleep(0.2)
-            return started, simulator_log(system)
+    options = {"settings": settings, "rate": rate, "workers": workers, "threads": threads}
+    options |= {"time_scale": time_scale, "delay": delay, "delayed": delayed}
+    with ready_campaign(contacts, **options) as (system, _):
+        system.dialer("campaign", "start", "pacing", "--wait", "0")  # timed from here
+        started = time.time()
+        deadline = time.monotonic() + 3 * contacts / min(rate, 1000) + 120
+        while simulator_log(system, "count")["placements"] < contacts:
+            if time.monotonic() > deadline or system.dead():
+                raise SystemExit(f"the campaign stalled:\n{system.dead()}")
+            time.sleep(0.2)
+        return started, simulator_log(system)
 
 
 def run(
