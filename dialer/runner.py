@@ -33,6 +33,7 @@ from dialer.embedded import BackgroundServer, run_until
 from dialer.errors import ConfigurationError, InvalidState
 from dialer.models import utcnow
 from dialer.operations import Progress, change_status, check_provider_can, get_campaign, progress
+from dialer.providers import account_limit
 from dialer.receiver import create_app as receiver_app
 from dialer.runtime import spec_of
 from dialer.settings import Settings
@@ -158,7 +159,9 @@ def run_campaign(
             )
         _start_or_resume(settings.database_url, name)
         if simulate:
-            app = simulator_app(provider, settings, time_scale=time_scale)
+            # The simulated account allows what the operator's is configured for (else the documented limit).
+            limit = account_limit(provider, settings.provider_settings(provider))
+            app = simulator_app(provider, settings, rate_limit=limit, time_scale=time_scale)
             stack.enter_context(BackgroundServer(app, sock=sim_socket))
             console.print(
                 f"simulating {provider} on {simulator_url}; calls take {time_scale:g} of their time"
