@@ -34,12 +34,12 @@ INPUT_AFTER_END = timedelta(seconds=60)
 """How long after an answered call ended its DTMF input is still taken (Routee posts it then)."""
 
 
+# The tables, for statements that need no ORM: each callback runs several, and the ORM's way
+# through them cost more than the rest of the callback.
 ATTEMPTS: sa.Table = Attempt.__table__  # type: ignore[attr-defined]
 CONTACTS: sa.Table = Contact.__table__  # type: ignore[attr-defined]
 ANSWERS: sa.Table = DtmfAnswer.__table__  # type: ignore[attr-defined]
 CAMPAIGNS: sa.Table = Campaign.__table__  # type: ignore[attr-defined]
-"""The tables, for statements that need no ORM: each callback runs several, and the ORM's way
-through them cost more than the rest of the callback."""
 
 
 class AttemptLike(Protocol):
@@ -74,13 +74,12 @@ class AttemptRow:
 
 _ATTEMPT_ROW = [ATTEMPTS.c[name] for name in AttemptRow.__dataclass_fields__]
 
-
+# Statements run for every callback are made once: making one costs more than running it.
 _BY_TOKEN = sa.select(*_ATTEMPT_ROW).where(ATTEMPTS.c.callback_token == sa.bindparam("token"))
 _BY_CALL = sa.select(*_ATTEMPT_ROW).where(
     ATTEMPTS.c.provider == sa.bindparam("provider"), ATTEMPTS.c.provider_call_id == sa.bindparam("call_id")
 )
 _CAMPAIGN = sa.select(CAMPAIGNS.c.status, CAMPAIGNS.c.spec).where(CAMPAIGNS.c.id == sa.bindparam("id"))
-# Statements run for every callback are made once: making one costs more than running it.
 
 
 def _attempt(session: Db, statement: sa.Select[Any], **params: Any) -> AttemptRow | None:
