@@ -119,13 +119,10 @@ def plan(session: Session, name: str, *, settings: Settings, now: datetime) -> P
         observed=observed,
         policy=spec.retry,
     )
-    work = _work(session, campaign.id or 0, spec, now=now, share=share)
-    per_zone: Counter[tuple[str, ...]] = Counter()
-    for item in work:
-        per_zone[item.zones] += round(item.count) if item.made < spec.retry.max_attempts else 0
+    work, per_zone = _work(session, campaign.id or 0, spec, now=now, share=share, call_seconds=call_seconds)
     for item in work:
         result.attempts_left += item.count * expected_attempts(share, item.made, spec.retry)
-    result.contacts_left = _contacts_left(session, campaign.id or 0)
+    result.contacts_left = sum(per_zone.values())
     for zones, contacts in sorted(per_zone.items(), key=lambda kv: (-kv[1], kv[0])):
         try:
             opens = windows.next_open(spec.window, zones, now)
@@ -161,22 +158,18 @@ def _observed(session: Session, campaign_id: int, spec: CampaignSpec) -> tuple[f
     return max(1.0, seconds), retried / len(rows), len(rows)
 
 
-def _contacts_left(session: Session, campaign_id: int) -> int:
-    return int(
-        session.scalar(
-            sa.select(sa.func.count())
-            .select_from(Contact)
-            .where(col(Contact.campaign_id) == campaign_id, col(Contact.state) != ContactState.DONE)
-        )
-        or 0
-    )
-
-
 def _work(
-    session: Session, campaign_id: int, spec: CampaignSpec, *, now: datetime, share: float
-) -> list[Work]:
-    """The contacts left, by zone group and attempts made: those waiting are due at the latest of
-    their group's due times (or now); those on a call come back, a retry share of them, after it."""
+    session: Session,
+    campaign_id: int,
+    spec: CampaignSpec,
+    *,
+    now: datetime,
+    share: float,
+    call_seconds: float,
+) -> tuple[list[Work], Counter[tuple[str, ...]]]:
+    """The work left, by zone group and attempts made, and the contacts left per zones: those
+    waiting are due at the latest of their group's due times (or now); those on a call come back,
+    a retry share of them, after it."""
     rows = session.execute(
         sa.select(
             col(ZoneGroup.zones),
@@ -192,17 +185,20 @@ def _work(
         .group_by(col(ZoneGroup.zones), col(ZoneGroup.own), col(Contact.state), col(Contact.attempts))
     ).all()
     work = []
+    per_zone: Counter[tuple[str, ...]] = Counter()
     for zones, own, state, made, count, latest in rows:
-        checked = group_zones(spec.window, zones or "", bool(own)) if zones is not None else None
-        checked = checked or windows.zones_for(spec.window, contact_zone=None, number_zones=())
+        checked = group_zones(
+            spec.window, zones or "", bool(own)
+        )  # no group yet: the campaign's zone, or UTC
+        per_zone[checked] += count
         if state == ContactState.CALLING:
             if made < spec.retry.max_attempts:
-                back = now + timedelta(seconds=DEFAULT_CALL_SECONDS) + _delay(spec.retry, made)
+                back = now + timedelta(seconds=call_seconds) + _delay(spec.retry, made)
                 work.append(Work(due=back, zones=checked, made=made, count=count * share))
             continue
         due = max(now, latest.replace(tzinfo=now.tzinfo) if latest.tzinfo is None else latest)
         work.append(Work(due=due, zones=checked, made=made, count=float(count)))
-    return work
+    return work, per_zone
 
 
 def _delay(policy: RetryPolicy, made: int) -> timedelta:

@@ -15,6 +15,7 @@ from dialer.cli import main
 from dialer.models import Attempt, Contact
 from dialer.plan import Work, expected_attempts, finish, plan
 from dialer.settings import Settings
+from dialer.zones import assign_groups
 from tests.dialer.factories import NOW as FACTORY_NOW
 from tests.dialer.factories import campaign_with_contacts
 
@@ -152,8 +153,12 @@ def test_the_plan_takes_call_length_and_retry_share_from_the_attempts_that_ended
                 )
             )
             contact.state, contact.attempts = ("pending", 1) if status == "busy" else ("done", 1)
+        session.flush()
+        assign_groups(session, campaign_id=campaign.id or 0)  # as an import does (the factory does not)
+        contacts[0].state = "calling"  # on its second call: still a contact left, in its zone
     with db.session_scope(sqlite_url) as session:
         found = plan(session, "e2e", settings=Settings(database_url=sqlite_url), now=FACTORY_NOW)
     assert found.observed == 40 and found.retry_share == 0.25
     assert found.call_seconds == (10 * 20 + 30 * 60) / 40
     assert found.contacts_left == 10
+    assert [(zone.zones, zone.contacts) for zone in found.zones] == [(("America/New_York",), 10)]
