@@ -23,6 +23,17 @@ POSTGRES_URL = os.environ.get("DIALER_TEST_POSTGRES_URL", "postgresql://postgres
 REDIS_URL = os.environ.get("DIALER_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds of process ``pid`` and its living descendants (0 once it has exited)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(int(child)) for child in children)
+
+
 @dataclass(frozen=True)
 class Run:
     seconds: float

@@ -32,7 +32,7 @@ import httpx
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import machine
+from bench.common import cpu_seconds, machine
 from bench.dispatch import UNLIMITED, noop_rate
 from bench.pacing import ready_campaign
 from bench.webhooks import _calls, _database, _drive, _server, build
@@ -42,17 +42,6 @@ from tests.workers.deployment import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CALLBACKS_PER_CALL = 6
-
-
-def _cpu(pid: int) -> float:
-    """CPU seconds of ``pid`` and its living descendants."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except FileNotFoundError:
-        return 0.0
-    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return own + sum(_cpu(int(child)) for child in children)
 
 
 def _named(name: str) -> float:
@@ -83,7 +72,7 @@ def lifecycle(contacts: int, *, workers: int, threads: int, receivers: int, time
     options = {"rate": UNLIMITED, "workers": workers, "threads": threads, "time_scale": time_scale}
     with ready_campaign(contacts, **options, receivers=receivers) as (system, url):
         parts = {name: process.pid for name, process in system.running.items()}
-        before = {name: _cpu(pid) for name, pid in parts.items()}
+        before = {name: cpu_seconds(pid) for name, pid in parts.items()}
         before |= {"postgresql": _named("postgres"), "redis": _named("redis-server")}
         system.dialer("campaign", "start", "pacing", "--wait", "0")
         started = time.perf_counter()
@@ -98,7 +87,7 @@ def lifecycle(contacts: int, *, workers: int, threads: int, receivers: int, time
                 raise SystemExit(f"the campaign stalled:\n{status}\n{logs}\n{system.dead()}")
             time.sleep(0.1)
         elapsed = time.perf_counter() - started
-        after = {name: _cpu(pid) for name, pid in parts.items()}
+        after = {name: cpu_seconds(pid) for name, pid in parts.items()}
         after |= {"postgresql": _named("postgres"), "redis": _named("redis-server")}
         log = httpx.get(f"{system.sim_url}/_simulator/log", timeout=120).json()
         with db.get_engine(url).connect() as connection:

@@ -41,13 +41,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import numpy as np
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import machine, postgres_database
+from bench.common import cpu_seconds, machine, postgres_database
 from campaigns.spec import parse_campaign
 from dialer import db
 from dialer.embedded import loopback_socket
@@ -305,14 +306,6 @@ async def _drive(
     return load
 
 
-def _cpu_seconds(pid: int) -> float:
-    """CPU seconds of ``pid`` and its living descendants (the processes of ``--workers N``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return own + sum(_cpu_seconds(int(child)) for child in children)
-
-
 @contextmanager
 def _server(command: list[str], port: int, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     process = subprocess.Popen(
@@ -373,9 +366,9 @@ def measure(
     database: str | None,
 ) -> tuple[str, float]:
     with _server(command, port, env) as process:
-        before = _cpu_seconds(process.pid)
+        before = cpu_seconds(process.pid)
         load = asyncio.run(_drive(port, callbacks, connections=connections, seconds=seconds, rate=rate))
-        cpu = _cpu_seconds(process.pid) - before
+        cpu = cpu_seconds(process.pid) - before
     extra = ""
     if database is not None:
         lost = len(load.answered) - _recorded(database)
@@ -444,38 +437,40 @@ def main() -> None:
         if args.compare is not None:
             tree = {"PYTHONPATH": str(args.compare.resolve())}
             trees.append((f"{args.compare.name} serve", serve, tree))
+
+        def on_fresh_database(
+            name: str, label: str, command: list[str], tree: dict[str, str], **load: Any
+        ) -> tuple[str, float]:
+            """``measure`` against ``dialer serve`` on a fresh database ``name`` with calls in progress."""
+            with _database(name, scratch) as url:
+                callbacks = build(_calls(url, args.calls), credentials)
+                environment = env | tree | {"DIALER_DATABASE_URL": url}
+                return measure(
+                    label, command, port, environment, callbacks, seconds=args.seconds, database=url, **load
+                )
+
         for name in args.databases:
             for connections in args.connections:
                 for label, command, tree in trees:
-                    with _database(name, scratch) as url:
-                        callbacks = build(_calls(url, args.calls), credentials)
-                        line, rate = measure(
-                            f"{label}, {name} x{connections}",
-                            command,
-                            port,
-                            env | tree | {"DIALER_DATABASE_URL": url},
-                            callbacks,
-                            connections=connections,
-                            seconds=args.seconds,
-                            rate=None,
-                            database=url,
-                        )
-                        print(f"{line}  ratio {rate / floors[connections]:.3f}")
-            for label, command, tree in trees:
-                with _database(name, scratch) as url:
-                    callbacks = build(_calls(url, args.calls), credentials)
-                    line, _ = measure(
-                        f"{label}, {name} at {args.rate:g} req/s",
+                    line, rate = on_fresh_database(
+                        name,
+                        f"{label}, {name} x{connections}",
                         command,
-                        port,
-                        env | tree | {"DIALER_DATABASE_URL": url},
-                        callbacks,
-                        connections=64,
-                        seconds=args.seconds,
-                        rate=args.rate,
-                        database=url,
+                        tree,
+                        connections=connections,
+                        rate=None,
                     )
-                    print(line)
+                    print(f"{line}  ratio {rate / floors[connections]:.3f}")
+            for label, command, tree in trees:
+                line, _ = on_fresh_database(
+                    name,
+                    f"{label}, {name} at {args.rate:g} req/s",
+                    command,
+                    tree,
+                    connections=64,
+                    rate=args.rate,
+                )
+                print(line)
 
 
 @contextmanager
