@@ -21,8 +21,10 @@ from sqlmodel import col, select
 
 from dialer import db
 from dialer.embedded import BackgroundServer, loopback_socket
+from dialer.errors import WebhookAuthError
 from dialer.models import Attempt, Contact, DtmfAnswer, WebhookEvent, utcnow
-from dialer.receiver import create_app
+from dialer.providers.base import Webhook
+from dialer.receiver import Callback, create_app
 from dialer.settings import Settings
 from dialer.simulators.vonage import sign_webhook
 from tests.dialer.factories import campaign_with_contacts, queued_attempts
@@ -368,3 +370,50 @@ def test_a_cequens_dtmf_callback_without_digits_does_not_lock_out_the_answer(set
     with db.session_scope(settings.database_url) as session:
         answers = session.exec(select(DtmfAnswer)).all()
     assert [(answer.digits, answer.valid) for answer in answers] == [("2", True)]
+
+
+def _callback(attempt: Attempt | None, body: dict[str, object]) -> Callback:
+    token = attempt.callback_token if attempt is not None else "not-a-token"
+    hook = Webhook(kind="event", method="POST", headers={}, query={}, body=json.dumps(body).encode())
+    return Callback("vonage", token, hook)
+
+
+def test_callbacks_written_together_commit_once_and_a_bad_one_costs_the_others_nothing(
+    any_db: Settings,
+) -> None:
+    first, second = (_attempt_for(any_db, f"+1212555{n:04d}") for n in (1, 2))
+    writer = create_app(any_db).state.writer
+    commits: list[object] = []
+
+    def count(connection: object) -> None:
+        commits.append(connection)
+
+    engine = db.get_engine(any_db.database_url)
+    sa.event.listen(engine, "commit", count)
+    try:
+        answered = EVENT | {"uuid": "call-1", "status": "answered"}
+        together = writer.write([_callback(first, answered), _callback(second, EVENT | {"uuid": "call-2"})])
+        assert together == [(True, None), (True, None)]
+        assert len(commits) == 1  # two callbacks, one transaction
+        commits.clear()
+        completed = answered | {"status": "completed", "duration": "30"}
+        mixed = [_callback(first, completed), _callback(None, completed), _callback(first, completed)]
+        outcomes = writer.write(mixed)
+    finally:
+        sa.event.remove(engine, "commit", count)
+    assert [ok for ok, _ in outcomes] == [True, False, True]
+    assert isinstance(outcomes[1][1], WebhookAuthError)
+    assert len(commits) == 2  # the group was rolled back, and each good one written alone
+    # first's answered and completed, second's answered: the copy of completed is a redelivery
+    assert sorted(event.attempt_id or 0 for event in _stored(any_db)) == sorted(
+        [first.id, first.id, second.id]
+    )
+    row = _row(any_db, first)
+    assert (row.status, row.duration) == ("completed", 30)
+
+
+def test_with_the_database_down_a_callback_gets_a_503_to_come_again(settings: Settings) -> None:
+    down = settings.model_copy(update={"database_url": "postgresql://dialer@127.0.0.1:9/none"})
+    with receiver(down) as client:
+        answer = client.post("/webhooks/vonage/some-token/event", json=EVENT)
+    assert (answer.status_code, answer.headers["Retry-After"]) == (503, "5")
