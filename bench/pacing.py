@@ -2,6 +2,7 @@
 
     python bench/pacing.py [--limits 1 20] [--seconds 90] [--workers 2] [--margin 0.01]
                            [--delay 20 100 [--delayed provider redis postgres] --transit 0.15]
+                           [--hosts]
 
 For each limit: the Vonage simulator refusing more than ``limit`` calls in any second, the
 receiver, ``--workers`` Celery worker processes and beat, Redis and a fresh PostgreSQL database,
@@ -11,6 +12,10 @@ simulator's own log of every create-call request:
 - busiest second / limit: the most requests in any one-second window, over the limit (must be <= 1.00);
 - utilisation: calls placed per second while placing, over the limit (goal >= 0.98);
 - makespan / (contacts / limit): from ``campaign start`` returning to the last call placed (goal <= 1.03).
+
+With ``--hosts``, each worker and beat run on a host of their own (tests/netns.py: a network
+namespace with its own address and TCP stack, on a bridge), reaching the simulator, Redis and
+PostgreSQL through tests/netdelay.py (delayed only as ``--delay`` says), as from other machines.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import REDIS_URL, machine, postgres_database
 from dialer.simulators import dev_credentials
 from dialer.simulators.base import busiest_second
+from tests import netns
 from tests.workers.deployment import Deployment, deployment
 
 CAMPAIGN = """
@@ -106,11 +112,12 @@ def run_campaign(
     time_scale: float = 0.05,
     delay: tuple[float, float] | None = None,
     delayed: frozenset[str] = frozenset({"provider"}),
+    hosts: bool = False,
 ) -> tuple[float, dict[str, Any]]:
     """A campaign of ``contacts`` answering numbers on a fresh deployment, until the simulator has
     placed every call: when ``campaign start`` returned (epoch seconds), and the simulator's log."""
-    options = {"settings": settings, "rate": rate, "workers": workers, "threads": threads}
-    options |= {"time_scale": time_scale, "delay": delay, "delayed": delayed}
+    options: dict[str, Any] = {"settings": settings, "rate": rate, "workers": workers, "threads": threads}
+    options |= {"time_scale": time_scale, "delay": delay, "delayed": delayed, "hosts": hosts}
     with ready_campaign(contacts, **options) as (system, _):
         system.dialer("campaign", "start", "pacing", "--wait", "0")  # timed from here
         started = time.time()
@@ -131,13 +138,20 @@ def run(
     transit: float | None = None,
     delay: tuple[float, float] | None = None,
     delayed: frozenset[str] = frozenset({"provider"}),
+    hosts: bool = False,
 ) -> str:
     contacts = round(limit * seconds)
     settings = {"DIALER_PACING_MARGIN": str(margin)}
     if transit is not None:
         settings["DIALER_PACING_TRANSIT"] = str(transit)
     started, log = run_campaign(
-        contacts=contacts, rate=limit, workers=workers, settings=settings, delay=delay, delayed=delayed
+        contacts=contacts,
+        rate=limit,
+        workers=workers,
+        settings=settings,
+        delay=delay,
+        delayed=delayed,
+        hosts=hosts,
     )
     placed = sorted(p["at"] for p in log["placements"])
     requests = sorted(log["requests"])
@@ -152,9 +166,9 @@ def run(
     )
     utilisation = (len(placed) - 1) / (limit * (placed[-1] - placed[0]))
     makespan = placed[-1] - started
-    network = ""
+    network = "  workers on hosts of their own" if hosts else ""
     if delay is not None:
-        network = f"  {'+'.join(sorted(delayed))} {delay[0]:g}-{delay[1]:g} ms away, transit {transit}"
+        network += f"  {'+'.join(sorted(delayed))} {delay[0]:g}-{delay[1]:g} ms away, transit {transit}"
     return (
         f"limit {limit:>4g}/s  {contacts:>5} contacts  {workers} workers  margin {margin:.2f}{network}:  "
         f"busiest second/limit {busiest / limit:.2f} ({busiest} requests, {log['throttled']} refused)  "
@@ -182,7 +196,14 @@ def main() -> None:
         "--delayed", nargs="+", default=["provider"], choices=["provider", "redis", "postgres"]
     )
     parser.add_argument("--transit", type=float, help="DIALER_PACING_TRANSIT (default: the dialer's)")
+    parser.add_argument(
+        "--hosts",
+        action="store_true",
+        help="each worker (and beat) on a host of its own: a network namespace on a bridge (needs root)",
+    )
     options = parser.parse_args()
+    if options.hosts and (reason := netns.unavailable()):
+        parser.error(f"--hosts: {reason}")
     print(machine())
     for margin in options.margin:
         for limit in options.limits:
@@ -194,6 +215,7 @@ def main() -> None:
                 transit=options.transit,
                 delay=tuple(options.delay) if options.delay else None,
                 delayed=frozenset(options.delayed),
+                hosts=options.hosts,
             )
             print(line, flush=True)
 

@@ -6,7 +6,7 @@ Every chunk, in either direction, is held for a delay drawn uniformly between th
 (milliseconds) before it is passed on; chunks of one connection keep their order (a chunk never
 overtakes the one before it), while connections are delayed independently, so requests sent in
 one order over several connections may arrive in another, as on a real network. This kernel has
-no netem; this proxy is for the benches and tests, on loopback only.
+no netem; this proxy is for the benches and tests, on loopback (or the bridge of tests/netns.py) only.
 """
 
 from __future__ import annotations
@@ -72,25 +72,33 @@ def _handler(target: tuple[str, int], low: float, high: float, seed: int | None)
 
 
 async def serve(
-    listen_port: int, target: tuple[str, int], low_ms: float, high_ms: float, seed: int | None = None
+    listen_port: int,
+    target: tuple[str, int],
+    low_ms: float,
+    high_ms: float,
+    seed: int | None = None,
+    host: str = "127.0.0.1",
 ) -> None:
-    """Forward ``127.0.0.1:listen_port`` to ``target``, every chunk delayed ``low_ms`` to ``high_ms``."""
-    server = await asyncio.start_server(
-        _handler(target, low_ms / 1000, high_ms / 1000, seed), "127.0.0.1", listen_port
-    )
+    """Forward ``host:listen_port`` to ``target``, every chunk delayed ``low_ms`` to ``high_ms``."""
+    handle = _handler(target, low_ms / 1000, high_ms / 1000, seed)
+    server = await asyncio.start_server(handle, host, listen_port)
     async with server:
         await server.serve_forever()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--listen", type=int, required=True, help="the loopback port to listen on")
+    parser.add_argument("--listen", type=int, required=True, help="the port to listen on")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="where to listen: loopback, or the bridge of tests/netns.py"
+    )
     parser.add_argument("--to", required=True, help="host:port to forward to")
     parser.add_argument("--delay", type=float, nargs=2, default=[20.0, 100.0], metavar=("LOW_MS", "HIGH_MS"))
     parser.add_argument("--seed", type=int)
     options = parser.parse_args()
     host, port = options.to.rsplit(":", 1)
-    asyncio.run(serve(options.listen, (host, int(port)), *options.delay, options.seed))
+    target = (host, int(port))
+    asyncio.run(serve(options.listen, target, *options.delay, options.seed, host=options.host))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -23,6 +23,7 @@ from dialer.cli import main
 from dialer.embedded import loopback_socket
 from dialer.settings import get_settings
 from dialer.simulators import simulator_urls
+from tests.netns import Lan, lan
 
 RATE = 20
 DIALER = [sys.executable, "-m", "dialer"]
@@ -92,10 +93,10 @@ def _host_port(url: str) -> str:
     return f"{parsed.hostname}:{parsed.port or {'redis': 6379}.get(parsed.scheme, 5432)}"
 
 
-def _with_port(url: str, port: int) -> str:
+def _with_address(url: str, host: str, port: int) -> str:
     parsed = urlsplit(url)
     user = f"{parsed.username}@" if parsed.username else ""
-    return urlunsplit(parsed._replace(netloc=f"{user}127.0.0.1:{port}"))
+    return urlunsplit(parsed._replace(netloc=f"{user}{host}:{port}"))
 
 
 @dataclass
@@ -105,6 +106,8 @@ class Deployment:
     sim_url: str
     web_url: str
     threads: int = 16
+    lan: Lan | None = None
+    """The hosts the workers and beat run on, if not this one (tests/netns.py)."""
     running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     runner: CliRunner = field(default_factory=CliRunner)
 
@@ -117,9 +120,18 @@ class Deployment:
         return result.output
 
     def start(
-        self, name: str, command: list[str], *, priority: int = 0, env: dict[str, str] | None = None
+        self,
+        name: str,
+        command: list[str],
+        *,
+        priority: int = 0,
+        env: dict[str, str] | None = None,
+        host: int | None = None,
     ) -> None:
-        """Start a process; a negative ``priority`` (nice value) where the system allows it."""
+        """Start a process (on the lan's ``host``, if given); a negative ``priority`` (nice value)
+        where the system allows it."""
+        if host is not None and self.lan is not None:
+            command = self.lan.on(host, command)
         with (self.directory / f"{name}.log").open("wb") as log:
             self.running[name] = subprocess.Popen(
                 command,
@@ -130,9 +142,9 @@ class Deployment:
                 preexec_fn=(lambda: _renice(priority)) if priority else None,
             )
 
-    def start_worker(self, name: str) -> None:
+    def start_worker(self, name: str, host: int | None = None) -> None:
         pool = ["--pool", "threads", "-c", str(self.threads)]
-        self.start(name, [*CELERY, "worker", *pool, "-n", f"{name}@%h", "-l", "warning"])
+        self.start(name, [*CELERY, "worker", *pool, "-n", f"{name}@%h", "-l", "warning"], host=host)
 
     def kill(self, name: str) -> None:
         """SIGKILL: no goodbye, no acknowledgements, exactly like a machine that dies."""
@@ -164,35 +176,67 @@ def deployment(
     delay: tuple[float, float] | None = None,
     delayed: frozenset[str] = frozenset({"provider"}),
     receivers: int = 1,
+    hosts: bool = False,
 ) -> Iterator[Deployment]:
     """Start every process (``workers`` Celery workers of ``threads`` threads); stop them all afterwards.
 
     ``rate`` is the provider account's limit, the same for the simulator and the dialer;
     ``time_scale`` multiplies the simulated callees' delays (ringing, talking, answering). With
     ``delay`` (milliseconds, low and high), the workers and beat reach the ``delayed`` parts
-    (``provider``, ``redis``, ``postgres``) through tests/netdelay.py, as across a network.
+    (``provider``, ``redis``, ``postgres``) through tests/netdelay.py, as across a network. With
+    ``hosts``, each worker and beat run on a host of their own (tests/netns.py), which reaches
+    every part through tests/netdelay.py on the bridge (delayed as said, the others at once).
     """
+    with lan(workers + 1) if hosts else nullcontext() as network:
+        yield from _deploy(
+            directory,
+            provider=provider,
+            postgres_url=postgres_url,
+            redis_url=redis_url,
+            credentials=credentials,
+            settings=settings,
+            rate=rate,
+            workers=workers,
+            threads=threads,
+            time_scale=time_scale,
+            delay=delay,
+            delayed=delayed if delay is not None else frozenset(),
+            receivers=receivers,
+            network=network,
+        )
+
+
+def _deploy(
+    directory: Path,
+    *,
+    provider: str,
+    postgres_url: str,
+    redis_url: str,
+    credentials: dict[str, dict[str, str]],
+    settings: dict[str, str] | None,
+    rate: float,
+    workers: int,
+    threads: int,
+    time_scale: float,
+    delay: tuple[float, float] | None,
+    delayed: frozenset[str],
+    receivers: int,
+    network: Lan | None,
+) -> Iterator[Deployment]:
     sim_port, web_port = free_port(), free_port()
     sim_url, web_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{web_port}"
+    listen = "127.0.0.1" if network is None else network.gateway
     proxies: dict[str, list[str]] = {}
-    provider_url, database, broker = sim_url, postgres_url, redis_url
-    if delay is not None:
-        parts = {
-            "provider": (f"127.0.0.1:{sim_port}", lambda port: f"http://127.0.0.1:{port}"),
-            "redis": (_host_port(redis_url), lambda port: _with_port(redis_url, port)),
-            "postgres": (_host_port(postgres_url), lambda port: _with_port(postgres_url, port)),
-        }
-        for part in sorted(delayed):
-            target, through = parts[part]
-            port = free_port()
-            proxies[part] = [sys.executable, "-m", "tests.netdelay", "--listen", str(port), "--to", target]
-            proxies[part] += ["--delay", str(delay[0]), str(delay[1])]
-            if part == "provider":
-                provider_url = through(port)
-            elif part == "redis":
-                broker = through(port)
-            else:
-                database = through(port)
+    urls = {"provider": sim_url, "redis": redis_url, "postgres": postgres_url}
+    targets = {"provider": f"127.0.0.1:{sim_port}", "redis": _host_port(redis_url)}
+    targets["postgres"] = _host_port(postgres_url)
+    for part in sorted(targets if network is not None else delayed):
+        port = free_port()
+        low, high = delay if delay is not None and part in delayed else (0.0, 0.0)
+        proxies[part] = [sys.executable, "-m", "tests.netdelay", "--listen", str(port), "--host", listen]
+        proxies[part] += ["--to", targets[part], "--delay", str(low), str(high)]
+        urls[part] = _with_address(urls[part], listen, port)
+    provider_url, database, broker = urls["provider"], urls["postgres"], urls["redis"]
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("DIALER_")},
         "DIALER_DATABASE_URL": database,
@@ -204,7 +248,9 @@ def deployment(
         **provider_env(provider, credentials, sim_url=provider_url, directory=directory, rate=rate),
         **(settings or {}),
     }
-    system = Deployment(directory=directory, env=env, sim_url=sim_url, web_url=web_url, threads=threads)
+    system = Deployment(
+        directory=directory, env=env, sim_url=sim_url, web_url=web_url, threads=threads, lan=network
+    )
     simulate = ["simulate", "--provider", provider, "--port", str(sim_port), "--rate-limit", str(rate)]
     try:
         for part, command in proxies.items():
@@ -219,8 +265,9 @@ def deployment(
             env={"DIALER_DATABASE_URL": postgres_url},
         )
         for number in range(1, workers + 1):
-            system.start_worker(f"w{number}")
-        system.start("beat", [*CELERY, "beat", "-s", str(directory / "beat-schedule"), "-l", "warning"])
+            system.start_worker(f"w{number}", host=number - 1)
+        beat = [*CELERY, "beat", "-s", str(directory / "beat-schedule"), "-l", "warning"]
+        system.start("beat", beat, host=workers)
         wait_for(f"{sim_url}/_simulator/count")
         wait_for(f"{web_url}/health")
         wait_for_workers(redis_url, workers)  # a campaign started now is dialled at once, as in service

@@ -1,14 +1,18 @@
 """The rate limit holds across a network: the workers reach the provider (and, in another run,
 Redis and PostgreSQL) through tests/netdelay.py, 20 to 100 ms each way, jittered per packet, so
-requests sent in one order may arrive in another. The simulator's own log is the witness."""
+requests sent in one order may arrive in another; in a third, each worker and beat run on a host
+of their own (a network namespace, tests/netns.py). The simulator's own log is the witness."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import pytest
 
+from tests import netns
+from tests.conftest import unavailable
 from tests.e2e import campaign_status, write_campaign, write_contacts
 from tests.workers.deployment import deployment
 from tests.workers.test_faults import check_exactly_once
@@ -20,10 +24,14 @@ DELAY_MS = (20.0, 100.0)
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(
-    ("delayed", "contacts"),
+    ("delayed", "contacts", "hosts"),
     # Every Redis and PostgreSQL round trip of the workers costs 40 to 200 ms there: fewer contacts.
-    [(frozenset({"provider"}), 300), (frozenset({"redis", "postgres"}), 100)],
-    ids=["provider", "redis-postgres"],
+    [
+        (frozenset({"provider"}), 300, False),
+        (frozenset({"redis", "postgres"}), 100, False),
+        (frozenset({"provider"}), 300, True),
+    ],
+    ids=["provider", "redis-postgres", "provider-from-hosts-of-their-own"],
 )
 def test_no_second_at_the_provider_holds_more_than_the_limit_across_a_jittered_network(
     tmp_path: Path,
@@ -32,7 +40,10 @@ def test_no_second_at_the_provider_holds_more_than_the_limit_across_a_jittered_n
     credentials: dict[str, dict[str, str]],
     delayed: frozenset[str],
     contacts: int,
+    hosts: bool,
 ) -> None:
+    if hosts and (reason := netns.unavailable()):
+        unavailable(reason)
     # A request may take up to 100 ms (and the proxy's own few) to reach the provider: the gate
     # must hold each permit that long at least (README: DIALER_PACING_TRANSIT).
     settings = {"DIALER_PACING_TRANSIT": "0.15"}
@@ -45,7 +56,13 @@ def test_no_second_at_the_provider_holds_more_than_the_limit_across_a_jittered_n
         settings=settings,
         delay=DELAY_MS,
         delayed=delayed,
+        hosts=hosts,
     ) as system:
+        if hosts:  # each worker is on a network of its own, not this process's
+            ours = os.readlink("/proc/self/ns/net")
+            pids = [system.running[name].pid for name in ("w1", "w2", "beat")]
+            spaces = {os.readlink(f"/proc/{pid}/ns/net") for pid in pids}
+            assert len(spaces) == 3 and ours not in spaces
         system.dialer("campaign", "create", str(write_campaign(tmp_path)))
         system.dialer("import", str(write_contacts(tmp_path, contacts)), "--campaign", "e2e")
         system.dialer("campaign", "start", "e2e")
