@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from functools import cache
 
 import redis
@@ -51,12 +52,20 @@ def pump() -> int:
         lock.release()
 
 
+SWEEP_LOCK_SECONDS = 60
+"""How long a sweep keeps others out at most. A sweep takes well under a second, but its worker
+may be killed holding the lock: sweeps then stop until it lapses (it was 300 s, longer than the
+kill -9 fault test's deadline). A sweep outliving it overlaps the next, whose guarded updates
+change nothing twice."""
+
+
 @app.task(name="dialer.sweep")
 def sweep() -> dict[str, int]:
-    lock = _redis().lock("dialer:sweep", timeout=300, blocking=False)
+    lock = _redis().lock("dialer:sweep", timeout=SWEEP_LOCK_SECONDS, blocking=False)
     if not lock.acquire():
         return {}
     try:
         return scheduler.sweep(runtime())
     finally:
-        lock.release()
+        with contextlib.suppress(redis.exceptions.LockNotOwnedError):  # it lapsed meanwhile
+            lock.release()
