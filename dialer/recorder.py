@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
@@ -63,6 +66,8 @@ class AttemptLike(Protocol):
 
 @dataclass(frozen=True)
 class AttemptRow:
+    """An attempt as its callback found it (before the callback changed anything)."""
+
     id: int
     campaign_id: int
     contact_id: int
@@ -70,16 +75,53 @@ class AttemptRow:
     provider_call_id: str | None
     answered_by: str | None
     ended_at: datetime | None
+    status: str
+    dtmf_buffer: str | None
 
 
 _ATTEMPT_ROW = [ATTEMPTS.c[name] for name in AttemptRow.__dataclass_fields__]
 
-# Statements run for every callback are made once: making one costs more than running it.
+# Statements run for callbacks are made once: making one costs more than running it.
 _BY_TOKEN = sa.select(*_ATTEMPT_ROW).where(ATTEMPTS.c.callback_token == sa.bindparam("token"))
 _BY_CALL = sa.select(*_ATTEMPT_ROW).where(
     ATTEMPTS.c.provider == sa.bindparam("provider"), ATTEMPTS.c.provider_call_id == sa.bindparam("call_id")
 )
 _CAMPAIGN = sa.select(CAMPAIGNS.c.status, CAMPAIGNS.c.spec).where(CAMPAIGNS.c.id == sa.bindparam("id"))
+_ATTEMPT_ID = ATTEMPTS.c.id == sa.bindparam("attempt")
+_CONTACT_ID = CONTACTS.c.id == sa.bindparam("contact")
+_STATUS = sa.select(ATTEMPTS.c.status).where(_ATTEMPT_ID)
+_VALID_ANSWER = sa.select(ANSWERS.c.valid).where(
+    ANSWERS.c.attempt_id == sa.bindparam("attempt"), ANSWERS.c.valid
+)
+_ATTEMPTS_MADE = sa.select(CONTACTS.c.attempts).where(_CONTACT_ID)
+_VARIABLES = sa.select(CONTACTS.c.variables).where(_CONTACT_ID)
+_ANSWERED_BY = (
+    sa.update(ATTEMPTS)
+    .where(_ATTEMPT_ID, ATTEMPTS.c.status.in_(_LIVE))
+    .values(answered_by=sa.bindparam("answered_by"))
+)
+_ADD_TO_BUFFER = (
+    sa.update(ATTEMPTS)
+    .where(_ATTEMPT_ID)
+    .values(
+        dtmf_buffer=sa.func.substr(
+            sa.func.coalesce(ATTEMPTS.c.dtmf_buffer, "") + sa.bindparam("piece", type_=sa.String), 1, 64
+        )
+    )
+    .returning(ATTEMPTS.c.dtmf_buffer)
+)
+_CLEAR_BUFFER = sa.update(ATTEMPTS).where(_ATTEMPT_ID).values(dtmf_buffer=None)
+_NEXT_ROUND = (
+    sa.update(ATTEMPTS)
+    .where(_ATTEMPT_ID)
+    .values(dtmf_rounds=ATTEMPTS.c.dtmf_rounds + 1)
+    .returning(ATTEMPTS.c.dtmf_rounds)
+)
+_ANSWERED_LATE = (
+    sa.update(CONTACTS)
+    .where(_CONTACT_ID, CONTACTS.c.result == ContactResult.REACHED)
+    .values(result=ContactResult.DTMF_ANSWERED)
+)
 
 
 def _attempt(session: Db, statement: sa.Select[Any], **params: Any) -> AttemptRow | None:
@@ -87,10 +129,40 @@ def _attempt(session: Db, statement: sa.Select[Any], **params: Any) -> AttemptRo
     return None if row is None else AttemptRow(*row)
 
 
+_READ_ONCE: ContextVar[dict[int, tuple[str, CampaignSpec]] | None] = ContextVar("campaigns", default=None)
+
+
+@contextmanager
+def campaigns_read_once() -> Iterator[None]:
+    """Within the block, each campaign's status and spec is read once: for a group of callbacks
+    recorded in one transaction, most of them about the same few campaigns."""
+    token = _READ_ONCE.set({})
+    try:
+        yield
+    finally:
+        _READ_ONCE.reset(token)
+
+
 def _campaign(session: Db, campaign_id: int) -> tuple[str, CampaignSpec]:
     """A campaign's status and spec."""
+    read = _READ_ONCE.get()
+    if read is not None and campaign_id in read:
+        return read[campaign_id]
     status, spec = session.execute(_CAMPAIGN, {"id": campaign_id}).one()
-    return status, spec_from(spec)
+    campaign = status, spec_from(spec)
+    if read is not None:
+        read[campaign_id] = campaign
+    return campaign
+
+
+@cache
+def _settle_contact(columns: tuple[str, ...]) -> sa.Update:
+    """The update of :func:`settle` to a contact still being called, setting ``columns``."""
+    return (
+        sa.update(CONTACTS)
+        .where(_CONTACT_ID, CONTACTS.c.state == ContactState.CALLING)
+        .values({column: sa.bindparam(f"b_{column}") for column in columns})
+    )
 
 
 @cache
@@ -127,25 +199,21 @@ def settle(
     """After a final outcome: finish the contact, or schedule its next attempt by the retry policy."""
     values: dict[str, Any]
     if outcome == AttemptStatus.COMPLETED:
-        answered = session.scalar(
-            sa.select(ANSWERS.c.valid).where(ANSWERS.c.attempt_id == attempt.id, ANSWERS.c.valid)
-        )
+        answered = session.scalar(_VALID_ANSWER, {"attempt": attempt.id})
         result = ContactResult.DTMF_ANSWERED if answered else ContactResult.REACHED
         values = {"state": ContactState.DONE, "result": result}
     elif campaign_status == CampaignStatus.CANCELLED:
         values = {"state": ContactState.DONE, "result": ContactResult.CANCELLED}
     else:
-        made = session.scalar(sa.select(CONTACTS.c.attempts).where(CONTACTS.c.id == attempt.contact_id))
+        made = session.scalar(_ATTEMPTS_MADE, {"contact": attempt.contact_id})
         retry_at = next_attempt_at(spec.retry, outcome=outcome, attempts_made=made or 0, ended_at=now)
         if retry_at is None:
             values = {"state": ContactState.DONE, "result": ContactResult.EXHAUSTED}
         else:
             values = {"state": ContactState.PENDING, "next_attempt_at": retry_at}
-    session.execute(
-        sa.update(CONTACTS)
-        .where(CONTACTS.c.id == attempt.contact_id, CONTACTS.c.state == ContactState.CALLING)
-        .values(updated_at=now, **values)
-    )
+    values["updated_at"] = now
+    params = {"contact": attempt.contact_id} | {f"b_{column}": value for column, value in values.items()}
+    session.execute(_settle_contact(tuple(sorted(values))), params)
 
 
 def finish(
@@ -175,11 +243,7 @@ def apply_event(
         return
     if event.answered_by:
         # Who answered belongs to the call while it lasts: a late event never rewrites a finished one.
-        session.execute(
-            sa.update(ATTEMPTS)
-            .where(ATTEMPTS.c.id == attempt.id, ATTEMPTS.c.status.in_(_LIVE))
-            .values(answered_by=event.answered_by)
-        )
+        session.execute(_ANSWERED_BY, {"attempt": attempt.id, "answered_by": event.answered_by})
     status = event.status
     if status is None:
         return
@@ -218,7 +282,7 @@ def _blocked_by_account(
 
 
 def _call_over(session: Db, attempt_id: int) -> bool:
-    status = session.scalar(sa.select(ATTEMPTS.c.status).where(ATTEMPTS.c.id == attempt_id))
+    status = session.scalar(_STATUS, {"attempt": attempt_id})
     return status is not None and AttemptStatus(status).is_final
 
 
@@ -242,12 +306,7 @@ def take_input(
     digits = event.digits or ""
     if not event.input_complete:
         piece, hashed, _ = digits.partition("#")
-        buffer = session.execute(
-            sa.update(ATTEMPTS)
-            .where(ATTEMPTS.c.id == attempt_id)
-            .values(dtmf_buffer=sa.func.substr(sa.func.coalesce(ATTEMPTS.c.dtmf_buffer, "") + piece, 1, 64))
-            .returning(ATTEMPTS.c.dtmf_buffer)
-        ).scalar_one()
+        buffer = session.execute(_ADD_TO_BUFFER, {"attempt": attempt_id, "piece": piece}).scalar_one()
         ended = bool(hashed) and question.terminator == "#"
         if not ended and len(buffer or "") < question.max_digits and not _call_over(session, attempt_id):
             return "more", len(buffer or "")
@@ -260,13 +319,12 @@ def take_input(
 
 def _clear_buffer(session: Db, attempt_id: int) -> None:
     """Empty the answer collected so far: it has been judged (a new round starts afresh)."""
-    session.execute(sa.update(ATTEMPTS).where(ATTEMPTS.c.id == attempt_id).values(dtmf_buffer=None))
+    session.execute(_CLEAR_BUFFER, {"attempt": attempt_id})
 
 
-def _judge_rest(session: Db, *, attempt: AttemptLike, question: Question, now: datetime) -> None:
+def _judge_rest(session: Db, *, attempt: AttemptRow, question: Question, now: datetime) -> None:
     """At the end of the call: judge an answer left incomplete, if any arrived."""
-    rest = session.scalar(sa.select(ATTEMPTS.c.dtmf_buffer).where(ATTEMPTS.c.id == attempt.id))
-    if rest:
+    if rest := attempt.dtmf_buffer:
         _clear_buffer(session, attempt.id or 0)
         _judge(session, attempt=attempt, question=question, digits=rest, interactive=False, now=now)
 
@@ -280,12 +338,7 @@ def _judge(
     interactive: bool,
     now: datetime,
 ) -> tuple[Literal["accepted", "retry", "done"], int]:
-    rounds = session.execute(
-        sa.update(ATTEMPTS)
-        .where(ATTEMPTS.c.id == attempt.id)
-        .values(dtmf_rounds=ATTEMPTS.c.dtmf_rounds + 1)
-        .returning(ATTEMPTS.c.dtmf_rounds)
-    ).scalar_one()
+    rounds = session.execute(_NEXT_ROUND, {"attempt": attempt.id}).scalar_one()
     final = not interactive or rounds >= question.attempts or _call_over(session, attempt.id or 0)
     outcome = record_input(session, attempt=attempt, question=question, digits=digits, final=final, now=now)
     return outcome, len(digits)
@@ -312,11 +365,7 @@ def record_input(
         return "done"  # the attempt's answer is stored already
     if valid:
         # The call may already be settled as reached: an answer that arrives late still counts.
-        session.execute(
-            sa.update(CONTACTS)
-            .where(CONTACTS.c.id == attempt.contact_id, CONTACTS.c.result == ContactResult.REACHED)
-            .values(result=ContactResult.DTMF_ANSWERED)
-        )
+        session.execute(_ANSWERED_LATE, {"contact": attempt.contact_id})
     return "accepted" if valid else "done"
 
 
@@ -340,18 +389,15 @@ def _bind_call_id(session: Db, *, attempt: AttemptLike, call_id: str) -> None:
         raise WebhookAuthError("callback about another call than its attempt's")
 
 
-def _check_input_time(session: Db, *, attempt_id: int, now: datetime) -> None:
+def _check_input_time(attempt: AttemptRow, now: datetime) -> None:
     """DTMF input belongs to an answered call: while it lasts, or just after it ended (some
     providers post the keys when the call ends)."""
-    status, ended_at = session.execute(
-        sa.select(ATTEMPTS.c.status, ATTEMPTS.c.ended_at).where(ATTEMPTS.c.id == attempt_id)
-    ).one()
-    current = AttemptStatus(status)
+    current = AttemptStatus(attempt.status)
     if not current.is_final:
         return
     if current not in (AttemptStatus.COMPLETED, AttemptStatus.MACHINE):
         raise WebhookPayloadError(f"DTMF input for a call that was not answered ({current})")
-    if ended_at is not None and ended_at < now - INPUT_AFTER_END:
+    if attempt.ended_at is not None and attempt.ended_at < now - INPUT_AFTER_END:
         raise WebhookPayloadError("DTMF input long after the call ended")
 
 
@@ -463,7 +509,7 @@ def record_webhook(
             )
             return None
     if event.digits is not None:
-        _check_input_time(session, attempt_id=attempt.id or 0, now=now)
+        _check_input_time(attempt, now)
     if not _store(session, provider=provider, token=token, webhook=webhook, attempt_id=attempt.id, now=now):
         return None  # a redelivery of a callback already recorded
     apply_event(session, attempt=attempt, event=event, now=now, provider_title=provider.title)
@@ -474,7 +520,7 @@ def record_webhook(
     _, spec = _campaign(session, attempt.campaign_id)
     if leave_message:  # a machine is ready to record: leave the message, skip the question
         assert provider.reply_to_machine is not None
-        variables = session.scalar(sa.select(CONTACTS.c.variables).where(CONTACTS.c.id == attempt.contact_id))
+        variables = session.scalar(_VARIABLES, {"contact": attempt.contact_id})
         return provider.reply_to_machine(spec.message, spec.message.render(variables or {}))
     if spec.question is None:
         return None
