@@ -308,8 +308,14 @@ async def _drive(
 
 @contextmanager
 def _server(command: list[str], port: int, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    # Another checkout's server (``--compare``) runs from its own directory: ``python -m`` puts the
+    # working directory ahead of PYTHONPATH, so from here it would import this checkout's code.
     process = subprocess.Popen(
-        command, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        command,
+        env={**os.environ, **env},
+        cwd=env.get("PYTHONPATH"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 30
