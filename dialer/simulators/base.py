@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections import Counter, deque
@@ -59,6 +60,25 @@ BEEP_SECONDS = 10.0
 
 
 CALLBACK_CONNECTIONS = 32
+CALLBACK_POOLS = 4
+
+
+class _Pools(httpx.AsyncBaseTransport):
+    """Requests taken in turn by several small connection pools. httpcore looks at every
+    connection of its pool (a system call each) for every request it sends: with 32 connections
+    in one pool that was a third of a simulator's CPU (py-spy, bench/lifecycle.py)."""
+
+    def __init__(self, pools: int, connections: int) -> None:
+        limits = httpx.Limits(max_connections=connections)
+        self._pools = [httpx.AsyncHTTPTransport(limits=limits) for _ in range(pools)]
+        self._turn = itertools.cycle(self._pools)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await next(self._turn).handle_async_request(request)
+
+    async def aclose(self) -> None:
+        for pool in self._pools:
+            await pool.aclose()
 
 
 def callback_client() -> httpx.AsyncClient:
@@ -66,8 +86,8 @@ def callback_client() -> httpx.AsyncClient:
     the receiver; callbacks beyond them wait their turn (see :meth:`Simulation.deliver`), as a
     provider queues them. Only a receiver that takes more than 5 s to answer one fails it (and it
     is sent again)."""
-    limits = httpx.Limits(max_connections=CALLBACK_CONNECTIONS)
-    return httpx.AsyncClient(timeout=httpx.Timeout(5.0, pool=None), limits=limits)
+    pools = _Pools(CALLBACK_POOLS, CALLBACK_CONNECTIONS // CALLBACK_POOLS)
+    return httpx.AsyncClient(timeout=httpx.Timeout(5.0, pool=None), transport=pools)
 
 
 @dataclass(frozen=True)
