@@ -31,7 +31,7 @@ from dialer.errors import WebhookAuthError, WebhookPayloadError, WebhookUnsigned
 from dialer.models import utcnow
 from dialer.providers import PROVIDERS
 from dialer.providers.base import Webhook
-from dialer.recorder import campaigns_read_once, record_webhook
+from dialer.recorder import read_together, record_webhook
 from dialer.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -111,7 +111,7 @@ class GroupWriter:
         # other processes then lock the same attempts in the same order, and cannot deadlock.
         order = sorted(range(len(group)), key=lambda index: group[index].token)
         try:
-            with transaction(self._url) as connection, campaigns_read_once():
+            with transaction(self._url) as connection, read_together(connection, [c.token for c in group]):
                 replies = {index: self._record(connection, group[index]) for index in order}
         except Exception as error:
             if len(group) == 1:

@@ -129,23 +129,44 @@ def _attempt(session: Db, statement: sa.Select[Any], **params: Any) -> AttemptRo
     return None if row is None else AttemptRow(*row)
 
 
-_READ_ONCE: ContextVar[dict[int, tuple[str, CampaignSpec]] | None] = ContextVar("campaigns", default=None)
+_BY_TOKENS = sa.select(ATTEMPTS.c.callback_token, *_ATTEMPT_ROW).where(
+    ATTEMPTS.c.callback_token.in_(sa.bindparam("tokens", expanding=True))
+)
+
+
+@dataclass
+class _GroupReads:
+    attempts: dict[str, AttemptRow]
+    """Attempts by token, read together; each is taken once, and read again for a later callback."""
+    campaigns: dict[int, tuple[str, CampaignSpec]]
+
+
+_GROUP: ContextVar[_GroupReads | None] = ContextVar("group_reads", default=None)
 
 
 @contextmanager
-def campaigns_read_once() -> Iterator[None]:
-    """Within the block, each campaign's status and spec is read once: for a group of callbacks
-    recorded in one transaction, most of them about the same few campaigns."""
-    token = _READ_ONCE.set({})
+def read_together(session: Db, tokens: list[str]) -> Iterator[None]:
+    """For a group of callbacks recorded in one transaction: the attempts of their ``tokens`` are
+    read in one statement, and each campaign's status and spec once, when first needed."""
+    rows = session.execute(_BY_TOKENS, {"tokens": sorted(set(tokens))}).all()
+    token = _GROUP.set(_GroupReads({row[0]: AttemptRow(*row[1:]) for row in rows}, {}))
     try:
         yield
     finally:
-        _READ_ONCE.reset(token)
+        _GROUP.reset(token)
+
+
+def _attempt_by_token(session: Db, token: str) -> AttemptRow | None:
+    group = _GROUP.get()
+    if group is not None and token in group.attempts:
+        return group.attempts.pop(token)
+    return _attempt(session, _BY_TOKEN, token=token)
 
 
 def _campaign(session: Db, campaign_id: int) -> tuple[str, CampaignSpec]:
     """A campaign's status and spec."""
-    read = _READ_ONCE.get()
+    group = _GROUP.get()
+    read = None if group is None else group.campaigns
     if read is not None and campaign_id in read:
         return read[campaign_id]
     status, spec = session.execute(_CAMPAIGN, {"id": campaign_id}).one()
@@ -482,7 +503,7 @@ def record_webhook(
     """
     provider.verify_webhook(webhook, settings)
     if provider.per_call_callbacks:
-        attempt = _attempt(session, _BY_TOKEN, token=token)
+        attempt = _attempt_by_token(session, token)
         if attempt is None or attempt.provider != provider.name:
             raise WebhookAuthError("unknown callback token")
         if attempt.ended_at is not None and attempt.ended_at < now - grace:

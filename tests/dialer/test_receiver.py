@@ -372,9 +372,9 @@ def test_a_cequens_dtmf_callback_without_digits_does_not_lock_out_the_answer(set
     assert [(answer.digits, answer.valid) for answer in answers] == [("2", True)]
 
 
-def _callback(attempt: Attempt | None, body: dict[str, object]) -> Callback:
+def _callback(attempt: Attempt | None, body: dict[str, object], kind: str = "event") -> Callback:
     token = attempt.callback_token if attempt is not None else "not-a-token"
-    hook = Webhook(kind="event", method="POST", headers={}, query={}, body=json.dumps(body).encode())
+    hook = Webhook(kind=kind, method="POST", headers={}, query={}, body=json.dumps(body).encode())
     return Callback("vonage", token, hook)
 
 
@@ -417,3 +417,16 @@ def test_with_the_database_down_a_callback_gets_a_503_to_come_again(settings: Se
     with receiver(down) as client:
         answer = client.post("/webhooks/vonage/some-token/event", json=EVENT)
     assert (answer.status_code, answer.headers["Retry-After"]) == (503, "5")
+
+
+def test_in_a_group_a_calls_later_callback_sees_what_its_earlier_one_did(any_db: Settings) -> None:
+    # The group's attempts are read together at its start; a second callback of the same call
+    # must see the first one's change: keys pressed after the call ended busy are refused.
+    attempt = _attempt_for(any_db, "+12125550001")
+    writer = create_app(any_db).state.writer
+    busy = EVENT | {"uuid": "call-1", "status": "busy"}
+    keys = {"uuid": "call-1", "dtmf": {"digits": "1", "timed_out": False}}
+    outcomes = writer.write([_callback(attempt, busy), _callback(attempt, keys, kind="input")])
+    assert outcomes[0] == (True, None)
+    assert not outcomes[1][0] and "not answered" in str(outcomes[1][1])
+    assert _row(any_db, attempt).status == "busy"
