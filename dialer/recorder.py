@@ -83,6 +83,9 @@ _ATTEMPT_ROW = [ATTEMPTS.c[name] for name in AttemptRow.__dataclass_fields__]
 
 # Statements run for callbacks are made once: making one costs more than running it.
 _BY_TOKEN = sa.select(*_ATTEMPT_ROW).where(ATTEMPTS.c.callback_token == sa.bindparam("token"))
+_BY_TOKENS = sa.select(ATTEMPTS.c.callback_token, *_ATTEMPT_ROW).where(
+    ATTEMPTS.c.callback_token.in_(sa.bindparam("tokens", expanding=True))
+)
 _BY_CALL = sa.select(*_ATTEMPT_ROW).where(
     ATTEMPTS.c.provider == sa.bindparam("provider"), ATTEMPTS.c.provider_call_id == sa.bindparam("call_id")
 )
@@ -127,11 +130,6 @@ _ANSWERED_LATE = (
 def _attempt(session: Db, statement: sa.Select[Any], **params: Any) -> AttemptRow | None:
     row = session.execute(statement, params).first()
     return None if row is None else AttemptRow(*row)
-
-
-_BY_TOKENS = sa.select(ATTEMPTS.c.callback_token, *_ATTEMPT_ROW).where(
-    ATTEMPTS.c.callback_token.in_(sa.bindparam("tokens", expanding=True))
-)
 
 
 @dataclass
