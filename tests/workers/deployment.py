@@ -187,98 +187,65 @@ def deployment(
     ``hosts``, each worker and beat run on a host of their own (tests/netns.py), which reaches
     every part through tests/netdelay.py on the bridge (delayed as said, the others at once).
     """
+    if delay is None:
+        delayed = frozenset()
     with lan(workers + 1) if hosts else nullcontext() as network:
-        yield from _deploy(
-            directory,
-            provider=provider,
-            postgres_url=postgres_url,
-            redis_url=redis_url,
-            credentials=credentials,
-            settings=settings,
-            rate=rate,
-            workers=workers,
-            threads=threads,
-            time_scale=time_scale,
-            delay=delay,
-            delayed=delayed if delay is not None else frozenset(),
-            receivers=receivers,
-            network=network,
+        sim_port, web_port = free_port(), free_port()
+        sim_url, web_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{web_port}"
+        listen = "127.0.0.1" if network is None else network.gateway
+        proxies: dict[str, list[str]] = {}
+        urls = {"provider": sim_url, "redis": redis_url, "postgres": postgres_url}
+        targets = {"provider": f"127.0.0.1:{sim_port}", "redis": _host_port(redis_url)}
+        targets["postgres"] = _host_port(postgres_url)
+        for part in sorted(targets if network is not None else delayed):
+            port = free_port()
+            low, high = delay if delay is not None and part in delayed else (0.0, 0.0)
+            proxies[part] = [sys.executable, "-m", "tests.netdelay", "--listen", str(port), "--host", listen]
+            proxies[part] += ["--to", targets[part], "--delay", str(low), str(high)]
+            urls[part] = _with_address(urls[part], listen, port)
+        provider_url, database, broker = urls["provider"], urls["postgres"], urls["redis"]
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("DIALER_")},
+            "DIALER_DATABASE_URL": database,
+            "DIALER_REDIS_URL": broker,
+            "DIALER_PUBLIC_URL": web_url,
+            "DIALER_TICK_SECONDS": "0.5",
+            "DIALER_SWEEP_SECONDS": "2",
+            "DIALER_REQUEUE_AFTER": "15",
+            **provider_env(provider, credentials, sim_url=provider_url, directory=directory, rate=rate),
+            **(settings or {}),
+        }
+        system = Deployment(
+            directory=directory, env=env, sim_url=sim_url, web_url=web_url, threads=threads, lan=network
         )
-
-
-def _deploy(
-    directory: Path,
-    *,
-    provider: str,
-    postgres_url: str,
-    redis_url: str,
-    credentials: dict[str, dict[str, str]],
-    settings: dict[str, str] | None,
-    rate: float,
-    workers: int,
-    threads: int,
-    time_scale: float,
-    delay: tuple[float, float] | None,
-    delayed: frozenset[str],
-    receivers: int,
-    network: Lan | None,
-) -> Iterator[Deployment]:
-    sim_port, web_port = free_port(), free_port()
-    sim_url, web_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{web_port}"
-    listen = "127.0.0.1" if network is None else network.gateway
-    proxies: dict[str, list[str]] = {}
-    urls = {"provider": sim_url, "redis": redis_url, "postgres": postgres_url}
-    targets = {"provider": f"127.0.0.1:{sim_port}", "redis": _host_port(redis_url)}
-    targets["postgres"] = _host_port(postgres_url)
-    for part in sorted(targets if network is not None else delayed):
-        port = free_port()
-        low, high = delay if delay is not None and part in delayed else (0.0, 0.0)
-        proxies[part] = [sys.executable, "-m", "tests.netdelay", "--listen", str(port), "--host", listen]
-        proxies[part] += ["--to", targets[part], "--delay", str(low), str(high)]
-        urls[part] = _with_address(urls[part], listen, port)
-    provider_url, database, broker = urls["provider"], urls["postgres"], urls["redis"]
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("DIALER_")},
-        "DIALER_DATABASE_URL": database,
-        "DIALER_REDIS_URL": broker,
-        "DIALER_PUBLIC_URL": web_url,
-        "DIALER_TICK_SECONDS": "0.5",
-        "DIALER_SWEEP_SECONDS": "2",
-        "DIALER_REQUEUE_AFTER": "15",
-        **provider_env(provider, credentials, sim_url=provider_url, directory=directory, rate=rate),
-        **(settings or {}),
-    }
-    system = Deployment(
-        directory=directory, env=env, sim_url=sim_url, web_url=web_url, threads=threads, lan=network
-    )
-    simulate = ["simulate", "--provider", provider, "--port", str(sim_port), "--rate-limit", str(rate)]
-    try:
-        for part, command in proxies.items():
-            system.start(f"proxy-{part}", command, env={"PYTHONPATH": str(ROOT)})
-        # The simulator stands in for a provider whose machines do not share ours: it times the
-        # requests it receives, so it runs ahead of our processes on this host's cores.
-        system.start("simulator", [*DIALER, *simulate, "--time-scale", str(time_scale)], priority=-10)
-        # The receiver is this side's front door, not behind the delayed link.
-        system.start(
-            "receiver",
-            [*DIALER, "serve", "--port", str(web_port), "--workers", str(receivers)],
-            env={"DIALER_DATABASE_URL": postgres_url},
-        )
-        for number in range(1, workers + 1):
-            system.start_worker(f"w{number}", host=number - 1)
-        beat = [*CELERY, "beat", "-s", str(directory / "beat-schedule"), "-l", "warning"]
-        system.start("beat", beat, host=workers)
-        wait_for(f"{sim_url}/_simulator/count")
-        wait_for(f"{web_url}/health")
-        wait_for_workers(redis_url, workers)  # a campaign started now is dialled at once, as in service
-        yield system
-    finally:
-        for process in system.running.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in system.running.values():
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        simulate = ["simulate", "--provider", provider, "--port", str(sim_port), "--rate-limit", str(rate)]
+        try:
+            for part, command in proxies.items():
+                system.start(f"proxy-{part}", command, env={"PYTHONPATH": str(ROOT)})
+            # The simulator stands in for a provider whose machines do not share ours: it times the
+            # requests it receives, so it runs ahead of our processes on this host's cores.
+            system.start("simulator", [*DIALER, *simulate, "--time-scale", str(time_scale)], priority=-10)
+            # The receiver is this side's front door, not behind the delayed link.
+            system.start(
+                "receiver",
+                [*DIALER, "serve", "--port", str(web_port), "--workers", str(receivers)],
+                env={"DIALER_DATABASE_URL": postgres_url},
+            )
+            for number in range(1, workers + 1):
+                system.start_worker(f"w{number}", host=number - 1)
+            beat = [*CELERY, "beat", "-s", str(directory / "beat-schedule"), "-l", "warning"]
+            system.start("beat", beat, host=workers)
+            wait_for(f"{sim_url}/_simulator/count")
+            wait_for(f"{web_url}/health")
+            wait_for_workers(redis_url, workers)  # a campaign started now is dialled at once, as in service
+            yield system
+        finally:
+            for process in system.running.values():
+                if process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+            for process in system.running.values():
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
