@@ -73,19 +73,51 @@ def release(session: Session, *, attempt: Attempt, retry_at: datetime | None, no
     return True
 
 
+# The statements of every call, made once: making one costs more than running it.
+_CALL = (
+    select(Attempt, Contact, Campaign, ZoneGroup)
+    .join(Contact, col(Contact.id) == col(Attempt.contact_id))
+    .join(Campaign, col(Campaign.id) == col(Attempt.campaign_id))
+    .outerjoin(ZoneGroup, col(ZoneGroup.id) == col(Contact.zone_group_id))
+    .where(col(Attempt.id) == sa.bindparam("attempt"))
+)
+_CLAIM = (
+    sa.update(Attempt)
+    .where(
+        col(Attempt.id) == sa.bindparam("attempt"),
+        col(Attempt.status) == AttemptStatus.QUEUED,
+        sa.select(col(Campaign.id))
+        .where(col(Campaign.id) == sa.bindparam("campaign"), col(Campaign.status) == CampaignStatus.RUNNING)
+        .exists(),
+    )
+    .values(
+        status=AttemptStatus.DISPATCHING,
+        dispatched_at=sa.bindparam("b_now"),
+        updated_at=sa.bindparam("b_now"),
+    )
+)
+_DIALING = (
+    sa.update(Attempt)
+    .where(col(Attempt.id) == sa.bindparam("attempt"))
+    .values(
+        provider_call_id=sa.func.coalesce(
+            col(Attempt.provider_call_id), sa.bindparam("call_id", type_=sa.String)
+        ),
+        status=sa.case(
+            (
+                col(Attempt.status).in_([s.value for s in earlier_than(AttemptStatus.DIALING)]),
+                AttemptStatus.DIALING.value,
+            ),
+            else_=col(Attempt.status),
+        ),
+        updated_at=sa.bindparam("b_now"),
+    )
+)
+
+
 def _claim(connection: sa.Connection, *, attempt_id: int, campaign_id: int, now: datetime) -> bool:
     """``queued -> dispatching``, only while the campaign is still running."""
-    running = (
-        sa.select(col(Campaign.id))
-        .where(col(Campaign.id) == campaign_id, col(Campaign.status) == CampaignStatus.RUNNING)
-        .exists()
-    )
-    statement = (
-        sa.update(Attempt)
-        .where(col(Attempt.id) == attempt_id, col(Attempt.status) == AttemptStatus.QUEUED, running)
-        .values(status=AttemptStatus.DISPATCHING, dispatched_at=now, updated_at=now)
-    )
-    return changed(connection, statement) == 1
+    return changed(connection, _CLAIM, {"attempt": attempt_id, "campaign": campaign_id, "b_now": now}) == 1
 
 
 def _requeue(session: Session, *, attempt_id: int, now: datetime, failed: bool = False) -> None:
@@ -127,13 +159,7 @@ def place_call(rt: Runtime, attempt_id: int) -> None:
     """
     url = rt.database_url
     with statement_connection(url) as connection, Session(connection) as session:
-        row = session.exec(
-            select(Attempt, Contact, Campaign, ZoneGroup)
-            .join(Contact, col(Contact.id) == col(Attempt.contact_id))
-            .join(Campaign, col(Campaign.id) == col(Attempt.campaign_id))
-            .outerjoin(ZoneGroup, col(ZoneGroup.id) == col(Contact.zone_group_id))
-            .where(col(Attempt.id) == attempt_id)
-        ).first()
+        row = session.exec(_CALL, params={"attempt": attempt_id}).first()
     if row is None or row[0].status != AttemptStatus.QUEUED:
         return  # already placed, released or finished: a duplicate delivery
     attempt, contact, campaign, group = row
@@ -225,18 +251,7 @@ def _send(
 def _dialing(connection: sa.Connection, *, attempt_id: int, call_id: str, now: datetime) -> None:
     """Keep the provider's call id and move the attempt on to ``dialing``, in one statement; a
     webhook that came first keeps the call id and the further status it recorded."""
-    earlier = [status.value for status in earlier_than(AttemptStatus.DIALING)]
-    connection.execute(
-        sa.update(Attempt)
-        .where(col(Attempt.id) == attempt_id)
-        .values(
-            provider_call_id=sa.func.coalesce(col(Attempt.provider_call_id), call_id),
-            status=sa.case(
-                (col(Attempt.status).in_(earlier), AttemptStatus.DIALING.value), else_=col(Attempt.status)
-            ),
-            updated_at=now,
-        )
-    )
+    connection.execute(_DIALING, {"attempt": attempt_id, "call_id": call_id, "b_now": now})
 
 
 @contextmanager

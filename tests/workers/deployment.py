@@ -206,6 +206,8 @@ def deployment(
         provider_url, database, broker = urls["provider"], urls["postgres"], urls["redis"]
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("DIALER_")},
+            # Every process runs this checkout's code, wherever the package is installed from.
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
             "DIALER_DATABASE_URL": database,
             "DIALER_REDIS_URL": broker,
             "DIALER_PUBLIC_URL": web_url,
@@ -221,7 +223,7 @@ def deployment(
         simulate = ["simulate", "--provider", provider, "--port", str(sim_port), "--rate-limit", str(rate)]
         try:
             for part, command in proxies.items():
-                system.start(f"proxy-{part}", command, env={"PYTHONPATH": str(ROOT)})
+                system.start(f"proxy-{part}", command)
             # The simulator stands in for a provider whose machines do not share ours: it times the
             # requests it receives, so it runs ahead of our processes on this host's cores.
             system.start("simulator", [*DIALER, *simulate, "--time-scale", str(time_scale)], priority=-10)
