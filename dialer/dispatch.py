@@ -19,7 +19,7 @@ from campaigns import window as windows
 from campaigns.outcomes import AttemptStatus, CampaignStatus, ContactState, earlier_than
 from campaigns.phones import zones_of
 from campaigns.spec import CampaignSpec
-from dialer.db import changed, session_scope, statement_connection
+from dialer.db import among, changed, session_scope, statement_connection
 from dialer.errors import (
     ProviderRateLimited,
     ProviderRejected,
@@ -105,7 +105,7 @@ _DIALING = (
         ),
         status=sa.case(
             (
-                col(Attempt.status).in_([s.value for s in earlier_than(AttemptStatus.DIALING)]),
+                among(col(Attempt.status), [s.value for s in earlier_than(AttemptStatus.DIALING)]),
                 AttemptStatus.DIALING.value,
             ),
             else_=col(Attempt.status),

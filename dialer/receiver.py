@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +30,7 @@ from dialer.errors import WebhookAuthError, WebhookPayloadError, WebhookUnsigned
 from dialer.models import utcnow
 from dialer.providers import PROVIDERS
 from dialer.providers.base import Webhook
-from dialer.recorder import read_together, record_webhook
+from dialer.recorder import Received, record_webhooks
 from dialer.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -40,15 +39,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("dialer.receiver")
 GROUP_LIMIT = 64
 """Callbacks written in one transaction at most: a group holds its rows' locks until it commits."""
-
-
-@dataclass(frozen=True)
-class Callback:
-    """One authenticated-route callback, waiting to be recorded."""
-
-    provider: str
-    token: str
-    webhook: Webhook
 
 
 class GroupWriter:
@@ -61,14 +51,14 @@ class GroupWriter:
     recorded again alone, so one bad callback costs the others nothing but time.
     """
 
-    def __init__(self, url: str, record: Callable[[sa.Connection, Callback], Any]) -> None:
+    def __init__(self, url: str, record: Callable[[sa.Connection, list[Received]], list[Any]]) -> None:
         self._url = url
         self._record = record
-        self._waiting: queue.SimpleQueue[tuple[Callback, asyncio.Future[Any]] | None] = queue.SimpleQueue()
+        self._waiting: queue.SimpleQueue[tuple[Received, asyncio.Future[Any]] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def record(self, callback: Callback) -> Any:
+    async def record(self, callback: Received) -> Any:
         """Record ``callback``; its reply once it is committed, or the error it was refused with."""
         if self._thread is None:
             self._loop = asyncio.get_running_loop()
@@ -107,7 +97,7 @@ class GroupWriter:
             except RuntimeError:  # the server's loop is closed: nobody waits for these answers
                 continue
 
-    def write(self, group: list[Callback]) -> list[tuple[bool, Any]]:
+    def write(self, group: list[Received]) -> list[tuple[bool, Any]]:
         """Record ``group`` in one transaction (each alone if that fails): each callback's
         (True, reply), or (False, the error it was refused with)."""
         # In the order of their tokens (a call's callbacks keep theirs): groups written at once by
@@ -115,18 +105,19 @@ class GroupWriter:
         # all the same is rolled back and written again callback by callback, like any failure.
         order = sorted(range(len(group)), key=lambda index: group[index].token)
         try:
-            with transaction(self._url) as connection, read_together(connection, [c.token for c in group]):
-                replies = {index: self._record(connection, group[index]) for index in order}
+            with transaction(self._url) as connection:
+                replies = self._record(connection, [group[index] for index in order])
         except Exception as error:
             if len(group) == 1:
                 return [(False, error)]
             return [self._alone(callback) for callback in group]
-        return [(True, replies[index]) for index in range(len(group))]
+        in_order = dict(zip(order, replies, strict=True))
+        return [(True, in_order[index]) for index in range(len(group))]
 
-    def _alone(self, callback: Callback) -> tuple[bool, Any]:
+    def _alone(self, callback: Received) -> tuple[bool, Any]:
         try:
             with transaction(self._url) as connection:
-                return True, self._record(connection, callback)
+                return True, self._record(connection, [callback])[0]
         except Exception as error:
             return False, error
 
@@ -171,16 +162,9 @@ def create_app(settings: Settings, metrics: ReceiverMetrics | None = None) -> St
             provider.check_settings(settings.provider_settings(name))
     grace = timedelta(seconds=settings.webhook_grace)
 
-    def record(connection: sa.Connection, callback: Callback) -> Any:
-        return record_webhook(
-            connection,
-            provider=PROVIDERS[callback.provider],
-            settings=settings.provider_settings(callback.provider),
-            token=callback.token,
-            webhook=callback.webhook,
-            now=utcnow(),
-            public_url=settings.public_url,
-            grace=grace,
+    def record(connection: sa.Connection, callbacks: list[Received]) -> list[Any]:
+        return record_webhooks(
+            connection, callbacks, now=utcnow(), public_url=settings.public_url, grace=grace
         )
 
     writer = GroupWriter(settings.database_url, record)
@@ -217,7 +201,7 @@ def create_app(settings: Settings, metrics: ReceiverMetrics | None = None) -> St
             kind=kind, method=request.method, headers=dict(request.headers), query=dict(query), body=body
         )
         try:
-            reply = await writer.record(Callback(name, token, hook))
+            reply = await writer.record(Received(provider, settings.provider_settings(name), token, hook))
         except WebhookAuthError as error:
             return answer(PlainTextResponse("unauthorised", status_code=401), error)
         except WebhookUnsigned as error:

@@ -12,6 +12,7 @@ from functools import cache
 from typing import Any, Literal, Protocol
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from campaigns.outcomes import (
@@ -24,7 +25,7 @@ from campaigns.outcomes import (
 )
 from campaigns.retry import next_attempt_at
 from campaigns.spec import CampaignSpec, Question
-from dialer.db import Db, changed, insert_new
+from dialer.db import Db, among, changed, insert_new
 from dialer.errors import WebhookAuthError, WebhookPayloadError
 from dialer.models import Attempt, Campaign, Contact, DtmfAnswer, WebhookEvent
 from dialer.providers.base import CallEvent, InputVerdict, Provider, Webhook
@@ -43,6 +44,7 @@ ATTEMPTS: sa.Table = Attempt.__table__  # type: ignore[attr-defined]
 CONTACTS: sa.Table = Contact.__table__  # type: ignore[attr-defined]
 ANSWERS: sa.Table = DtmfAnswer.__table__  # type: ignore[attr-defined]
 CAMPAIGNS: sa.Table = Campaign.__table__  # type: ignore[attr-defined]
+EVENTS: sa.Table = WebhookEvent.__table__  # type: ignore[attr-defined]
 
 
 class AttemptLike(Protocol):
@@ -100,7 +102,7 @@ _ATTEMPTS_MADE = sa.select(CONTACTS.c.attempts).where(_CONTACT_ID)
 _VARIABLES = sa.select(CONTACTS.c.variables).where(_CONTACT_ID)
 _ANSWERED_BY = (
     sa.update(ATTEMPTS)
-    .where(_ATTEMPT_ID, ATTEMPTS.c.status.in_(_LIVE))
+    .where(_ATTEMPT_ID, among(ATTEMPTS.c.status, _LIVE))
     .values(answered_by=sa.bindparam("answered_by"))
 )
 _ADD_TO_BUFFER = (
@@ -190,7 +192,7 @@ def _advance(status: AttemptStatus, columns: tuple[str, ...]) -> sa.Update:
     earlier = [s.value for s in earlier_than(status)]
     return (
         sa.update(ATTEMPTS)
-        .where(ATTEMPTS.c.id == sa.bindparam("b_id"), ATTEMPTS.c.status.in_(earlier))
+        .where(ATTEMPTS.c.id == sa.bindparam("b_id"), among(ATTEMPTS.c.status, earlier))
         .values({column: sa.bindparam(f"b_{column}") for column in columns})
     )
 
@@ -420,31 +422,58 @@ def _check_input_time(attempt: AttemptRow, now: datetime) -> None:
         raise WebhookPayloadError("DTMF input long after the call ended")
 
 
-def _store(
-    session: Db,
-    *,
-    provider: Provider,
-    token: str,
-    webhook: Webhook,
-    attempt_id: int | None,
-    now: datetime,
-    call_id: str | None = None,
-) -> bool:
-    """Keep a callback as received; False when it is a redelivery of one kept already."""
+@dataclass(frozen=True)
+class Received:
+    """A callback to record: the provider that sent it (and its settings here), for which token."""
+
+    provider: Provider
+    settings: Any
+    token: str
+    webhook: Webhook
+
+
+@dataclass(frozen=True)
+class _Admitted:
+    """A callback authenticated and parsed, and the row that keeps it."""
+
+    callback: Received
+    attempt: AttemptRow | None
+    """None: its call id is not known yet, and the callback is held until it is."""
+    event: CallEvent
+    row: dict[str, Any]
+
+
+def _row(
+    received: Received, *, attempt_id: int | None, now: datetime, call_id: str | None = None
+) -> dict[str, Any]:
+    """The ``webhookevent`` row that keeps a callback as received; a redelivery has the same key."""
+    provider, webhook = received.provider, received.webhook
     digest = hashlib.sha256(
-        b"\0".join([provider.name.encode(), token.encode(), webhook.kind.encode(), webhook.body])
+        b"\0".join([provider.name.encode(), received.token.encode(), webhook.kind.encode(), webhook.body])
     )
-    return insert_new(
-        session,
-        WebhookEvent,
-        provider=provider.name,
-        kind=webhook.kind,
-        attempt_id=attempt_id,
-        call_id=call_id,
-        dedupe_key=digest.hexdigest(),
-        payload=webhook.body.decode("utf-8", "replace"),
-        received_at=now,
-    )
+    return {
+        "provider": provider.name,
+        "kind": webhook.kind,
+        "attempt_id": attempt_id,
+        "call_id": call_id,
+        "dedupe_key": digest.hexdigest(),
+        "payload": webhook.body.decode("utf-8", "replace"),
+        "received_at": now,
+    }
+
+
+def _keep(session: Db, rows: list[dict[str, Any]]) -> set[str]:
+    """Keep callbacks as received (rows of one statement, however many); the keys of those that
+    were not kept already."""
+    bind = session if isinstance(session, sa.Connection) else session.get_bind()
+    statement = _keep_rows(bind.dialect.name)
+    return set(session.execute(statement, rows[0] if len(rows) == 1 else rows).scalars()) if rows else set()
+
+
+@cache
+def _keep_rows(dialect: str) -> sa.Insert:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(EVENTS).on_conflict_do_nothing().returning(EVENTS.c.dedupe_key)
 
 
 def apply_held(session: Session, *, provider: Provider, now: datetime, call_id: str | None = None) -> int:
@@ -481,6 +510,40 @@ def apply_held(session: Session, *, provider: Provider, now: datetime, call_id: 
     return applied
 
 
+def record_webhooks(
+    session: Db,
+    callbacks: list[Received],
+    *,
+    now: datetime,
+    public_url: str,
+    grace: timedelta = TOKEN_GRACE,
+) -> list[Any]:
+    """Record callbacks in one transaction, in this order; each one's reply (see :func:`record_webhook`).
+
+    The first callback of each token is authenticated, and all of those are kept in one statement
+    before any is applied. A token's later callbacks come after them, one at a time, so that each
+    sees what the callbacks before it changed (keys pressed after the call ended busy are refused).
+    """
+    firsts: list[int] = []
+    later: list[int] = []
+    tokens: set[str] = set()
+    for index, callback in enumerate(callbacks):
+        (later if callback.token in tokens else firsts).append(index)
+        tokens.add(callback.token)
+    replies: dict[int, Any] = {}
+    with read_together(session, sorted(tokens)):
+        admitted = {index: _admit(session, callbacks[index], now=now, grace=grace) for index in firsts}
+        kept = _keep(session, [each.row for each in admitted.values()])
+        for index, each in admitted.items():
+            new = each.row["dedupe_key"] in kept
+            replies[index] = _apply(session, each, now=now, public_url=public_url) if new else None
+        for index in later:
+            each = _admit(session, callbacks[index], now=now, grace=grace)
+            new = bool(_keep(session, [each.row]))
+            replies[index] = _apply(session, each, now=now, public_url=public_url) if new else None
+    return [replies[index] for index in range(len(callbacks))]
+
+
 def record_webhook(
     session: Db,
     *,
@@ -499,9 +562,16 @@ def record_webhook(
     attempt knows its call id, a callback about another call is refused; DTMF input is taken only
     for a call that is up, or was answered and ended moments ago.
     """
-    provider.verify_webhook(webhook, settings)
+    received = Received(provider, settings, token, webhook)
+    return record_webhooks(session, [received], now=now, public_url=public_url, grace=grace)[0]
+
+
+def _admit(session: Db, received: Received, *, now: datetime, grace: timedelta) -> _Admitted:
+    """Authenticate and parse a callback, and find its attempt (see :func:`record_webhook`)."""
+    provider, webhook = received.provider, received.webhook
+    provider.verify_webhook(webhook, received.settings)
     if provider.per_call_callbacks:
-        attempt = _attempt_by_token(session, token)
+        attempt = _attempt_by_token(session, received.token)
         if attempt is None or attempt.provider != provider.name:
             raise WebhookAuthError("unknown callback token")
         if attempt.ended_at is not None and attempt.ended_at < now - grace:
@@ -511,26 +581,26 @@ def record_webhook(
             _bind_call_id(session, attempt=attempt, call_id=event.call_id)
     else:
         event = provider.parse_webhook(webhook)
-        attempt = _attempt(session, _BY_CALL, provider=provider.name, call_id=event.call_id)
-        if attempt is None:
+        found = _attempt(session, _BY_CALL, provider=provider.name, call_id=event.call_id)
+        if found is None:
             # The provider called back before its create-call answer reached us (Fractel answers
             # when the call connects): keep the callback until the call id is known.
             if not event.call_id:
                 raise WebhookPayloadError(f"{provider.title} callback without a call id")
-            _store(
-                session,
-                provider=provider,
-                token=token,
-                webhook=webhook,
-                attempt_id=None,
-                now=now,
-                call_id=event.call_id,
+            return _Admitted(
+                received, None, event, _row(received, attempt_id=None, now=now, call_id=event.call_id)
             )
-            return None
+        attempt = found
     if event.digits is not None:
         _check_input_time(attempt, now)
-    if not _store(session, provider=provider, token=token, webhook=webhook, attempt_id=attempt.id, now=now):
-        return None  # a redelivery of a callback already recorded
+    return _Admitted(received, attempt, event, _row(received, attempt_id=attempt.id, now=now))
+
+
+def _apply(session: Db, admitted: _Admitted, *, now: datetime, public_url: str) -> Any:
+    """Apply a callback kept for the first time to its attempt; the provider's expected reply."""
+    attempt, event, provider = admitted.attempt, admitted.event, admitted.callback.provider
+    if attempt is None:
+        return None  # held until its call id is known
     apply_event(session, attempt=attempt, event=event, now=now, provider_title=provider.title)
     leave_message = event.message_now and provider.reply_to_machine is not None
     finished = event.status is not None and event.status.is_final
@@ -557,7 +627,7 @@ def record_webhook(
     )
     if provider.reply_to_input is None:
         return None
-    callback_url = f"{public_url.rstrip('/')}/webhooks/{provider.name}/{token}"
+    callback_url = f"{public_url.rstrip('/')}/webhooks/{provider.name}/{admitted.callback.token}"
     return provider.reply_to_input(
         InputVerdict(
             outcome=outcome,

@@ -23,8 +23,10 @@ from dialer import db
 from dialer.embedded import BackgroundServer, loopback_socket
 from dialer.errors import WebhookAuthError
 from dialer.models import Attempt, Contact, DtmfAnswer, WebhookEvent, utcnow
+from dialer.providers import vonage
 from dialer.providers.base import Webhook
-from dialer.receiver import Callback, create_app
+from dialer.receiver import create_app
+from dialer.recorder import Received
 from dialer.settings import Settings
 from dialer.simulators.vonage import sign_webhook
 from tests.dialer.factories import campaign_with_contacts, queued_attempts
@@ -372,10 +374,12 @@ def test_a_cequens_dtmf_callback_without_digits_does_not_lock_out_the_answer(set
     assert [(answer.digits, answer.valid) for answer in answers] == [("2", True)]
 
 
-def _callback(attempt: Attempt | None, body: dict[str, object], kind: str = "event") -> Callback:
+def _callback(
+    settings: Settings, attempt: Attempt | None, body: dict[str, object], kind: str = "event"
+) -> Received:
     token = attempt.callback_token if attempt is not None else "not-a-token"
     hook = Webhook(kind=kind, method="POST", headers={}, query={}, body=json.dumps(body).encode())
-    return Callback("vonage", token, hook)
+    return Received(vonage.PROVIDER, settings.vonage, token, hook)
 
 
 def test_callbacks_written_together_commit_once_and_a_bad_one_costs_the_others_nothing(
@@ -392,12 +396,18 @@ def test_callbacks_written_together_commit_once_and_a_bad_one_costs_the_others_n
     sa.event.listen(engine, "commit", count)
     try:
         answered = EVENT | {"uuid": "call-1", "status": "answered"}
-        together = writer.write([_callback(first, answered), _callback(second, EVENT | {"uuid": "call-2"})])
+        together = writer.write(
+            [_callback(any_db, first, answered), _callback(any_db, second, EVENT | {"uuid": "call-2"})]
+        )
         assert together == [(True, None), (True, None)]
         assert len(commits) == 1  # two callbacks, one transaction
         commits.clear()
         completed = answered | {"status": "completed", "duration": "30"}
-        mixed = [_callback(first, completed), _callback(None, completed), _callback(first, completed)]
+        mixed = [
+            _callback(any_db, first, completed),
+            _callback(any_db, None, completed),
+            _callback(any_db, first, completed),
+        ]
         outcomes = writer.write(mixed)
     finally:
         sa.event.remove(engine, "commit", count)
@@ -410,6 +420,48 @@ def test_callbacks_written_together_commit_once_and_a_bad_one_costs_the_others_n
     )
     row = _row(any_db, first)
     assert (row.status, row.duration) == ("completed", 30)
+
+
+def test_a_group_keeps_its_callbacks_in_one_statement_and_applies_each_once(any_db: Settings) -> None:
+    first, second, third = (_attempt_for(any_db, f"+1212555{n:04d}") for n in (1, 2, 3))
+    writer = create_app(any_db).state.writer
+    inserts: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.startswith("INSERT INTO webhookevent"):
+            inserts.append(statement)
+
+    answered = EVENT | {"status": "answered"}
+    completed = answered | {"status": "completed", "duration": "30"}
+    engine = db.get_engine(any_db.database_url)
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        calls = [(first, "call-1"), (second, "call-2"), (third, "call-3")]
+        group = [_callback(any_db, attempt, answered | {"uuid": uuid}) for attempt, uuid in calls]
+        assert writer.write(group) == [(True, None)] * 3
+        assert len(inserts) == 1  # three callbacks, kept in one statement
+        inserts.clear()
+        # Again: first's answered (a redelivery), second's completed twice (the copy right behind),
+        # third's completed. Each is applied once, and a redelivery is kept once.
+        again = [
+            _callback(any_db, first, answered | {"uuid": "call-1"}),
+            _callback(any_db, second, completed | {"uuid": "call-2"}),
+            _callback(any_db, second, completed | {"uuid": "call-2"}),
+            _callback(any_db, third, completed | {"uuid": "call-3"}),
+        ]
+        assert writer.write(again) == [(True, None)] * 4
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+    assert len(inserts) == 2  # the group's first callbacks of each call, then second's copy alone
+    kept = sorted((event.attempt_id or 0, event.payload) for event in _stored(any_db))
+    assert len(kept) == len(set(kept)) == 5  # three answered, two completed
+    for attempt in (second, third):
+        row = _row(any_db, attempt)
+        assert (row.status, row.duration) == ("completed", 30)
+    assert _row(any_db, first).status == "answered"
+    with db.session_scope(any_db.database_url) as session:
+        contacts = session.exec(select(Contact).order_by(col(Contact.id))).all()
+    assert [contact.state for contact in contacts] == ["calling", "done", "done"]
 
 
 def test_with_the_database_down_a_callback_gets_a_503_to_come_again(settings: Settings) -> None:
@@ -426,7 +478,9 @@ def test_in_a_group_a_calls_later_callback_sees_what_its_earlier_one_did(any_db:
     writer = create_app(any_db).state.writer
     busy = EVENT | {"uuid": "call-1", "status": "busy"}
     keys = {"uuid": "call-1", "dtmf": {"digits": "1", "timed_out": False}}
-    outcomes = writer.write([_callback(attempt, busy), _callback(attempt, keys, kind="input")])
+    outcomes = writer.write(
+        [_callback(any_db, attempt, busy), _callback(any_db, attempt, keys, kind="input")]
+    )
     assert outcomes[0] == (True, None)
     assert not outcomes[1][0] and "not answered" in str(outcomes[1][1])
     assert _row(any_db, attempt).status == "busy"
