@@ -140,19 +140,29 @@ def among(column: Any, values: Iterable[Any]) -> sa.ColumnElement[bool]:
 def insert_new(session: Db, model: Any, **values: Any) -> bool:
     """Insert one row into ``model``'s table unless it breaks a unique constraint; say whether it
     did. No savepoint is needed, as it would be to catch the IntegrityError."""
+    table = model.__table__
+    return bool(insert_new_rows(session, table, [values], key=table.c.id))
+
+
+def insert_new_rows(
+    session: Db, table: sa.Table, rows: list[dict[str, Any]], *, key: sa.Column[Any]
+) -> set[Any]:
+    """Insert ``rows`` into ``table`` in one statement, leaving out those that would break a unique
+    constraint; the ``key`` of each row inserted."""
+    if not rows:
+        return set()
     bind = session if isinstance(session, sa.Connection) else session.get_bind()
-    statement = _insert_new(bind.dialect.name, model.__table__, tuple(sorted(values)))
-    return session.execute(statement, values).first() is not None
+    statement = _insert_new(bind.dialect.name, table, key.name)
+    return set(session.execute(statement, rows[0] if len(rows) == 1 else rows).scalars())
 
 
 @functools.cache
-def _insert_new(dialect: str, table: sa.Table, columns: tuple[str, ...]) -> sa.Executable:
-    """The statement of :func:`insert_new`, made once per table and set of columns."""
+def _insert_new(dialect: str, table: sa.Table, key: str) -> sa.Executable:
+    """The statement of :func:`insert_new_rows`, made once per table (its columns are the rows' keys)."""
     from sqlalchemy.dialects import postgresql, sqlite
 
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    values: dict[str, Any] = {column: sa.bindparam(column) for column in columns}
-    return insert(table).values(values).on_conflict_do_nothing().returning(table.c.id)
+    return insert(table).on_conflict_do_nothing().returning(table.c[key])
 
 
 def is_postgresql(session: Session) -> bool:

@@ -12,7 +12,6 @@ from functools import cache
 from typing import Any, Literal, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from campaigns.outcomes import (
@@ -25,7 +24,7 @@ from campaigns.outcomes import (
 )
 from campaigns.retry import next_attempt_at
 from campaigns.spec import CampaignSpec, Question
-from dialer.db import Db, among, changed, insert_new
+from dialer.db import Db, among, changed, insert_new, insert_new_rows
 from dialer.errors import WebhookAuthError, WebhookPayloadError
 from dialer.models import Attempt, Campaign, Contact, DtmfAnswer, WebhookEvent
 from dialer.providers.base import CallEvent, InputVerdict, Provider, Webhook
@@ -462,20 +461,6 @@ def _row(
     }
 
 
-def _keep(session: Db, rows: list[dict[str, Any]]) -> set[str]:
-    """Keep callbacks as received (rows of one statement, however many); the keys of those that
-    were not kept already."""
-    bind = session if isinstance(session, sa.Connection) else session.get_bind()
-    statement = _keep_rows(bind.dialect.name)
-    return set(session.execute(statement, rows[0] if len(rows) == 1 else rows).scalars()) if rows else set()
-
-
-@cache
-def _keep_rows(dialect: str) -> sa.Insert:
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(EVENTS).on_conflict_do_nothing().returning(EVENTS.c.dedupe_key)
-
-
 def apply_held(session: Session, *, provider: Provider, now: datetime, call_id: str | None = None) -> int:
     """Apply the callbacks kept before their call id was known, to the attempts that now know it
     (only ``call_id``'s, if given); return how many were applied."""
@@ -523,6 +508,7 @@ def record_webhooks(
     The first callback of each token is authenticated, and all of those are kept in one statement
     before any is applied. A token's later callbacks come after them, one at a time, so that each
     sees what the callbacks before it changed (keys pressed after the call ended busy are refused).
+    Fractel calls back on its account's token, so its callbacks after a group's first are of that kind.
     """
     firsts: list[int] = []
     later: list[int] = []
@@ -532,15 +518,13 @@ def record_webhooks(
         tokens.add(callback.token)
     replies: dict[int, Any] = {}
     with read_together(session, sorted(tokens)):
-        admitted = {index: _admit(session, callbacks[index], now=now, grace=grace) for index in firsts}
-        kept = _keep(session, [each.row for each in admitted.values()])
-        for index, each in admitted.items():
-            new = each.row["dedupe_key"] in kept
-            replies[index] = _apply(session, each, now=now, public_url=public_url) if new else None
-        for index in later:
-            each = _admit(session, callbacks[index], now=now, grace=grace)
-            new = bool(_keep(session, [each.row]))
-            replies[index] = _apply(session, each, now=now, public_url=public_url) if new else None
+        for together in [firsts, *([index] for index in later)]:
+            admitted = {index: _admit(session, callbacks[index], now=now, grace=grace) for index in together}
+            rows = [each.row for each in admitted.values()]
+            kept = insert_new_rows(session, EVENTS, rows, key=EVENTS.c.dedupe_key)
+            for index, each in admitted.items():  # a redelivery of one kept already is not applied again
+                new = each.row["dedupe_key"] in kept
+                replies[index] = _apply(session, each, now=now, public_url=public_url) if new else None
     return [replies[index] for index in range(len(callbacks))]
 
 
