@@ -7,7 +7,8 @@
    dialer's acknowledgement and prefetch settings), and bare Starlette answering POSTs (the same
    uvicorn settings as ``dialer serve``, 32 keep-alive connections). A call costs one task and
    six callbacks, so the floor is 1 / (1 / tasks per second + 6 / POSTs per second) calls/s.
-2. The dialer: the Vonage simulator with no rate limit whose callees all answer (calls last
+2. The dialer: the Vonage simulator with no rate limit whose callees all answer, are found to be
+   people and key an answer to the campaign's question, six callbacks a call (calls last
    ``--time-scale`` of their real time), ``dialer serve --workers N`` for each ``--receivers``,
    the Celery workers and beat, PostgreSQL and Redis, all on this machine. A campaign of
    ``--contacts`` numbers, from ``campaign start`` to the campaign completed, which happens when
@@ -34,7 +35,7 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import cpu_seconds, machine
 from bench.dispatch import UNLIMITED, noop_rate
-from bench.pacing import ready_campaign
+from bench.pacing import CAMPAIGN, ready_campaign
 from bench.webhooks import _calls, _database, _drive, _server, build
 from dialer import db
 from dialer.simulators import dev_credentials
@@ -42,6 +43,19 @@ from tests.workers.deployment import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CALLBACKS_PER_CALL = 6
+CAMPAIGN_WITH_QUESTION = (
+    CAMPAIGN
+    + """
+[question]
+prompt = "Press 1 to confirm or 2 to cancel."
+pattern = "[12]"
+
+[call]
+on_machine = "leave_message"
+"""
+)
+"""The pacing campaign asking its question, with machine detection: Vonage then sends six callbacks
+for each call answered (started, ringing, answered, human, input, completed), as the floor counts."""
 
 
 def _named(name: str) -> float:
@@ -70,7 +84,7 @@ def bare_posts(seconds: float) -> float:
 
 def lifecycle(contacts: int, *, workers: int, threads: int, receivers: int, time_scale: float) -> str:
     options = {"rate": UNLIMITED, "workers": workers, "threads": threads, "time_scale": time_scale}
-    with ready_campaign(contacts, **options, receivers=receivers) as (system, url):
+    with ready_campaign(contacts, CAMPAIGN_WITH_QUESTION, **options, receivers=receivers) as (system, url):
         parts = {name: process.pid for name, process in system.running.items()}
         before = {name: cpu_seconds(pid) for name, pid in parts.items()}
         before |= {"postgresql": _named("postgres"), "redis": _named("redis-server")}

@@ -61,10 +61,10 @@ max_concurrent = 10000
 """
 
 
-def write_inputs(directory: Path, contacts: int) -> tuple[Path, Path]:
+def write_inputs(directory: Path, contacts: int, text: str = CAMPAIGN) -> tuple[Path, Path]:
     """The campaign, and contacts whose numbers end in 6 to 9: the simulator has them all answer."""
     campaign = directory / "pacing.toml"
-    campaign.write_text(CAMPAIGN)
+    campaign.write_text(text)
     numbers = (n for n in range(10_000) if n % 10 >= 6)
     csv_file = directory / "contacts.csv"
     csv_file.write_text(
@@ -80,14 +80,16 @@ def simulator_log(system: Deployment, part: str = "log") -> dict[str, Any]:
 
 
 @contextmanager
-def ready_campaign(contacts: int, **options: Any) -> Iterator[tuple[Deployment, str]]:
+def ready_campaign(
+    contacts: int, campaign: str = CAMPAIGN, **options: Any
+) -> Iterator[tuple[Deployment, str]]:
     """A fresh deployment (``deployment``'s ``options``) on a fresh PostgreSQL database, with a
-    campaign of ``contacts`` answering numbers imported and not started: the system and the
-    database's URL."""
+    campaign (its TOML ``campaign``, named "pacing") of ``contacts`` answering numbers imported and
+    not started: the system and the database's URL."""
     redis.Redis.from_url(REDIS_URL).flushdb()
     with tempfile.TemporaryDirectory() as scratch, postgres_database() as url:
         directory = Path(scratch)
-        campaign, csv_file = write_inputs(directory, contacts)
+        campaign_file, csv_file = write_inputs(directory, contacts, campaign)
         with deployment(
             directory,
             provider="vonage",
@@ -97,7 +99,7 @@ def ready_campaign(contacts: int, **options: Any) -> Iterator[tuple[Deployment, 
             **options,
         ) as system:
             system.dialer("db", "upgrade")
-            system.dialer("campaign", "create", str(campaign))
+            system.dialer("campaign", "create", str(campaign_file))
             system.dialer("import", str(csv_file), "--campaign", "pacing")
             yield system, url
 
