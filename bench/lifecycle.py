@@ -16,7 +16,8 @@
 
 Prints calls completed per second, the CPU seconds per call of each process (workers, receiver,
 simulator, beat, PostgreSQL, Redis) and of the dialer's own (all but the simulator, which stands
-in for the provider), callbacks delivered against those recorded, and the ratio to the floor. Goal (issue "A call's whole life, fast"): >= 0.4.
+in for the provider), callbacks delivered against those recorded, and the ratio to the floor.
+Goal (issue "A call's whole life, fast"): >= 0.4.
 """
 
 from __future__ import annotations
