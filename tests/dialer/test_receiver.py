@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -17,6 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from sqlmodel import col, select
 
 from dialer import db
@@ -462,6 +466,98 @@ def test_a_group_keeps_its_callbacks_in_one_statement_and_applies_each_once(any_
     with db.session_scope(any_db.database_url) as session:
         contacts = session.exec(select(Contact).order_by(col(Contact.id))).all()
     assert [contact.state for contact in contacts] == ["calling", "done", "done"]
+
+
+PHONES = ["+12125550101", "+12125550102", "+12125550103"]
+#: Vonage callbacks a call may send, by name: the route's kind and the body (less the call id).
+VONAGE_CALLBACKS: dict[str, tuple[str, dict[str, object]]] = {
+    "started": ("event", {"status": "started"}),
+    "ringing": ("event", {"status": "ringing"}),
+    "answered": ("event", {"status": "answered"}),
+    "human": ("event", {"status": "human"}),
+    "machine": ("event", {"status": "machine"}),
+    "busy": ("event", {"status": "busy"}),
+    "completed": ("event", {"status": "completed", "duration": "20"}),
+    "keys 1": ("input", {"dtmf": {"digits": "1", "timed_out": False}}),
+    "keys 7": ("input", {"dtmf": {"digits": "7", "timed_out": False}}),
+}
+
+
+@hypothesis_settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    script=st.lists(st.tuples(st.integers(0, 2), st.sampled_from(sorted(VONAGE_CALLBACKS))), max_size=14),
+    sizes=st.lists(st.integers(1, 6), min_size=14, max_size=14),
+)
+def test_callbacks_recorded_in_groups_leave_what_they_would_one_at_a_time(
+    any_db: Settings, script: list[tuple[int, str]], sizes: list[int]
+) -> None:
+    # Whatever callbacks come for three calls, in whatever order (copies included) and grouped
+    # however, the answers and the calls, contacts and answers recorded are those of recording
+    # the same callbacks one at a time.
+    writer = create_app(any_db).state.writer
+    run = uuid.uuid4().hex[:8]
+    grouped, alone = (
+        queued_attempts(
+            any_db.database_url, campaign_with_contacts(any_db.database_url, PHONES, name=name), 3
+        )
+        for name in (f"grouped-{run}", f"alone-{run}")
+    )
+
+    def callbacks(attempts: list[Attempt]) -> list[Received]:
+        made = []
+        for index, name in script:
+            kind, body = VONAGE_CALLBACKS[name]
+            key = "call_uuid" if body.get("status") in ("human", "machine") else "uuid"
+            call_id = f"{attempts[index].callback_token}-call"  # each call its own
+            made.append(_callback(any_db, attempts[index], body | {key: call_id}, kind=kind))
+        return made
+
+    outcomes: list[tuple[bool, object]] = []
+    pending = callbacks(grouped)
+    for size in sizes:  # fourteen groups hold any script
+        group, pending = pending[:size], pending[size:]
+        outcomes += writer.write(group) if group else []
+    one_by_one = [outcome for callback in callbacks(alone) for outcome in writer.write([callback])]
+
+    def seen(outcome: tuple[bool, object], attempt: Attempt) -> object:
+        ok, value = outcome
+        token = attempt.callback_token or ""
+        return json.dumps(value).replace(token, "<token>") if ok else type(value)
+
+    assert [seen(o, grouped[i]) for o, (i, _) in zip(outcomes, script, strict=True)] == [
+        seen(o, alone[i]) for o, (i, _) in zip(one_by_one, script, strict=True)
+    ]
+    assert _recorded(any_db, grouped) == _recorded(any_db, alone)
+
+
+def _recorded(settings: Settings, attempts: list[Attempt]) -> list[tuple[object, ...]]:
+    """What the receiver recorded of ``attempts``' calls, their contacts and their answers, less
+    the times (each group is recorded at one moment)."""
+    with db.session_scope(settings.database_url) as session:
+        found = []
+        for each in attempts:
+            attempt, contact = session.get(Attempt, each.id), session.get(Contact, each.contact_id)
+            assert attempt is not None and contact is not None
+            answer = session.exec(select(DtmfAnswer).where(DtmfAnswer.attempt_id == each.id)).first()
+            kept = session.exec(select(WebhookEvent).where(WebhookEvent.attempt_id == each.id)).all()
+            found.append(
+                (
+                    attempt.status,
+                    attempt.duration,
+                    attempt.answered_by,
+                    attempt.reason,
+                    attempt.dtmf_rounds,
+                    attempt.dtmf_buffer,
+                    attempt.ended_at is None,
+                    contact.state,
+                    contact.result,
+                    None if answer is None else (answer.digits, answer.choice, answer.valid),
+                    sorted((event.kind, json.loads(event.payload).get("status")) for event in kept),
+                )
+            )
+        return found
 
 
 def test_with_the_database_down_a_callback_gets_a_503_to_come_again(settings: Settings) -> None:
