@@ -11,7 +11,10 @@ keep-alive connections by a lean asyncio client, to:
 
 1. the floor: Starlette on uvicorn reading each body (JSON parsed) and answering 204
    (bench/bare_receiver.py), the same uvicorn settings as ``dialer serve``;
-2. ``dialer serve`` on a fresh PostgreSQL database (and SQLite), every write committed before
+2. the same floor keeping each body: one INSERT per callback into a table of its own, committed
+   before the 204 through the receiver's group writer, on a fresh database of each kind; what
+   any receiver that keeps what it answers pays, less the recording's own work;
+3. ``dialer serve`` on a fresh PostgreSQL database (and SQLite), every write committed before
    its 2xx.
 
 For each: requests/s at saturation (closed loop, ``--connections``) and at a fixed offered load
@@ -457,6 +460,19 @@ def main() -> None:
 
         for name in args.databases:
             for connections in args.connections:
+                with _database(name, scratch) as url:
+                    line, rate = measure(
+                        f"floor + one durable insert, {name} x{connections}",
+                        [*bare, url],
+                        port,
+                        {},
+                        sample,
+                        connections=connections,
+                        seconds=args.seconds,
+                        rate=None,
+                        database=None,
+                    )
+                print(f"{line}  ratio {rate / floors[connections]:.3f}")
                 for label, command, tree in trees:
                     line, rate = on_fresh_database(
                         name,
