@@ -133,7 +133,7 @@ def changed(db: Db, statement: sa.Executable, params: dict[str, Any] | None = No
 
 def among(column: Any, values: Iterable[Any]) -> sa.ColumnElement[bool]:
     """``column IN (values)`` for a fixed list, as one parameter per value. ``in_()`` of a list
-    is expanded again at every execution: a tenth of a callback's cost when it was recorded."""
+    is expanded again at every execution: 8% of the receiver's CPU for recording a callback."""
     return cast(sa.ColumnElement[bool], column.in_([sa.literal(value, column.type) for value in values]))
 
 
