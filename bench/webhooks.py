@@ -415,31 +415,29 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         with _database("sqlite", scratch) as url:
             sample = build(_calls(url, args.calls), credentials)
-        for connections in args.connections:
-            line, floors[connections] = measure(
-                f"floor (bare Starlette) x{connections}",
-                bare,
+
+        def floor(
+            label: str, command: list[str], *, connections: int, rate: float | None = None
+        ) -> tuple[str, float]:
+            """``measure`` against a bare app: it reads the callbacks, and needs no calls in progress."""
+            return measure(
+                label,
+                command,
                 port,
                 {},
                 sample,
                 connections=connections,
                 seconds=args.seconds,
-                rate=None,
+                rate=rate,
                 database=None,
             )
+
+        for connections in args.connections:
+            line, floors[connections] = floor(
+                f"floor (bare Starlette) x{connections}", bare, connections=connections
+            )
             print(line)
-        line, _ = measure(
-            f"floor at {args.rate:g} req/s offered",
-            bare,
-            port,
-            {},
-            sample,
-            connections=64,
-            seconds=args.seconds,
-            rate=args.rate,
-            database=None,
-        )
-        print(line)
+        print(floor(f"floor at {args.rate:g} req/s offered", bare, connections=64, rate=args.rate)[0])
         trees: list[tuple[str, list[str], dict[str, str]]] = [
             (f"dialer serve --workers {n}", [*serve, "--workers", str(n)], {}) for n in args.serve_workers
         ]
@@ -461,17 +459,8 @@ def main() -> None:
         for name in args.databases:
             for connections in args.connections:
                 with _database(name, scratch) as url:
-                    line, rate = measure(
-                        f"floor + one durable insert, {name} x{connections}",
-                        [*bare, url],
-                        port,
-                        {},
-                        sample,
-                        connections=connections,
-                        seconds=args.seconds,
-                        rate=None,
-                        database=None,
-                    )
+                    durable = f"floor + one durable insert, {name} x{connections}"
+                    line, rate = floor(durable, [*bare, url], connections=connections)
                 print(f"{line}  ratio {rate / floors[connections]:.3f}")
                 for label, command, tree in trees:
                     line, rate = on_fresh_database(

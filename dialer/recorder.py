@@ -517,7 +517,7 @@ def record_webhooks(
         (later if callback.token in tokens else firsts).append(index)
         tokens.add(callback.token)
     replies: dict[int, Any] = {}
-    with read_together(session, sorted(tokens)):
+    with read_together(session, list(tokens)):
         for together in [firsts, *([index] for index in later)]:
             admitted = {index: _admit(session, callbacks[index], now=now, grace=grace) for index in together}
             rows = [each.row for each in admitted.values()]
