@@ -144,7 +144,7 @@ _GROUP: ContextVar[_GroupReads | None] = ContextVar("group_reads", default=None)
 
 
 @contextmanager
-def read_together(session: Db, tokens: list[str]) -> Iterator[None]:
+def _read_together(session: Db, tokens: list[str]) -> Iterator[None]:
     """For a group of callbacks recorded in one transaction: the attempts of their ``tokens`` are
     read in one statement, and each campaign's status and spec once, when first needed."""
     rows = session.execute(_BY_TOKENS, {"tokens": sorted(set(tokens))}).all()
@@ -503,11 +503,12 @@ def record_webhooks(
     public_url: str,
     grace: timedelta = TOKEN_GRACE,
 ) -> list[Any]:
-    """Record callbacks in one transaction, in this order; each one's reply (see :func:`record_webhook`).
+    """Record callbacks in one transaction; each one's reply (see :func:`record_webhook`).
 
     The first callback of each token is authenticated, and all of those are kept in one statement
-    before any is applied. A token's later callbacks come after them, one at a time, so that each
-    sees what the callbacks before it changed (keys pressed after the call ended busy are refused).
+    before any is applied. A token's later callbacks come after them, one at a time and in their
+    order, so that each sees what the callbacks before it changed (keys pressed after the call
+    ended busy are refused).
     Fractel calls back on its account's token, so its callbacks after a group's first are of that kind.
     """
     firsts: list[int] = []
@@ -517,7 +518,7 @@ def record_webhooks(
         (later if callback.token in tokens else firsts).append(index)
         tokens.add(callback.token)
     replies: dict[int, Any] = {}
-    with read_together(session, list(tokens)):
+    with _read_together(session, list(tokens)):
         for together in [firsts, *([index] for index in later)]:
             admitted = {index: _admit(session, callbacks[index], now=now, grace=grace) for index in together}
             rows = [each.row for each in admitted.values()]
