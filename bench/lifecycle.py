@@ -115,15 +115,16 @@ def lifecycle(
         db.get_engine(url).dispose()
     per_call = {name: (after[name] - before[name]) / contacts * 1000 for name in after}
     shares = ", ".join(f"{name} {ms:.2f}" for name, ms in sorted(per_call.items(), key=lambda kv: -kv[1]))
+    rate, cpu = contacts / elapsed, sum(per_call.values())
     return (
-        contacts / elapsed,
+        rate,
         per_call,
         (
-            f"{contacts / elapsed:7.0f} calls/s  ({contacts} calls in {elapsed:.1f} s; callbacks delivered"
+            f"{rate:7.0f} calls/s  ({contacts} calls in {elapsed:.1f} s; callbacks delivered"
             f" {log['callbacks_delivered']}, recorded {recorded}, failed {log['callbacks_failed']})\n"
-            f"        cpu ms per call: {shares}; all {sum(per_call.values()):.2f}"
+            f"        cpu ms per call: {shares}; all {cpu:.2f}"
             # The simulator stands in for the provider's machines: what the dialer itself costs.
-            f"; the dialer's own {sum(per_call.values()) - per_call['simulator']:.2f}"
+            f"; the dialer's own {cpu - per_call['simulator']:.2f}"
         ),
     )
 
