@@ -7,84 +7,20 @@ every problem is reported with the dotted path of the field that caused it.
 from __future__ import annotations
 
 import re
-import string
 import tomllib
 from datetime import timedelta
-from typing import Annotated, Any, Literal
-from xml.sax.saxutils import escape as xml_escape
+from functools import cached_property
+from typing import Literal
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PlainSerializer,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+from campaigns.fields import Duration, Model, SpecError, parse_duration, placeholders, render
+from campaigns.flow import Flow, Keys, Step
+
+__all__ = ["Duration", "SpecError", "parse_duration", "placeholders", "render"]
 
 
-class SpecError(ValueError):
-    """A campaign file that cannot be used; ``field`` is the dotted path of the culprit."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}" if field else message)
-        self.field = field
-        self.message = message
-
-
-def parse_duration(value: Any) -> timedelta:
-    """Read ``90``, ``"90s"``, ``"10m"``, ``"2h"``, ``"1d"`` or ``"500ms"`` as a duration."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, bool):
-        raise ValueError(f"not a duration: {value!r}")
-    if isinstance(value, int | float):
-        return timedelta(seconds=value)
-    match = _DURATION.match(str(value))
-    if not match:
-        raise ValueError(f"not a duration: {value!r} (use seconds or a number with ms, s, m, h or d)")
-    return timedelta(seconds=float(match[1]) * _UNITS[match[2]])
-
-
-Duration = Annotated[
-    timedelta,
-    BeforeValidator(parse_duration),
-    PlainSerializer(lambda d: d.total_seconds(), return_type=float),
-]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def placeholders(template: str) -> set[str]:
-    """The ``{names}`` a message template takes from each contact's CSV columns."""
-    names = set()
-    for _, field_name, _, _ in string.Formatter().parse(template):
-        if field_name is not None:
-            if not field_name.isidentifier():
-                raise ValueError(f"placeholder {{{field_name}}} must be a plain column name")
-            names.add(field_name)
-    return names
-
-
-def render(template: str, variables: dict[str, str], *, ssml: bool = False) -> str:
-    """Fill a template's placeholders from one contact's variables.
-
-    In an SSML template each value is escaped (``&``, ``<``, ``>``), so a contact named
-    ``Smith & Sons`` is spoken, not taken for markup that breaks the whole message.
-    """
-    if ssml:
-        variables = {name: xml_escape(value) for name, value in variables.items()}
-    return template.format_map(variables)
-
-
-class Message(_Model):
+class Message(Model):
     """What the callee hears: TTS text (with ``{placeholders}``) or an audio file URL."""
 
     text: str | None = None
@@ -92,6 +28,16 @@ class Message(_Model):
     ssml: bool = False
     language: str = "en-US"
     voice: str | None = None
+    language_column: str | None = None
+    """The contact CSV column that holds each contact's language (empty: ``language``)."""
+    voice_column: str | None = None
+    """The contact CSV column that holds each contact's voice (empty: ``voice``)."""
+
+    @field_validator("voice", mode="before")
+    @classmethod
+    def _voice_text(cls, voice: object) -> object:
+        """A style number written as a TOML number is the same voice as the string."""
+        return str(voice) if isinstance(voice, int) and not isinstance(voice, bool) else voice
 
     @model_validator(mode="after")
     def _one_kind(self) -> Message:
@@ -110,7 +56,7 @@ class Message(_Model):
         return None if self.text is None else render(self.text, variables, ssml=self.ssml)
 
 
-class Question(_Model):
+class Question(Model):
     """A DTMF question asked after the message."""
 
     prompt: str = Field(min_length=1)
@@ -167,7 +113,7 @@ class Question(_Model):
 RetryableOutcome = Literal["busy", "no_answer", "failed", "machine"]
 
 
-class RetryPolicy(_Model):
+class RetryPolicy(Model):
     """Which outcomes are tried again, how many attempts in all, and how long to wait between them."""
 
     max_attempts: int = Field(3, ge=1, le=20)
@@ -197,7 +143,7 @@ def _minutes(value: str) -> int:
     return int(match[1]) * 60 + int(match[2])
 
 
-class Window(_Model):
+class Window(Model):
     """Hours and weekdays when calls may be placed, in the callee's local time."""
 
     start: str = "09:00"
@@ -252,7 +198,7 @@ class Window(_Model):
 MachineAction = Literal["continue", "hangup", "leave_message"]
 
 
-class CallOptions(_Model):
+class CallOptions(Model):
     """How each call is conducted, where the provider offers it."""
 
     max_duration: Duration | None = None
@@ -277,21 +223,22 @@ class CallOptions(_Model):
         return self
 
 
-class Pacing(_Model):
+class Pacing(Model):
     """Per-campaign limits below the provider account's own rate limit."""
 
     calls_per_second: float | None = Field(None, gt=0, le=1000)
     max_concurrent: int = Field(50, ge=1, le=10000)
 
 
-class CampaignSpec(_Model):
+class CampaignSpec(Model):
     """A parsed, validated campaign file."""
 
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     provider: str
     caller_id: str
-    message: Message
+    message: Message | None = None
     question: Question | None = None
+    flow: Flow | None = None
     retry: RetryPolicy = RetryPolicy()
     window: Window = Window()
     pacing: Pacing = Pacing()
@@ -310,9 +257,64 @@ class CampaignSpec(_Model):
             raise ValueError(f"unknown region {region!r} (use a two-letter country code such as US or GB)")
         return region.upper()
 
+    @model_validator(mode="after")
+    def _one_call(self) -> CampaignSpec:
+        if self.flow is not None and self.message is not None:
+            raise SpecError(
+                "flow", "a campaign gives its call as [flow] or as [message] (and [question]), not both"
+            )
+        if self.flow is None and self.message is None:
+            raise SpecError("message", "a campaign needs [message] (and maybe [question]), or a [flow]")
+        if self.flow is not None and self.question is not None:
+            raise SpecError("question", "a flow asks its questions in its steps")
+        return self
+
+    @cached_property
+    def call_flow(self) -> Flow:
+        """The call as a flow: ``[flow]``, or ``[message]`` and ``[question]`` as two steps."""
+        if self.flow is not None:
+            return self.flow
+        assert self.message is not None
+        return legacy_flow(self.message, self.question)
+
     def required_columns(self) -> set[str]:
-        """The CSV columns the message needs for every contact."""
-        return placeholders(self.message.text or "")
+        """The CSV columns the call needs for every contact."""
+        return self.call_flow.required_columns()
+
+
+def legacy_flow(message: Message, question: Question | None) -> Flow:
+    """``[message]`` and ``[question]`` as the flow they always meant: the message, then the
+    question (asked again after its invalid prompt while it has attempts), then the final prompt."""
+    steps = {
+        "message": Step(say=message.text, audio=message.audio_url, next="question" if question else None)
+    }
+    if question is not None:
+        steps["question"] = Step(
+            say=None if question.prompt_audio_url else question.prompt,
+            audio=question.prompt_audio_url,
+            keys=Keys(
+                min_digits=question.min_digits,
+                max_digits=question.max_digits,
+                timeout=question.timeout,
+                terminator=question.terminator,
+                pattern=question.pattern,
+            ),
+            choices=question.choices,
+            next="final",
+            attempts=question.attempts,
+            retry=question.invalid_prompt,
+            no_input="final",
+            invalid="final",
+        )
+        steps["final"] = Step(say=question.final_prompt)
+    return Flow(
+        steps=steps,
+        language=message.language,
+        voice=message.voice,
+        ssml=message.ssml,
+        language_column=message.language_column,
+        voice_column=message.voice_column,
+    )
 
 
 def parse_campaign(text: str) -> CampaignSpec:
@@ -325,8 +327,12 @@ def parse_campaign(text: str) -> CampaignSpec:
         return CampaignSpec.model_validate(document)
     except ValidationError as error:
         first = error.errors()[0]
-        field = ".".join(str(part) for part in first["loc"])
+        path = [str(part) for part in first["loc"]]
         message = first["msg"].removeprefix("Value error, ")
+        cause = first.get("ctx", {}).get("error")
+        if isinstance(cause, SpecError):  # a check that names a field inside the part it checked
+            path, message = [*path, *filter(None, [cause.field])], cause.message
+        field = ".".join(path)
         if first["type"] == "extra_forbidden":
             message = "unknown field"
         raise SpecError(field, message) from None
