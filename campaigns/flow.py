@@ -409,6 +409,18 @@ def start(flow: Flow) -> Segment:
     return segment(flow, flow.first)
 
 
+def segments(flow: Flow) -> Iterator[Segment]:
+    """Every segment a call of ``flow`` may run: its start, each question asked again, and where
+    each answer leads (for limits a provider sets on what one reply may hold)."""
+    yield start(flow)
+    for name, step in flow.steps.items():
+        if step.asks:
+            yield segment(flow, name, preface=step.retry, tries=2)
+        for _, target in step.targets():
+            if target in flow.steps:
+                yield segment(flow, target)
+
+
 @dataclass(frozen=True)
 class Answer:
     """An answer as it is kept: the keys, the choice they name, whether the step accepted them."""

@@ -82,6 +82,7 @@ class ContactResult(StrEnum):
 
     REACHED = "reached"
     DTMF_ANSWERED = "dtmf_answered"
+    OPTED_OUT = "opted_out"
     EXHAUSTED = "exhausted"
     INVALID = "invalid"
     DNC = "dnc"

@@ -31,7 +31,7 @@ from dialer.models import Attempt, Campaign, Contact, ZoneGroup
 from dialer.operations import pause_provider_campaigns
 from dialer.pacing import Bucket, Gate
 from dialer.providers import get_provider
-from dialer.providers.base import ACCOUNT_TOKEN, CallOrder
+from dialer.providers.base import ACCOUNT_TOKEN, CallOrder, callback_base, order_for
 from dialer.recorder import advance, apply_held, finish
 from dialer.runtime import Runtime, spec_of
 from dialer.zones import group_zones
@@ -133,21 +133,13 @@ def _requeue(session: Session, *, attempt_id: int, now: datetime, failed: bool =
 
 
 def call_order(rt: Runtime, *, attempt: Attempt, contact: Contact, spec: CampaignSpec) -> CallOrder:
-    message = spec.message
-    base = rt.settings.public_url.rstrip("/")
-    return CallOrder(
+    return order_for(
+        spec,
         to=contact.phone,
+        variables=contact.variables,
         extension=contact.extension,
-        caller_id=spec.caller_id,
-        text=message.render(contact.variables),
-        audio_url=message.audio_url,
-        language=message.language,
-        voice=message.voice,
-        ssml=message.ssml,
-        question=spec.question,
-        callback_url=f"{base}/webhooks/{attempt.provider}/{attempt.callback_token}",
-        reference=attempt.callback_token,
-        call=spec.call,
+        callback_url=callback_base(rt.settings.public_url, attempt.provider, attempt.callback_token),
+        reference=str(attempt.id),  # shown in the provider's records: it must authenticate nothing
     )
 
 

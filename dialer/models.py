@@ -131,8 +131,18 @@ class Attempt(SQLModel, table=True):
     price: str | None = Field(default=None, max_length=20)
     dtmf_buffer: str | None = Field(default=None, max_length=64)
     """DTMF tones received so far, for providers that post an answer in pieces (Routee)."""
-    dtmf_rounds: int = 0
-    """Complete answers judged so far (each wrong one may be asked again)."""
+    dtmf_step: str | None = Field(default=None, max_length=40)
+    """The question those tones answer."""
+    step_seq: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    """Which segment of the call flow the call runs: 0 the one sent with the call, and one more for
+    each reply to its input. An input is taken once, for the segment it belongs to."""
+    opted_out: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    """The callee pressed the key of an opt-out: the number is on the do-not-call list."""
+    transfer_to: str | None = Field(default=None, max_length=16)
+    """The number the callee was connected to, if the flow transferred the call."""
+    transfer_status: str | None = Field(default=None, max_length=20)
+    """How the transfer's leg ended: answered (and then completed), busy, no_answer, failed..."""
+    transfer_seconds: int | None = None
     queued_at: datetime = _when(nullable=False, default_now=True)
     dispatched_at: datetime | None = _when()
     answered_at: datetime | None = _when()
@@ -151,16 +161,28 @@ class WebhookEvent(SQLModel, table=True):
     """The provider's call id of a callback that arrived before its attempt knew it (held until then)."""
     dedupe_key: str = Field(max_length=64, unique=True)
     payload: str
+    reply: str | None = Field(default=None, sa_type=sa.Text)
+    """What the receiver answered (JSON), given again to a callback sent again."""
     received_at: datetime = _when(nullable=False, default_now=True)
 
 
 class DtmfAnswer(SQLModel, table=True):
+    """An answer to one question of a call: the keys pressed (or the recording made) at a step."""
+
+    __table_args__ = (sa.UniqueConstraint("attempt_id", "step", "seq", name="uq_answer_step"),)
+
     id: int | None = Field(default=None, primary_key=True)
-    attempt_id: int = Field(foreign_key="attempt.id", unique=True)
+    attempt_id: int = Field(foreign_key="attempt.id")
     contact_id: int = Field(foreign_key="contact.id", index=True)
+    step: str = Field(default="question", max_length=40, sa_column_kwargs={"server_default": "question"})
+    """The flow's step that asked (``question`` for a campaign's ``[question]``)."""
+    seq: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    """The call's segment that asked it (a step asked twice in a call has two answers)."""
     digits: str = Field(max_length=64)
     choice: str | None = Field(default=None, max_length=100)
     valid: bool
+    recording: str | None = Field(default=None, max_length=500)
+    """Where the provider keeps a record step's recording (fetched with its credentials)."""
     received_at: datetime = _when(nullable=False, default_now=True)
 
 
@@ -173,4 +195,6 @@ class DncEntry(SQLModel, table=True):
     phone: str = Field(max_length=16, index=True)
     campaign_id: int | None = Field(default=None, foreign_key="campaign.id")
     reason: str | None = Field(default=None, max_length=200)
+    source: str | None = Field(default=None, max_length=200)
+    """How the number came on the list: ``dnc add``, ``dnc import FILE``, or a key pressed on a call."""
     added_at: datetime = _when(nullable=False, default_now=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -12,12 +13,14 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from campaigns.flow import one_question
 from campaigns.outcomes import LIVE, AttemptStatus, CampaignStatus, ContactResult, ContactState
 from campaigns.spec import CampaignSpec, SpecError, parse_campaign
 from dialer.db import Db, changed, session_scope
 from dialer.errors import ConfigurationError, InvalidState, NotFound
 from dialer.models import Attempt, Campaign, Contact, DncEntry, DtmfAnswer, WebhookEvent, ZoneGroup
 from dialer.providers import PROVIDERS, account_limit, get_provider
+from dialer.providers.base import Provider, flow_field, step_field
 from dialer.runtime import spec_of
 from dialer.settings import Settings
 
@@ -49,21 +52,12 @@ def check_provider_can(spec: CampaignSpec, *, source: str, settings: Settings | 
             f"{source}: provider: unknown provider {spec.provider!r} (known: {', '.join(sorted(PROVIDERS))})"
         )
     provider = get_provider(spec.provider)
-    can = provider.capabilities
-    wants = {
-        "question (DTMF)": spec.question is not None and not can.dtmf,
-        "message.audio_url": spec.message.audio_url is not None and not can.audio,
-        "message.ssml": spec.message.ssml and not can.ssml,
-        "retry.retry_on machine": "machine" in spec.retry.retry_on and not can.machine_detection,
-        f"message.audio_url other than {', '.join(can.audio_formats or ())} files": bool(
-            spec.message.audio_url
-            and can.audio_formats
-            and not spec.message.audio_url.lower().endswith(can.audio_formats)
-        ),
-        "call.max_duration": spec.call.max_duration is not None and not can.max_duration,
-        f"call.on_machine = {spec.call.on_machine!r}": spec.call.on_machine not in can.on_machine,
-    }
-    problems = [f"{provider.title} cannot do {what}" for what, missing in wants.items() if missing]
+    problems = [f"{provider.title} cannot do {what}" for what in _beyond(provider, spec)]
+    flow = spec.call_flow
+    if not provider.replies_mid_call and isinstance(shape := one_question(flow, provider.title), tuple):
+        problems.append(f"flow.{shape[0]}: {shape[1]}")
+    if provider.languages is not None and flow.language not in provider.languages:
+        problems.append(f"{flow_field(spec, 'language')}: {provider.title} does not speak {flow.language!r}")
     problems += provider.check_campaign(spec)
     if settings is not None and spec.pacing.calls_per_second is not None:
         limit = account_limit(spec.provider, settings.provider_settings(spec.provider))
@@ -74,6 +68,28 @@ def check_provider_can(spec: CampaignSpec, *, source: str, settings: Settings | 
             )
     if problems:
         raise ConfigurationError(f"{source}: " + "; ".join(problems))
+
+
+def _beyond(provider: Provider, spec: CampaignSpec) -> Iterator[str]:
+    """What in the campaign the provider has no way to do, each named by its field."""
+    can, flow = provider.capabilities, spec.call_flow
+    if flow.ssml and not can.ssml:
+        yield flow_field(spec, "ssml")
+    if "machine" in spec.retry.retry_on and not can.machine_detection:
+        yield "retry.retry_on machine"
+    if spec.call.max_duration is not None and not can.max_duration:
+        yield "call.max_duration"
+    if spec.call.on_machine not in can.on_machine:
+        yield f"call.on_machine = {spec.call.on_machine!r}"
+    for name, step in flow.steps.items():
+        if step.asks and not can.dtmf:
+            yield "question (DTMF)" if spec.flow is None else f"flow.steps.{name} (a question: DTMF keys)"
+        if step.audio is not None and not can.audio:
+            yield step_field(spec, name, "audio")
+        elif step.audio and can.audio_formats and not step.audio.lower().endswith(can.audio_formats):
+            yield f"{step_field(spec, name, 'audio')} other than {', '.join(can.audio_formats)} files"
+        if (step.action == "transfer" and not can.transfer) or (step.action == "record" and not can.record):
+            yield f"{step_field(spec, name, 'action')} = {step.action!r}"
 
 
 def get_campaign(session: Session, name: str) -> Campaign:

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
+from urllib.parse import urlencode
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from campaigns.flow import Answer, Segment, judge
 from campaigns.outcomes import (
     LIVE,
     AttemptStatus,
@@ -23,11 +26,19 @@ from campaigns.outcomes import (
     earlier_than,
 )
 from campaigns.retry import next_attempt_at
-from campaigns.spec import CampaignSpec, Question
+from campaigns.spec import CampaignSpec
 from dialer.db import Db, among, changed, insert_new, insert_new_rows
 from dialer.errors import WebhookAuthError, WebhookPayloadError
-from dialer.models import Attempt, Campaign, Contact, DtmfAnswer, WebhookEvent
-from dialer.providers.base import CallEvent, InputVerdict, Provider, Webhook
+from dialer.models import Attempt, Campaign, Contact, DncEntry, DtmfAnswer, UTCDateTime, WebhookEvent
+from dialer.providers.base import (
+    CallEvent,
+    CallOrder,
+    Provider,
+    Webhook,
+    callback_base,
+    first_question,
+    order_for,
+)
 from dialer.runtime import spec_from
 
 _LIVE = [status.value for status in LIVE]
@@ -44,6 +55,7 @@ CONTACTS: sa.Table = Contact.__table__  # type: ignore[attr-defined]
 ANSWERS: sa.Table = DtmfAnswer.__table__  # type: ignore[attr-defined]
 CAMPAIGNS: sa.Table = Campaign.__table__  # type: ignore[attr-defined]
 EVENTS: sa.Table = WebhookEvent.__table__  # type: ignore[attr-defined]
+DNC: sa.Table = DncEntry.__table__  # type: ignore[attr-defined]
 
 
 class AttemptLike(Protocol):
@@ -78,6 +90,8 @@ class AttemptRow:
     ended_at: datetime | None
     status: str
     dtmf_buffer: str | None
+    dtmf_step: str | None
+    step_seq: int
 
 
 _ATTEMPT_ROW = [ATTEMPTS.c[name] for name in AttemptRow.__dataclass_fields__]
@@ -94,11 +108,12 @@ _CAMPAIGN = sa.select(CAMPAIGNS.c.status, CAMPAIGNS.c.spec).where(CAMPAIGNS.c.id
 _ATTEMPT_ID = ATTEMPTS.c.id == sa.bindparam("attempt")
 _CONTACT_ID = CONTACTS.c.id == sa.bindparam("contact")
 _STATUS = sa.select(ATTEMPTS.c.status).where(_ATTEMPT_ID)
-_VALID_ANSWER = sa.select(ANSWERS.c.valid).where(
-    ANSWERS.c.attempt_id == sa.bindparam("attempt"), ANSWERS.c.valid
-)
+_CALL_RESULT = sa.select(
+    ATTEMPTS.c.opted_out,
+    sa.exists().where(ANSWERS.c.attempt_id == ATTEMPTS.c.id, ANSWERS.c.valid),
+).where(_ATTEMPT_ID)
 _ATTEMPTS_MADE = sa.select(CONTACTS.c.attempts).where(_CONTACT_ID)
-_VARIABLES = sa.select(CONTACTS.c.variables).where(_CONTACT_ID)
+_CONTACT = sa.select(CONTACTS.c.phone, CONTACTS.c.variables, CONTACTS.c.extension).where(_CONTACT_ID)
 _ANSWERED_BY = (
     sa.update(ATTEMPTS)
     .where(_ATTEMPT_ID, among(ATTEMPTS.c.status, _LIVE))
@@ -110,21 +125,54 @@ _ADD_TO_BUFFER = (
     .values(
         dtmf_buffer=sa.func.substr(
             sa.func.coalesce(ATTEMPTS.c.dtmf_buffer, "") + sa.bindparam("piece", type_=sa.String), 1, 64
-        )
+        ),
+        dtmf_step=sa.bindparam("step"),
     )
     .returning(ATTEMPTS.c.dtmf_buffer)
 )
-_CLEAR_BUFFER = sa.update(ATTEMPTS).where(_ATTEMPT_ID).values(dtmf_buffer=None)
-_NEXT_ROUND = (
+_CLEAR_BUFFER = sa.update(ATTEMPTS).where(_ATTEMPT_ID).values(dtmf_buffer=None, dtmf_step=None)
+_NEXT_SEGMENT = (
     sa.update(ATTEMPTS)
-    .where(_ATTEMPT_ID)
-    .values(dtmf_rounds=ATTEMPTS.c.dtmf_rounds + 1)
-    .returning(ATTEMPTS.c.dtmf_rounds)
+    .where(_ATTEMPT_ID, ATTEMPTS.c.step_seq == sa.bindparam("seq"))
+    .values(step_seq=ATTEMPTS.c.step_seq + 1)
 )
 _ANSWERED_LATE = (
     sa.update(CONTACTS)
     .where(_CONTACT_ID, CONTACTS.c.result == ContactResult.REACHED)
     .values(result=ContactResult.DTMF_ANSWERED)
+)
+_OPTED_OUT = sa.update(ATTEMPTS).where(_ATTEMPT_ID).values(opted_out=True)
+_OPTED_OUT_LATE = (
+    sa.update(CONTACTS)
+    .where(_CONTACT_ID, among(CONTACTS.c.result, [ContactResult.REACHED, ContactResult.DTMF_ANSWERED]))
+    .values(result=ContactResult.OPTED_OUT)
+)
+_ADD_DNC = sa.insert(DNC).from_select(
+    ["phone", "campaign_id", "reason", "source", "added_at"],
+    sa.select(
+        sa.bindparam("phone", type_=sa.String),
+        sa.bindparam("campaign", type_=sa.Integer),
+        sa.bindparam("reason", type_=sa.String),
+        sa.bindparam("source", type_=sa.String),
+        sa.bindparam("now", type_=UTCDateTime),
+    ).where(
+        ~sa.exists().where(
+            DNC.c.phone == sa.bindparam("phone"),
+            DNC.c.campaign_id.is_not_distinct_from(sa.bindparam("campaign", type_=sa.Integer)),
+        )
+    ),
+)
+_TRANSFER_TO = sa.update(ATTEMPTS).where(_ATTEMPT_ID).values(transfer_to=sa.bindparam("number"))
+_TRANSFER_SECONDS = (
+    sa.update(ATTEMPTS)
+    .where(_ATTEMPT_ID, ATTEMPTS.c.transfer_seconds.is_(None))
+    .values(transfer_seconds=sa.bindparam("seconds"))
+)
+_REPLY = (
+    sa.update(EVENTS).where(EVENTS.c.dedupe_key == sa.bindparam("key")).values(reply=sa.bindparam("reply"))
+)
+_REPLIES = sa.select(EVENTS.c.dedupe_key, EVENTS.c.reply).where(
+    EVENTS.c.dedupe_key.in_(sa.bindparam("keys", expanding=True)), EVENTS.c.reply.is_not(None)
 )
 
 
@@ -219,8 +267,14 @@ def settle(
     """After a final outcome: finish the contact, or schedule its next attempt by the retry policy."""
     values: dict[str, Any]
     if outcome == AttemptStatus.COMPLETED:
-        answered = session.scalar(_VALID_ANSWER, {"attempt": attempt.id})
-        result = ContactResult.DTMF_ANSWERED if answered else ContactResult.REACHED
+        opted_out, answered = session.execute(_CALL_RESULT, {"attempt": attempt.id}).one()
+        result = (
+            ContactResult.OPTED_OUT
+            if opted_out
+            else ContactResult.DTMF_ANSWERED
+            if answered
+            else ContactResult.REACHED
+        )
         values = {"state": ContactState.DONE, "result": result}
     elif campaign_status == CampaignStatus.CANCELLED:
         values = {"state": ContactState.DONE, "result": ContactResult.CANCELLED}
@@ -306,87 +360,189 @@ def _call_over(session: Db, attempt_id: int) -> bool:
     return status is not None and AttemptStatus(status).is_final
 
 
-def take_input(
-    session: Db,
-    *,
-    attempt: AttemptLike,
-    question: Question,
-    event: CallEvent,
-    interactive: bool,
-    now: datetime,
-) -> tuple[Literal["accepted", "retry", "done", "more"], int]:
-    """Take DTMF input: a whole answer, or a piece of one (``event.input_complete`` False).
+@dataclass(frozen=True)
+class _Call:
+    """What an input is taken in: its attempt, the campaign's call, and the callback that brought it."""
 
-    Pieces are added to the attempt's answer so far until it is complete: ``#`` (the question's
-    terminator) pressed, as many digits as the question takes, or the call over; until then the
-    outcome is ``more``. A complete answer is judged; a wrong one is asked again while the question
-    has attempts left and the call is still up. Returns the outcome and the digits received so far.
+    attempt: AttemptRow
+    spec: CampaignSpec
+    provider: Provider
+    webhook: Webhook
+    token: str
+    public_url: str
+
+    def order(self, session: Db) -> CallOrder:
+        """The call as its provider's compiler takes it (the contact read for its number and columns)."""
+        phone, variables, extension = session.execute(_CONTACT, {"contact": self.attempt.contact_id}).one()
+        return order_for(
+            self.spec,
+            to=phone,
+            variables=variables or {},
+            extension=extension,
+            callback_url=callback_base(self.public_url, self.provider.name, self.token),
+            reference=str(self.attempt.id),
+        )
+
+    def position(self) -> tuple[str, int, int] | None:
+        """The question an input answers, the call's segment that asked it, and its try: from the
+        callback's URL (each question's carries them), else the flow's one question (providers
+        that ask one question a call report its answer once). None: the step is not in the flow."""
+        query, flow = self.webhook.query, self.spec.call_flow
+        name = query.get("step")
+        try:
+            seq = int(query.get("seq", self.attempt.step_seq))
+            tries = int(query.get("try", 1))
+        except ValueError:
+            raise WebhookPayloadError("seq and try are numbers") from None
+        if name is None:
+            question = first_question(flow)
+            if question is None:
+                return None
+            name = question[0]
+            if not self.provider.replies_mid_call:
+                tries = flow.steps[name].attempts  # the provider asked as often as the step allows
+        return (name, seq, tries) if name in flow.steps else None
+
+
+def take_input(
+    session: Db, call: _Call, event: CallEvent, position: tuple[str, int, int] | None, *, now: datetime
+) -> Any:
+    """Take keys pressed for a question; the provider's reply that runs the call on, if any.
+
+    The input belongs to one segment of the call (its URL says which). It is taken only while the
+    call is in that segment, and moves it on to the next in the same guarded statement: a late or
+    repeated input never advances the flow twice, never writes a second answer, and never places a
+    second transfer. Keys arriving in pieces (Routee) are kept until the answer is complete: the
+    terminator pressed, as many keys as the question takes, or the call over.
     """
-    attempt_id = attempt.id or 0
+    attempt, flow, provider = call.attempt, call.spec.call_flow, call.provider
+    if position is None or position[1] != attempt.step_seq:
+        return None  # for a question the call has left (or a flow changed since)
+    name, seq, tries = position
+    step, over = flow.steps[name], _call_over(session, attempt.id)
     digits = event.digits or ""
     if not event.input_complete:
         piece, hashed, _ = digits.partition("#")
-        buffer = session.execute(_ADD_TO_BUFFER, {"attempt": attempt_id, "piece": piece}).scalar_one()
-        ended = bool(hashed) and question.terminator == "#"
-        if not ended and len(buffer or "") < question.max_digits and not _call_over(session, attempt_id):
-            return "more", len(buffer or "")
-        digits = buffer or ""
-        _clear_buffer(session, attempt_id)
-    return _judge(
-        session, attempt=attempt, question=question, digits=digits, interactive=interactive, now=now
-    )
+        added = {"attempt": attempt.id, "piece": piece, "step": name}
+        buffer: str = session.execute(_ADD_TO_BUFFER, added).scalar_one() or ""
+        ended = bool(hashed) and step.rules.terminator == "#"
+        if not ended and len(buffer) < step.rules.max_digits and not over:
+            more = provider.keep_collecting
+            if more is None or not _next_segment(session, attempt.id, seq):
+                return None
+            return more(call.order(session), name, step, seq + 1, tries, len(buffer))
+        digits = buffer
+        session.execute(_CLEAR_BUFFER, {"attempt": attempt.id})
+    live = provider.replies_mid_call and not over
+    if live and not _next_segment(session, attempt.id, seq):
+        return None  # another copy of this input moved the call on first
+    turn = judge(flow, name, digits, tries=tries, final=not live)
+    if turn.answer is not None:
+        _keep_answer(session, attempt, step=name, seq=seq, answer=turn.answer, now=now)
+    if turn.then is None:
+        return None
+    order = call.order(session)
+    _act(session, call, turn.then, order, placed=live, digits=digits, now=now)
+    if not live or provider.compile_segment is None:
+        return None
+    return provider.compile_segment(turn.then, order, seq + 1) or None
 
 
-def _clear_buffer(session: Db, attempt_id: int) -> None:
-    """Empty the answer collected so far: it has been judged (a new round starts afresh)."""
-    session.execute(_CLEAR_BUFFER, {"attempt": attempt_id})
+def _next_segment(session: Db, attempt_id: int, seq: int) -> bool:
+    return changed(session, _NEXT_SEGMENT, {"attempt": attempt_id, "seq": seq}) == 1
 
 
-def _judge_rest(session: Db, *, attempt: AttemptRow, question: Question, now: datetime) -> None:
-    """At the end of the call: judge an answer left incomplete, if any arrived."""
-    if rest := attempt.dtmf_buffer:
-        _clear_buffer(session, attempt.id or 0)
-        _judge(session, attempt=attempt, question=question, digits=rest, interactive=False, now=now)
-
-
-def _judge(
+def _keep_answer(
     session: Db,
-    *,
     attempt: AttemptLike,
-    question: Question,
-    digits: str,
-    interactive: bool,
+    *,
+    step: str,
+    seq: int,
+    answer: Answer,
     now: datetime,
-) -> tuple[Literal["accepted", "retry", "done"], int]:
-    rounds = session.execute(_NEXT_ROUND, {"attempt": attempt.id}).scalar_one()
-    final = not interactive or rounds >= question.attempts or _call_over(session, attempt.id or 0)
-    outcome = record_input(session, attempt=attempt, question=question, digits=digits, final=final, now=now)
-    return outcome, len(digits)
-
-
-def record_input(
-    session: Db, *, attempt: AttemptLike, question: Question, digits: str, final: bool, now: datetime
-) -> Literal["accepted", "retry", "done"]:
-    """Store the callee's DTMF answer, or ask for another try while the question allows it."""
-    valid = question.accepts(digits)
-    if not valid and not final:
-        return "retry"
+    recording: str | None = None,
+) -> None:
     stored = insert_new(
         session,
         DtmfAnswer,
         attempt_id=attempt.id or 0,
         contact_id=attempt.contact_id,
-        digits=digits,
-        choice=question.choice(digits) if valid else None,
-        valid=valid,
+        step=step,
+        seq=seq,
+        digits=answer.digits,
+        choice=answer.choice,
+        valid=answer.valid,
+        recording=recording,
         received_at=now,
     )
-    if not stored:
-        return "done"  # the attempt's answer is stored already
-    if valid:
+    if stored and answer.valid:
         # The call may already be settled as reached: an answer that arrives late still counts.
         session.execute(_ANSWERED_LATE, {"contact": attempt.contact_id})
-    return "accepted" if valid else "done"
+
+
+def _act(
+    session: Db, call: _Call, then: Segment, order: CallOrder, *, placed: bool, digits: str, now: datetime
+) -> None:
+    """Do the dialer's part of the actions a segment holds, before the provider hears of it: an
+    opt-out's number on the do-not-call list (even when the call is over and the confirmation
+    goes unheard: the key was pressed), and a transfer's number on the attempt."""
+    attempt = call.attempt
+    for name, step in then.actions():
+        if step.action == "optout":
+            session.execute(
+                _ADD_DNC,
+                {
+                    "phone": order.to,
+                    "campaign": attempt.campaign_id if step.scope == "campaign" else None,
+                    "reason": "opted out on a call",
+                    "source": f"key {digits}, step {name}, campaign {call.spec.name}, attempt {attempt.id}",
+                    "now": now,
+                },
+            )
+            session.execute(_OPTED_OUT, {"attempt": attempt.id})
+            session.execute(_OPTED_OUT_LATE, {"contact": attempt.contact_id})
+        elif step.action == "transfer" and placed:
+            session.execute(_TRANSFER_TO, {"attempt": attempt.id, "number": order.transfer_number(step)})
+
+
+def record_transfer(session: Db, attempt: AttemptLike, event: CallEvent) -> None:
+    """How the leg a transfer placed went: its status only forward (answered stays answered once
+    the leg completes), and its length once."""
+    status = event.status
+    if status is None:
+        return
+    if status == AttemptStatus.COMPLETED:
+        status = AttemptStatus.ANSWERED
+    earlier = [s.value for s in earlier_than(status)]
+    session.execute(
+        sa.update(ATTEMPTS)
+        .where(
+            _ATTEMPT_ID,
+            sa.or_(ATTEMPTS.c.transfer_status.is_(None), among(ATTEMPTS.c.transfer_status, earlier)),
+        )
+        .values(transfer_status=status.value),
+        {"attempt": attempt.id},
+    )
+    if event.duration is not None and event.status == AttemptStatus.COMPLETED:
+        session.execute(_TRANSFER_SECONDS, {"attempt": attempt.id, "seconds": event.duration})
+
+
+def record_recording(session: Db, call: _Call, event: CallEvent, *, now: datetime) -> None:
+    """Keep a record step's recording as that step's answer (valid when something was recorded)."""
+    position = call.position()
+    if position is None or call.spec.call_flow.steps[position[0]].action != "record":
+        raise WebhookPayloadError("a recording for a step that does not record")
+    name, seq, _ = position
+    url = event.recording or None
+    _keep_answer(
+        session,
+        call.attempt,
+        step=name,
+        seq=seq,
+        answer=Answer("", None, url is not None),
+        now=now,
+        recording=url,
+    )
 
 
 def _bind_call_id(session: Db, *, attempt: AttemptLike, call_id: str) -> None:
@@ -447,9 +603,12 @@ def _row(
 ) -> dict[str, Any]:
     """The ``webhookevent`` row that keeps a callback as received; a redelivery has the same key."""
     provider, webhook = received.provider, received.webhook
-    digest = hashlib.sha256(
-        b"\0".join([provider.name.encode(), received.token.encode(), webhook.kind.encode(), webhook.body])
-    )
+    parts = [provider.name.encode(), received.token.encode(), webhook.kind.encode(), webhook.body]
+    if webhook.method == "POST" and webhook.query:
+        # The URL names the question and the call's segment: the same keys twice in one call
+        # (Routee's posts carry nothing else) are two callbacks, not one sent again.
+        parts.append(urlencode(sorted(webhook.query.items())).encode())
+    digest = hashlib.sha256(b"\0".join(parts))
     return {
         "provider": provider.name,
         "kind": webhook.kind,
@@ -523,9 +682,18 @@ def record_webhooks(
             admitted = {index: _admit(session, callbacks[index], now=now, grace=grace) for index in together}
             rows = [each.row for each in admitted.values()]
             kept = insert_new_rows(session, EVENTS, rows, key=EVENTS.c.dedupe_key)
-            for index, each in admitted.items():  # a redelivery of one kept already is not applied again
-                new = each.row["dedupe_key"] in kept
-                replies[index] = _apply(session, each, now=now, public_url=public_url) if new else None
+            again = [
+                each.row["dedupe_key"] for each in admitted.values() if each.row["dedupe_key"] not in kept
+            ]
+            given = dict(session.execute(_REPLIES, {"keys": again}).all()) if again else {}
+            for index, each in admitted.items():
+                key = each.row["dedupe_key"]
+                if key not in kept:  # sent again: not applied again, but answered as the first time
+                    replies[index] = json.loads(given[key]) if key in given else None
+                    continue
+                replies[index] = reply = _apply(session, each, now=now, public_url=public_url)
+                if reply is not None:
+                    session.execute(_REPLY, {"key": key, "reply": json.dumps(reply)})
     return [replies[index] for index in range(len(callbacks))]
 
 
@@ -583,42 +751,30 @@ def _admit(session: Db, received: Received, *, now: datetime, grace: timedelta) 
 
 def _apply(session: Db, admitted: _Admitted, *, now: datetime, public_url: str) -> Any:
     """Apply a callback kept for the first time to its attempt; the provider's expected reply."""
-    attempt, event, provider = admitted.attempt, admitted.event, admitted.callback.provider
+    attempt, event, callback = admitted.attempt, admitted.event, admitted.callback
+    provider = callback.provider
     if attempt is None:
         return None  # held until its call id is known
+    if event.transfer:
+        record_transfer(session, attempt, event)
+        return None
     apply_event(session, attempt=attempt, event=event, now=now, provider_title=provider.title)
     leave_message = event.message_now and provider.reply_to_machine is not None
     finished = event.status is not None and event.status.is_final
-    if event.digits is None and not leave_message and not finished:
+    if event.digits is None and event.recording is None and not leave_message and not finished:
         return None
     _, spec = _campaign(session, attempt.campaign_id)
-    if leave_message:  # a machine is ready to record: leave the message, skip the question
+    call = _Call(attempt, spec, provider, callback.webhook, callback.token, public_url)
+    if leave_message:  # a machine is ready to record: leave the message, skip the questions
         assert provider.reply_to_machine is not None
-        variables = session.scalar(_VARIABLES, {"contact": attempt.contact_id})
-        return provider.reply_to_machine(spec.message, spec.message.render(variables or {}))
-    if spec.question is None:
+        return provider.reply_to_machine(call.order(session)) or None
+    if event.recording is not None:
+        record_recording(session, call, event, now=now)
         return None
     if event.digits is None:
         # The call is over: an answer still arriving in pieces is judged as it stands.
-        _judge_rest(session, attempt=attempt, question=spec.question, now=now)
+        if attempt.dtmf_buffer and attempt.dtmf_step:
+            position = (attempt.dtmf_step, attempt.step_seq, 1)
+            take_input(session, call, CallEvent(digits="", input_complete=False), position, now=now)
         return None
-    outcome, received = take_input(
-        session,
-        attempt=attempt,
-        question=spec.question,
-        event=event,
-        interactive=provider.reply_to_input is not None,
-        now=now,
-    )
-    if provider.reply_to_input is None:
-        return None
-    callback_url = f"{public_url.rstrip('/')}/webhooks/{provider.name}/{admitted.callback.token}"
-    return provider.reply_to_input(
-        InputVerdict(
-            outcome=outcome,
-            question=spec.question,
-            callback_url=callback_url,
-            language=spec.message.language,
-            received=received,
-        )
-    )
+    return take_input(session, call, event, call.position(), now=now)

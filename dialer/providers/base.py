@@ -12,12 +12,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
+from urllib.parse import urlencode
 
 import httpx
 
+from campaigns.fields import render
+from campaigns.flow import Flow, Segment, Step, one_question
 from campaigns.outcomes import AttemptStatus
 from campaigns.phones import is_e164
-from campaigns.spec import CallOptions, CampaignSpec, MachineAction, Message, Question
+from campaigns.spec import CallOptions, CampaignSpec, MachineAction
 from dialer.errors import (
     ProviderAuthError,
     ProviderRateLimited,
@@ -47,27 +50,90 @@ class Capabilities:
     """The most characters of TTS text one call may speak (None: not published)."""
     extensions: bool = False
     """Whether digits can be sent once the call is answered (a contact's extension)."""
+    transfer: bool = False
+    """Whether a flow can connect the callee to another number (a transfer step)."""
+    record: bool = False
+    """Whether a flow can record the callee's voice (a record step)."""
 
 
 @dataclass(frozen=True)
 class CallOrder:
-    """Everything a provider needs to place one attempt, already rendered for its contact."""
+    """Everything a provider needs to place one attempt, or to run the next part of its flow."""
 
     to: str
     caller_id: str
-    text: str | None
-    audio_url: str | None
-    language: str
-    voice: str | None
-    ssml: bool
-    question: Question | None
+    flow: Flow
+    variables: Mapping[str, str]
+    """The contact's CSV columns, for the steps' ``{placeholders}`` (and its language, voice, numbers)."""
     callback_url: str
     """Our per-attempt webhook base, ``{public_url}/webhooks/{provider}/{token}``; add the kind."""
     reference: str
+    """Names the attempt to the provider, in a field its records may show: never a secret."""
     ring_timeout: int = 60
     call: CallOptions = field(default_factory=CallOptions)
     extension: str = ""
     """Digits to send once the call is answered ('' for none)."""
+
+    @property
+    def language(self) -> str:
+        """The contact's language: its CSV column's, if the flow names one and it is filled in."""
+        column = self.flow.language_column
+        return (self.variables.get(column) if column else None) or self.flow.language
+
+    @property
+    def voice(self) -> str | None:
+        column = self.flow.voice_column
+        return (self.variables.get(column) if column else None) or self.flow.voice
+
+    def text(self, step: Step) -> str | None:
+        """What ``step`` says to this contact (None: it plays audio or says nothing)."""
+        return None if step.say is None else self.render(step.say)
+
+    def render(self, template: str) -> str:
+        """A text of the flow for this contact (values escaped where the flow writes SSML)."""
+        return render(template, dict(self.variables), ssml=self.flow.ssml)
+
+    def transfer_number(self, step: Step) -> str:
+        """The E.164 number a transfer step connects this contact to."""
+        return step.to or self.variables.get(step.to_column or "", "")
+
+    def url(self, kind: str, *, step: str, seq: int, tries: int = 1) -> str:
+        """The callback URL of one step of the flow: the step and the segment it belongs to travel
+        with it, so an input is taken for the question it answers, once."""
+        return f"{self.callback_url}/{kind}?{urlencode({'step': step, 'seq': seq, 'try': tries})}"
+
+
+def callback_base(public_url: str, provider: str, token: str) -> str:
+    """The attempt's webhook base: the provider's callbacks add their kind to it."""
+    return f"{public_url.rstrip('/')}/webhooks/{provider}/{token}"
+
+
+def order_for(
+    spec: CampaignSpec,
+    *,
+    to: str,
+    variables: Mapping[str, str],
+    callback_url: str,
+    reference: str,
+    extension: str = "",
+) -> CallOrder:
+    """One contact's call of a campaign."""
+    return CallOrder(
+        to=to,
+        caller_id=spec.caller_id,
+        flow=spec.call_flow,
+        variables=variables,
+        callback_url=callback_url,
+        reference=reference,
+        call=spec.call,
+        extension=extension,
+    )
+
+
+def first_question(flow: Flow) -> tuple[str, Step] | None:
+    """The question a provider that asks one question a call asks (see :func:`one_question`)."""
+    shape = one_question(flow, "")
+    return None if isinstance(shape, tuple) else shape.question
 
 
 @dataclass(frozen=True)
@@ -85,6 +151,11 @@ class CallEvent:
     price: str | None = None
     reason: str | None = None
     message_now: bool = False
+    transfer: bool = False
+    """The event is about the leg a transfer placed, not the call: ``status`` and ``duration`` are
+    the leg's."""
+    recording: str | None = None
+    """A record step's recording: where the provider keeps it ("": nothing was recorded)."""
     """A machine answered and is ready to record: the provider waits for the message to leave."""
     account_problem: str | None = None
     """The call did not happen because of the provider account (no balance, say): every campaign
@@ -100,19 +171,6 @@ class Webhook:
     headers: Mapping[str, str]
     query: Mapping[str, str]
     body: bytes
-
-
-@dataclass(frozen=True)
-class InputVerdict:
-    """What the receiver decided about DTMF input, for providers that expect a reply."""
-
-    outcome: Literal["accepted", "retry", "done", "more"]
-    """``more``: part of an answer arrived, keep collecting the rest."""
-    question: Question
-    callback_url: str
-    language: str
-    received: int = 0
-    """Digits of the answer received so far."""
 
 
 ACCOUNT_TOKEN = "account"
@@ -135,6 +193,29 @@ def caller_id_problem(caller_id: str, title: str) -> str | None:
         f"caller_id: {caller_id!r} is not a valid number in E.164 form (such as +14155550100),"
         f" as {title} needs"
     )
+
+
+_LEGACY_FIELDS = {
+    ("message", "say"): "message.text",
+    ("message", "audio"): "message.audio_url",
+    ("question", "say"): "question.prompt",
+    ("question", "audio"): "question.prompt_audio_url",
+    ("question", "retry"): "question.invalid_prompt",
+    ("final", "say"): "question.final_prompt",
+}
+
+
+def step_field(spec: CampaignSpec, step: str, name: str) -> str:
+    """The campaign file's name for a field of one step of its call: ``flow.steps.<step>.<name>``,
+    or the ``[message]`` and ``[question]`` field it came from."""
+    if spec.flow is None:
+        return _LEGACY_FIELDS.get((step, name), f"{step}.{name.removeprefix('keys.')}")
+    return f"flow.steps.{step}.{name}"
+
+
+def flow_field(spec: CampaignSpec, name: str) -> str:
+    """The campaign file's name for a setting of the whole call (``language``, ``voice``...)."""
+    return f"{'message' if spec.flow is None else 'flow'}.{name}"
 
 
 def nothing_wrong(_: Any) -> Iterable[str]:
@@ -164,9 +245,14 @@ class Provider:
     error_detail: Callable[[httpx.Response], str]
     build_lookup: Callable[[str, Any, str | None], httpx.Request] | None = None
     parse_lookup: Callable[[httpx.Response], CallEvent] | None = None
-    reply_to_input: Callable[[InputVerdict], Any] | None = None
-    reply_to_machine: Callable[[Message, str | None], Any] | None = None
-    """The reply that leaves the message on a machine, given the message and its rendered text."""
+    compile_segment: Callable[[Segment, CallOrder, int], Any] | None = None
+    """The provider's native form of a segment of the flow (given the call and its segment
+    number), sent in reply to an input: for providers that let a reply run the call on."""
+    keep_collecting: Callable[[CallOrder, str, Step, int, int, int], Any] | None = None
+    """The reply that waits for the rest of an answer arriving in pieces, given the call, the
+    question's step (name and step), the segment number, its try, and the keys received so far."""
+    reply_to_machine: Callable[[CallOrder], Any] | None = None
+    """The reply that leaves the call's first message on a machine."""
     webhook_kinds: tuple[str, ...] = field(default=("event",))
     sign_in: Callable[[Any], httpx.Request] | None = None
     parse_sign_in: Callable[[httpx.Response], Token] | None = None
@@ -182,6 +268,19 @@ class Provider:
     """An authenticated request that places no call, to try the credentials (sign-in providers sign in)."""
     setup_hint: str = "BASE_URL"
     """The setting to look at when the provider answers 404 to a create-call request."""
+    languages: frozenset[str] | None = None
+    """The TTS languages the provider speaks (None: its documents list none to check against)."""
+    voice_problem: Callable[[str], str | None] | None = None
+    """Why a voice is not one the provider takes (None: it is), for voices given per contact."""
+    recording_request: Callable[[str, Any, str | None], httpx.Request] | None = None
+    """The download of a recording at a URL the provider gave, with the account's credentials."""
+    recording_hosts: tuple[str, ...] = ()
+    """The domains a recording may be fetched from with those credentials (the simulator's too)."""
+
+    @property
+    def replies_mid_call(self) -> bool:
+        """Whether an input's reply can run the call on: a flow may branch and ask again."""
+        return self.compile_segment is not None
 
     @property
     def can_look_up(self) -> bool:

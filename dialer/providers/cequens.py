@@ -30,6 +30,7 @@ import httpx
 import jwt
 from pydantic import AliasChoices, BeforeValidator, Field
 
+from campaigns.flow import one_question
 from campaigns.outcomes import AttemptStatus
 from campaigns.spec import CampaignSpec
 from dialer.errors import ConfigurationError, ProviderRejected, ProviderTimeout, WebhookPayloadError
@@ -41,6 +42,7 @@ from dialer.providers.base import (
     Token,
     Webhook,
     caller_id_problem,
+    step_field,
 )
 from dialer.providers.fields import Callback, CallId, Digits, Seconds, read
 from dialer.settings import CequensSettings
@@ -86,13 +88,14 @@ def parse_sign_in(response: httpx.Response) -> Token:
 
 
 def build_call(order: CallOrder, settings: CequensSettings, token: str | None = None) -> httpx.Request:
-    question = order.question
-    spoken = [order.text] if order.text else []
-    if question is not None:
-        spoken.append(question.prompt)
+    shape = one_question(order.flow, "Cequens")
+    assert not isinstance(shape, tuple), shape  # check_campaign refused such a flow
+    steps = [step for _, step in shape.intro] + ([shape.question[1]] if shape.question else [])
+    audio = next((step.audio for step in steps if step.audio), None)
+    question = shape.question[1] if shape.question else None
     body: dict[str, Any] = {
         "recipient": order.to,
-        "sayText": " ".join(spoken),
+        "sayText": " ".join(text for step in steps if (text := order.text(step))),
         "neural": False,
         "repeat": question.attempts if question else 1,
         "timeout": order.ring_timeout,
@@ -102,8 +105,8 @@ def build_call(order: CallOrder, settings: CequensSettings, token: str | None = 
     }
     if order.voice:
         body["voiceName"] = order.voice
-    if order.audio_url:
-        body["audioUrl"] = order.audio_url
+    if audio:
+        body["audioUrl"] = audio
     if question is not None:
         body["dtmfCallbackEndpoint"] = f"{order.callback_url}/dtmf"
     return httpx.Request(
@@ -191,8 +194,31 @@ def check_campaign(spec: CampaignSpec) -> list[str]:
     problems = []
     if problem := caller_id_problem(spec.caller_id, "a campaign (Cequens calls from its own number)"):
         problems.append(problem)
-    if spec.question is not None and spec.question.terminator == "*":
-        problems.append("question.terminator: Cequens collects input without a '*' terminator")
+    shape = one_question(spec.call_flow, "Cequens")
+    if isinstance(shape, tuple):
+        return problems  # the flow as a whole is refused (one question a call)
+    if shape.question is not None:
+        name, step = shape.question
+        if step.rules.terminator == "*":
+            problems.append(
+                f"{step_field(spec, name, 'keys.terminator')}: Cequens collects input without"
+                " a '*' terminator"
+            )
+        if spec.flow is not None:  # [question]'s prompts have defaults, which Cequens never said
+            if step.retry is not None:
+                problems.append(
+                    f"flow.steps.{name}.retry: Cequens repeats its prompt, with nothing said between"
+                )
+            if shape.closing is not None:
+                problems.append(
+                    f"flow.steps.{name}: Cequens says nothing after the answer: let its answers"
+                    " lead to steps that say nothing"
+                )
+    audio = [step for _, step in shape.intro if step.audio] + (
+        [shape.question[1]] if shape.question and shape.question[1].audio else []
+    )
+    if len(audio) > 1:
+        problems.append("flow: Cequens plays one audio file a call")
     return problems
 
 

@@ -29,6 +29,7 @@ from typing import Annotated, Any, Literal
 import httpx
 from pydantic import BeforeValidator, Field
 
+from campaigns.flow import one_question
 from campaigns.outcomes import AttemptStatus
 from campaigns.spec import CampaignSpec
 from dialer.errors import ProviderRejected, ProviderTimeout
@@ -39,7 +40,9 @@ from dialer.providers.base import (
     Provider,
     Webhook,
     caller_id_problem,
+    flow_field,
     json_detail,
+    step_field,
 )
 from dialer.providers.fields import MAX_CALL_SECONDS, Callback, CallId, Digits, Name, Note, read
 from dialer.settings import CmSettings
@@ -62,27 +65,43 @@ def _headers(settings: CmSettings) -> dict[str, str]:
     return {"X-CM-PRODUCTTOKEN": token, "Content-Type": "application/json", "Accept": "application/json"}
 
 
-def _prompt(order: CallOrder) -> tuple[str, str]:
-    """The instruction (DTMF or Notification) and its prompt, within the instruction's limit."""
-    question = order.question
+def _ssml(parts: list[str]) -> str:
+    """SSML texts said one after the other, as one document: one ``<speak>`` root around them all."""
+    inner = [_SPEAK.sub("", part.strip()) for part in parts]
+    return f"<speak>{' '.join(inner)}</speak>"
+
+
+_SPEAK = re.compile(r"^<speak[^>]*>|</speak>$")
+
+
+def _said(order: CallOrder, texts: list[str | None]) -> str:
+    parts = [text for text in texts if text]
+    return _ssml(parts) if order.flow.ssml else " ".join(parts)
+
+
+def build_call(order: CallOrder, settings: CmSettings, token: str | None = None) -> httpx.Request:
+    """The flow as one instruction: a Notification that says its steps, or the DTMF instruction
+    that says the steps up to its question, asks it, and says its closing message."""
+    shape = one_question(order.flow, "CM.com")
+    assert not isinstance(shape, tuple), shape  # check_campaign refused such a flow
+    said = [order.text(step) for _, step in shape.intro]
+    question = shape.question
+    if question is not None:
+        said.append(order.text(question[1]))
     instruction = "Notification" if question is None else "DTMF"
-    prompt = " ".join(part for part in (order.text, question.prompt if question else None) if part)
+    prompt = _said(order, said)
     if len(prompt) > PROMPT_LIMITS[instruction]:
         raise ProviderRejected(
             f"the prompt would be {len(prompt)} characters for this contact; CM.com's {instruction}"
             f" instruction takes at most {PROMPT_LIMITS[instruction]}"
         )
-    return instruction, prompt
-
-
-def build_call(order: CallOrder, settings: CmSettings, token: str | None = None) -> httpx.Request:
-    instruction, prompt = _prompt(order)
+    kind = "TTS_SSML" if order.flow.ssml else "TTS"
     body: dict[str, Any] = {
         "instruction-id": order.reference[:64],
         "callee": order.to,
         "caller": order.caller_id,
         "prompt": prompt,
-        "prompt-type": "TTS_SSML" if order.ssml else "TTS",
+        "prompt-type": kind,
         "voice": {
             "language": order.language,
             "gender": GENDERS[(order.voice or "female").lower()],
@@ -91,25 +110,24 @@ def build_call(order: CallOrder, settings: CmSettings, token: str | None = None)
         "callback-url": f"{order.callback_url}/callback",
         "max-ringing-timeout": max(10, min(60, order.ring_timeout)),
     }
-    question = order.question
-    if question is None:
-        return httpx.Request(
-            "POST", f"{settings.base_url}/voiceapi/v2/{instruction}", json=body, headers=_headers(settings)
-        )
-    body |= {
-        "valid-prompt": question.final_prompt,
-        "valid-prompt-type": "TTS",
-        "invalid-prompt": question.invalid_prompt,
-        "invalid-prompt-type": "TTS",
-        "min-digits": question.min_digits,
-        "max-digits": question.max_digits,
-        "max-attempts": question.attempts,
-        "timeout": int(question.timeout.total_seconds() * 1000),
-        "terminators": question.terminator,
-        "regex": "|".join(re.escape(key) for key in question.choices)
-        if question.choices
-        else question.pattern,
-    }
+    if question is not None:
+        step = question[1]
+        keys = step.rules
+        named = [*step.choices, *(key for key in step.on if key not in step.choices)]
+        body |= {
+            "valid-prompt": _said(order, [order.render(shape.closing or "")]),
+            "valid-prompt-type": kind,
+            "min-digits": keys.min_digits,
+            "max-digits": keys.max_digits,
+            "max-attempts": step.attempts,
+            "timeout": int(keys.timeout.total_seconds() * 1000),
+            "terminators": keys.terminator,
+        }
+        if step.retry is not None:
+            body |= {"invalid-prompt": _said(order, [order.render(step.retry)]), "invalid-prompt-type": kind}
+        regex = "|".join(re.escape(key) for key in named) if named else keys.pattern
+        if regex is not None:
+            body["regex"] = regex
     return httpx.Request(
         "POST", f"{settings.base_url}/voiceapi/v2/{instruction}", json=body, headers=_headers(settings)
     )
@@ -194,19 +212,38 @@ def check_campaign(spec: CampaignSpec) -> list[str]:
     problems = []
     if problem := caller_id_problem(spec.caller_id, "CM.com"):
         problems.append(problem)
-    voice = spec.message.voice
-    if voice is not None and voice.lower() not in GENDERS:
-        problems.append(f"message.voice: CM.com's voice is a gender, Male or Female, not {voice!r}")
-    if spec.question is not None and not spec.question.terminator:
-        problems.append("question.terminator: CM.com always ends input on a key: '#' (its default) or '*'")
-    instruction = "Notification" if spec.question is None else "DTMF"
-    spoken = len(spec.message.text or "") + (len(spec.question.prompt) + 1 if spec.question else 0)
-    if spoken > PROMPT_LIMITS[instruction]:
+    flow = spec.call_flow
+    if flow.voice is not None and (problem := voice_problem(flow.voice)):
+        problems.append(f"{flow_field(spec, 'voice')}: {problem}")
+    shape = one_question(flow, "CM.com")
+    if isinstance(shape, tuple):
+        return problems  # the flow as a whole is refused (one question a call)
+    question = shape.question
+    if question is not None:
+        name, step = question
+        if not step.rules.terminator:
+            problems.append(
+                f"{step_field(spec, name, 'keys.terminator')}: CM.com always ends input on a key:"
+                " '#' (its default) or '*'"
+            )
+        if shape.closing is None:
+            problems.append(
+                f"flow.steps.{name}: CM.com says a closing message after the answer: give the steps"
+                " its answers lead to something to say"
+            )
+    instruction = "Notification" if question is None else "DTMF"
+    spoken = sum(len(step.say or "") + 1 for _, step in [*shape.intro, *([question] if question else [])])
+    if spoken - 1 > PROMPT_LIMITS[instruction]:
+        first = shape.intro[0][0] if shape.intro else question[0] if question else flow.first
         problems.append(
-            f"message.text: CM.com's {instruction} prompt holds at most"
+            f"{step_field(spec, first, 'say')}: CM.com's {instruction} prompt holds at most"
             f" {PROMPT_LIMITS[instruction]} characters"
         )
     return problems
+
+
+def voice_problem(voice: str) -> str | None:
+    return None if voice.lower() in GENDERS else f"CM.com's voice is a gender, Male or Female, not {voice!r}"
 
 
 PROVIDER = Provider(
@@ -223,4 +260,5 @@ PROVIDER = Provider(
     error_detail=error_detail,
     webhook_kinds=("callback",),
     check_campaign=check_campaign,
+    voice_problem=voice_problem,
 )

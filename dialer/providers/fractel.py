@@ -31,6 +31,7 @@ from urllib.parse import parse_qsl
 import httpx
 from pydantic import StringConstraints
 
+from campaigns.flow import start
 from campaigns.outcomes import AttemptStatus
 from campaigns.phones import is_e164
 from campaigns.spec import CampaignSpec
@@ -43,6 +44,7 @@ from dialer.providers.base import (
     Token,
     Webhook,
     call_id_at,
+    flow_field,
     json_detail,
 )
 from dialer.providers.fields import Callback, CallId, Seconds, read
@@ -119,13 +121,22 @@ def setup(settings: FractelSettings, callback_url: str, token: str | None, calle
     )
 
 
+def _service(order: CallOrder) -> tuple[str, str]:
+    """What the call connects the callee to: another number (a transfer, and nothing else), a
+    sound file, or the steps' text spoken."""
+    steps = [step for _, step in start(order.flow).steps]
+    if steps[-1].action == "transfer":
+        return "Phonenumber", dial_string(order.transfer_number(steps[-1]))
+    audio = next((step.audio for step in steps if step.audio), None)
+    if audio is not None:
+        return "SoundFile", audio
+    return "TTS", " ".join(text for step in steps if (text := order.text(step)))
+
+
 def build_call(order: CallOrder, settings: FractelSettings, token: str | None = None) -> httpx.Request:
     if reason := check_number(order.to):
         raise ProviderRejected(reason)
-    if order.audio_url is not None:
-        service_type, service_id = "SoundFile", order.audio_url
-    else:
-        service_type, service_id = "TTS", order.text or ""
+    service_type, service_id = _service(order)
     body = {
         "fonenumber": fonenumber(order.caller_id),
         "to": dial_string(order.to),
@@ -198,22 +209,36 @@ def parse_webhook(webhook: Webhook) -> CallEvent:
 
 
 def check_campaign(spec: CampaignSpec) -> list[str]:
-    """What Fractel cannot do with this campaign."""
+    """What Fractel cannot do with this campaign: it connects each call to one thing, a text,
+    a sound file or another number."""
     problems = []
     if not (is_e164(spec.caller_id) and spec.caller_id.startswith("+1") and len(spec.caller_id) == 12):
         problems.append(
             f"caller_id: Fractel calls from one of the account's FoneNumbers, a North American"
             f" number such as +14155550100, not {spec.caller_id!r}"
         )
-    if spec.message.voice is not None:
-        problems.append("message.voice: Fractel's text-to-speech has no choice of voice")
+    flow = spec.call_flow
+    if flow.voice is not None:
+        problems.append(f"{flow_field(spec, 'voice')}: Fractel's text-to-speech has no choice of voice")
+    steps = start(flow).steps
+    name, last = steps[-1]
+    if last.action == "transfer" and (len(steps) > 1 or last.say or last.audio):
+        problems.append(
+            f"flow.steps.{name}: Fractel connects the callee to another number as the call's only"
+            " destination: a transfer step alone, with nothing said first"
+        )
+    audio = [step for _, step in steps if step.audio]
+    if audio and (len(audio) > 1 or any(step.say for _, step in steps)):
+        problems.append("flow: Fractel plays one sound file, or text, a call: not both")
     return problems
 
 
 PROVIDER = Provider(
     name="fractel",
     title="Fractel",
-    capabilities=Capabilities(tts=True, ssml=True, audio=True, dtmf=False, audio_formats=(".wav",)),
+    capabilities=Capabilities(
+        tts=True, ssml=True, audio=True, dtmf=False, audio_formats=(".wav",), transfer=True
+    ),
     default_rate_limit=10.0,
     build_call=build_call,
     parse_call=parse_call,

@@ -35,24 +35,27 @@ from __future__ import annotations
 import base64
 import math
 import re
+from dataclasses import replace
 from typing import Any, Literal
 
 import httpx
 from pydantic import Field
 
+from campaigns.flow import Keys, Segment, Step, segments, start
 from campaigns.outcomes import AttemptStatus
-from campaigns.spec import CampaignSpec, Message, Question
+from campaigns.spec import CampaignSpec
 from dialer.errors import ConfigurationError, ProviderRejected, WebhookPayloadError
 from dialer.providers.base import (
     CallEvent,
     CallOrder,
     Capabilities,
-    InputVerdict,
     Provider,
     Token,
     Webhook,
     call_id_at,
+    flow_field,
     json_detail,
+    step_field,
 )
 from dialer.providers.fields import Callback, CallId, Digits, Price, Seconds, price_text, read
 from dialer.settings import RouteeSettings
@@ -115,59 +118,86 @@ def parse_sign_in(response: httpx.Response) -> Token:
     return Token(value=str(body["access_token"]), lifetime=float(body.get("expires_in") or 3600))
 
 
-def _say(text: str, language: str, voice: str | None, *, barge_in: bool = False) -> dict[str, Any]:
-    verb: dict[str, Any] = {"type": "SAY", "message": {"text": text, "language": language}}
-    if voice:
-        verb["message"]["gender"] = voice.lower()
+def _say(order: CallOrder, text: str, *, barge_in: bool = False) -> dict[str, Any]:
+    """Text in the contact's language and the flow's voice, for every verb of the call alike."""
+    verb: dict[str, Any] = {"type": "SAY", "message": {"text": text, "language": order.language}}
+    if order.voice:
+        verb["message"]["gender"] = order.voice.lower()
     if barge_in:
         verb["bargeIn"] = True
     return verb
 
 
-def _collect(question: Question, callback_url: str) -> dict[str, Any]:
+def _prompt(order: CallOrder, step: Step, *, barge_in: bool = False) -> list[dict[str, Any]]:
+    """What a step says or plays (nothing for a silent one); a first key interrupts a question's."""
+    if step.audio is not None:
+        play: dict[str, Any] = {"type": "PLAY", "fileURL": step.audio}
+        return [play | {"bargeIn": True}] if barge_in else [play]
+    text = order.text(step)
+    return [] if text is None else [_say(order, text, barge_in=barge_in)]
+
+
+def _wait(keys: Keys, digits: int) -> dict[str, Any]:
+    """A PAUSE long enough for ``digits`` keys, the question's timeout for each."""
+    return {"type": "PAUSE", "duration": math.ceil(keys.timeout.total_seconds() * max(1, digits))}
+
+
+def _collect(order: CallOrder, name: str, step: Step, seq: int, tries: int) -> dict[str, Any]:
     return {
         "type": "COLLECT",
-        "eventUrl": f"{callback_url}/collect",
-        "maxDigits": question.max_digits,
-        "submitOnHash": question.terminator == "#",
+        "eventUrl": order.url("collect", step=name, seq=seq, tries=tries),
+        "maxDigits": step.rules.max_digits,
+        "submitOnHash": step.rules.terminator == "#",
     }
 
 
-def _wait(question: Question, digits: int) -> dict[str, Any]:
-    """A PAUSE long enough for ``digits`` keys, the question's timeout for each."""
-    return {"type": "PAUSE", "duration": math.ceil(question.timeout.total_seconds() * max(1, digits))}
+def dial_plan(segment: Segment, order: CallOrder, seq: int) -> dict[str, Any]:
+    """A segment of the flow as a dial plan: each step's SAY or PLAY; a question's prompt, the
+    PAUSE that waits for its answer and the COLLECT that sends it (whose reply is the next dial
+    plan); a transfer's DIAL, the plan's last verb."""
+    verbs = [] if segment.preface is None else [_say(order, order.render(segment.preface))]
+    for name, step in segment.steps:
+        verbs += _prompt(order, step, barge_in=step.asks)
+        if step.asks:
+            verbs += [
+                _wait(step.rules, step.rules.max_digits),
+                _collect(order, name, step, seq, segment.tries),
+            ]
+        elif step.action == "transfer":
+            verbs.append(
+                {
+                    "type": "DIAL",
+                    "from": order.caller_id,
+                    "to": {"phone": order.transfer_number(step)},
+                    "hangupDelay": round(step.ring_timeout.total_seconds()),
+                    "callback": {"url": order.url("transfer", step=name, seq=seq), "strategy": "OnChange"},
+                }
+            )
+    return {"verbs": verbs}
 
 
-def _ask(question: Question, callback_url: str, language: str, voice: str | None) -> list[dict[str, Any]]:
-    """The question: its prompt (a first key interrupts it), the wait for the answer, the collector."""
-    if question.prompt_audio_url:
-        prompt = {"type": "PLAY", "fileURL": question.prompt_audio_url, "bargeIn": True}
-    else:
-        prompt = _say(question.prompt, language, voice, barge_in=True)
-    return [prompt, _wait(question, question.max_digits), _collect(question, callback_url)]
+def keep_collecting(
+    order: CallOrder, name: str, step: Step, seq: int, tries: int, received: int
+) -> dict[str, Any]:
+    """The dial plan that waits for the rest of an answer that arrived in part."""
+    left = step.rules.max_digits - received
+    return {"verbs": [_wait(step.rules, left), _collect(order, name, step, seq, tries)]}
 
 
-def message_verbs(
-    text: str | None, audio_url: str | None, language: str, voice: str | None
-) -> list[dict[str, Any]]:
-    if audio_url is not None:
-        return [{"type": "PLAY", "fileURL": audio_url}]
-    return [_say(text or "", language, voice)]
+def _spoken(plan: dict[str, Any]) -> int:
+    return sum(len(verb["message"]["text"]) for verb in plan["verbs"] if verb["type"] == "SAY")
 
 
 def build_call(order: CallOrder, settings: RouteeSettings, token: str | None = None) -> httpx.Request:
-    spoken = len(order.text or "") + len(order.question.prompt if order.question else "")
-    if spoken > TEXT_LIMIT:
+    plan = dial_plan(start(order.flow), order, 0)
+    if (spoken := _spoken(plan)) > TEXT_LIMIT:
         raise ProviderRejected(
             f"the call would speak {spoken} characters; Routee speaks at most {TEXT_LIMIT}"
         )
-    verbs = message_verbs(order.text, order.audio_url, order.language, order.voice)
-    if order.question is not None:
-        verbs += _ask(order.question, order.callback_url, order.language, order.voice)
     body: dict[str, Any] = {
         "from": order.caller_id,
         "to": {"phone": order.to},
-        "dialPlan": {"verbs": verbs},
+        "dialPlan": plan,
         "callback": {"url": f"{order.callback_url}/status", "strategy": "OnChange"},
         "hangupDelay": max(1, min(60, order.ring_timeout)),
     }
@@ -272,9 +302,10 @@ class Collected(Callback):
 
 
 def parse_webhook(webhook: Webhook) -> CallEvent:
-    if webhook.kind == "status":
+    if webhook.kind in ("status", "transfer"):  # a transfer's DIAL calls back on its own URL
         status = read(Status, webhook.body, what="Routee status callback")
-        return status.outcome(status.status.name)
+        event = status.outcome(status.status.name)
+        return replace(event, call_id=None, transfer=True) if webhook.kind == "transfer" else event
     if webhook.kind == "collect":
         # A piece of the answer: the recorder knows what came before it.
         tones = read(Collected, webhook.body, what="Routee COLLECT event")
@@ -293,22 +324,9 @@ def parse_lookup(response: httpx.Response) -> CallEvent:
     return message.outcome(message.status.status)
 
 
-def reply_to_input(verdict: InputVerdict) -> dict[str, Any]:
-    """The dial plan that replaces the running one after COLLECT: thank, ask again, or keep
-    collecting the rest of an answer."""
-    question = verdict.question
-    if verdict.outcome == "more":
-        left = question.max_digits - verdict.received
-        return {"verbs": [_wait(question, left), _collect(question, verdict.callback_url)]}
-    if verdict.outcome == "retry":
-        verbs = [_say(question.invalid_prompt, verdict.language, None)]
-        return {"verbs": verbs + _ask(question, verdict.callback_url, verdict.language, None)}
-    return {"verbs": [_say(question.final_prompt, verdict.language, None)]}
-
-
-def reply_to_machine(message: Message, text: str | None) -> dict[str, Any]:
-    """On voicemail: leave the message, skip the question."""
-    return {"verbs": message_verbs(text, message.audio_url, message.language, message.voice)}
+def reply_to_machine(order: CallOrder) -> dict[str, Any]:
+    """On voicemail: leave the call's first message, skip the questions."""
+    return {"verbs": _prompt(order, order.flow.steps[order.flow.first])}
 
 
 def check_campaign(spec: CampaignSpec) -> list[str]:
@@ -319,17 +337,37 @@ def check_campaign(spec: CampaignSpec) -> list[str]:
             f"caller_id: Routee needs a numeric sender id of at most 16 characters, such as "
             f"+14155550100 (an alphanumeric one shows the callee 'Unknown'), not {spec.caller_id!r}"
         )
-    if spec.message.language not in LANGUAGES:
-        problems.append(f"message.language: Routee does not speak {spec.message.language!r}")
-    voice = spec.message.voice
-    if voice is not None and voice.lower() not in ("male", "female"):
-        problems.append(f"message.voice: Routee's voice is 'male' or 'female', not {voice!r}")
-    if spec.question is not None and spec.question.terminator == "*":
-        problems.append("question.terminator: Routee ends input on '#' only (or on no key: '')")
-    spoken = len(spec.message.text or "") + len(spec.question.prompt if spec.question else "")
-    if spoken > TEXT_LIMIT:
-        problems.append(f"message.text: Routee speaks at most {TEXT_LIMIT} characters in a call")
+    flow = spec.call_flow
+    if flow.voice is not None and (problem := voice_problem(flow.voice)):
+        problems.append(f"{flow_field(spec, 'voice')}: {problem}")
+    for name, step in flow.steps.items():
+        if step.asks and step.rules.terminator == "*":
+            problems.append(
+                f"{step_field(spec, name, 'keys.terminator')}: Routee ends input on '#' only"
+                " (or on no key: '')"
+            )
+        if step.action == "transfer" and step.ring_timeout.total_seconds() > 60:
+            problems.append(
+                f"{step_field(spec, name, 'ring_timeout')}: Routee rings a transfer 60 seconds at most"
+            )
+    for part in segments(flow):
+        spoken = sum(len(step.say or "") for _, step in part.steps) + len(part.preface or "")
+        if spoken > TEXT_LIMIT:
+            name = part.steps[-1][0]
+            problems.append(
+                f"{step_field(spec, name, 'say')}: Routee speaks at most {TEXT_LIMIT} characters in"
+                f" one dial plan, and the steps up to this one say {spoken}"
+            )
+            break
     return problems
+
+
+def voice_problem(voice: str) -> str | None:
+    return (
+        None
+        if voice.lower() in ("male", "female")
+        else f"Routee's voice is 'male' or 'female', not {voice!r}"
+    )
 
 
 PROVIDER = Provider(
@@ -345,7 +383,10 @@ PROVIDER = Provider(
         max_duration=True,
         on_machine=frozenset({"continue", "hangup", "leave_message"}),
         text_limit=TEXT_LIMIT,
+        transfer=True,
     ),
+    languages=LANGUAGES,
+    voice_problem=voice_problem,
     default_rate_limit=1.0,
     build_call=build_call,
     parse_call=parse_call,
@@ -354,9 +395,10 @@ PROVIDER = Provider(
     error_detail=error_detail,
     build_lookup=build_lookup,
     parse_lookup=parse_lookup,
-    reply_to_input=reply_to_input,
+    compile_segment=dial_plan,
+    keep_collecting=keep_collecting,
     reply_to_machine=reply_to_machine,
-    webhook_kinds=("status", "collect", "machine"),
+    webhook_kinds=("status", "collect", "machine", "transfer"),
     sign_in=sign_in,
     parse_sign_in=parse_sign_in,
     check_campaign=check_campaign,

@@ -30,15 +30,17 @@ import logging
 import time
 import uuid
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import httpx
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from pydantic import StringConstraints
 
+from campaigns.flow import Segment, Step, start
 from campaigns.outcomes import AttemptStatus
-from campaigns.spec import CampaignSpec, Message, Question
+from campaigns.spec import CampaignSpec
 from dialer.errors import (
     ConfigurationError,
     ProviderRejected,
@@ -50,12 +52,13 @@ from dialer.providers.base import (
     CallEvent,
     CallOrder,
     Capabilities,
-    InputVerdict,
     Provider,
     Webhook,
     call_id_at,
     caller_id_problem,
+    flow_field,
     json_detail,
+    step_field,
 )
 from dialer.providers.fields import Callback, CallId, Digits, Name, Note, Price, Seconds, price_text, read
 from dialer.settings import VonageSettings
@@ -183,51 +186,84 @@ def _speak(text: str) -> str:
     return text if text.lstrip().startswith("<speak") else f"<speak>{text}</speak>"
 
 
-def message_actions(
-    text: str | None, audio_url: str | None, *, language: str, voice: str | None, ssml: bool
-) -> list[dict[str, Any]]:
-    """The message: a ``talk`` (SSML wrapped when the campaign writes SSML), or a ``stream``."""
-    if audio_url is not None:
-        return [{"action": "stream", "streamUrl": [audio_url]}]
+def _talk(order: CallOrder, text: str, *, barge_in: bool = False) -> dict[str, Any]:
+    """Text in the contact's language and the flow's voice, for every talk of the call alike."""
     talk: dict[str, Any] = {
         "action": "talk",
-        "text": _speak(text or "") if ssml else text,
-        "language": language,
+        "text": _speak(text) if order.flow.ssml else text,
+        "language": order.language,
     }
-    if voice:
-        talk["style"] = int(voice)  # check_campaign lets only a style number through
-    return [talk]
+    if order.voice:
+        talk["style"] = int(order.voice)  # check_campaign lets only a style number through
+    if barge_in:
+        talk["bargeIn"] = True  # the next action is the input the callee may start early
+    return talk
 
 
-def ncco(order: CallOrder) -> list[dict[str, Any]]:
-    """The call-control object: the message, then the question and its DTMF input."""
-    actions = message_actions(
-        order.text, order.audio_url, language=order.language, voice=order.voice, ssml=order.ssml
-    )
-    if order.question is not None:
-        actions += _question_actions(order.question, order.callback_url, order.language)
+def _prompt(order: CallOrder, step: Step, *, barge_in: bool = False) -> list[dict[str, Any]]:
+    """What a step says or plays (nothing for a silent one)."""
+    if step.audio is not None:
+        stream: dict[str, Any] = {"action": "stream", "streamUrl": [step.audio]}
+        return [stream | {"bargeIn": True}] if barge_in else [stream]
+    text = order.text(step)
+    return [] if text is None else [_talk(order, text, barge_in=barge_in)]
+
+
+def segment_ncco(segment: Segment, order: CallOrder, seq: int) -> list[dict[str, Any]]:
+    """A segment of the flow as NCCO actions: each step's talk or stream; a question's ``input``
+    (its event answers with the next segment), a record step's ``record`` (it ends on the step's
+    key or on silence, so the actions after it wait for it), a transfer's ``connect``."""
+    actions = [] if segment.preface is None else [_talk(order, order.render(segment.preface))]
+    for name, step in segment.steps:
+        actions += _prompt(order, step, barge_in=step.asks)
+        if step.asks:
+            keys = step.rules
+            actions.append(
+                {
+                    "action": "input",
+                    "type": ["dtmf"],
+                    "dtmf": {
+                        "maxDigits": keys.max_digits,
+                        "timeOut": round(keys.timeout.total_seconds()),
+                        "submitOnHash": keys.terminator == "#",
+                    },
+                    "eventUrl": [order.url("input", step=name, seq=seq, tries=segment.tries)],
+                    "eventMethod": "POST",
+                }
+            )
+        elif step.action == "record":
+            actions.append(
+                {
+                    "action": "record",
+                    "endOnKey": step.end_key,
+                    "endOnSilence": RECORD_SILENCE,
+                    "timeOut": round(step.max_duration.total_seconds()),
+                    "beepStart": True,
+                    "eventUrl": [order.url("record", step=name, seq=seq)],
+                    "eventMethod": "POST",
+                }
+            )
+        elif step.action == "transfer":
+            actions.append(
+                {
+                    "action": "connect",
+                    "from": _digits(order.caller_id),
+                    "timeout": round(step.ring_timeout.total_seconds()),
+                    "endpoint": [{"type": "phone", "number": _digits(order.transfer_number(step))}],
+                    "eventUrl": [order.url("transfer", step=name, seq=seq)],
+                    "eventMethod": "POST",
+                }
+            )
     return actions
 
 
-def _question_actions(question: Question, callback_url: str, language: str) -> list[dict[str, Any]]:
-    if question.prompt_audio_url:
-        prompt = {"action": "stream", "streamUrl": [question.prompt_audio_url], "bargeIn": True}
-    else:
-        prompt = {"action": "talk", "text": question.prompt, "language": language, "bargeIn": True}
-    return [
-        prompt,
-        {
-            "action": "input",
-            "type": ["dtmf"],
-            "dtmf": {
-                "maxDigits": question.max_digits,
-                "timeOut": round(question.timeout.total_seconds()),
-                "submitOnHash": question.terminator == "#",
-            },
-            "eventUrl": [f"{callback_url}/input"],
-            "eventMethod": "POST",
-        },
-    ]
+def ncco(order: CallOrder) -> list[dict[str, Any]]:
+    """The call-control object the call starts with: the flow up to its first question."""
+    return segment_ncco(start(order.flow), order, 0)
+
+
+RECORD_SILENCE = 5
+"""Seconds of silence that end a recording (Vonage takes 3 to 10): a pause to think is not the end."""
 
 
 def _machine_detection(order: CallOrder) -> dict[str, Any]:
@@ -245,11 +281,13 @@ EXTENSION_PAUSE = "pp"
 
 
 def build_call(order: CallOrder, settings: VonageSettings, token: str | None = None) -> httpx.Request:
-    if order.text is not None and len(order.text) > TALK_LIMIT:
-        raise ProviderRejected(
-            f"the message is {len(order.text)} characters for this contact;"
-            f" Vonage speaks at most {TALK_LIMIT}"
-        )
+    actions = ncco(order)
+    for action in actions:
+        if action["action"] == "talk" and len(action["text"]) > TALK_LIMIT:
+            raise ProviderRejected(
+                f"a message is {len(action['text'])} characters for this contact;"
+                f" Vonage speaks at most {TALK_LIMIT}"
+            )
     to: dict[str, Any] = {"type": "phone", "number": _digits(order.to)}
     if order.extension:
         # Each p waits half a second: a switchboard answers before it listens for an extension.
@@ -257,7 +295,7 @@ def build_call(order: CallOrder, settings: VonageSettings, token: str | None = N
     body: dict[str, Any] = {
         "to": [to],
         "from": {"type": "phone", "number": _digits(order.caller_id)},
-        "ncco": ncco(order),
+        "ncco": actions,
         "event_url": [f"{order.callback_url}/event"],
         "event_method": "POST",
         "ringing_timer": order.ring_timeout,
@@ -358,23 +396,30 @@ def verify_webhook(webhook: Webhook, settings: VonageSettings) -> None:
 
 
 class Event(Callback):
-    """An event webhook (and a call resource, which has the same fields)."""
+    """An event webhook (and a call resource, which has the same fields).
 
-    status: Literal[
-        "started",
-        "ringing",
-        "answered",
-        "completed",
-        "busy",
-        "timeout",
-        "unanswered",
-        "cancelled",
-        "rejected",
-        "failed",
-        "human",
-        "machine",
-        "disconnected",
-    ]
+    Errors and transfers come to the event webhook too, with no ``status``: an error has a
+    ``reason``, a transfer ``conversation_uuid_from`` and ``conversation_uuid_to``.
+    """
+
+    status: (
+        Literal[
+            "started",
+            "ringing",
+            "answered",
+            "completed",
+            "busy",
+            "timeout",
+            "unanswered",
+            "cancelled",
+            "rejected",
+            "failed",
+            "human",
+            "machine",
+            "disconnected",
+        ]
+        | None
+    ) = None
     uuid: CallId | None = None
     call_uuid: CallId | None = None
     """The human and machine events name the call here instead."""
@@ -386,7 +431,8 @@ class Event(Callback):
 
 
 class Dtmf(Callback):
-    digits: Digits = ""
+    digits: Digits | None = ""
+    """The keys pressed; absent or null when none were (a time-out may still carry some)."""
     timed_out: bool = False
 
 
@@ -397,8 +443,16 @@ class Input(Callback):
     uuid: CallId | None = None
 
 
+class Recorded(Callback):
+    """A record action's event: where the recording is (empty when nothing was recorded)."""
+
+    recording_url: Annotated[str, StringConstraints(max_length=500, pattern=r"^(https://\S+)?$")] = ""
+
+
 def _event(event: Event) -> CallEvent:
     name = event.status
+    if name is None:  # an error or a transfer between conversations: nothing changes for the call
+        return CallEvent(call_id=event.uuid, reason=event.reason or event.detail)
     return CallEvent(
         status=STATUSES[name],
         call_id=event.uuid or event.call_uuid,
@@ -415,25 +469,26 @@ def parse_webhook(webhook: Webhook) -> CallEvent:
         return _event(read(Event, webhook.body, what="Vonage event"))
     if webhook.kind == "input":
         entered = read(Input, webhook.body, what="Vonage input")
-        return CallEvent(call_id=entered.uuid, digits=entered.dtmf.digits)
+        return CallEvent(call_id=entered.uuid, digits=entered.dtmf.digits or "")
+    if webhook.kind == "transfer":  # the events of the leg a connect action placed: its own uuid
+        leg = _event(read(Event, webhook.body, what="Vonage transfer event"))
+        return CallEvent(status=leg.status, duration=leg.duration, reason=leg.reason, transfer=True)
+    if webhook.kind == "record":
+        recorded = read(Recorded, webhook.body, what="Vonage record event")
+        return CallEvent(recording=recorded.recording_url)
     raise WebhookPayloadError(f"Vonage sends no {webhook.kind!r} callback")
 
 
-def reply_to_input(verdict: InputVerdict) -> list[dict[str, Any]]:
-    """The NCCO that replaces the running one after input: thank, or ask again."""
-    question = verdict.question
-    if verdict.outcome == "retry":
-        return [
-            {"action": "talk", "text": question.invalid_prompt, "language": verdict.language},
-            *_question_actions(question, verdict.callback_url, verdict.language),
-        ]
-    return [{"action": "talk", "text": question.final_prompt, "language": verdict.language}]
+def reply_to_machine(order: CallOrder) -> list[dict[str, Any]]:
+    """After the beep: the call's first message alone, as the NCCO that replaces the running one."""
+    return _prompt(order, order.flow.steps[order.flow.first])
 
 
-def reply_to_machine(message: Message, text: str | None) -> list[dict[str, Any]]:
-    """After the beep: the message alone, as the NCCO that replaces the running one."""
-    return message_actions(
-        text, message.audio_url, language=message.language, voice=message.voice, ssml=message.ssml
+def recording_request(url: str, settings: VonageSettings, token: str | None = None) -> httpx.Request:
+    """The download of a recording: the application's JWT, to Vonage's own hosts only (the URL
+    came in a callback; the JWT must not go anywhere else)."""
+    return httpx.Request(
+        "GET", url, headers={"Authorization": f"Bearer {api_token(settings)}", "Accept": "audio/*"}
     )
 
 
@@ -442,22 +497,28 @@ def check_campaign(spec: CampaignSpec) -> list[str]:
     problems = []
     if problem := caller_id_problem(spec.caller_id, "Vonage"):
         problems.append(problem)
-    if spec.message.language not in LANGUAGES:
-        problems.append(
-            f"message.language: Vonage does not speak {spec.message.language!r} (see its TTS languages)"
-        )
-    voice = spec.message.voice
+    flow = spec.call_flow
+    voice = flow.voice
     if voice is not None and not voice.isdigit():
         problems.append(
-            f"message.voice: Vonage picks a voice by language and style, a number (0, 1, ...); "
+            f"{flow_field(spec, 'voice')}: Vonage picks a voice by language and style, a number (0, 1, ...); "
             f"{voice!r} is not a style (voice names are deprecated)"
         )
-    question = spec.question
-    if question is not None and question.terminator == "*":
-        problems.append("question.terminator: Vonage ends input on '#' only (or on no key: '')")
-    if spec.message.text is not None and len(spec.message.text) > TALK_LIMIT:
-        problems.append(f"message.text: Vonage speaks at most {TALK_LIMIT} characters in one talk")
+    for name, step in flow.steps.items():
+        if step.asks and step.rules.terminator == "*":
+            problems.append(
+                f"{step_field(spec, name, 'keys.terminator')}: Vonage ends input on '#' only"
+                " (or on no key: '')"
+            )
+        if step.say is not None and len(step.say) > TALK_LIMIT:
+            problems.append(
+                f"{step_field(spec, name, 'say')}: Vonage speaks at most {TALK_LIMIT} characters in one talk"
+            )
     return problems
+
+
+def voice_problem(voice: str) -> str | None:
+    return None if voice.isdigit() else f"Vonage's voice is a style number (0, 1, ...), not {voice!r}"
 
 
 PROVIDER = Provider(
@@ -473,7 +534,13 @@ PROVIDER = Provider(
         on_machine=frozenset({"continue", "hangup", "leave_message"}),
         text_limit=TALK_LIMIT,
         extensions=True,
+        transfer=True,
+        record=True,
     ),
+    languages=LANGUAGES,
+    voice_problem=voice_problem,
+    recording_request=recording_request,
+    recording_hosts=("nexmo.com", "vonage.com"),
     default_rate_limit=3.0,
     build_call=build_call,
     parse_call=parse_call,
@@ -482,9 +549,9 @@ PROVIDER = Provider(
     error_detail=error_detail,
     build_lookup=build_lookup,
     parse_lookup=parse_lookup,
-    reply_to_input=reply_to_input,
+    compile_segment=segment_ncco,
     reply_to_machine=reply_to_machine,
-    webhook_kinds=("event", "input"),
+    webhook_kinds=("event", "input", "transfer", "record"),
     check_campaign=check_campaign,
     check_settings=check_settings,
     probe=probe,

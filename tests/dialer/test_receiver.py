@@ -540,7 +540,9 @@ def _recorded(settings: Settings, attempts: list[Attempt]) -> list[tuple[object,
         for each in attempts:
             attempt, contact = session.get(Attempt, each.id), session.get(Contact, each.contact_id)
             assert attempt is not None and contact is not None
-            answer = session.exec(select(DtmfAnswer).where(DtmfAnswer.attempt_id == each.id)).first()
+            answers = session.exec(
+                select(DtmfAnswer).where(DtmfAnswer.attempt_id == each.id).order_by(col(DtmfAnswer.id))
+            ).all()
             kept = session.exec(select(WebhookEvent).where(WebhookEvent.attempt_id == each.id)).all()
             found.append(
                 (
@@ -548,12 +550,12 @@ def _recorded(settings: Settings, attempts: list[Attempt]) -> list[tuple[object,
                     attempt.duration,
                     attempt.answered_by,
                     attempt.reason,
-                    attempt.dtmf_rounds,
+                    attempt.step_seq,
                     attempt.dtmf_buffer,
                     attempt.ended_at is None,
                     contact.state,
                     contact.result,
-                    None if answer is None else (answer.digits, answer.choice, answer.valid),
+                    [(answer.step, answer.seq, answer.digits, answer.choice, answer.valid) for answer in answers],
                     sorted((event.kind, json.loads(event.payload).get("status")) for event in kept),
                 )
             )

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from campaigns.outcomes import AttemptStatus
-from campaigns.spec import CallOptions, Message, Question
+from campaigns.spec import CallOptions, Message, Question, legacy_flow
 from dialer.errors import ConfigurationError, ProviderRejected, WebhookAuthError, WebhookUnsigned
 from dialer.providers import vonage
 from dialer.providers.base import CallOrder, Webhook
@@ -24,6 +24,8 @@ DATA = Path(__file__).parent / "data" / "vonage"
 
 
 def order(**changes: object) -> CallOrder:
+    """A call of a campaign with a ``[message]`` and maybe a ``[question]`` (give a ``flow`` to
+    call with one of its own); the message's fields and the order's are given alike."""
     values: dict[str, object] = {
         "to": "+12125550106",
         "caller_id": "+14155550100",
@@ -34,9 +36,14 @@ def order(**changes: object) -> CallOrder:
         "ssml": False,
         "question": Question(prompt="Press 1 or 2", pattern="[12]", choices={"1": "yes", "2": "no"}),
         "callback_url": "http://127.0.0.1:9/webhooks/vonage/TOKEN",  # loopback: simulators call back there
-        "reference": "TOKEN",
-    }
-    return CallOrder(**(values | changes))  # type: ignore[arg-type]
+        "reference": "7",
+        "variables": {},
+    } | changes
+    message = {name: values.pop(name) for name in ("text", "audio_url", "language", "voice", "ssml")}
+    question = values.pop("question")
+    if "flow" not in values:
+        values["flow"] = legacy_flow(Message(**message), question)  # type: ignore[arg-type]
+    return CallOrder(**values)  # type: ignore[arg-type]
 
 
 def test_create_call_speaks_the_documented_body(settings: Settings) -> None:
@@ -48,7 +55,9 @@ def test_create_call_speaks_the_documented_body(settings: Settings) -> None:
     assert body["event_url"] == ["http://127.0.0.1:9/webhooks/vonage/TOKEN/event"]
     assert [action["action"] for action in body["ncco"]] == ["talk", "talk", "input"]
     assert body["ncco"][2]["dtmf"] == {"maxDigits": 1, "timeOut": 5, "submitOnHash": True}
-    assert body["ncco"][2]["eventUrl"] == ["http://127.0.0.1:9/webhooks/vonage/TOKEN/input"]
+    assert body["ncco"][2]["eventUrl"] == [
+        "http://127.0.0.1:9/webhooks/vonage/TOKEN/input?step=question&seq=0&try=1"
+    ]
     assert validate_create(body) is None
 
 

@@ -10,15 +10,16 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import timedelta
+from importlib import resources
 from typing import Any
 
 import httpx
 import pytest
 
-from campaigns.spec import CallOptions, Message, Question
+from campaigns.flow import Flow, segments
+from campaigns.spec import CallOptions, Message, Question, legacy_flow, parse_campaign
 from dialer.embedded import BackgroundServer
 from dialer.providers import vonage
-from dialer.providers.base import InputVerdict
 from dialer.settings import Settings
 from dialer.simulators import simulator_app
 from tests.providers.specs import error_schema, ncco_schema, problems, voice_schema
@@ -68,22 +69,37 @@ def test_every_ncco_matches_the_ncco_schema(body: dict[str, Any]) -> None:
     assert problems(ncco_schema(), body["ncco"]) == []
 
 
-@pytest.mark.parametrize("outcome", ["accepted", "retry", "done"])
-def test_the_nccos_that_answer_input_match_the_ncco_schema(outcome: str) -> None:
-    reply = vonage.reply_to_input(
-        InputVerdict(
-            outcome=outcome,  # type: ignore[arg-type]
-            question=QUESTION,
-            callback_url="http://127.0.0.1:9/webhooks/vonage/TOKEN",
-            language="en-US",
-        )
+def _survey() -> Flow:
+    text = (resources.files("dialer") / "examples" / "survey.toml").read_text()
+    return parse_campaign(text).call_flow
+
+
+@pytest.mark.parametrize(
+    "flow",
+    [
+        pytest.param(legacy_flow(Message(text="Hi"), QUESTION), id="message and question"),
+        pytest.param(_survey(), id="the shipped survey"),
+    ],
+)
+def test_every_ncco_of_every_segment_of_a_flow_matches_the_ncco_schema(flow: Flow) -> None:
+    """Each segment a call may run (its start, each question asked again, each answer's next
+    step) as the NCCO the receiver answers with."""
+    call = order(flow=flow, voice="2", variables={"first_name": "Ada"})
+    nccos = [vonage.segment_ncco(part, call, seq) for seq, part in enumerate(segments(flow))]
+    assert len(nccos) > 3
+    for ncco in nccos:
+        assert ncco and problems(ncco_schema(), ncco) == [], ncco
+    actions = {action["action"] for ncco in nccos for action in ncco}
+    assert actions >= (
+        {"talk", "input"}
+        if flow.steps.keys() == {"message", "question", "final"}
+        else {"talk", "input", "record", "connect"}
     )
-    assert problems(ncco_schema(), reply) == []
 
 
 def test_the_ncco_that_leaves_a_message_matches_the_ncco_schema() -> None:
-    message = Message(text="Hello {name}", ssml=True, voice="3")
-    reply = vonage.reply_to_machine(message, message.render({"name": "A & B"}))
+    call = order(text="Hello {name}", ssml=True, voice="3", variables={"name": "A & B"})
+    reply = vonage.reply_to_machine(call)
     spoken = "<speak>Hello A &amp; B</speak>"
     assert reply == [{"action": "talk", "text": spoken, "language": "en-US", "style": 3}]
     assert problems(ncco_schema(), reply) == []
