@@ -440,7 +440,7 @@ def take_input(
     if turn.answer is not None:
         _keep_answer(session, attempt, step=name, seq=seq, answer=turn.answer, now=now)
     if turn.then is None:
-        return None
+        return provider.end_call if live else None
     order = call.order(session)
     _act(session, call, turn.then, order, placed=live, digits=digits, now=now)
     if not live or provider.compile_segment is None:

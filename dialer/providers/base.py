@@ -251,6 +251,9 @@ class Provider:
     keep_collecting: Callable[[CallOrder, str, Step, int, int, int], Any] | None = None
     """The reply that waits for the rest of an answer arriving in pieces, given the call, the
     question's step (name and step), the segment number, its try, and the keys received so far."""
+    end_call: Any = None
+    """The reply to an input that ends the call (None: no reply does, as the call's own form
+    ends after the input)."""
     reply_to_machine: Callable[[CallOrder], Any] | None = None
     """The reply that leaves the call's first message on a machine."""
     webhook_kinds: tuple[str, ...] = field(default=("event",))

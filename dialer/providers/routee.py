@@ -7,13 +7,21 @@ carry the attempt's secret token. COLLECT and machine events expect a dial plan 
 
 How a DTMF question runs, as Routee's dial plan verbs work (docs.routee.net, dialplan-verbs and
 the IVR and PIN guides): verbs run in order and the call ends after the last one; COLLECT does not
-wait, it only says where the tones of the call go. So the question is the prompt (SAY or PLAY with
-``bargeIn``), then a PAUSE that waits for the answer (the question's timeout for each digit it may
-have), then COLLECT (``maxDigits``, ``submitOnHash`` when ``#`` ends input). Tones are posted when
-the first one interrupts the prompt (that tone alone, usually), when ``#`` ends input, or when the
-call ends. An answer may therefore arrive in pieces: each piece is added to the attempt's answer
-so far, and while it is not complete (fewer than the question's digits, no ``#``) the reply is a
-dial plan that keeps collecting. An answer still incomplete when the call ends is judged as it is.
+wait, it only says where the tones of the call go. Tones are posted when the first one interrupts
+a SAY or PLAY with ``bargeIn`` (the tones so far), when ``#`` ends input (``submitOnHash``), or
+when the call ends; silence posts nothing. So a question is its prompt with ``bargeIn``, said
+again (after the step's ``retry``) as often as the step's ``attempts`` allow, so that the key the
+callee presses while it plays reaches us at once; then a PAUSE that waits for the rest of the
+answer (the question's timeout for each key it may have), the COLLECT, and what the step's
+``no_input`` leads to: after silence, the dial plan simply goes on (a step that asks again
+cannot follow, since nothing reaches us). The reply to a COLLECT post is the next segment of the
+flow, as a dial plan that replaces the running one: Routee waits 3 seconds for it. An answer of
+several keys arrives in pieces: each is added to the attempt's answer so far, and while it is not
+complete (fewer than the question's keys, no ``#``) the reply is a dial plan that keeps
+collecting; without ``#``, the rest arrives when the call ends, and is judged as it stands.
+
+A transfer is a DIAL, the last verb of its plan (one DIAL a plan at most), with a callback of its
+own that reports the leg's statuses. Routee has no verb that records the callee.
 
 Choices where the public documents are silent (kept here, easy to correct):
 - A verb is an object with ``type`` (``SAY``, ``PLAY``, ``COLLECT``, ``PAUSE``, ``DIAL``).
@@ -41,7 +49,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import Field
 
-from campaigns.flow import Keys, Segment, Step, segments, start
+from campaigns.flow import Flow, Keys, Segment, Step, segment, segments, start
 from campaigns.outcomes import AttemptStatus
 from campaigns.spec import CampaignSpec
 from dialer.errors import ConfigurationError, ProviderRejected, WebhookPayloadError
@@ -152,18 +160,15 @@ def _collect(order: CallOrder, name: str, step: Step, seq: int, tries: int) -> d
 
 
 def dial_plan(segment: Segment, order: CallOrder, seq: int) -> dict[str, Any]:
-    """A segment of the flow as a dial plan: each step's SAY or PLAY; a question's prompt, the
-    PAUSE that waits for its answer and the COLLECT that sends it (whose reply is the next dial
-    plan); a transfer's DIAL, the plan's last verb."""
+    """A segment of the flow as a dial plan: each step's SAY or PLAY; a question as :func:`_ask`
+    puts it (its COLLECT's reply is the next dial plan); a transfer's DIAL, the plan's last verb."""
     verbs = [] if segment.preface is None else [_say(order, order.render(segment.preface))]
     for name, step in segment.steps:
-        verbs += _prompt(order, step, barge_in=step.asks)
         if step.asks:
-            verbs += [
-                _wait(step.rules, step.rules.max_digits),
-                _collect(order, name, step, seq, segment.tries),
-            ]
-        elif step.action == "transfer":
+            verbs += _ask(order, name, step, seq, segment.tries)
+            continue
+        verbs += _prompt(order, step)
+        if step.action == "transfer":
             verbs.append(
                 {
                     "type": "DIAL",
@@ -173,7 +178,28 @@ def dial_plan(segment: Segment, order: CallOrder, seq: int) -> dict[str, Any]:
                     "callback": {"url": order.url("transfer", step=name, seq=seq), "strategy": "OnChange"},
                 }
             )
-    return {"verbs": verbs}
+    return {"verbs": verbs or END_CALL["verbs"]}
+
+
+END_CALL = {"verbs": [{"type": "PAUSE", "duration": 1}]}
+"""A dial plan that ends the call (a reply must be a dial plan; an empty one would leave the
+running one playing)."""
+
+
+def _ask(order: CallOrder, name: str, step: Step, seq: int, tries: int) -> list[dict[str, Any]]:
+    """A question: its prompt, said again while it has tries left (a key interrupts it, and is
+    posted at once), the wait for the rest of the answer, the collector, and what silence leads to."""
+    prompt = _prompt(order, step, barge_in=True)
+    verbs = list(prompt)
+    for _ in range(tries, step.attempts):
+        if step.retry is not None:
+            verbs.append(_say(order, order.render(step.retry), barge_in=True))
+        verbs += prompt
+    verbs += [_wait(step.rules, step.rules.max_digits), _collect(order, name, step, seq, tries)]
+    if step.no_input in order.flow.steps:  # check_campaign: what silence leads to asks nothing
+        silence = segment(order.flow, step.no_input)
+        verbs += dial_plan(silence, order, seq)["verbs"]
+    return verbs
 
 
 def keep_collecting(
@@ -350,6 +376,17 @@ def check_campaign(spec: CampaignSpec) -> list[str]:
             problems.append(
                 f"{step_field(spec, name, 'ring_timeout')}: Routee rings a transfer 60 seconds at most"
             )
+        if step.asks and step.no_input in flow.steps and segment(flow, step.no_input).question:
+            field = step_field(spec, name, "no_input")
+            problems.append(
+                f"{field}: after silence Routee hears nothing from the call, so no_input cannot lead to"
+                " a step that asks again (let it lead to a message, or hang up)"
+            )
+        if step.asks and step.rules.max_digits > 1 and step.rules.terminator != "#" and _leads_on(flow, step):
+            problems.append(
+                f"{step_field(spec, name, 'keys.terminator')}: Routee sends an answer of several keys"
+                " before the call ends only when '#' ends it, and this question's answers lead on"
+            )
     for part in segments(flow):
         spoken = sum(len(step.say or "") for _, step in part.steps) + len(part.preface or "")
         if spoken > TEXT_LIMIT:
@@ -360,6 +397,16 @@ def check_campaign(spec: CampaignSpec) -> list[str]:
             )
             break
     return problems
+
+
+def _leads_on(flow: Flow, step: Step) -> bool:
+    """Whether an answer to ``step`` leads to more than a closing message."""
+    for field, target in step.targets():
+        if field.startswith("on.") or field == "next":
+            after = segment(flow, target) if target in flow.steps else None
+            if after is not None and (after.question or after.actions()):
+                return True
+    return False
 
 
 def voice_problem(voice: str) -> str | None:
@@ -396,6 +443,7 @@ PROVIDER = Provider(
     build_lookup=build_lookup,
     parse_lookup=parse_lookup,
     compile_segment=dial_plan,
+    end_call=END_CALL,
     keep_collecting=keep_collecting,
     reply_to_machine=reply_to_machine,
     webhook_kinds=("status", "collect", "machine", "transfer"),

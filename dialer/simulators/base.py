@@ -101,13 +101,35 @@ class Script:
     talk_seconds: float = 8.0
     barge: bool = False
     """Presses the first key while the question is still being asked."""
+    answers: tuple[str, ...] | None = None
+    """The keys pressed for each question asked, in turn ("" for silence), and silence after the
+    last; None: ``digits`` for every question."""
+    hangs_up_at: int | None = None
+    """The callee hangs up while their nth question (1-based) is being asked."""
 
-    def keys(self, question_seconds: float) -> list[tuple[float, str]]:
-        """Each key the callee presses, with when: seconds from the start of the question."""
-        if self.behaviour != "answered" or not self.digits:
+    def answer(self, nth: int = 1) -> str | None:
+        """The keys pressed for the ``nth`` question asked (None: none)."""
+        if self.behaviour != "answered":
+            return None
+        if self.answers is None:
+            return self.digits
+        return (self.answers[nth - 1] if nth <= len(self.answers) else "") or None
+
+    def keys(self, question_seconds: float, nth: int = 1) -> list[tuple[float, str]]:
+        """Each key the callee presses for the ``nth`` question, with when: seconds from its start."""
+        digits = self.answer(nth)
+        if not digits:
             return []
         first = min(BARGE_SECONDS, question_seconds / 2) if self.barge else question_seconds + THINK_SECONDS
-        return [(first + index * KEY_GAP, key) for index, key in enumerate(self.digits)]
+        return [(first + index * KEY_GAP, key) for index, key in enumerate(digits)]
+
+    def hangs_up(self, nth: int) -> bool:
+        """Whether the callee hangs up while the ``nth`` question is being asked."""
+        return self.hangs_up_at is not None and nth >= self.hangs_up_at
+
+
+class CalleeHungUp(Exception):
+    """The callee put the phone down: the conversation is over (the call completes)."""
 
 
 def speaking_seconds(text: str) -> float:
@@ -170,6 +192,8 @@ class Simulation:
     callback_attempts: int = 5
     slow_seconds: float = 15.0
     placements: list[Placement] = field(default_factory=list)
+    legs: list[Placement] = field(default_factory=list)
+    """The legs transfers placed, to the numbers the callees were connected to."""
     requests: list[float] = field(default_factory=list)
     """When each create-call request arrived (wall clock), whatever its answer."""
     throttled: int = 0
@@ -223,6 +247,13 @@ class Simulation:
         """Log an accepted call and say how its callee behaves."""
         self._seen[to] += 1
         self.placements.append(Placement(to, call_id, time.time(), digits_after_answer))
+        return self.scripts.get(to) or script_for(to, self._seen[to])
+
+    def transfer(self, to: str, leg_id: str) -> Script:
+        """Log a leg a transfer placed (not a call of ours: the account places it for the call)
+        and say how the person at ``to`` answers: by the table above, or ``scripts``."""
+        self._seen[to] += 1
+        self.legs.append(Placement(to, leg_id, time.time()))
         return self.scripts.get(to) or script_for(to, self._seen[to])
 
     async def pause(self, seconds: float) -> None:
@@ -299,7 +330,8 @@ class Simulation:
         await self.pause(script.ring_seconds)
         answered_at = time.time()
         await emit("answered")
-        await conversation()
+        with contextlib.suppress(CalleeHungUp):
+            await conversation()
         duration = max(1, round((time.time() - answered_at) / self.time_scale))
         await emit("completed", duration=duration, answered_at=answered_at)
 
@@ -312,6 +344,7 @@ class Simulation:
                     "provider": self.provider,
                     "rate_limit": self.rate_limit,
                     "placements": [asdict(p) for p in self.placements],
+                    "legs": [asdict(p) for p in self.legs],
                     "requests": self.requests,
                     "busiest_second": busiest_second(self.requests),
                     "throttled": self.throttled,

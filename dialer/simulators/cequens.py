@@ -117,7 +117,7 @@ def create_app(sim: Simulation, settings: CequensSettings) -> Starlette:
         async def conversation() -> None:
             await sim.pause(min(len(body.get("sayText", "")) / 15, 20) * body.get("repeat", 2))
             if body.get("collectInput") and script.behaviour == "answered":
-                query = {"callId": call_id, "digits": script.digits or ""}
+                query = {"callId": call_id, "digits": script.answer(1) or ""}
                 await sim.deliver(
                     client, client.build_request("GET", body["dtmfCallbackEndpoint"], params=query)
                 )

@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from dialer.settings import CmSettings
-from dialer.simulators.base import Script, Simulation, callback_client
+from dialer.simulators.base import CalleeHungUp, Script, Simulation, callback_client
 
 DOCUMENTED_LIMIT = 10.0
 """Requests per second: not published by CM.com; taken as 10 calls per second."""
@@ -119,7 +119,9 @@ def create_app(sim: Simulation, settings: CmSettings) -> Starlette:
             regex = body.get("regex", "[0-9]*")
             for attempt in range(1, int(body.get("max-attempts") or 1) + 1):
                 collected["attempts"] = attempt
-                digits = script.digits or ""
+                if script.hangs_up(attempt):
+                    raise CalleeHungUp
+                digits = script.answer(attempt) or ""
                 await sim.pause(2.0 if digits else int(body.get("timeout") or 5000) / 1000)
                 if digits and re.fullmatch(regex, digits):
                     collected.update(digits=digits, valid=True)

@@ -41,7 +41,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from dialer.settings import RouteeSettings
-from dialer.simulators.base import Script, Simulation, callback_client, speaking_seconds
+from dialer.simulators.base import CalleeHungUp, Script, Simulation, callback_client, speaking_seconds
 
 DOCUMENTED_LIMIT = 1.0
 """Requests per second: Routee's documented limit, 1 request per second."""
@@ -114,6 +114,21 @@ def _check_verb(verb: Any, index: int) -> str | None:
             return f"{where}.submitOnHash must be true or false"
     elif kind == "PAUSE" and not _integer(verb.get("duration"), 1):
         return f"{where}.duration must be a number of seconds"
+    elif kind == "DIAL":
+        to = verb.get("to")
+        if not isinstance(to, dict) or not _E164.match(str(to.get("phone", ""))):
+            return f"{where}.to.phone must be a valid phone number in E.164 format"
+        if not isinstance(verb.get("from"), str) or not _SENDER.match(verb["from"]):
+            return f"{where}.from is required: a numeric sender id of at most 16 characters"
+        if "hangupDelay" in verb and not _integer(verb["hangupDelay"], 1, 60):
+            return f"{where}.hangupDelay must be between 1 and 60"
+        callback = verb.get("callback")
+        if callback is not None and (
+            not isinstance(callback, dict)
+            or callback.get("strategy") not in ("OnChange", "OnCompletion")
+            or not str(callback.get("url", "")).startswith(("http://", "https://"))
+        ):
+            return f"{where}.callback needs a url and a strategy, OnChange or OnCompletion"
     return None
 
 
@@ -220,11 +235,14 @@ class _Keypad:
         self._sim, self._script = sim, script
         self.keys: asyncio.Queue[str] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self.questions = 0
 
     def asked(self, question_seconds: float) -> None:
         """A question starts now: the callee answers it (again, if it was asked before)."""
         self.stop()
-        self._task = asyncio.get_running_loop().create_task(self._press(self._script.keys(question_seconds)))
+        self.questions += 1
+        keys = self._script.keys(question_seconds, self.questions)
+        self._task = asyncio.get_running_loop().create_task(self._press(keys))
 
     async def _press(self, keys: list[tuple[float, str]]) -> None:
         then = 0.0
@@ -238,11 +256,15 @@ class _Keypad:
             self._task.cancel()
 
 
+def _once(verb: dict[str, Any], script: Script) -> float:
+    """How long a SAY or PLAY lasts when it is played once."""
+    return speaking_seconds(verb["message"]["text"]) if verb["type"] == "SAY" else script.talk_seconds
+
+
 def _seconds(verb: dict[str, Any], script: Script) -> float:
     """How long a SAY or PLAY lasts, its repeats included (-1: until the call is cut)."""
-    once = speaking_seconds(verb["message"]["text"]) if verb["type"] == "SAY" else script.talk_seconds
     repeat = verb.get("repeat", 0)
-    return once * (1 + repeat) if repeat >= 0 else 3600.0
+    return _once(verb, script) * (1 + repeat) if repeat >= 0 else 3600.0
 
 
 def create_app(sim: Simulation, settings: RouteeSettings) -> Starlette:
@@ -327,24 +349,70 @@ def create_app(sim: Simulation, settings: RouteeSettings) -> Starlette:
                     return True, await send_tones(collector)
             return False, None
 
+        async def dial(verb: dict[str, Any]) -> None:
+            """Bridge the call to the DIAL's number: its own message, reported to the verb's
+            callback like any other (Initiated, Ringing, then InProgress and Completed, or Busy or
+            NoAnswer after ``hangupDelay``). The call is over when an answered leg hangs up."""
+            message_id = str(uuid.uuid4())
+            number = verb["to"]["phone"]
+            script = sim.transfer(number, message_id)
+            url = (verb.get("callback") or {}).get("url")
+
+            async def status(name: str, **details: Any) -> None:
+                if url:
+                    payload = conversation.payload() | {
+                        "messageId": message_id,
+                        "to": number,
+                        "from": verb.get("from", body["from"]),
+                        "status": {"name": name, "updatedDate": datetime.now(UTC).isoformat()},
+                        **details,
+                    }
+                    await sim.deliver(client, client.build_request("POST", url, json=payload))
+
+            await status("Initiated")
+            await sim.pause(1.0)
+            await status("Ringing")
+            ring = float(verb.get("hangupDelay", 20))
+            if script.behaviour in ("busy", "failed"):
+                await sim.pause(min(script.ring_seconds, ring))
+                await status("Busy" if script.behaviour == "busy" else "Failed")
+                return
+            if script.behaviour in ("no_answer", "rejected") or script.ring_seconds >= ring:
+                await sim.pause(ring)
+                await status("NoAnswer")
+                return
+            await sim.pause(script.ring_seconds)
+            await status("InProgress")
+            await sim.pause(script.talk_seconds)
+            seconds = max(1, round(script.talk_seconds))
+            await status("Completed", duration=seconds, price=round(0.015 * seconds / 60, 5))
+            raise CalleeHungUp  # the bridged call is over
+
         async def execute(plan: dict[str, Any]) -> None:
             while True:
                 verbs = plan["verbs"]
                 collector = next((verb for verb in verbs if verb["type"] == "COLLECT"), None)
                 spoken = [verb for verb in verbs if verb["type"] in ("SAY", "PLAY")]
-                question = spoken[-1] if collector is not None and spoken else None
+                # The callee takes the first prompt that may be interrupted for the question (it
+                # may be said again after it), else the last thing said before the collector.
+                barge = [verb for verb in spoken if verb.get("bargeIn")]
+                asked = barge or spoken[-1:]
+                question: dict[str, Any] | None = asked[0] if collector is not None and asked else None
                 replacement = None
                 for verb in verbs:
                     kind = verb["type"]
                     if kind in ("SAY", "PLAY"):
                         seconds = _seconds(verb, conversation.script)
-                        if verb is question:
-                            keypad.asked(seconds)
+                        if question is not None and verb is question:
+                            keypad.asked(_once(question, conversation.script))
+                            if conversation.script.hangs_up(keypad.questions):
+                                await sim.pause(seconds / 2)
+                                raise CalleeHungUp
                         _, replacement = await listen(seconds, collector, bool(verb.get("bargeIn")))
                     elif kind == "PAUSE":
                         _, replacement = await listen(float(verb["duration"]), collector, False)
                     elif kind == "DIAL":
-                        await sim.pause(conversation.script.talk_seconds)
+                        await dial(verb)
                     if replacement is not None:
                         break
                 if replacement is None:

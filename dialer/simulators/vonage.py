@@ -49,7 +49,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from dialer.settings import VonageSettings
-from dialer.simulators.base import BEEP_SECONDS, Script, Simulation, callback_client, speaking_seconds
+from dialer.simulators.base import (
+    BEEP_SECONDS,
+    CalleeHungUp,
+    Script,
+    Simulation,
+    callback_client,
+    speaking_seconds,
+)
 
 DOCUMENTED_LIMIT = 3.0
 """Requests per second: Vonage's documented default, 3 calls per second (429 beyond)."""
@@ -435,6 +442,10 @@ class _Call:
     hangup_requested: bool = False
     transfer: list[dict[str, Any]] | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    asked: int = 0
+    """Questions (input actions) the callee has been asked so far."""
+    files: str = ""
+    """Where this API serves recordings: ``{host}/v1/files``."""
 
     @property
     def live(self) -> bool:
@@ -517,6 +528,7 @@ def create_app(sim: Simulation, settings: VonageSettings) -> Starlette:
     secret = settings.signature_secret.get_secret_value() if settings.signature_secret else None
     api_key = settings.api_key or "simulated-account"
     calls: dict[str, _Call] = {}
+    recordings: dict[str, bytes] = {}
     client = callback_client()
 
     def authorised(request: Request) -> bool:
@@ -594,7 +606,11 @@ def create_app(sim: Simulation, settings: VonageSettings) -> Starlette:
             prompt_seconds = speaking_seconds(prompt["text"])
         else:
             prompt_seconds = call.script.talk_seconds
-        keys = call.script.keys(prompt_seconds)
+        call.asked += 1
+        if call.script.hangs_up(call.asked):
+            await wait(call, prompt_seconds / 2)
+            raise CalleeHungUp
+        keys = call.script.keys(prompt_seconds, call.asked)
         barge = bool(prompt and prompt.get("bargeIn")) and bool(keys) and keys[0][0] < prompt_seconds
         start = keys[0][0] if barge else prompt_seconds
         if await wait(call, start):
@@ -665,10 +681,83 @@ def create_app(sim: Simulation, settings: VonageSettings) -> Starlette:
                 await wait(call, float(action.get("timeout", 10)))
             elif kind == "transfer":
                 return  # the call leaves this NCCO for another conversation
-            elif kind in ("record", "conversation", "connect"):
+            elif kind == "record":
+                if "endOnKey" in action or "endOnSilence" in action:
+                    await record(call, action)  # synchronous: what follows waits for it
+                else:
+                    sim.spawn(record(call, action))
+            elif kind == "connect":
+                await connect(call, action)
+            elif kind == "conversation":
                 await wait(call, call.script.talk_seconds)
             if reply is not None:
                 actions, index = reply, 0
+
+    async def record(call: _Call, action: dict[str, Any]) -> None:
+        """The callee speaks after the beep, for as long as they have to say (or the record's
+        ``timeOut``), then presses the end key or falls silent: the recording goes to the
+        action's ``eventUrl`` (else the call's) as a file this API serves."""
+        started = time.time()
+        seconds = min(call.script.talk_seconds, float(action.get("timeOut", 7200)))
+        if call.script.behaviour == "answered":
+            await wait(call, seconds)
+            if "endOnSilence" in action and "endOnKey" not in action:
+                await wait(call, float(action["endOnSilence"]))
+        file_id = str(uuid.uuid4())
+        recordings[file_id] = b"ID3" + bytes(int(seconds * 4000))  # 32 kbps MP3, as Vonage records
+        payload = {
+            "start_time": _stamp(started)[:-5] + "Z",
+            "recording_url": f"{call.files}/{file_id}",
+            "size": len(recordings[file_id]),
+            "recording_uuid": str(uuid.uuid4()),
+            "end_time": _stamp()[:-5] + "Z",
+            "conversation_uuid": call.conversation_uuid,
+            "timestamp": _stamp(),
+        }
+        target = action.get("eventUrl") or call.body["event_url"]
+        await callback(target[0], action.get("eventMethod", "POST"), payload)
+
+    async def connect(call: _Call, action: dict[str, Any]) -> None:
+        """A leg to the endpoint, joined to the call's conversation when answered: its events go
+        to the action's ``eventUrl`` (else the call's). An answered leg ends the call when its
+        person hangs up; a leg that fails ends the action, and the NCCO goes on."""
+        endpoint = action["endpoint"][0]
+        number = endpoint.get("number") or endpoint.get("uri") or ""
+        leg = str(uuid.uuid4())
+        script = sim.transfer("+" + number if number.isdigit() else number, leg)
+        target = action.get("eventUrl") or call.body["event_url"]
+
+        async def event(status: str, **extra: Any) -> None:
+            payload = {
+                "from": action.get("from"),
+                "to": number,
+                "uuid": leg,
+                "conversation_uuid": call.conversation_uuid,
+                "status": status,
+                "direction": "outbound",
+                "timestamp": _stamp(),
+                **extra,
+            }
+            await callback(target[0], action.get("eventMethod", "POST"), payload)
+
+        await event("started")
+        await wait(call, 1.0)
+        await event("ringing")
+        ring = float(action.get("timeout", 60))
+        if script.behaviour in ("busy", "rejected", "failed"):
+            await wait(call, min(script.ring_seconds, ring))
+            await event(script.behaviour)
+            return
+        if script.behaviour == "no_answer" or script.ring_seconds >= ring:
+            await wait(call, ring)
+            await event("timeout")
+            return
+        await wait(call, script.ring_seconds)
+        await event("answered")
+        await wait(call, script.talk_seconds)
+        duration = str(max(1, round(script.talk_seconds)))
+        await event("completed", duration=duration, rate="0.01200000", price="0.00160000")
+        raise CalleeHungUp  # the bridged call is over
 
     async def fetch_ncco(call: _Call) -> list[dict[str, Any]]:
         """The NCCO ``answer_url`` returns for this call (nothing to run if it returns none)."""
@@ -804,6 +893,7 @@ def create_app(sim: Simulation, settings: VonageSettings) -> Starlette:
             caller=dict(body.get("from") or {"type": "phone", "number": "14155550100"}),
             body=body,
             script=sim.place("+" + number if number.isdigit() else number, call_id, to.get("dtmfAnswer", "")),
+            files=f"{str(request.base_url).rstrip('/')}/v1/files",
         )
         calls[call_id] = call
         call.task = sim.spawn(run(call))
@@ -910,6 +1000,15 @@ def create_app(sim: Simulation, settings: VonageSettings) -> Starlette:
         call.operations.append(f"{request.method} input/dtmf")
         return Response(status_code=200)
 
+    async def download(request: Request) -> Response:
+        """``GET /v1/files/{id}``: a recording, for the application that made it."""
+        if not authorised(request):
+            return unauthorised()
+        audio = recordings.get(request.path_params["file_id"])
+        if audio is None:
+            return _not_found(request.path_params["file_id"])
+        return Response(audio, media_type="audio/mpeg")
+
     async def operations(request: Request) -> Response:
         """Simulator only: what the API was asked to do to a call, for tests."""
         call = calls.get(request.path_params["uuid"])
@@ -933,6 +1032,7 @@ def create_app(sim: Simulation, settings: VonageSettings) -> Starlette:
             Route("/v1/calls/{uuid}/talk", operation(None, "Talk stopped"), methods=["DELETE"]),
             Route("/v1/calls/{uuid}/dtmf", operation(_check_dtmf_request, "DTMF sent"), methods=["PUT"]),
             Route("/v1/calls/{uuid}/input/dtmf", subscribe, methods=["PUT", "DELETE"]),
+            Route("/v1/files/{file_id}", download, methods=["GET"]),
             Route("/_simulator/calls/{uuid}", operations, methods=["GET"]),
             *sim.routes(),
         ],

@@ -555,7 +555,7 @@ def _recorded(settings: Settings, attempts: list[Attempt]) -> list[tuple[object,
                     attempt.ended_at is None,
                     contact.state,
                     contact.result,
-                    [(answer.step, answer.seq, answer.digits, answer.choice, answer.valid) for answer in answers],
+                    [(a.step, a.seq, a.digits, a.choice, a.valid) for a in answers],
                     sorted((event.kind, json.loads(event.payload).get("status")) for event in kept),
                 )
             )

@@ -54,7 +54,9 @@ def routee_live(settings: Settings) -> Any:
 def test_the_dial_plan_waits_for_the_answer_and_collects_it() -> None:
     request = routee.build_call(order(), RouteeSettings(), "token")
     verbs = json.loads(request.content)["dialPlan"]["verbs"]
-    assert [verb["type"] for verb in verbs] == ["SAY", "SAY", "PAUSE", "COLLECT"]
+    # After silence the plan goes on to what the question's no_input leads to: the final prompt.
+    assert [verb["type"] for verb in verbs] == ["SAY", "SAY", "PAUSE", "COLLECT", "SAY"]
+    assert verbs[4]["message"]["text"] == "Thank you. Goodbye." and "bargeIn" not in verbs[4]
     assert verbs[1]["bargeIn"] is True and "bargeIn" not in verbs[0]
     assert verbs[2] == {"type": "PAUSE", "duration": 5}  # the question's timeout, for its one digit
     assert verbs[3] == {
