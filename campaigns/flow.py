@@ -30,7 +30,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -156,7 +156,12 @@ class Step(Model):
     def _kind(self) -> Step:
         if self.say is not None and self.audio is not None:
             raise SpecError("audio", "give say or audio, not both")
-        given = self.model_fields_set
+        # What differs from its default (not what the file wrote: a stored flow has every field).
+        given = {
+            name
+            for name, info in type(self).model_fields.items()
+            if getattr(self, name) != info.get_default(call_default_factory=True)
+        }
         if self.asks and self.action is not None:
             raise SpecError("action", "a step either asks for keys or does an action, not both")
         if not self.asks:
@@ -226,6 +231,7 @@ class Flow(Model):
 
     steps: dict[str, Step] = Field(min_length=1)
     start: str | None = None
+    """Where every call begins (the first step written, if not given)."""
     language: str = "en-US"
     voice: str | None = None
     ssml: bool = False
@@ -239,6 +245,15 @@ class Flow(Model):
     @classmethod
     def _voice_text(cls, voice: object) -> object:
         return str(voice) if isinstance(voice, int) and not isinstance(voice, bool) else voice
+
+    @model_validator(mode="before")
+    @classmethod
+    def _start_named(cls, data: Any) -> Any:
+        """The first step written is the start: named, so that it stays the start once stored
+        (a stored spec's steps come back in another order)."""
+        if isinstance(data, dict) and data.get("start") is None and isinstance(data.get("steps"), dict):
+            data = {**data, "start": next(iter(data["steps"]), None)}
+        return data
 
     @model_validator(mode="after")
     def _graph(self) -> Flow:

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from campaigns import window as windows
+from campaigns.flow import start
 from campaigns.outcomes import AttemptStatus, CampaignStatus, ContactState, earlier_than
 from campaigns.phones import zones_of
 from campaigns.spec import CampaignSpec
@@ -183,6 +184,10 @@ def place_call(rt: Runtime, attempt_id: int) -> None:
     if call_id is not None:
         with statement_connection(url) as connection:
             _dialing(connection, attempt_id=attempt_id, call_id=call_id, now=rt.clock())
+            if (number := _transfer_at_start(spec, contact)) is not None:
+                connection.execute(
+                    sa.update(Attempt).where(col(Attempt.id) == attempt_id).values(transfer_to=number)
+                )
         provider = get_provider(attempt.provider)
         if not provider.per_call_callbacks:  # its callbacks may have come before its answer
             with session_scope(url) as session:
@@ -237,6 +242,14 @@ def _send(
     except ProviderRejected as error:
         with session_scope(url) as session:
             finish(session, attempt=attempt, status=AttemptStatus.REJECTED, now=rt.clock(), reason=str(error))
+    return None
+
+
+def _transfer_at_start(spec: CampaignSpec, contact: Contact) -> str | None:
+    """The number a flow that transfers before it asks anything connects the callee to."""
+    for _, step in start(spec.call_flow).actions():
+        if step.action == "transfer":
+            return step.to or contact.variables.get(step.to_column or "")
     return None
 
 

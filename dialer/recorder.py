@@ -162,7 +162,7 @@ _ADD_DNC = sa.insert(DNC).from_select(
         )
     ),
 )
-_TRANSFER_TO = sa.update(ATTEMPTS).where(_ATTEMPT_ID).values(transfer_to=sa.bindparam("number"))
+_TRANSFER_TO = sa.update(ATTEMPTS).where(_ATTEMPT_ID).values(transfer_to=sa.bindparam("b_to"))
 _TRANSFER_SECONDS = (
     sa.update(ATTEMPTS)
     .where(_ATTEMPT_ID, ATTEMPTS.c.transfer_seconds.is_(None))
@@ -502,7 +502,7 @@ def _act(
             session.execute(_OPTED_OUT, {"attempt": attempt.id})
             session.execute(_OPTED_OUT_LATE, {"contact": attempt.contact_id})
         elif step.action == "transfer" and placed:
-            session.execute(_TRANSFER_TO, {"attempt": attempt.id, "number": order.transfer_number(step)})
+            session.execute(_TRANSFER_TO, {"attempt": attempt.id, "b_to": order.transfer_number(step)})
 
 
 def record_transfer(session: Db, attempt: AttemptLike, event: CallEvent) -> None:

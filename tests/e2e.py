@@ -189,3 +189,63 @@ def check_campaign(
         assert row["last_outcome"] == outcomes[-1]
         assert row["dtmf_digits"] == (digits or "")
         assert row["dtmf_choice"] == (CHOICES[digits] if digits else "")
+
+
+SURVEY = """
+name = "e2e"
+provider = "{provider}"
+caller_id = "+14155550100"
+
+[flow]
+start = "welcome"
+
+[flow.steps.welcome]
+say = "Hello {{first_name}}, three questions about your visit."
+next = "rating"
+
+[flow.steps.rating]
+say = "Was your visit good? Press 1 for yes, 2 for no. To speak to us press 0, to stop these calls press 9."
+choices = {{ "1" = "good", "2" = "poor" }}
+on = {{ "1" = "recommend", "2" = "problem", "0" = "agent", "9" = "stop" }}
+attempts = 2
+retry = "Sorry, I did not get that."
+no_input = "goodbye"
+invalid = "goodbye"
+
+[flow.steps.problem]
+say = "What went wrong? Press 1 for the wait, 2 for the staff, 3 for the cost."
+choices = {{ "1" = "waiting", "2" = "staff", "3" = "cost" }}
+next = "recommend"
+
+[flow.steps.recommend]
+say = "Would you recommend us? Press 1 for yes, 2 for no, star to hear this again."
+choices = {{ "1" = "yes", "2" = "no" }}
+on = {{ "*" = "repeat" }}
+next = "goodbye"
+
+[flow.steps.agent]
+say = "Connecting you."
+action = "transfer"
+to_column = "agent"
+
+[flow.steps.stop]
+say = "You will not be called again. Goodbye."
+action = "optout"
+
+[flow.steps.goodbye]
+say = "Thank you. Goodbye."
+
+[window]
+start = "00:00"
+end = "24:00"
+days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+"""
+"""Three questions with a branch (the second depends on the first), an opt-out and a transfer to
+a number of each contact's own: what every provider that can run it runs end to end."""
+
+AGENT_ANSWERS, AGENT_BUSY = "+12125550198", "+12125550190"
+"""Transfer targets: the simulators' table has a number ending in 8 answer, one ending in 0 busy."""
+
+
+def survey_text(provider: str) -> str:
+    return SURVEY.format(provider=provider)

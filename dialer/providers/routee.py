@@ -10,9 +10,10 @@ the IVR and PIN guides): verbs run in order and the call ends after the last one
 wait, it only says where the tones of the call go. Tones are posted when the first one interrupts
 a SAY or PLAY with ``bargeIn`` (the tones so far), when ``#`` ends input (``submitOnHash``), or
 when the call ends; silence posts nothing. So a question is its prompt with ``bargeIn``, said
-again (after the step's ``retry``) as often as the step's ``attempts`` allow, so that the key the
-callee presses while it plays reaches us at once; then a PAUSE that waits for the rest of the
-answer (the question's timeout for each key it may have), the COLLECT, and what the step's
+again (after the step's ``retry``) as often as the step's ``attempts`` allow, and at least
+twice, so that the key the callee presses while it plays reaches us at once; then a PAUSE that
+waits for the rest of the answer (the question's timeout for each key it may have), the
+COLLECT, and what the step's
 ``no_input`` leads to: after silence, the dial plan simply goes on (a step that asks again
 cannot follow, since nothing reaches us). The reply to a COLLECT post is the next segment of the
 flow, as a dial plan that replaces the running one: Routee waits 3 seconds for it. An answer of
@@ -191,7 +192,9 @@ def _ask(order: CallOrder, name: str, step: Step, seq: int, tries: int) -> list[
     posted at once), the wait for the rest of the answer, the collector, and what silence leads to."""
     prompt = _prompt(order, step, barge_in=True)
     verbs = list(prompt)
-    for _ in range(tries, step.attempts):
+    # Said once more at least: a key pressed after the prompt, during the PAUSE, would reach us
+    # only when the call ends, too late to lead anywhere.
+    for _ in range(tries, max(step.attempts, tries + 1)):
         if step.retry is not None:
             verbs.append(_say(order, order.render(step.retry), barge_in=True))
         verbs += prompt

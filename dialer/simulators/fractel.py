@@ -164,7 +164,13 @@ def create_app(sim: Simulation, settings: FractelSettings) -> Starlette:
         }
 
         async def conversation() -> None:
-            await sim.pause(min(len(str(body["service_id"])) / 15, 20))
+            if body["service_type"] != "Phonenumber":
+                await sim.pause(min(len(str(body["service_id"])) / 15, 20))
+                return
+            # The callee is connected to the other number: the call lasts as long as that leg
+            # talks, or rings out if nobody answers there.
+            other = sim.transfer(e164(re.sub(r"\D", "", str(body["service_id"]))), str(uuid.uuid4()))
+            await sim.pause(other.ring_seconds if other.behaviour != "answered" else other.talk_seconds)
 
         async def emit(stage: str, *, duration: int = 0, **_: Any) -> None:
             if stage == "started":

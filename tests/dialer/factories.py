@@ -29,8 +29,10 @@ def campaign_with_contacts(
     name: str = "e2e",
     provider: str = "vonage",
     text: str | None = None,
+    variables: dict[str, dict[str, str]] | None = None,
 ) -> Campaign:
-    """A running campaign (the e2e test campaign, or ``text``) with ``phones`` due now."""
+    """A running campaign (the e2e test campaign, or ``text``) with ``phones`` due now, each with
+    its ``variables`` (else a first name)."""
     text = (text or campaign_text(provider, delay)).replace('name = "e2e"', f'name = "{name}"')
     with db.session_scope(url) as session:
         campaign = create_campaign(session, parse_campaign(text))
@@ -40,7 +42,7 @@ def campaign_with_contacts(
                 {
                     "campaign_id": campaign.id,
                     "phone": p,
-                    "variables": {"first_name": "Ada"},
+                    "variables": (variables or {}).get(p, {"first_name": "Ada"}),
                     "row_number": i + 2,
                     "state": "pending",
                     "attempts": 0,

@@ -105,17 +105,6 @@ def test_a_cm_callback_with_an_alphanumeric_sip_code_is_taken(settings: Settings
 # -- issue: the receiver holds against hostile and broken callbacks --------------------------------
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_db(
-    request: pytest.FixtureRequest, settings: Settings, credentials: dict[str, dict[str, str]]
-) -> Settings:
-    """The settings on SQLite, then on PostgreSQL (where concurrency and constraints are real)."""
-    if request.param == "sqlite":
-        return settings
-    url = request.getfixturevalue("postgres_url")
-    return Settings(database_url=url, public_url=settings.public_url, **credentials)
-
-
 def _row(settings: Settings, attempt: Attempt) -> Attempt:
     with db.session_scope(settings.database_url) as session:
         row = session.get(Attempt, attempt.id)

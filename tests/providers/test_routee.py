@@ -54,12 +54,14 @@ def routee_live(settings: Settings) -> Any:
 def test_the_dial_plan_waits_for_the_answer_and_collects_it() -> None:
     request = routee.build_call(order(), RouteeSettings(), "token")
     verbs = json.loads(request.content)["dialPlan"]["verbs"]
-    # After silence the plan goes on to what the question's no_input leads to: the final prompt.
-    assert [verb["type"] for verb in verbs] == ["SAY", "SAY", "PAUSE", "COLLECT", "SAY"]
-    assert verbs[4]["message"]["text"] == "Thank you. Goodbye." and "bargeIn" not in verbs[4]
-    assert verbs[1]["bargeIn"] is True and "bargeIn" not in verbs[0]
-    assert verbs[2] == {"type": "PAUSE", "duration": 5}  # the question's timeout, for its one digit
-    assert verbs[3] == {
+    # The question is said twice (a key pressed while it plays is posted at once), then silence
+    # goes on to what the question's no_input leads to: the final prompt.
+    assert [verb["type"] for verb in verbs] == ["SAY", "SAY", "SAY", "SAY", "PAUSE", "COLLECT", "SAY"]
+    assert verbs[1] == verbs[3] and verbs[1]["bargeIn"] is True and "bargeIn" not in verbs[0]
+    assert verbs[2]["message"]["text"] == "Sorry, that was not a valid choice." and verbs[2]["bargeIn"]
+    assert verbs[6]["message"]["text"] == "Thank you. Goodbye." and "bargeIn" not in verbs[6]
+    assert verbs[4] == {"type": "PAUSE", "duration": 5}  # the question's timeout, for its one digit
+    assert verbs[5] == {
         "type": "COLLECT",
         "eventUrl": "http://127.0.0.1:9/webhooks/vonage/TOKEN/collect?step=question&seq=0&try=1",
         "maxDigits": 1,
