@@ -6,7 +6,7 @@ import functools
 import gc
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +24,7 @@ from campaigns.outcomes import CampaignStatus
 from dialer import db
 from dialer.errors import DialerError
 from dialer.models import Campaign, utcnow
-from dialer.operations import Progress, progress
+from dialer.operations import Progress, get_campaign, progress
 from dialer.runtime import spec_of
 from dialer.settings import Settings, get_settings
 
@@ -200,6 +200,95 @@ def campaign_start(name: str, wait: float) -> None:
             f"or pause it (`dialer campaign pause {name}`) and run it in one process: `dialer run {name}`",
             markup=False,
         )
+
+
+@campaign.command("try")
+@click.argument("name")
+@click.option(
+    "--contact", "phone", help="The contact (its number) whose columns fill the texts (default: the first)."
+)
+@click.option(
+    "--keys",
+    help="The keys pressed at each question, in turn, comma-separated (an empty one: silence; "
+    "'hangup': the callee hangs up). Without it, you type them.",
+)
+def campaign_try(name: str, phone: str | None, keys: str | None) -> None:
+    """Walk the campaign's call in the terminal, as a contact would hear it, without calling anyone."""
+    from dialer.trial import sample_contact, walk
+
+    with db.session_scope(_settings().database_url) as session:
+        campaign = get_campaign(session, name)
+        to, variables = sample_contact(session, campaign, phone)
+        spec = spec_of(campaign)
+    given = None if keys is None else keys.split(",")
+
+    def pressed(step: str, _: object, tries: int) -> str | None:
+        if given is not None:
+            typed = given.pop(0) if given else "hangup"
+        else:
+            again = f" (try {tries})" if tries > 1 else ""
+            typed = click.prompt(
+                f"keys for {step}{again}", default="", show_default=False, prompt_suffix="> "
+            )
+        return None if typed.strip() == "hangup" else typed.strip()
+
+    console.print(
+        f"a call of {name} to {to}; Enter alone is silence, 'hangup' puts the phone down", markup=False
+    )
+    walk(spec, to, variables, pressed, show=lambda line: console.print(line, markup=False))
+
+
+@campaign.command("call")
+@click.argument("name")
+@click.option("--to", "to", required=True, help="Your own number (E.164), to receive the call.")
+@click.option(
+    "--contact", "phone", help="The contact (its number) whose columns fill the texts (default: the first)."
+)
+@click.option(
+    "--simulate", is_flag=True, help="Call the provider's simulator instead, with throwaway credentials."
+)
+@click.option(
+    "--keys", help="With --simulate: the keys the callee presses at each question, comma-separated."
+)
+@click.option("--yes", is_flag=True, help="Do not ask before placing a real call.")
+def campaign_call(name: str, to: str, phone: str | None, simulate: bool, keys: str | None, yes: bool) -> None:
+    """Place one call of the campaign to your own number, and print what it recorded.
+
+    The call is the campaign's, made now (whatever the calling window) and never retried; its
+    answers, opt-outs and transfers are kept apart from the campaign's results.
+    """
+    from campaigns.phones import InvalidPhone, normalise
+    from dialer.runner import run_campaign
+    from dialer.simulators.base import Script
+    from dialer.trial import sample_contact, test_call_summary, test_campaign
+
+    settings = _settings()
+    if keys is not None and not simulate:
+        raise click.ClickException("--keys is for --simulate: on a real call you press them yourself")
+    with db.session_scope(settings.database_url) as session:
+        campaign = get_campaign(session, name)
+        try:
+            number = normalise(to, spec_of(campaign).region)
+        except InvalidPhone as error:
+            raise click.ClickException(f"--to: {to!r} is not a number to call: {error}") from None
+        _, variables = sample_contact(session, campaign, phone)
+        if not simulate and not yes:
+            click.confirm(f"Place a real call to {number} through {campaign.provider}?", abort=True)
+        trial = test_campaign(session, name=name, to=number, variables=variables)
+    scripts = {number: Script("answered", answers=tuple(keys.split(",")))} if keys is not None else {}
+    try:
+        run_campaign(
+            trial.name,
+            settings=settings,
+            console=console,
+            render=progress_table,
+            simulate=simulate,
+            scripts=scripts,
+        )
+    finally:
+        with db.session_scope(settings.database_url) as session:
+            for line in test_call_summary(session, get_campaign(session, trial.name)):
+                console.print(line, markup=False)
 
 
 @campaign.command("plan")
@@ -424,6 +513,42 @@ def export_command(name: str, out: Path, attempts: bool, excel: bool) -> None:
 # -- do-not-call list ----------------------------------------------------------------------------
 
 
+@main.command()
+@click.argument("name")
+@click.option(
+    "--out",
+    "directory",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="The directory the recordings go to, one file each (<number>-<attempt>-<step>.mp3).",
+)
+def recordings(name: str, directory: Path) -> None:
+    """Fetch a campaign's recordings (its record steps) from the provider, with its credentials.
+
+    Files fetched already are left as they are: run it again to fetch what came since.
+    """
+    from dialer.recordings import fetch_recordings
+    from dialer.runtime import http_client
+
+    settings = _settings()
+    with db.session_scope(settings.database_url) as session, http_client(settings) as client:
+        done = fetch_recordings(
+            session,
+            campaign=get_campaign(session, name),
+            settings=settings,
+            directory=directory,
+            client=client,
+        )
+    for problem in done.failed:
+        console.print(f"not fetched: {problem}", markup=False)
+    console.print(
+        f"fetched {len(done.written)} recording(s) into {directory}; {done.present} were there already",
+        markup=False,
+    )
+    if done.failed:
+        raise SystemExit(1)
+
+
 @main.group(cls=_Group)
 def dnc() -> None:
     """The do-not-call list: numbers never called, globally or in one campaign (--campaign)."""
@@ -482,9 +607,10 @@ def dnc_list(campaign_name: str | None) -> None:
 
     with db.session_scope(_settings().database_url) as session:
         listed = lists.entries(session, campaign_id=_campaign_id(session, campaign_name))
-    table = Table("phone", "reason", "added (UTC)")
+    table = Table("phone", "reason", "source", "added (UTC)")
     for entry in listed:
-        table.add_row(entry.phone, entry.reason or "", entry.added_at.strftime("%Y-%m-%d %H:%M"))
+        added = entry.added_at.strftime("%Y-%m-%d %H:%M")
+        table.add_row(entry.phone, entry.reason or "", entry.source or "", added)
     console.print(table if listed else "the list is empty")
 
 
@@ -562,8 +688,9 @@ def progress_table(report: Progress) -> Table:
     table.add_row("attempts", str(sum(report.attempts.values())))
     for status, count in sorted(report.attempts.items()):
         table.add_row(f"  {status}", str(count))
-    for choice, count in sorted(report.choices.items()):
-        table.add_row(f"  answered {choice}", str(count))
+    for step, answers in report.answers.items():
+        for answer, count in sorted(answers.items()):
+            table.add_row(f"  {step}: {answer}", str(count))
     if report.reason:
         table.add_row("note", report.reason)
     return table
@@ -621,17 +748,22 @@ def report(name: str, html_file: Path | None) -> None:
     table = _campaign_table(counts)
     for label, value in summary.summary():
         table.add_row(label, value)
+
+    def most_first(counted: Mapping[str, int]) -> list[tuple[str, int]]:
+        return sorted(counted.items(), key=lambda item: (-item[1], item[0]))
+
     sections = {
-        "results": counts.results,
-        "attempt outcomes": counts.attempts,
-        "DTMF choices": counts.choices,
-        "contacts by attempts made": {str(made): n for made, n in summary.attempts_per_contact.items()},
+        "results": most_first(counts.results),
+        "attempt outcomes": most_first(counts.attempts),
+        **{f"answers to {step}": most_first(answers) for step, answers in counts.answers.items()},
+        "from the answer to the end of the call": summary.funnel,  # in the call's order
+        "contacts by attempts made": most_first({str(m): n for m, n in summary.attempts_per_contact.items()}),
     }
-    for heading, section in sections.items():
-        if section:
+    for heading, rows in sections.items():
+        if rows:
             table.add_section()
             table.add_row(heading, "")
-            for key, count in sorted(section.items(), key=lambda item: (-item[1], item[0])):
+            for key, count in rows:
                 table.add_row(f"  {key}", f"{count:,}")
     console.print(table)
     if html_file is not None:

@@ -33,9 +33,15 @@ def normalised(values: Iterable[str], region: str | None) -> list[str]:
 
 
 def add(
-    session: Session, phones: Iterable[str], *, campaign_id: int | None, reason: str | None, now: datetime
+    session: Session,
+    phones: Iterable[str],
+    *,
+    campaign_id: int | None,
+    reason: str | None,
+    now: datetime,
+    source: str = "dnc add",
 ) -> int:
-    """Add numbers (already E.164); return how many were new."""
+    """Add numbers (already E.164), saying where they came from; return how many were new."""
     wanted = set(phones)
     present = set(
         session.exec(select(DncEntry.phone).where(col(DncEntry.phone).in_(wanted), _scope(campaign_id)))
@@ -44,7 +50,10 @@ def add(
     if new:
         session.execute(
             sa.insert(DncEntry),
-            [{"phone": p, "campaign_id": campaign_id, "reason": reason, "added_at": now} for p in new],
+            [
+                {"phone": p, "campaign_id": campaign_id, "reason": reason, "source": source, "added_at": now}
+                for p in new
+            ],
         )
     return len(new)
 
@@ -99,4 +108,7 @@ def import_file(
         seen += len(part.frame)
     if seen == 0 and not rejects:
         raise ImportFailed(f"{path}: the file has a header but no rows")
-    return add(session, phones, campaign_id=campaign_id, reason=reason, now=now), sorted(rejects)
+    added = add(
+        session, phones, campaign_id=campaign_id, reason=reason, now=now, source=f"dnc import {path.name}"
+    )
+    return added, sorted(rejects)

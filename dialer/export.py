@@ -27,32 +27,42 @@ from sqlmodel import Session, col
 
 from dialer.errors import ConfigurationError
 from dialer.models import Attempt, Campaign, Contact, DtmfAnswer
+from dialer.runtime import spec_of
 
 _FORMULA = r"^[=+\-@\t\r]"
 _NUMBER = r"^[+-]?\d+(?:\.\d+)?$"
 XLSX_MAX_ROWS = 1_048_576
 """Excel's sheet size, the header row included."""
 
-_TYPES = {"attempts": pa.int64(), "attempt": pa.int64(), "duration": pa.int64(), "dtmf_valid": pa.bool_()}
+_TYPES = {
+    "attempts": pa.int64(),
+    "attempt": pa.int64(),
+    "duration": pa.int64(),
+    "dtmf_valid": pa.bool_(),
+    "opted_out": pa.bool_(),
+    "transferred": pa.bool_(),
+    "transfer_seconds": pa.int64(),
+}
 """Every exported column is text except these, and the timestamps (``*_at``)."""
 _ONLY_IF_USED = ("extension",)
 """Columns left out of an export where every row's is empty."""
 
 
-def contact_results(session: Session, campaign: Campaign) -> pa.Table:
-    """One row per contact, in import order: phone, the CSV's own columns, result, attempts, the
-    last attempt's outcome and timing, and the contact's DTMF answer (its valid one if any, else
-    its latest)."""
-    last = sa.orm.aliased(Attempt)
-    ranked = (
+def _answers(campaign: Campaign, owner: Any, *, by_step: bool) -> sa.Subquery:
+    """The answers of the campaign's contacts or attempts (``owner``: the answer's column that
+    names them), ranked 1 for each owner's (each question's, ``by_step``): its valid one if
+    any, else its latest."""
+    return (
         sa.select(
-            col(DtmfAnswer.contact_id),
+            owner.label("owner"),
+            col(DtmfAnswer.step),
             col(DtmfAnswer.digits),
             col(DtmfAnswer.choice),
             col(DtmfAnswer.valid),
+            col(DtmfAnswer.recording),
             sa.func.row_number()
             .over(
-                partition_by=col(DtmfAnswer.contact_id),
+                partition_by=[owner, *([col(DtmfAnswer.step)] if by_step else [])],
                 order_by=(
                     col(DtmfAnswer.valid).desc(),
                     col(DtmfAnswer.received_at).desc(),
@@ -65,6 +75,68 @@ def contact_results(session: Session, campaign: Campaign) -> pa.Table:
         .where(col(Contact.campaign_id) == campaign.id)
         .subquery("answer")
     )
+
+
+QUESTION_COLUMNS_TAKEN = frozenset(
+    {"phone", "extension", "result", "attempts", "last_outcome", "last_reason", "duration", "price"}
+    | {"last_called_at", "answered_at", "ended_at", "opted_out", "transferred", "transfer_to"}
+    | {"transfer_outcome", "transfer_seconds", "attempt", "outcome", "reason", "provider"}
+    | {"provider_call_id", "answered_by", "queued_at", "dispatched_at"}
+)
+"""The export's own columns: a question named like one is exported as ``answer_<name>``."""
+
+
+def question_column(step: str) -> str:
+    """The export's column of a flow's question: the step's name."""
+    return f"answer_{step}" if step in QUESTION_COLUMNS_TAKEN else step
+
+
+def _answer_columns(
+    campaign: Campaign, owner: Any, attempt: Any, owned_by: Any
+) -> tuple[sa.Subquery, sa.ColumnElement[bool], list[sa.Label[Any]]]:
+    """The answers' columns of a contact's (or an attempt's) row, the subquery they come from
+    and how it joins the row (``owned_by``: the row's own id; ``attempt``: the row's attempt).
+
+    A campaign's ``[question]`` gives its keys, choice and validity. A flow gives one column per
+    question (the choice's name, else the keys, or a recording's URL), whether the callee opted
+    out, and the transfer's number, outcome and length."""
+    flow = spec_of(campaign).flow
+    if flow is None:
+        answer = _answers(campaign, owner, by_step=False)
+        columns = [
+            answer.c.digits.label("dtmf_digits"),
+            answer.c.choice.label("dtmf_choice"),
+            answer.c.valid.label("dtmf_valid"),
+        ]
+        return answer, sa.and_(answer.c.owner == owned_by, answer.c.rank == 1), columns
+    ranked = _answers(campaign, owner, by_step=True)
+    value = sa.func.coalesce(ranked.c.choice, ranked.c.recording, ranked.c.digits)
+    questions = flow.questions()
+    answer = (
+        sa.select(
+            ranked.c.owner,
+            *(sa.func.max(sa.case((ranked.c.step == step, value))).label(step) for step in questions),
+        )
+        .where(ranked.c.rank == 1)
+        .group_by(ranked.c.owner)
+        .subquery("answers")
+    )
+    columns = [answer.c[step].label(question_column(step)) for step in questions]
+    columns += [
+        sa.func.coalesce(col(attempt.opted_out), sa.false()).label("opted_out"),
+        col(attempt.transfer_to).is_not(None).label("transferred"),
+        col(attempt.transfer_to).label("transfer_to"),
+        col(attempt.transfer_status).label("transfer_outcome"),
+        col(attempt.transfer_seconds).label("transfer_seconds"),
+    ]
+    return answer, answer.c.owner == owned_by, columns
+
+
+def contact_results(session: Session, campaign: Campaign) -> pa.Table:
+    """One row per contact, in import order: phone, the CSV's own columns, result, attempts, the
+    last attempt's outcome and timing, and the contact's answers (:func:`_answer_columns`)."""
+    last = sa.orm.aliased(Attempt)
+    answer, joined, answers = _answer_columns(campaign, col(DtmfAnswer.contact_id), last, col(Contact.id))
     table = _read(
         session,
         sa.select(
@@ -80,14 +152,12 @@ def contact_results(session: Session, campaign: Campaign) -> pa.Table:
             col(last.dispatched_at).label("last_called_at"),
             col(last.answered_at),
             col(last.ended_at),
-            ranked.c.digits.label("dtmf_digits"),
-            ranked.c.choice.label("dtmf_choice"),
-            ranked.c.valid.label("dtmf_valid"),
+            *answers,
         )
         .outerjoin(
             last, sa.and_(col(last.contact_id) == col(Contact.id), col(last.number) == col(Contact.attempts))
         )
-        .outerjoin(ranked, sa.and_(ranked.c.contact_id == col(Contact.id), ranked.c.rank == 1))
+        .outerjoin(answer, joined)
         .where(col(Contact.campaign_id) == campaign.id)
         .order_by(col(Contact.id)),  # import order, then file order
     )
@@ -128,7 +198,8 @@ def renamed_columns(table: pa.Table) -> dict[str, str]:
 
 
 def attempt_results(session: Session, campaign: Campaign) -> pa.Table:
-    """One row per attempt, by contact and attempt number."""
+    """One row per attempt, by contact and attempt number, with its answers (:func:`_answer_columns`)."""
+    answer, joined, answers = _answer_columns(campaign, col(DtmfAnswer.attempt_id), Attempt, col(Attempt.id))
     return _read(
         session,
         sa.select(
@@ -146,11 +217,10 @@ def attempt_results(session: Session, campaign: Campaign) -> pa.Table:
             col(Attempt.dispatched_at),
             col(Attempt.answered_at),
             col(Attempt.ended_at),
-            col(DtmfAnswer.digits).label("dtmf_digits"),
-            col(DtmfAnswer.choice).label("dtmf_choice"),
+            *answers,
         )
         .join(Contact, col(Contact.id) == col(Attempt.contact_id))
-        .outerjoin(DtmfAnswer, col(DtmfAnswer.attempt_id) == col(Attempt.id))
+        .outerjoin(answer, joined)
         .where(col(Attempt.campaign_id) == campaign.id)
         .order_by(col(Attempt.contact_id), col(Attempt.number)),
     )

@@ -299,7 +299,9 @@ class Progress:
     states: Counter[str] = field(default_factory=Counter)
     results: Counter[str] = field(default_factory=Counter)
     attempts: Counter[str] = field(default_factory=Counter)
-    choices: Counter[str] = field(default_factory=Counter)
+    answers: dict[str, Counter[str]] = field(default_factory=dict)
+    """Valid answers by question (the flow's step; ``question`` for ``[question]``), then by
+    choice (its keys where it names none, ``recorded`` for a recording)."""
 
     @property
     def done(self) -> int:
@@ -330,11 +332,16 @@ def progress(session: Session, name: str) -> Progress:
         .group_by(col(Attempt.status))
     ):
         report.attempts[status] = count
-    for choice, count in session.execute(
-        sa.select(col(DtmfAnswer.choice), sa.func.count())
+    label = sa.func.coalesce(
+        col(DtmfAnswer.choice), sa.func.nullif(col(DtmfAnswer.digits), ""), sa.literal("recorded")
+    )
+    for step, answer, count in session.execute(
+        sa.select(col(DtmfAnswer.step), label, sa.func.count())
         .join(Contact, col(Contact.id) == col(DtmfAnswer.contact_id))
         .where(col(Contact.campaign_id) == campaign.id, col(DtmfAnswer.valid))
-        .group_by(col(DtmfAnswer.choice))
+        .group_by(col(DtmfAnswer.step), label)
     ):
-        report.choices[choice or "(no name)"] = count
+        report.answers.setdefault(step, Counter())[answer] = count
+    rank = {step: index for index, step in enumerate(spec_of(campaign).call_flow.questions())}
+    report.answers = dict(sorted(report.answers.items(), key=lambda item: rank.get(item[0], len(rank))))
     return report

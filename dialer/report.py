@@ -17,6 +17,7 @@ from sqlmodel import Session, col
 from campaigns.outcomes import AttemptStatus, ContactResult
 from dialer.models import Attempt, Contact, DtmfAnswer, utcnow
 from dialer.operations import Progress, get_campaign, progress
+from dialer.runtime import spec_of
 
 
 @dataclass(frozen=True)
@@ -32,11 +33,16 @@ class Report:
     """The sum of the prices the provider reported, in its currency; None when it reported none."""
     first_call_at: datetime | None
     last_call_at: datetime | None
+    funnel: list[tuple[str, int]]
+    """Contacts who answered a call, then who answered each question (in the flow's order), and
+    who were transferred or opted out."""
 
     @property
     def reached(self) -> int:
         results = self.progress.results
-        return results[ContactResult.REACHED] + results[ContactResult.DTMF_ANSWERED]
+        return sum(
+            results[r] for r in (ContactResult.REACHED, ContactResult.DTMF_ANSWERED, ContactResult.OPTED_OUT)
+        )
 
     @property
     def attempts(self) -> int:
@@ -55,6 +61,7 @@ class Report:
             ("finished", share(self.progress.done)),
             ("reached", share(self.reached)),
             ("DTMF answered", share(self.progress.results[ContactResult.DTMF_ANSWERED])),
+            ("opted out", share(self.progress.results[ContactResult.OPTED_OUT])),
             ("invalid DTMF answers", f"{self.invalid_answers:,}"),
             ("attempts", f"{self.attempts:,}"),
             ("attempts per contact called", f"{self.attempts / called:.2f}" if called else "-"),
@@ -102,6 +109,30 @@ def build_report(session: Session, name: str) -> Report:
         .join(Attempt, col(Attempt.id) == col(DtmfAnswer.attempt_id))
         .where(ours, ~col(DtmfAnswer.valid))
     )
+    flow = spec_of(campaign).call_flow
+    answered_each = dict(
+        session.execute(
+            sa.select(col(DtmfAnswer.step), sa.func.count(sa.distinct(col(DtmfAnswer.contact_id))))
+            .join(Attempt, col(Attempt.id) == col(DtmfAnswer.attempt_id))
+            .where(ours, col(DtmfAnswer.valid))
+            .group_by(col(DtmfAnswer.step))
+        ).all()
+    )
+    reached, transferred, opted_out = session.execute(
+        sa.select(
+            sa.func.count(sa.distinct(col(Attempt.contact_id))).filter(
+                col(Attempt.status) == AttemptStatus.COMPLETED
+            ),
+            sa.func.count(sa.distinct(col(Attempt.contact_id))).filter(col(Attempt.transfer_to).is_not(None)),
+            sa.func.count(sa.distinct(col(Attempt.contact_id))).filter(col(Attempt.opted_out)),
+        ).where(ours)
+    ).one()
+    funnel = [("answered the call", reached)]
+    funnel += [(f"answered {step}", answered_each.get(step, 0)) for step in flow.questions()]
+    if any(step.action == "transfer" for step in flow.steps.values()):
+        funnel.append(("transferred", transferred))
+    if any(step.action == "optout" for step in flow.steps.values()):
+        funnel.append(("opted out", opted_out))
     return Report(
         progress=counts,
         attempts_per_contact=per_contact,
@@ -110,6 +141,7 @@ def build_report(session: Session, name: str) -> Report:
         cost=None if cost is None else Decimal(str(cost)),
         first_call_at=first,
         last_call_at=last,
+        funnel=funnel,
     )
 
 
@@ -118,6 +150,7 @@ def build_report(session: Session, name: str) -> Report:
 _COLOURS = {
     ContactResult.REACHED: "#2e7d32",
     ContactResult.DTMF_ANSWERED: "#1b5e20",
+    ContactResult.OPTED_OUT: "#4527a0",
     ContactResult.EXHAUSTED: "#c62828",
     ContactResult.DNC: "#6a1b9a",
     ContactResult.INVALID: "#8d6e63",
@@ -188,7 +221,11 @@ def render_html(report: Report, *, now: datetime | None = None) -> str:
     charts = [
         bar_chart("Contacts by result", by_count),
         bar_chart("Attempts by outcome", outcomes),
-        bar_chart("DTMF answers by choice", sorted(counts.choices.items(), key=lambda item: -item[1])),
+        bar_chart("From the answer to the end of the call", report.funnel),
+        *(
+            bar_chart(f"Answers to {step}", sorted(answers.items(), key=lambda item: -item[1]))
+            for step, answers in counts.answers.items()
+        ),
         bar_chart(
             "Contacts by attempts made",
             [

@@ -17,7 +17,7 @@ import ipaddress
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +38,7 @@ from dialer.receiver import create_app as receiver_app
 from dialer.runtime import spec_of
 from dialer.settings import Settings
 from dialer.simulators import dev_credentials, simulator_app, simulator_urls
+from dialer.simulators.base import Script
 
 SIMULATED_TIMINGS: dict[str, float] = {
     "tick_seconds": 0.25,
@@ -130,11 +131,13 @@ def run_campaign(
     host: str = "127.0.0.1",
     port: int = 8000,
     interrupts: Interrupts | None = None,
+    scripts: Mapping[str, Script] | None = None,
 ) -> Progress:
     """Run campaign ``name`` here until it completes or Ctrl-C pauses it; return its progress.
 
-    ``simulate`` runs the provider's simulator on a loopback port with throwaway credentials, and
-    the receiver on another; otherwise the receiver listens on ``host:port``, where
+    ``simulate`` runs the provider's simulator on a loopback port with throwaway credentials (its
+    callees behave as its table says, or as ``scripts`` say for their numbers), and the receiver
+    on another; otherwise the receiver listens on ``host:port``, where
     ``DIALER_PUBLIC_URL`` must lead from the provider.
     """
     with db.session_scope(settings.database_url) as session:
@@ -162,6 +165,7 @@ def run_campaign(
             # The simulated account allows what the operator's is configured for (else the documented limit).
             limit = account_limit(provider, settings.provider_settings(provider))
             app = simulator_app(provider, settings, rate_limit=limit, time_scale=time_scale)
+            app.state.simulation.scripts.update(scripts or {})
             stack.enter_context(BackgroundServer(app, sock=sim_socket))
             console.print(
                 f"simulating {provider} on {simulator_url}; calls take {time_scale:g} of their time"

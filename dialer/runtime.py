@@ -114,5 +114,6 @@ def spec_of(campaign: Campaign) -> CampaignSpec:
 
 
 def spec_from(spec: dict[str, Any]) -> CampaignSpec:
-    """A campaign's spec column, validated (once per distinct spec in this process)."""
-    return _parsed(json.dumps(spec, sort_keys=True))
+    """A campaign's spec column, validated (once per distinct spec in this process). Its keys keep
+    their order: a flow's steps are listed as the file wrote them (the export's columns follow)."""
+    return _parsed(json.dumps(spec))

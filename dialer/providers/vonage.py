@@ -446,7 +446,7 @@ class Input(Callback):
 class Recorded(Callback):
     """A record action's event: where the recording is (empty when nothing was recorded)."""
 
-    recording_url: Annotated[str, StringConstraints(max_length=500, pattern=r"^(https://\S+)?$")] = ""
+    recording_url: Annotated[str, StringConstraints(max_length=500, pattern=r"^(https?://\S+)?$")] = ""
 
 
 def _event(event: Event) -> CallEvent:

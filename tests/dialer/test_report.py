@@ -21,7 +21,7 @@ def test_the_report_counts_reach_answers_outcomes_attempts_time_and_cost(
         report = build_report(session, "e2e")
     assert report.progress.contacts == 3
     assert report.reached == 1
-    assert dict(report.progress.choices) == {"confirm": 1}
+    assert report.progress.answers == {"question": {"confirm": 1}}
     assert dict(report.progress.attempts) == {"busy": 2, "completed": 1}
     assert report.attempts_per_contact == {0: 1, 1: 1, 2: 1}
     assert report.talk_seconds == 42
@@ -32,6 +32,7 @@ def test_the_report_counts_reach_answers_outcomes_attempts_time_and_cost(
     )
     assert dict(report.summary())["attempts per contact called"] == "1.50"
     assert dict(report.summary())["reached"] == "1 (33.3%)"
+    assert report.funnel == [("answered the call", 1), ("answered question", 1)]
 
 
 def test_report_prints_the_summary_and_writes_a_page_that_needs_no_network(
@@ -50,8 +51,9 @@ def test_report_prints_the_summary_and_writes_a_page_that_needs_no_network(
     assert "http" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "")  # nothing to fetch
     assert "<script" not in text
     _well_formed(text)
-    assert text.count("<svg") == 4
+    assert text.count("<svg") == 5
     assert ">confirm<" in text and "1 (100%)" in text
+    assert "Answers to question" in text and "From the answer to the end of the call" in text
 
 
 def test_an_empty_chart_says_so_and_labels_are_escaped() -> None:

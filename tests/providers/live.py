@@ -89,3 +89,23 @@ def call(
                     ),
                 )
         time.sleep(0.02)
+
+
+def when_done(url: str) -> list[tuple[Contact, list[DtmfAnswer]]]:
+    """Every contact of the database once all are done, with its answers."""
+    deadline = time.monotonic() + 30
+    while True:
+        with db.session_scope(url) as session:
+            contacts = session.exec(select(Contact).order_by(col(Contact.id))).all()
+            if all(contact.state == "done" for contact in contacts):
+                return [
+                    (
+                        contact,
+                        list(
+                            session.exec(select(DtmfAnswer).where(col(DtmfAnswer.contact_id) == contact.id))
+                        ),
+                    )
+                    for contact in contacts
+                ]
+        assert time.monotonic() < deadline, [(c.phone, c.state) for c in contacts]
+        time.sleep(0.05)

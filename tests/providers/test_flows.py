@@ -4,23 +4,28 @@ on Vonage and Routee; what CM.com, Cequens and Fractel can run of a flow on thei
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
+from click.testing import CliRunner
 from sqlmodel import col, select
 
 from campaigns.outcomes import AttemptStatus
 from dialer import db
+from dialer.cli import main
 from dialer.dispatch import place_call
 from dialer.models import Attempt, Contact, DncEntry, DtmfAnswer
 from dialer.settings import Settings
 from dialer.simulators.base import Script
 from tests.dialer.factories import campaign_with_contacts, queued_attempts
 from tests.e2e import AGENT_ANSWERS, AGENT_BUSY, survey_text
-from tests.providers.live import Live, live
+from tests.providers.live import Live, live, when_done
 
 
 @dataclass(frozen=True)
@@ -113,7 +118,9 @@ def run_survey(deployment: Live, provider: str) -> list[tuple[Contact, list[Atte
         return found
 
 
-def test_a_survey_with_a_branch_an_opt_out_and_a_transfer_runs_end_to_end(deployment: Live) -> None:
+def test_a_survey_with_a_branch_an_opt_out_and_a_transfer_runs_end_to_end(
+    deployment: Live, tmp_path: Path
+) -> None:
     provider = deployment.simulation.provider
     url = deployment.settings.database_url
     for contact, attempts, answers in run_survey(deployment, provider):
@@ -138,6 +145,57 @@ def test_a_survey_with_a_branch_an_opt_out_and_a_transfer_runs_end_to_end(deploy
     log = httpx.get(f"{deployment.simulator_url}/_simulator/log").json()
     assert sorted(p["to"] for p in log["placements"]) == sorted(CALLEES)  # each callee once
     assert sorted(leg["to"] for leg in log["legs"]) == [AGENT_BUSY, AGENT_ANSWERS]  # each transfer once
+    _results_through_the_cli(url, provider, tmp_path)
+
+
+def _results_through_the_cli(url: str, provider: str, directory: Path) -> None:
+    """The survey's export (a column per question, the opt-out, the transfer), its report (each
+    question's answers, the funnel) and the do-not-call list, as the operator gets them."""
+    env = {"DIALER_DATABASE_URL": url}
+    exported = directory / "results.csv"
+    result = CliRunner().invoke(main, ["export", "e2e", "--out", str(exported)], env=env)
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(exported, dtype=str, keep_default_na=False).set_index("phone")
+    assert list(rows.columns[-8:]) == [
+        "rating",
+        "problem",
+        "recommend",
+        "opted_out",
+        "transferred",
+        "transfer_to",
+        "transfer_outcome",
+        "transfer_seconds",
+    ]
+    poor = rows.loc["+12125550112"]
+    assert (poor["rating"], poor["problem"], poor["recommend"]) == ("poor", "cost", "no")
+    assert (poor["opted_out"], poor["transferred"]) == ("false", "false")
+    assert (
+        rows.loc["+12125550113", "opted_out"] == "true" and rows.loc["+12125550113", "result"] == "opted_out"
+    )
+    busy = rows.loc["+12125550115"]
+    assert (busy["transferred"], busy["transfer_to"], busy["transfer_outcome"]) == (
+        "true",
+        AGENT_BUSY,
+        "busy",
+    )
+    answered = rows.loc["+12125550114"]
+    assert (answered["transfer_outcome"], answered["transfer_seconds"]) == ("answered", "8")
+    page = directory / "report.html"
+    result = CliRunner().invoke(main, ["report", "e2e", "--html", str(page)], env=env)
+    assert result.exit_code == 0, result.output
+    lines = {re.sub(r"[\s│]+", " ", line).strip() for line in result.output.splitlines()}
+    assert {
+        "answers to rating",
+        "poor 2",
+        "good 2",
+        "answered the call 8",
+        "transferred 2",
+        "opted out 1",
+    } <= lines
+    text = page.read_text()
+    assert "From the answer to the end of the call" in text and "Answers to problem" in text
+    listed = CliRunner().invoke(main, ["dnc", "list"], env=env).output
+    assert "+12125550113" in listed and "key 9, step stop" in listed
 
 
 ONE_QUESTION = """
@@ -191,7 +249,7 @@ def test_one_question_with_an_opt_out_runs_where_the_provider_reports_the_answer
         campaign = campaign_with_contacts(url, list(callees), text=text, provider=provider)
         for attempt in queued_attempts(url, campaign, len(callees)):
             place_call(deployment.runtime, attempt.id or 0)
-        found = _when_done(url)
+        found = when_done(url)
         if provider == "cm":
             sent = httpx.get(f"{deployment.simulator_url}/_simulator/log").json()
             assert len(sent["placements"]) == 2
@@ -222,30 +280,10 @@ to_column = "agent"
         )
         (attempt,) = queued_attempts(url, campaign, 1)
         place_call(deployment.runtime, attempt.id or 0)
-        ((contact, _),) = _when_done(url)
+        ((contact, _),) = when_done(url)
         legs = httpx.get(f"{deployment.simulator_url}/_simulator/log").json()["legs"]
     assert [leg["to"] for leg in legs] == [AGENT_ANSWERS]
     assert contact.result == "reached"
     with db.session_scope(url) as session:
         row = session.get(Attempt, attempt.id)
     assert row is not None and (row.status, row.transfer_to) == ("completed", AGENT_ANSWERS)
-
-
-def _when_done(url: str) -> list[tuple[Contact, list[DtmfAnswer]]]:
-    """Every contact of the database once all are done, with its answers."""
-    deadline = time.monotonic() + 30
-    while True:
-        with db.session_scope(url) as session:
-            contacts = session.exec(select(Contact).order_by(col(Contact.id))).all()
-            if all(contact.state == "done" for contact in contacts):
-                return [
-                    (
-                        contact,
-                        list(
-                            session.exec(select(DtmfAnswer).where(col(DtmfAnswer.contact_id) == contact.id))
-                        ),
-                    )
-                    for contact in contacts
-                ]
-        assert time.monotonic() < deadline, [(c.phone, c.state) for c in contacts]
-        time.sleep(0.05)
