@@ -18,7 +18,7 @@ import csv
 import io
 import re
 import warnings
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
@@ -33,10 +33,12 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from campaigns.phones import InvalidPhone, Normaliser
+from campaigns.spec import CampaignSpec
 from dialer import db
 from dialer.errors import ImportFailed
 from dialer.models import Campaign, Contact, DncEntry, UTCDateTime
 from dialer.providers import get_provider
+from dialer.providers.base import Provider
 from dialer.runtime import spec_of
 from dialer.zones import GroupKey, group_ids, group_key
 
@@ -280,7 +282,8 @@ def import_contacts(
     undialable = provider.check_number
 
     renames: dict[str, str] | None = None
-    wanted = [phone_column, ZONE_COLUMN, *sorted(spec.required_columns())]
+    checks = column_checks(spec, provider, normalise)
+    wanted = [phone_column, ZONE_COLUMN, *sorted(spec.required_columns() | set(checks))]
 
     def prepared_chunks(source: IO[bytes]) -> Generator[_Prepared]:
         nonlocal renames
@@ -294,7 +297,7 @@ def import_contacts(
                     spec.required_columns(),
                 )
             frame = part.frame.rename(columns=renames or {})
-            yield _prepare(frame, part.numbers, part.refused, phone_column, normalise, source.tell())
+            yield _prepare(frame, part.numbers, part.refused, phone_column, normalise, source.tell(), checks)
 
     first_row: dict[str, int] = {}
     """The row of each number (with its extension) seen so far."""
@@ -380,6 +383,37 @@ class _Prepared:
     read_to: int
 
 
+Check = Callable[[str], tuple[str, str | None]]
+"""A column's value as kept (normalised), and why the row cannot be imported (None: it can)."""
+
+
+def column_checks(spec: CampaignSpec, provider: Provider, normalise: Normaliser) -> dict[str, Check]:
+    """The checks of the columns a flow takes something from besides its texts: each contact's
+    language and voice (what the provider accepts), and the numbers its transfers connect to."""
+    flow = spec.call_flow
+    checks: dict[str, Check] = {}
+    if flow.language_column and provider.languages is not None:
+        languages = provider.languages
+
+        def language(value: str) -> tuple[str, str | None]:
+            return value, None if not value or value in languages else f"{provider.title} does not speak it"
+
+        checks[flow.language_column] = language
+    if flow.voice_column and (voice_problem := provider.voice_problem) is not None:
+        checks[flow.voice_column] = lambda value: (value, voice_problem(value) if value else None)
+
+    def number(value: str) -> tuple[str, str | None]:
+        try:
+            return normalise(value), None
+        except InvalidPhone as error:
+            return value, f"not a number to transfer to: {error}"
+
+    for step in flow.steps.values():
+        if step.to_column:
+            checks[step.to_column] = number
+    return checks
+
+
 def _prepare(
     chunk: pd.DataFrame,
     numbers: list[int],
@@ -387,8 +421,11 @@ def _prepare(
     phone_column: str,
     normalise: Normaliser,
     read_to: int,
+    checks: Mapping[str, Check] | None = None,
 ) -> _Prepared:
-    """Everything about a chunk that needs no database: lengths, numbers, zones, variables as JSON."""
+    """Everything about a chunk that needs no database: lengths, numbers, zones, the columns
+    ``checks`` name (kept normalised), variables as JSON."""
+    checked = _checked(chunk, checks or {})
     raw = chunk[phone_column].tolist() if len(chunk.columns) else []
     zones = [zone.strip() for zone in chunk[ZONE_COLUMN]] if ZONE_COLUMN in chunk.columns else [""] * len(raw)
     too_long = _too_long(chunk)
@@ -402,6 +439,8 @@ def _prepare(
         group: GroupKey | None = None
         if index in too_long:
             rejects.append(Reject(row, value, too_long[index]))
+        elif index in checked:
+            rejects.append(Reject(row, *checked[index]))
         else:
             try:
                 e164, number_zones, extension = normalise.number(value)
@@ -422,6 +461,23 @@ def _prepare(
     return _Prepared(
         numbers, raw, phones, extensions, [z or None for z in zones], groups, variables, rejects, read_to
     )
+
+
+def _checked(chunk: pd.DataFrame, checks: Mapping[str, Check]) -> dict[int, tuple[str, str]]:
+    """Apply ``checks`` to their columns (their values normalised in place); the rows (by position)
+    that fail one, with the value and why."""
+    failed: dict[int, tuple[str, str]] = {}
+    for column, check in checks.items():
+        if column not in chunk.columns:
+            continue
+        kept = []
+        for index, value in enumerate(chunk[column].tolist()):
+            normal, problem = check(value.strip())
+            kept.append(normal)
+            if problem is not None and index not in failed:
+                failed[index] = (value, f"column {column!r}: {problem}")
+        chunk[column] = kept
+    return failed
 
 
 def _line(phone: str, extension: str) -> str:

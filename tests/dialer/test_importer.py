@@ -166,3 +166,47 @@ def test_encodings_and_delimiters_are_detected(
     with db.session_scope(url) as session:
         names = session.execute(sa.select(Contact.variables).order_by(Contact.id)).scalars().all()
     assert [n["first_name"] for n in names] == ["Zoë", "Renée"]
+
+
+BILINGUAL = """
+name = "bilingual"
+provider = "vonage"
+caller_id = "+14155550100"
+region = "US"
+
+[flow]
+language_column = "language"
+
+[flow.steps.hello]
+say = "{greeting}, {first_name}. Press 0 to speak to us."
+on = { "0" = "desk" }
+
+[flow.steps.desk]
+action = "transfer"
+to_column = "desk"
+"""
+
+
+def test_each_contacts_language_and_transfer_number_are_checked_and_kept_normalised(
+    url: str, tmp_path: Path
+) -> None:
+    with db.session_scope(url) as session:
+        campaign = create_campaign(session, parse_campaign(BILINGUAL))
+    path = tmp_path / "contacts.csv"
+    path.write_text(
+        "phone,first_name,greeting,language,desk\n"
+        "+12125550101,Ada,Hello,en-US,(415) 555-0199\n"
+        "+12125550102,Ana,Hola,es-US,415 555 0198\n"
+        "+12125550103,Eve,Hi,xx-XX,415 555 0197\n"  # no such language at Vonage
+        "+12125550104,Bo,Hej,,4155550\n"  # no language: the flow's; the desk is no number
+    )
+    report = _import(url, campaign, path)
+    assert report.accepted == 2
+    assert [(reject.row, reject.value, reject.reason) for reject in report.rejects] == [
+        (4, "xx-XX", "column 'language': Vonage does not speak it"),
+        (5, "4155550", "column 'desk': not a number to transfer to: not a valid number for its country"),
+    ]
+    with db.session_scope(url) as session:
+        kept = session.exec(sa.select(Contact.variables).order_by(Contact.id)).scalars().all()  # type: ignore[call-overload]
+    assert [variables["desk"] for variables in kept] == ["+14155550199", "+14155550198"]
+    assert [variables["language"] for variables in kept] == ["en-US", "es-US"]

@@ -10,6 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from campaigns.flow import Flow, segment
 from campaigns.outcomes import AttemptStatus
 from campaigns.spec import CallOptions, Message, Question, legacy_flow
 from dialer.errors import ConfigurationError, ProviderRejected, WebhookAuthError, WebhookUnsigned
@@ -355,3 +356,26 @@ def test_a_bad_private_key_is_named_without_echoing_it(value: str) -> None:
     assert "DIALER_VONAGE__PRIVATE_KEY" in str(caught.value)
     assert "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcw" not in str(caught.value)
     assert "line two" not in str(caught.value)
+
+
+def test_a_contacts_own_language_speaks_every_talk_of_the_call(settings: Settings) -> None:
+    flow = Flow.model_validate(
+        {
+            "language": "en-US",
+            "voice": "2",
+            "language_column": "language",
+            "steps": {
+                "hello": {"say": "{greeting}", "choices": {"1": "yes"}, "next": "bye"},
+                "bye": {"say": "{goodbye}"},
+            },
+        }
+    )
+    spanish = order(flow=flow, variables={"greeting": "Hola", "goodbye": "Adiós", "language": "es-US"})
+    body = json.loads(vonage.build_call(spanish, settings.vonage).content)
+    assert [(a["text"], a["language"], a["style"]) for a in body["ncco"] if a["action"] == "talk"] == [
+        ("Hola", "es-US", 2)
+    ]
+    reply = vonage.segment_ncco(segment(flow, "bye"), spanish, 1)
+    assert reply == [{"action": "talk", "text": "Adiós", "language": "es-US", "style": 2}]
+    unset = order(flow=flow, variables={"greeting": "Hello", "goodbye": "Bye", "language": ""})
+    assert json.loads(vonage.build_call(unset, settings.vonage).content)["ncco"][0]["language"] == "en-US"
