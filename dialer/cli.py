@@ -951,8 +951,16 @@ def run(name: str, simulate: bool, time_scale: float, host: str, port: int) -> N
 @main.command()
 @click.option("--provider", default="vonage", show_default=True, help="Which provider's simulator to run.")
 @click.option("--dir", "directory", default="quickstart", show_default=True, type=click.Path(path_type=Path))
-def quickstart(provider: str, directory: Path) -> None:
+@click.option(
+    "--example",
+    type=click.Choice(["survey"]),
+    help="Run another example: survey (a call flow: three questions with a branch, a recorded comment,"
+    " an opt-out and a transfer, on Vonage).",
+)
+def quickstart(provider: str, directory: Path, example: str | None) -> None:
     """Run the example campaign end to end against a simulator, in this process (no Redis/PostgreSQL)."""
     from dialer.quickstart import run_quickstart
 
-    run_quickstart(provider=provider, directory=directory, console=console, render=progress_table)
+    run_quickstart(
+        provider=provider, directory=directory, console=console, render=progress_table, example=example
+    )

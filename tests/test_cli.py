@@ -264,3 +264,27 @@ def test_starting_with_no_redis_says_to_start_it(env: dict[str, str], tmp_path: 
         "  celery -A workers worker --pool threads --concurrency 32",
         "  celery -A workers beat",
     ]
+
+
+@pytest.mark.timeout(200)
+def test_quickstart_runs_the_survey_example_with_its_flow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, output = run({"DIALER_VONAGE__RATE_LIMIT": "10"}, "quickstart", "--example", "survey")
+    assert code == 0, output
+    results = pd.read_csv(tmp_path / "quickstart" / "results.csv", dtype=str, keep_default_na=False)
+    assert len(results) == 60
+    by_digit = results.groupby(results["phone"].str[-1])
+    for digit, rows in by_digit:
+        if digit == "7":  # presses 9: off the list
+            assert set(rows["result"]) == {"opted_out"} and set(rows["opted_out"]) == {"true"}
+        elif digit == "6":  # presses 0: put through to the front desk
+            assert set(rows["transfer_to"]) == {"+14155550199"} and set(rows["transfer_outcome"]) == {
+                "answered"
+            }
+        elif digit == "2":  # presses 2 for every question: a poor visit, the staff, a comment, no
+            assert set(rows["rating"]) == {"poor"} and set(rows["problem"]) == {"staff"}
+            assert all(url.startswith("http://127.0.0.1:") for url in rows["comment"])
+            assert set(rows["recommend"]) == {"no"}
+    assert (tmp_path / "quickstart" / "survey.toml").is_file()
