@@ -208,8 +208,8 @@ def _calls(url: str, calls: int) -> dict[str, list[tuple[str, str]]]:
             connection.execute(
                 sa.text(
                     "INSERT INTO attempt (campaign_id, contact_id, number, provider, status, callback_token,"
-                    " provider_call_id, send_failures, dtmf_rounds, queued_at, dispatched_at, updated_at)"
-                    " VALUES (:campaign, :contact, 1, :provider, 'dialing', :token, :call, 0, 0,"
+                    " provider_call_id, send_failures, queued_at, dispatched_at, updated_at)"
+                    " VALUES (:campaign, :contact, 1, :provider, 'dialing', :token, :call, 0,"
                     " :now, :now, :now)"
                 ),
                 [

@@ -56,3 +56,20 @@ def test_the_running_campaigns_commands_run_as_written(tmp_path: Path) -> None:
     results = pd.read_csv(tmp_path / "results.csv")
     assert len(results) == 60 and set(results["first_name"]) >= {"Ada", "Ben"}
     assert (tmp_path / "report.html").read_text(encoding="utf-8").startswith("<!doctype html>")
+
+
+@pytest.mark.timeout(120)
+def test_the_call_flow_commands_run_as_written(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "dialer" / "examples", tmp_path / "dialer" / "examples")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DIALER_")}
+    outputs = []
+    for command in section_commands("Call flows"):
+        done = subprocess.run(
+            shlex.split(command), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=100
+        )
+        assert done.returncode == 0, (command, done.stdout, done.stderr)
+        outputs.append(done.stdout)
+    tried, called = outputs[-2], outputs[-1].splitlines()
+    assert "  [answer kept: rating = poor]" in tried and "  [answer kept: problem = cost]" in tried
+    assert any(line.startswith("call ") and ": completed, " in line for line in called)
+    assert "  rating = poor" in called and "  problem = cost" in called and "  recommend = yes" in called
