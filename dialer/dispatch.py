@@ -22,6 +22,7 @@ from campaigns.phones import zones_of
 from campaigns.spec import CampaignSpec
 from dialer.db import among, changed, session_scope, statement_connection
 from dialer.errors import (
+    ConfigurationError,
     ProviderRateLimited,
     ProviderRejected,
     ProviderSetupError,
@@ -183,7 +184,11 @@ def place_call(rt: Runtime, attempt_id: int) -> None:
     call_id = _send(rt, attempt=attempt, contact=contact, campaign=campaign, spec=spec, buckets=buckets)
     if call_id is not None:
         with statement_connection(url) as connection:
-            _dialing(connection, attempt_id=attempt_id, call_id=call_id, now=rt.clock())
+            try:
+                _dialing(connection, attempt_id=attempt_id, call_id=call_id, now=rt.clock())
+            except sa.exc.IntegrityError:
+                _call_id_taken(rt, attempt=attempt, call_id=call_id)
+                return
             if (number := _transfer_at_start(spec, contact)) is not None:
                 connection.execute(
                     sa.update(Attempt).where(col(Attempt.id) == attempt_id).values(transfer_to=number)
@@ -234,7 +239,7 @@ def _send(
                 now=rt.clock(),
                 reason=str(error),
             )
-    except ProviderSetupError as error:
+    except (ProviderSetupError, ConfigurationError) as error:
         # Credentials and the API's address are the account's: every campaign on it is stopped.
         with session_scope(url) as session:
             _requeue(session, attempt_id=attempt_id, now=rt.clock())
@@ -243,6 +248,18 @@ def _send(
         with session_scope(url) as session:
             finish(session, attempt=attempt, status=AttemptStatus.REJECTED, now=rt.clock(), reason=str(error))
     return None
+
+
+def _call_id_taken(rt: Runtime, *, attempt: Attempt, call_id: str) -> None:
+    """The provider (or a mock) answered with the call id of another attempt: this call's
+    callbacks could not be told from that one's, so it ends failed, saying why, and the rest go on."""
+    reason = (
+        f"{get_provider(attempt.provider).title} answered with call id {call_id!r}, which another attempt"
+        " has already: this call's outcome cannot be told apart from that one's"
+    )
+    log.error("attempt %s: %s", attempt.id, reason)
+    with session_scope(rt.database_url) as session:
+        finish(session, attempt=attempt, status=AttemptStatus.FAILED, now=rt.clock(), reason=reason)
 
 
 def _transfer_at_start(spec: CampaignSpec, contact: Contact) -> str | None:

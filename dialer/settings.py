@@ -41,7 +41,7 @@ class VonageSettings(ProviderAccount):
 
     credential = "private_key"
     base_url: str = "https://api.nexmo.com"
-    application_id: str = "aaaaaaaa-bbbb-cccc-dddd-0123456789ab"
+    application_id: str = Field("", description="the Vonage application's id (its key signs each request)")
     private_key: SecretStr | None = Field(None, description="PEM text, or the path of a PEM file")
     api_key: str | None = Field(None, description="the account whose signature secret verifies callbacks")
     signature_secret: SecretStr | None = None

@@ -163,6 +163,8 @@ def _signing_key(pem: str) -> RSAPrivateKey:
 
 def api_token(settings: VonageSettings, *, now: float | None = None) -> str:
     """An application JWT for one request."""
+    if not settings.application_id:
+        raise ConfigurationError("DIALER_VONAGE__APPLICATION_ID is not set (your Vonage application's id)")
     pem = settings.private_key_pem()
     if pem is None:
         raise ConfigurationError("DIALER_VONAGE__PRIVATE_KEY is not set (PEM text or a file path)")

@@ -64,6 +64,7 @@ def dev_credentials() -> dict[str, dict[str, str]]:
     ).decode()
     return {
         "vonage": {
+            "application_id": str(uuid.uuid4()),
             "private_key": pem,
             "signature_secret": secrets.token_hex(32),
             "api_key": secrets.token_hex(4),

@@ -3,8 +3,10 @@
 Written from CM.com's API reference and its official .NET SDK (cmdotcom/talk-sdk-dotnet): the
 kebab-case fields and their ranges, enums as strings or the SDK's integers, ``voice.gender``
 ``Male`` or ``Female``, prompts of at most 750 characters for a Notification and 1000 for a DTMF
-instruction. The answer is one ``call-queued`` event per callee: a single object for ``callee``
-(as the SDK reads it) and an array for ``callees`` (as the documents show it). The callback's
+instruction. A prompt of type ``TTS_SSML`` must be one SSML document: text inside a single
+``<speak>`` element, well-formed XML (a TTS engine refuses anything else). The answer is one
+``call-queued`` event per callee: a single object for ``callee`` (as the SDK reads it) and an
+array for ``callees`` (as the documents show it). The callback's
 ``sip-disconnect-code`` is alphanumeric, ``BYE`` when the callee hangs up after a finished call.
 """
 
@@ -14,6 +16,7 @@ import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
+from xml.etree import ElementTree
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -52,6 +55,17 @@ def _message(status: int, text: str) -> JSONResponse:
     return JSONResponse({"message": text}, status_code=status)
 
 
+def ssml_problem(text: str) -> str | None:
+    """Why ``text`` is not one SSML document (an XML element ``<speak>`` holding it all), or None."""
+    try:
+        root = ElementTree.fromstring(text)
+    except ElementTree.ParseError as error:
+        return f"not well-formed XML ({error})"
+    if root.tag.rsplit("}", 1)[-1] != "speak":
+        return f"the root element is <{root.tag}>, not <speak>"
+    return None
+
+
 def validate(body: Any, *, dtmf: bool) -> str | None:
     """The first schema problem of an instruction, or None."""
     if not isinstance(body, dict):
@@ -70,6 +84,10 @@ def validate(body: Any, *, dtmf: bool) -> str | None:
     for name in ("prompt-type", "valid-prompt-type", "invalid-prompt-type"):
         if name in body and body[name] not in _PROMPT_TYPES:
             return f"{name} must be TTS, TTS_SSML or File."
+        prompt = body.get(name.removesuffix("-type"))
+        ssml = body.get(name) in ("TTS_SSML", 1)
+        if ssml and isinstance(prompt, str) and (problem := ssml_problem(prompt)):
+            return f"{name.removesuffix('-type')} is not valid SSML: {problem}"
     for name, (low, high) in _RANGES.items():
         if body.get(name) is not None and not (isinstance(body[name], int) and low <= body[name] <= high):
             return f"{name} must be between {low} and {high}."

@@ -160,7 +160,7 @@ def _boolean(value: Any, name: str) -> bool:
 
 
 def _choice(value: Any, name: str, allowed: frozenset[str] | tuple[str, ...]) -> str:
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         raise Invalid(name, f"must be one of {', '.join(sorted(allowed))}")
     return str(value)
 
@@ -241,7 +241,7 @@ def _check_stream(action: dict[str, Any], where: str) -> None:
 
 def _check_input(action: dict[str, Any], where: str) -> None:
     kinds = action.get("type", ["dtmf"])
-    if not isinstance(kinds, list) or not kinds or not set(kinds) <= {"dtmf", "speech"}:
+    if not isinstance(kinds, list) or not kinds or not all(kind in ("dtmf", "speech") for kind in kinds):
         raise Invalid(f"{where}.type", "must be an array of dtmf and/or speech")
     dtmf = _object(action.get("dtmf", {}), f"{where}.dtmf")
     _optional(dtmf, "timeOut", _integer, 0, 10, prefix=f"{where}.dtmf.")
@@ -585,7 +585,26 @@ def create_app(sim: Simulation, settings: VonageSettings) -> Starlette:
             **extra,
         }
         response = await callback(call.body["event_url"][0], call.body.get("event_method", "POST"), payload)
-        return _ncco_reply(response)
+        return await instructions(call, response)
+
+    async def tell(call: _Call, payload: dict[str, Any]) -> None:
+        """An event with no status (an error, a transfer) to ``event_url``."""
+        await callback(call.body["event_url"][0], call.body.get("event_method", "POST"), payload)
+
+    async def instructions(call: _Call, response: httpx.Response | None) -> list[dict[str, Any]] | None:
+        """The NCCO an application answered with; one that is not valid is reported to the
+        event webhook as an error (no status, a reason) and the running NCCO goes on."""
+        reply = _ncco_reply(response)
+        if reply is None:
+            return None
+        try:
+            return check_ncco(reply)
+        except Invalid as problem:
+            reason = f"Syntax error in NCCO. Invalid value type or action. {problem}"
+            await tell(
+                call, {"reason": reason, "conversation_uuid": call.conversation_uuid, "timestamp": _stamp()}
+            )
+            return None
 
     async def wait(call: _Call, seconds: float) -> bool:
         """Sleep through ``seconds`` of the call; True when a transfer cut it short."""
@@ -646,8 +665,8 @@ def create_app(sim: Simulation, settings: VonageSettings) -> Starlette:
         }
         if "eventUrl" not in collect:
             return None
-        return _ncco_reply(
-            await callback(collect["eventUrl"][0], collect.get("eventMethod", "POST"), payload)
+        return await instructions(
+            call, await callback(collect["eventUrl"][0], collect.get("eventMethod", "POST"), payload)
         )
 
     async def play(call: _Call, ncco: list[dict[str, Any]]) -> None:
@@ -676,7 +695,7 @@ def create_app(sim: Simulation, settings: VonageSettings) -> Starlette:
                 response = await callback(
                     action["eventUrl"][0], action.get("eventMethod", "POST"), action["payload"]
                 )
-                reply = _ncco_reply(response)
+                reply = await instructions(call, response)
             elif kind == "wait":
                 await wait(call, float(action.get("timeout", 10)))
             elif kind == "transfer":
@@ -978,6 +997,20 @@ def create_app(sim: Simulation, settings: VonageSettings) -> Starlette:
                 fetched = await sim.deliver(client, client.build_request("GET", destination["url"][0]))
                 call.transfer = _ncco_reply(fetched) or []
             call.wake.set()
+            # The leg moves to a conversation of its own, and the event webhook hears of it.
+            moved_from, call.conversation_uuid = call.conversation_uuid, f"CON-{uuid.uuid4()}"
+            sim.spawn(
+                tell(
+                    call,
+                    {
+                        "conversation_uuid_from": moved_from,
+                        "conversation_uuid_to": call.conversation_uuid,
+                        "type": "transfer",
+                        "uuid": call.uuid,
+                        "timestamp": _stamp(),
+                    },
+                )
+            )
         return Response(status_code=204)
 
     def operation(check: Any, message: str) -> Any:

@@ -147,3 +147,21 @@ def test_a_webhook_that_beats_the_worker_keeps_its_status(settings: Settings) ->
     place_call(runtime(settings, answer_after_the_webhook, []), attempt.id or 0)
     stored = _attempt(settings.database_url, attempt.id or 0)
     assert (stored.status, stored.provider_call_id) == ("ringing", "call-1")
+
+
+def test_a_call_id_the_provider_gave_twice_fails_the_second_call_saying_why(settings: Settings) -> None:
+    same = httpx.Response(201, json={"uuid": "call-same", "status": "started"})
+    vonage_api, enqueued = FakeVonage(same, same), []
+    rt = runtime(settings, vonage_api, enqueued)
+    campaign = campaign_with_contacts(settings.database_url, ["+12125550106", "+12125550107"])
+    first, second = queued_attempts(settings.database_url, campaign, 2)
+    place_call(rt, first.id or 0)
+    place_call(rt, second.id or 0)  # no IntegrityError reaches the worker
+    with db.session_scope(settings.database_url) as session:
+        kept, refused = session.get(Attempt, first.id), session.get(Attempt, second.id)
+    assert kept is not None and (kept.status, kept.provider_call_id) == ("dialing", "call-same")
+    assert refused is not None and refused.status == "failed" and refused.provider_call_id is None
+    assert refused.reason == (
+        "Vonage answered with call id 'call-same', which another attempt has already:"
+        " this call's outcome cannot be told apart from that one's"
+    )

@@ -571,3 +571,25 @@ def test_in_a_group_a_calls_later_callback_sees_what_its_earlier_one_did(any_db:
     assert outcomes[0] == (True, None)
     assert not outcomes[1][0] and "not answered" in str(outcomes[1][1])
     assert _row(any_db, attempt).status == "busy"
+
+
+def test_vonage_events_without_a_status_are_recorded_and_change_nothing(settings: Settings) -> None:
+    attempt = _attempt(settings)
+    url = f"/webhooks/vonage/{attempt.callback_token}/event"
+    error = {"reason": "Syntax error in NCCO. Invalid value type or action.", "conversation_uuid": "CON-1"}
+    transfer = {
+        "conversation_uuid_from": "CON-1",
+        "conversation_uuid_to": "CON-2",
+        "type": "transfer",
+        "uuid": "call-1",
+        "timestamp": "2026-12-04T17:00:00.000Z",
+    }
+    with receiver(settings) as client:
+        answers = [client.post(url, json=body).status_code for body in (EVENT, error, transfer)]
+    assert answers == [204, 204, 204]
+    assert sorted(json.loads(event.payload).get("status", "-") for event in _stored(settings)) == [
+        "-",
+        "-",
+        "answered",
+    ]
+    assert _row(settings, attempt).status == "answered"

@@ -16,6 +16,7 @@ from dialer.providers.base import Webhook
 from dialer.providers.client import ProviderClient
 from dialer.settings import CmSettings, Settings
 from dialer.simulators.base import Script
+from dialer.simulators.cm import ssml_problem
 from tests.e2e import campaign_text, refusal
 from tests.providers.live import call, live
 from tests.providers.test_vonage import order
@@ -158,3 +159,28 @@ def test_the_simulator_checks_cms_fields_and_answers_in_both_shapes(
         assert [event["callee"] for event in answer.json()] == change["callees"]  # an array
     else:
         assert answer.json()["success"] is True  # one object for one callee
+
+
+def test_ssml_with_a_question_is_one_well_formed_document_the_simulator_takes(settings: Settings) -> None:
+    question = Question(prompt="Press 1 <break time='500ms'/> to confirm", choices={"1": "yes"})
+    call = order(
+        text="<speak>Hello {name} &amp; family</speak>",
+        ssml=True,
+        question=question,
+        variables={"name": "A&B"},
+    )
+    with live("cm", settings) as deployment, httpx.Client() as http:
+        request = cm.build_call(call, deployment.settings.cm)
+        body = json.loads(request.content)
+        taken = http.send(request)
+        joined = body | {"prompt": "<speak>Hello</speak> Press 1"}  # as the adapter used to join them
+        token = {"X-CM-PRODUCTTOKEN": request.headers["X-CM-PRODUCTTOKEN"]}
+        refused = http.post(str(request.url), json=joined, headers=token)
+    assert (
+        body["prompt"] == "<speak>Hello A&amp;B &amp; family Press 1 <break time='500ms'/> to confirm</speak>"
+    )
+    assert body["valid-prompt"] == "<speak>Thank you. Goodbye.</speak>"
+    assert ssml_problem(body["prompt"]) is None and ssml_problem(body["valid-prompt"]) is None
+    assert taken.status_code == 200 and taken.json()["success"] is True
+    assert refused.status_code == 400
+    assert refused.json()["message"].startswith("prompt is not valid SSML: not well-formed XML")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -96,3 +98,25 @@ def test_calls_beyond_the_limit_get_the_providers_429(
     client.place(provider, credentials, order())
     with pytest.raises(ProviderRateLimited):
         client.place(provider, credentials, order())
+
+
+def test_the_callback_secret_travels_only_in_the_callback_urls(
+    settings: Settings, provider_name: str
+) -> None:
+    """The token authenticates callbacks: a field the provider copies into records others read
+    (CM.com's instruction-id, Cequens's metaData) carries the attempt's number instead."""
+    secret = "s3cr3t-t0k3n-0f-th3-att3mpt"
+    provider = get_provider(provider_name)
+    url = f"http://127.0.0.1:9/webhooks/{provider_name}/{secret}"
+    call = order(
+        callback_url=url, reference="7", **({} if provider.capabilities.dtmf else {"question": None})
+    )
+    request = provider.build_call(call, getattr(settings, provider_name), "token")
+    body = request.content.decode()
+    urls = re.findall(r"https?://[^\"&\s]+", body)
+    assert (secret in body) == provider.per_call_callbacks  # in the callback URLs of each call
+    assert body.count(secret) == sum(url.count(secret) for url in urls)  # and nowhere else
+    if provider_name == "cm":
+        assert json.loads(body)["instruction-id"] == "7"
+    if provider_name == "cequens":
+        assert json.loads(body)["metaData"] == {"key": "attempt", "value": "7"}

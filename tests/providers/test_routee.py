@@ -10,6 +10,7 @@ import httpx
 import pytest
 from sqlmodel import select
 
+from campaigns.flow import judge
 from dialer import db
 from dialer.models import Campaign
 from dialer.providers import routee
@@ -152,3 +153,15 @@ def test_a_machine_is_hung_up_on_when_the_campaign_says_so(routee_live: Live) ->
             routee.PROVIDER, routee_live.settings.routee, called.attempt.provider_call_id or ""
         )
     assert event.answered_by == "machine"  # the tracking page says who answered
+
+
+def test_every_say_of_the_call_and_of_its_replies_keeps_the_voice() -> None:
+    call = order(voice="male", language="de-DE")
+    plan = json.loads(routee.build_call(call, RouteeSettings(), "token").content)["dialPlan"]
+    again = judge(call.flow, "question", "3", tries=1).then  # a wrong key: asked again
+    thanks = judge(call.flow, "question", "1", tries=1).then
+    assert again is not None and thanks is not None
+    replies = [routee.dial_plan(again, call, 1), routee.dial_plan(thanks, call, 2)]
+    says = [verb for each in [plan, *replies] for verb in each["verbs"] if verb["type"] == "SAY"]
+    assert len(says) >= 6
+    assert {(say["message"]["gender"], say["message"]["language"]) for say in says} == {("male", "de-DE")}

@@ -13,12 +13,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from campaigns.flow import Flow, segment
 from campaigns.outcomes import AttemptStatus
 from campaigns.spec import CallOptions, Message, Question, legacy_flow
+from dialer import db
+from dialer.dispatch import place_call
 from dialer.errors import ConfigurationError, ProviderRejected, WebhookAuthError, WebhookUnsigned
+from dialer.models import Attempt, Campaign, Contact
 from dialer.providers import vonage
 from dialer.providers.base import CallOrder, Webhook
 from dialer.receiver import create_app as receiver_app
 from dialer.settings import Settings, VonageSettings
 from dialer.simulators.vonage import sign_webhook, validate_create
+from tests.dialer.factories import FakeVonage, campaign_with_contacts, queued_attempts, runtime
 from tests.e2e import campaign_text, refusal
 
 DATA = Path(__file__).parent / "data" / "vonage"
@@ -379,3 +383,21 @@ def test_a_contacts_own_language_speaks_every_talk_of_the_call(settings: Setting
     assert reply == [{"action": "talk", "text": "Adiós", "language": "es-US", "style": 2}]
     unset = order(flow=flow, variables={"greeting": "Hello", "goodbye": "Bye", "language": ""})
     assert json.loads(vonage.build_call(unset, settings.vonage).content)["ncco"][0]["language"] == "en-US"
+
+
+def test_an_unset_application_id_pauses_the_campaign_naming_the_setting(settings: Settings) -> None:
+    unset = settings.model_copy(update={"vonage": settings.vonage.model_copy(update={"application_id": ""})})
+    vonage_api, enqueued = FakeVonage(), []
+    rt = runtime(unset, vonage_api, enqueued)
+    campaign = campaign_with_contacts(settings.database_url, ["+12125550106"])
+    (attempt,) = queued_attempts(settings.database_url, campaign, 1)
+    place_call(rt, attempt.id or 0)
+    assert vonage_api.requests == []  # not a 401 on every call: nothing is sent
+    with db.session_scope(settings.database_url) as session:
+        stopped = session.get(Campaign, campaign.id)
+        withdrawn = session.get(Attempt, attempt.id)
+        contact = session.get(Contact, attempt.contact_id)
+    assert stopped is not None and stopped.status == "paused"
+    assert stopped.reason == "paused: DIALER_VONAGE__APPLICATION_ID is not set (your Vonage application's id)"
+    assert withdrawn is None and contact is not None  # called once the operator has set it
+    assert (contact.state, contact.attempts) == ("pending", 0)

@@ -8,12 +8,16 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from dialer.embedded import BackgroundServer
 from dialer.providers import vonage
 from dialer.settings import Settings
 from dialer.simulators import simulator_app
 from dialer.simulators.base import Script, Simulation
+from dialer.simulators.vonage import validate_create
 from tests.providers.test_vonage import order
 from tests.simulators.callbacks import Application, Received, application
 
@@ -66,6 +70,12 @@ def test_a_bad_jwt_gets_401(settings: Settings, simulator: BackgroundServer) -> 
         ({"answer_url": ["https://x"]}, "ncco"),
         ({"ringing_timer": 121}, "ringing_timer"),
         ({"event_method": "PUT"}, "event_method"),
+        # Wrongly typed, not only out of range: the API answers 400 with the reasons, never a 500.
+        ({"ncco": [{"action": "talk", "text": "x", "language": ["en-US"]}]}, "ncco[0].language"),
+        ({"ncco": [{"action": "input", "type": [{}]}]}, "ncco[0].type"),
+        ({"ncco": [{"action": ["talk"]}]}, "ncco[0].action"),
+        ({"machine_detection": {"continue": True}}, "machine_detection"),
+        ({"event_method": ["POST"]}, "event_method"),
     ],
 )
 def test_an_invalid_body_gets_400_naming_the_parameter(
@@ -318,3 +328,98 @@ def test_a_hangup_before_the_answer_cancels_the_call(
     assert "answered" not in [e["status"] for e in _events(stand_in)]
     gone = httpx.put(f"{url}/v1/calls/{call}/talk", json={"text": "Hi"}, headers=headers)
     assert gone.status_code == 400  # not in progress any more
+
+
+def test_a_wrongly_typed_modify_gets_400_naming_the_parameter(
+    settings: Settings, simulator: BackgroundServer
+) -> None:
+    call = _create(settings, simulator.url).json()["uuid"]
+    token = vonage.api_token(settings.vonage)
+    answer = httpx.put(
+        f"{simulator.url}/v1/calls/{call}",
+        json={"action": ["hangup"]},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert answer.status_code == 400
+    assert answer.json()["invalid_parameters"][0]["name"] == "action"
+
+
+_ANY_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=6,
+)
+_FIELDS = [
+    "action", "text", "bargeIn", "loop", "level", "language", "style", "premium", "streamUrl", "type",
+    "dtmf", "timeOut", "maxDigits", "submitOnHash", "eventUrl", "eventMethod", "format", "endOnKey",
+    "endOnSilence", "beepStart", "endpoint", "from", "timeout", "limit", "machineDetection", "name",
+    "payload", "conversationId", "mode", "speech", "channels", "split",
+]  # fmt: skip
+
+
+@hypothesis_settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    action=st.sampled_from(["talk", "stream", "input", "record", "connect", "notify", "wait", "transfer"]),
+    field=st.sampled_from(_FIELDS),
+    value=_ANY_JSON,
+    top=st.sampled_from(["to", "from", "event_url", "ringing_timer", "length_timer", "machine_detection"]),
+    top_value=_ANY_JSON,
+)
+def test_any_value_of_any_field_is_answered_with_a_reason_never_an_error(
+    settings: Settings, action: str, field: str, value: object, top: str, top_value: object
+) -> None:
+    body = json.loads(vonage.build_call(order(), settings.vonage).content)
+    body["ncco"] = [{"action": action, field: value}]
+    validate_create(body)  # a 400 with its reason, or a valid body: nothing raised
+    validate_create(body | {top: top_value})
+
+
+def test_an_invalid_ncco_in_reply_is_an_error_event_and_the_call_goes_on(
+    settings: Settings, running: tuple[Simulation, str]
+) -> None:
+    sim, url = running
+    sim.scripts["+12125550106"] = Script("answered", "1")
+
+    def answer(received: Received) -> Any:
+        return [{"action": "talk"}] if received.path == "/input" else None  # no text: not an NCCO
+
+    with application(answer) as (stand_in, app_url):
+        ncco = [
+            {"action": "talk", "text": "Press 1", "bargeIn": True},
+            {"action": "input", "type": ["dtmf"], "dtmf": {"maxDigits": 1}, "eventUrl": [f"{app_url}/input"]},
+        ]
+        _call(settings, url, ncco=ncco, event_url=[f"{app_url}/event"])
+        stand_in.wait_for(lambda: "completed" in [e.get("status") for e in _events(stand_in)])
+    (error,) = [event for event in _events(stand_in) if "status" not in event]
+    assert error["reason"].startswith("Syntax error in NCCO. Invalid value type or action.")
+    assert set(error) == {"reason", "conversation_uuid", "timestamp"}
+
+
+def test_a_transfer_moves_the_call_to_a_conversation_of_its_own_and_says_so(
+    settings: Settings, running: tuple[Simulation, str]
+) -> None:
+    sim, url = running
+    sim.scripts["+12125550106"] = Script("answered", None, talk_seconds=30)
+    with application() as (stand_in, app_url):
+        call = _call(
+            settings,
+            url,
+            ncco=[{"action": "stream", "streamUrl": ["https://x/a.mp3"]}],
+            event_url=[f"{app_url}/event"],
+        )
+        stand_in.wait_for(lambda: "answered" in [e.get("status") for e in _events(stand_in)])
+        token = vonage.api_token(settings.vonage)
+        moved = httpx.put(
+            f"{url}/v1/calls/{call}",
+            json={
+                "action": "transfer",
+                "destination": {"type": "ncco", "ncco": [{"action": "talk", "text": "Hi"}]},
+            },
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        transfer = stand_in.wait_for(lambda: [e for e in _events(stand_in) if e.get("type") == "transfer"])
+    assert moved.status_code == 204
+    assert "status" not in transfer[0] and transfer[0]["uuid"] == call
+    assert transfer[0]["conversation_uuid_from"] != transfer[0]["conversation_uuid_to"]
