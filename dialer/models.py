@@ -133,6 +133,8 @@ class Attempt(SQLModel, table=True):
     """DTMF tones received so far, for providers that post an answer in pieces (Routee)."""
     dtmf_step: str | None = Field(default=None, max_length=40)
     """The question those tones answer."""
+    dtmf_heard: str | None = Field(default=None, max_length=64)
+    """Every tone the call's posts brought, in order (Routee's posts may repeat them all)."""
     step_seq: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     """Which segment of the call flow the call runs: 0 the one sent with the call, and one more for
     each reply to its input. An input is taken once, for the segment it belongs to."""

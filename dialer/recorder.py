@@ -91,6 +91,7 @@ class AttemptRow:
     status: str
     dtmf_buffer: str | None
     dtmf_step: str | None
+    dtmf_heard: str | None
     step_seq: int
 
 
@@ -127,6 +128,9 @@ _ADD_TO_BUFFER = (
             sa.func.coalesce(ATTEMPTS.c.dtmf_buffer, "") + sa.bindparam("piece", type_=sa.String), 1, 64
         ),
         dtmf_step=sa.bindparam("step"),
+        dtmf_heard=sa.func.substr(
+            sa.func.coalesce(ATTEMPTS.c.dtmf_heard, "") + sa.bindparam("piece", type_=sa.String), 1, 64
+        ),
     )
     .returning(ATTEMPTS.c.dtmf_buffer)
 )
@@ -367,6 +371,8 @@ class _Call:
     attempt: AttemptRow
     spec: CampaignSpec
     provider: Provider
+    settings: Any
+    """The provider account's settings."""
     webhook: Webhook
     token: str
     public_url: str
@@ -423,6 +429,9 @@ def take_input(
     digits = event.digits or ""
     if not event.input_complete:
         piece, hashed, _ = digits.partition("#")
+        heard = attempt.dtmf_heard or ""
+        if provider.repeats_tones(call.settings) and piece.startswith(heard):
+            piece = piece[len(heard) :]  # each post brings every tone of the call: keep the new ones
         added = {"attempt": attempt.id, "piece": piece, "step": name}
         buffer: str = session.execute(_ADD_TO_BUFFER, added).scalar_one() or ""
         ended = bool(hashed) and step.rules.terminator == "#"
@@ -764,7 +773,7 @@ def _apply(session: Db, admitted: _Admitted, *, now: datetime, public_url: str) 
     if event.digits is None and event.recording is None and not leave_message and not finished:
         return None
     _, spec = _campaign(session, attempt.campaign_id)
-    call = _Call(attempt, spec, provider, callback.webhook, callback.token, public_url)
+    call = _Call(attempt, spec, provider, callback.settings, callback.webhook, callback.token, public_url)
     if leave_message:  # a machine is ready to record: leave the message, skip the questions
         assert provider.reply_to_machine is not None
         return provider.reply_to_machine(call.order(session)) or None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -86,6 +86,10 @@ class RouteeSettings(ProviderAccount):
     auth_url: str = "https://auth.routee.net"
     application_id: str = ""
     application_secret: SecretStr | None = None
+    collected_tones: Literal["since_last_post", "whole_call"] = Field(
+        "since_last_post",
+        description="what a COLLECT post carries: the tones since the previous post, or all the call's",
+    )
 
 
 class CequensSettings(ProviderAccount):

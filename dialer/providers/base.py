@@ -251,6 +251,9 @@ class Provider:
     keep_collecting: Callable[[CallOrder, str, Step, int, int, int], Any] | None = None
     """The reply that waits for the rest of an answer arriving in pieces, given the call, the
     question's step (name and step), the segment number, its try, and the keys received so far."""
+    tones_of_the_call: Callable[[Any], bool] | None = None
+    """Whether each post of keys carries every key of the call so far, given the account's
+    settings (None: each carries the keys since the previous post)."""
     end_call: Any = None
     """The reply to an input that ends the call (None: no reply does, as the call's own form
     ends after the input)."""
@@ -279,6 +282,10 @@ class Provider:
     """The download of a recording at a URL the provider gave, with the account's credentials."""
     recording_hosts: tuple[str, ...] = ()
     """The domains a recording may be fetched from with those credentials (the simulator's too)."""
+
+    def repeats_tones(self, settings: Any) -> bool:
+        """Whether this account's posts of keys repeat every key of the call so far."""
+        return self.tones_of_the_call is not None and self.tones_of_the_call(settings)
 
     @property
     def replies_mid_call(self) -> bool:

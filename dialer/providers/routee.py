@@ -26,8 +26,14 @@ own that reports the leg's statuses. Routee has no verb that records the callee.
 
 Choices where the public documents are silent (kept here, easy to correct):
 - A verb is an object with ``type`` (``SAY``, ``PLAY``, ``COLLECT``, ``PAUSE``, ``DIAL``).
-- COLLECT and machine events carry ``conversationTrackingId``, ``collectedTones`` / ``answeredBy``;
-  each COLLECT post carries the tones since the previous post.
+- COLLECT and machine events carry ``conversationTrackingId``, ``collectedTones`` / ``answeredBy``.
+- What a COLLECT post's ``collectedTones`` holds can be read two ways: the tones since the previous
+  post (the simulator's default and ours, from the IVR examples' pieces), or, as the dial-plan
+  page's words have it, "all the collected tones of the call, including the tone that interrupted
+  execution". The two cannot be told apart from the posts alone (a survey's "1" then "1" is one or
+  the other), so ``DIALER_ROUTEE__COLLECTED_TONES`` says which your account does
+  (``since_last_post`` or ``whole_call``); with ``whole_call`` the tones a post repeats are dropped.
+  The conversation's tracking page (``collectedTones``) shows all of a call's tones, to check.
 - ``Unknown`` changes nothing (the sweeper settles the attempt). ``Unsent`` and ``Terminated``
   mean the account's balance ran out (voice-messaging-statuses): every campaign on the account is
   paused with that reason, and the contact is called again once the operator resumes.
@@ -446,6 +452,7 @@ PROVIDER = Provider(
     build_lookup=build_lookup,
     parse_lookup=parse_lookup,
     compile_segment=dial_plan,
+    tones_of_the_call=lambda settings: bool(settings.collected_tones == "whole_call"),
     end_call=END_CALL,
     keep_collecting=keep_collecting,
     reply_to_machine=reply_to_machine,

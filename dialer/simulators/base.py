@@ -209,6 +209,9 @@ class Simulation:
     (Routee's ``Unsent``) refuses calls beyond it."""
     scripts: dict[str, Script] = field(default_factory=dict)
     """Scripts for given numbers (E.164), instead of the table above: for tests."""
+    readings: dict[str, str] = field(default_factory=dict)
+    """Where a provider's documents can be read two ways, the reading this simulator follows, by
+    name (each provider's module lists its own and their defaults)."""
     _seen: Counter[str] = field(default_factory=Counter)
     _recent: deque[float] = field(default_factory=deque)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)

@@ -9,8 +9,9 @@ not from our adapter. How a dial plan runs, as those pages describe it:
   (``eventUrl``), how many are kept (``maxDigits``, 30 by default) and whether ``#`` sends them
   (``submitOnHash``). Tones are posted when ``#`` is pressed with ``submitOnHash``, when the first
   tone interrupts a SAY or PLAY with ``bargeIn`` (every tone collected so far, that one included),
-  and when the call ends. Each post carries the tones since the previous one (the documents do not
-  say; this is the simulator's reading).
+  and when the call ends. Each post carries the tones since the previous one, or every tone of the
+  call so far: the documents can be read both ways, and ``Simulation.readings["tones"]`` says
+  which this simulator follows (``since_last_post``, the default, or ``whole_call``).
 - The reply to a COLLECT post, when it is a dial plan, replaces the running one (a reply to the
   post at the end of the call is too late to be played).
 - PAUSE waits ``duration`` seconds; a callee's keys during it are collected.
@@ -56,6 +57,10 @@ LANGUAGES = frozenset(
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _SENDER = re.compile(r"^\+?\d{1,16}$")
 _VERBS = {"SAY", "PLAY", "DIAL", "COLLECT", "PAUSE"}
+SINCE_LAST_POST, WHOLE_CALL = "since_last_post", "whole_call"
+"""The two readings of what a COLLECT post carries (``Simulation.readings["tones"]``): the tones
+since the previous post (the default), or, as the dial-plan page's words have it, "all the
+collected tones of the call, including the tone that interrupted execution"."""
 DETECTION_SECONDS = 3.0
 """How long the machine detector listens before it decides."""
 #: Our simulated stages in Routee's status names.
@@ -320,6 +325,8 @@ def create_app(sim: Simulation, settings: RouteeSettings) -> Starlette:
 
         async def send_tones(collector: dict[str, Any]) -> dict[str, Any] | None:
             tones, collected["tones"] = collected["tones"], ""
+            if sim.readings.get("tones", SINCE_LAST_POST) == WHOLE_CALL:
+                tones = conversation.tones
             payload = {
                 "from": body["from"],
                 "to": body["to"]["phone"],

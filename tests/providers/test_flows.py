@@ -23,6 +23,7 @@ from dialer.dispatch import place_call
 from dialer.models import Attempt, Contact, DncEntry, DtmfAnswer
 from dialer.settings import Settings
 from dialer.simulators.base import Script
+from dialer.simulators.routee import WHOLE_CALL
 from tests.dialer.factories import campaign_with_contacts, queued_attempts
 from tests.e2e import AGENT_ANSWERS, AGENT_BUSY, survey_text
 from tests.providers.live import Live, live, when_done
@@ -82,9 +83,16 @@ CALLEES = {
 }
 
 
-@pytest.fixture(params=["vonage", "routee"])
+@pytest.fixture(params=["vonage", "routee", "routee, each post all the call's tones"])
 def deployment(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Live]:
-    with live(request.param, settings, time_scale=0.02) as running:
+    provider, _, reading = str(request.param).partition(", ")
+    if reading:  # the other reading of Routee's COLLECT posts, and the account set to it
+        settings = settings.model_copy(
+            update={"routee": settings.routee.model_copy(update={"collected_tones": WHOLE_CALL})}
+        )
+    with live(provider, settings, time_scale=0.02) as running:
+        if reading:
+            running.simulation.readings["tones"] = WHOLE_CALL
         yield running
 
 

@@ -4,6 +4,8 @@ pieces, a balance that runs out, and the conversation tracking page."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -17,6 +19,7 @@ from dialer.providers import routee
 from dialer.providers.client import ProviderClient
 from dialer.settings import RouteeSettings, Settings
 from dialer.simulators.base import Script
+from dialer.simulators.routee import SINCE_LAST_POST, WHOLE_CALL
 from tests.dialer.factories import campaign_with_contacts
 from tests.providers.live import Live, call, live
 from tests.providers.test_vonage import order
@@ -116,14 +119,37 @@ def _credentials(deployment: Live) -> tuple[str, str]:
         ("12#", True, "#"),  # "1" interrupts the prompt, "2" comes on '#'
     ],
 )
+@pytest.mark.parametrize("reading", [SINCE_LAST_POST, WHOLE_CALL])
 def test_a_two_digit_answer_is_recorded_whole_however_its_tones_arrive(
-    routee_live: Live, keys: str, barge: bool, terminator: str
+    settings: Settings, keys: str, barge: bool, terminator: str, reading: str
 ) -> None:
+    """Under either reading of what a COLLECT post carries, with the account's setting saying which."""
     text = CODE_QUESTION.format(terminator=terminator)
-    called = call(routee_live, text, PHONE, Script("answered", keys, barge=barge))
+    with read_as(settings, reading, reading) as deployment:
+        called = call(deployment, text, PHONE, Script("answered", keys, barge=barge))
     assert called.attempt.status == "completed"
     assert called.answer is not None and (called.answer.digits, called.answer.valid) == ("12", True)
     assert called.contact.result == "dtmf_answered"
+
+
+def test_posts_that_repeat_every_tone_read_as_pieces_double_the_first(settings: Settings) -> None:
+    """The setting matters: posts carrying every tone of the call, read as pieces, record a barged-in
+    12# as 112 (the misreading the second pass found)."""
+    with read_as(settings, WHOLE_CALL, SINCE_LAST_POST) as deployment:
+        called = call(
+            deployment, CODE_QUESTION.format(terminator="#"), PHONE, Script("answered", "12#", barge=True)
+        )
+    assert called.answer is not None and called.answer.digits == "112"
+
+
+@contextmanager
+def read_as(settings: Settings, simulated: str, configured: str) -> Iterator[Live]:
+    """Routee's simulator posting tones as ``simulated`` reads the documents, and our account set
+    to read them as ``configured``."""
+    account = settings.routee.model_copy(update={"collected_tones": configured})
+    with live("routee", settings.model_copy(update={"routee": account})) as deployment:
+        deployment.simulation.readings["tones"] = simulated
+        yield deployment
 
 
 def test_a_balance_that_ran_out_pauses_every_campaign_on_the_account(routee_live: Live) -> None:

@@ -40,6 +40,7 @@ def upgrade() -> None:
         batch_op.create_unique_constraint("uq_answer_step", ["attempt_id", "step", "seq"])
     with op.batch_alter_table("attempt", schema=None) as batch_op:
         batch_op.add_column(sa.Column("dtmf_step", sa.String(length=40), nullable=True))
+        batch_op.add_column(sa.Column("dtmf_heard", sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column("step_seq", sa.Integer(), nullable=False, server_default="0"))
         batch_op.add_column(sa.Column("opted_out", sa.Boolean(), nullable=False, server_default=sa.false()))
         batch_op.add_column(sa.Column("transfer_to", sa.String(length=16), nullable=True))
@@ -66,6 +67,7 @@ def downgrade() -> None:
             "opted_out",
             "step_seq",
             "dtmf_step",
+            "dtmf_heard",
         ):
             batch_op.drop_column(column)
     op.execute("DELETE FROM dtmfanswer WHERE id NOT IN (SELECT MIN(id) FROM dtmfanswer GROUP BY attempt_id)")
