@@ -245,8 +245,9 @@ def _send(
             _requeue(session, attempt_id=attempt_id, now=rt.clock())
             pause_provider_campaigns(session, provider=attempt.provider, reason=str(error), now=rt.clock())
     except ProviderRejected as error:
+        ended = AttemptStatus(error.outcome) if error.outcome else AttemptStatus.REJECTED
         with session_scope(url) as session:
-            finish(session, attempt=attempt, status=AttemptStatus.REJECTED, now=rt.clock(), reason=str(error))
+            finish(session, attempt=attempt, status=ended, now=rt.clock(), reason=str(error))
     return None
 
 

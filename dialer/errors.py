@@ -60,7 +60,12 @@ class ProviderAnswerUnreadable(ProviderError):
 
 
 class ProviderRejected(ProviderError):
-    """A 4xx answer: the provider will not place this call."""
+    """A 4xx answer: the provider will not place this call, or (``outcome``) says how a call it
+    tried ended before it connected (busy, not answered)."""
+
+    def __init__(self, message: str, *, status_code: int | None = None, outcome: str | None = None) -> None:
+        super().__init__(message, status_code=status_code)
+        self.outcome = outcome
 
 
 class WebhookError(DialerError):

@@ -254,6 +254,9 @@ class Provider:
     tones_of_the_call: Callable[[Any], bool] | None = None
     """Whether each post of keys carries every key of the call so far, given the account's
     settings (None: each carries the keys since the previous post)."""
+    unconnected: Callable[[httpx.Response], AttemptStatus | None] | None = None
+    """How a call ended that the provider answered 4xx for because it never connected (busy, not
+    answered): read from the error, for providers that answer only once a call connects."""
     end_call: Any = None
     """The reply to an input that ends the call (None: no reply does, as the call's own form
     ends after the input)."""
@@ -342,7 +345,8 @@ def send(client: httpx.Client, request: httpx.Request, *, provider: Provider) ->
         raise ProviderRateLimited(detail, retry_after=retry_after(response))
     if status >= 500:
         raise ProviderUnavailable(detail, status_code=status)
-    raise ProviderRejected(detail, status_code=status)
+    outcome = provider.unconnected(response) if provider.unconnected is not None else None
+    raise ProviderRejected(detail, status_code=status, outcome=outcome)
 
 
 def call_id_at(response: httpx.Response, *path: str | int, provider: str) -> str:

@@ -19,12 +19,17 @@ Choices where the public documents are silent (kept here, easy to correct):
 - The send-call path is ``/v2/calls`` (the 2.4 spec's) with the seed's ``to``, ``service_type``
   and ``service_id``.
 - ``BEGIN`` means the call is being placed (``dialing``); ``END`` carries the disposition.
+- A call that never connects (busy, not answered): the seed says only that the API "returns with
+  the call ID" when the call connects. It may answer 201 all the same (its END callback then says
+  how it ended), or a 4xx: an error whose text names a disposition (``BUSY``, ``NO_ANSWER``...) is
+  then that call's outcome, retried as such, not a refusal. Any other 4xx is a refusal.
 """
 
 from __future__ import annotations
 
 import base64
 import hmac
+import re
 from typing import Annotated, Literal
 from urllib.parse import parse_qsl
 
@@ -192,6 +197,15 @@ def _fields(body: bytes) -> bytes | dict[str, str]:
     return dict(parse_qsl(body.decode("utf-8", "replace")))
 
 
+_NAMED = re.compile(r"\b(NO[ _]ANSWER|BUSY|CANCEL|FAILED|REJECTED)\b")
+
+
+def unconnected(response: httpx.Response) -> AttemptStatus | None:
+    """The disposition a 4xx answer to a create-call request names, if it names one."""
+    found = _NAMED.search(error_detail(response).upper())
+    return None if found is None else DISPOSITIONS[found[1].replace(" ", "_")]
+
+
 def parse_webhook(webhook: Webhook) -> CallEvent:
     event = read(Event, _fields(webhook.body), what="Fractel callback")
     if event.status == "BEGIN":
@@ -252,4 +266,5 @@ PROVIDER = Provider(
     per_call_callbacks=False,
     check_campaign=check_campaign,
     check_number=check_number,
+    unconnected=unconnected,
 )

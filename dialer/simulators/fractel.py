@@ -54,6 +54,13 @@ def _error(status: int, error: str, message: str) -> JSONResponse:
     return JSONResponse({"error": error, "message": message, "status_code": status}, status_code=status)
 
 
+UNCONNECTED_4XX = "4xx"
+"""``Simulation.readings["unconnected"]``: how a call that never connects is answered. The seed says
+the API "returns with the call ID" when the call connects; for one that does not (busy, not
+answered, rejected) it answers 201 all the same by default, its END callback telling how it
+ended, or, with this reading, an error naming the disposition (the callbacks are sent as ever)."""
+
+
 def e164(dialled: str) -> str:
     """The number a dial string reaches: 1 + 10 digits is North American, 011 + digits international."""
     if dialled.startswith("011"):
@@ -152,7 +159,9 @@ def create_app(sim: Simulation, settings: FractelSettings) -> Starlette:
             request = client.build_request("POST", target.url, json=payload, headers=headers)
         await sim.deliver(client, request)
 
-    async def run(body: dict[str, Any], call_id: str, script: Script, connected: asyncio.Event) -> None:
+    async def run(
+        body: dict[str, Any], call_id: str, script: Script, connected: asyncio.Event, ended: dict[str, str]
+    ) -> None:
         fonenumber = str(body["fonenumber"])
         base = {
             "uid": call_id,
@@ -176,6 +185,8 @@ def create_app(sim: Simulation, settings: FractelSettings) -> Starlette:
             if stage == "started":
                 await tell(fonenumber, base | {"status": "BEGIN"})
                 return
+            if stage in _DISPOSITION and not connected.is_set():
+                ended["disposition"] = _DISPOSITION[stage]  # over before it connected
             if stage == "answered" or stage in _DISPOSITION:
                 connected.set()  # the create request answers now
             if stage in _DISPOSITION:
@@ -199,9 +210,11 @@ def create_app(sim: Simulation, settings: FractelSettings) -> Starlette:
             return _error(400, "Bad Request", problem)
         call_id = str(uuid.uuid4())
         script = sim.place(e164(re.sub(r"\D", "", str(body["to"]))), call_id)
-        connected = asyncio.Event()
-        sim.spawn(run(body, call_id, script, connected))
+        connected, ended = asyncio.Event(), dict[str, str]()
+        sim.spawn(run(body, call_id, script, connected, ended))
         await connected.wait()  # "When the call connects, the API returns with the call ID"
+        if "disposition" in ended and sim.readings.get("unconnected") == UNCONNECTED_4XX:
+            return _error(400, "Bad Request", f"The call was not connected: {ended['disposition']}")
         return JSONResponse({"call": {"id": call_id}}, status_code=201)
 
     return Starlette(

@@ -19,6 +19,7 @@ from dialer.operations import create_campaign
 from dialer.providers import fractel
 from dialer.settings import FractelSettings, Settings
 from dialer.simulators.base import Script
+from dialer.simulators.fractel import UNCONNECTED_4XX
 from tests.e2e import campaign_text, refusal
 from tests.providers.live import call, live
 from tests.providers.specs import fonestorm_operation, fonestorm_schema, problems
@@ -100,6 +101,25 @@ def test_the_api_answers_when_the_call_connects_and_earlier_callbacks_are_kept(s
     assert [p["call_id"] for p in log["placements"]] == [called.attempt.provider_call_id]
     with db.session_scope(deployment.settings.database_url) as session:
         assert session.exec(select(WebhookEvent).where(col(WebhookEvent.attempt_id).is_(None))).all() == []
+
+
+@pytest.mark.parametrize("reading", ["201", UNCONNECTED_4XX])
+@pytest.mark.parametrize(
+    ("script", "outcome"),
+    [(Script("busy"), "busy"), (Script("no_answer"), "no_answer"), (Script("rejected"), "rejected")],
+)
+def test_a_call_that_never_connects_ends_as_it_did_however_the_api_answers(
+    settings: Settings, reading: str, script: Script, outcome: str
+) -> None:
+    """The seed leaves it open whether a call that does not connect is answered 201 (its END
+    callback then tells) or 4xx: either way a busy or unanswered callee is retried as such."""
+    with live("fractel", settings) as deployment:
+        deployment.simulation.readings["unconnected"] = reading
+        called = call(deployment, campaign_text("fractel"), "+12125550106", script)
+    assert called.attempt.status == outcome
+    assert called.contact.state == ("pending" if outcome in ("busy", "no_answer") else "done")
+    if reading == UNCONNECTED_4XX:
+        assert (called.attempt.reason or "").startswith("Fractel answered 400: The call was not connected:")
 
 
 # -- against FoneStorm's 2.4 spec -------------------------------------------------------------------
