@@ -196,7 +196,8 @@ def place_call(rt: Runtime, attempt_id: int) -> None:
         provider = get_provider(attempt.provider)
         if not provider.per_call_callbacks:  # its callbacks may have come before its answer
             with session_scope(url) as session:
-                apply_held(session, provider=provider, call_id=call_id, now=rt.clock())
+                account = rt.settings.provider_settings(provider.name)
+                apply_held(session, provider=provider, call_id=call_id, now=rt.clock(), settings=account)
 
 
 def _send(

@@ -629,7 +629,9 @@ def _row(
     }
 
 
-def apply_held(session: Session, *, provider: Provider, now: datetime, call_id: str | None = None) -> int:
+def apply_held(
+    session: Session, *, provider: Provider, now: datetime, call_id: str | None = None, settings: Any = None
+) -> int:
     """Apply the callbacks kept before their call id was known, to the attempts that now know it
     (only ``call_id``'s, if given); return how many were applied."""
     held = session.exec(
@@ -654,7 +656,7 @@ def apply_held(session: Session, *, provider: Provider, now: datetime, call_id: 
         apply_event(
             session,
             attempt=attempt,
-            event=provider.parse_webhook(webhook),
+            event=provider.parse_webhook(webhook, settings),
             now=now,
             provider_title=provider.title,
         )
@@ -738,11 +740,11 @@ def _admit(session: Db, received: Received, *, now: datetime, grace: timedelta) 
             raise WebhookAuthError("unknown callback token")
         if attempt.ended_at is not None and attempt.ended_at < now - grace:
             raise WebhookAuthError("callback token lapsed: its call ended long ago")
-        event = provider.parse_webhook(webhook)
+        event = provider.parse_webhook(webhook, received.settings)
         if event.call_id:
             _bind_call_id(session, attempt=attempt, call_id=event.call_id)
     else:
-        event = provider.parse_webhook(webhook)
+        event = provider.parse_webhook(webhook, received.settings)
         found = _attempt(session, _BY_CALL, provider=provider.name, call_id=event.call_id)
         if found is None:
             # The provider called back before its create-call answer reached us (Fractel answers

@@ -251,7 +251,9 @@ def sweep(rt: Runtime) -> dict[str, int]:
         ).all()
         # Callbacks kept before their call id was known, whose attempt learnt it since.
         counts["held_applied"] = sum(
-            apply_held(session, provider=provider, now=now)
+            apply_held(
+                session, provider=provider, now=now, settings=settings.provider_settings(provider.name)
+            )
             for provider in PROVIDERS.values()
             if not provider.per_call_callbacks
         )

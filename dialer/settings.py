@@ -98,6 +98,14 @@ class CequensSettings(ProviderAccount):
     credential = "api_key"
     base_url: str = "https://apis.cequens.com"
     call_path: str = Field("/voice/v1/calls", description="not in the public documents; see the adapter")
+    call_id_field: str | None = Field(
+        None, description="where the create-call answer has the call id (data.callId)"
+    )
+    callback_id_field: str | None = Field(None, description="where callbacks name their call (callId)")
+    status_field: str | None = Field(None, description="where a status callback has the status (status)")
+    digits_field: str | None = Field(
+        None, description="the DTMF callback's query parameter of the keys (digits)"
+    )
     api_key: SecretStr | None = None
     user_name: str = ""
 

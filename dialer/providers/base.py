@@ -228,8 +228,10 @@ class Provider:
     """A provider adapter: pure functions over plain data.
 
     ``build_call`` and ``build_lookup`` take the provider's settings and, for providers that sign
-    in (``sign_in``), the current token. Providers whose callbacks are configured per account
-    rather than per call (``per_call_callbacks=False``) say so, register them with ``setup``
+    in (``sign_in``), the current token; ``parse_call`` and ``parse_webhook`` take the settings
+    too (where the shape of an answer is a setting, as Cequens's). Providers whose callbacks are
+    configured per account rather than per call (``per_call_callbacks=False``) say so, register
+    them with ``setup``
     (given the settings, the callback URL, the token and the caller ID), and have their callbacks
     matched to attempts by call id.
     """
@@ -239,9 +241,9 @@ class Provider:
     capabilities: Capabilities
     default_rate_limit: float
     build_call: Callable[[CallOrder, Any, str | None], httpx.Request]
-    parse_call: Callable[[httpx.Response], str]
+    parse_call: Callable[[httpx.Response, Any], str]
     verify_webhook: Callable[[Webhook, Any], None]
-    parse_webhook: Callable[[Webhook], CallEvent]
+    parse_webhook: Callable[[Webhook, Any], CallEvent]
     error_detail: Callable[[httpx.Response], str]
     build_lookup: Callable[[str, Any, str | None], httpx.Request] | None = None
     parse_lookup: Callable[[httpx.Response], CallEvent] | None = None

@@ -4,8 +4,10 @@ Auth: ``POST /auth/v1/tokens/`` with ``{"apiKey", "userName"}`` answers a JWT in
 ``data.access_token``; it is sent as a bearer token and renewed at its ``exp`` or on a 401.
 Callbacks are unsigned; the per-call status and DTMF URLs carry the attempt's secret token.
 
-No public source confirms the call path, the answer or the callback bodies. Each guess is kept in
-one place below, and where a plausible alternative exists it is read too:
+No public source confirms the call path, the answer or the callback bodies. Each is a setting
+(``DIALER_CEQUENS__CALL_PATH``, ``__CALL_ID_FIELD``, ``__CALLBACK_ID_FIELD``, ``__STATUS_FIELD``,
+``__DIGITS_FIELD``: set them to what your account's traffic shows); unset, every guess below is
+read:
 
 - The call path: ``DIALER_CEQUENS__CALL_PATH`` (default ``/voice/v1/calls``, on the sign-in host).
   A 404 there names that setting.
@@ -28,7 +30,8 @@ from typing import Annotated, Any, Literal
 
 import httpx
 import jwt
-from pydantic import AliasChoices, BeforeValidator, Field
+import pydantic_core
+from pydantic import BeforeValidator
 
 from campaigns.flow import one_question
 from campaigns.outcomes import AttemptStatus
@@ -128,7 +131,13 @@ def _first(payload: Any, paths: tuple[str, ...]) -> Any:
     return None
 
 
-def parse_call(response: httpx.Response) -> str:
+def _where(setting: str | None, guesses: tuple[str, ...]) -> tuple[str, ...]:
+    """Where a value is: as the account's setting says, else any of our guesses."""
+    return (setting,) if setting else guesses
+
+
+def parse_call(response: httpx.Response, settings: CequensSettings | None = None) -> str:
+    account = settings or CequensSettings()
     try:
         envelope = response.json()
     except ValueError:
@@ -138,9 +147,12 @@ def parse_call(response: httpx.Response) -> str:
     code = envelope.get("replyCode", 0)
     if code not in (0, "0"):
         raise ProviderRejected(f"Cequens refused the call: {envelope.get('replyMessage') or code}")
-    call_id = _first(envelope, CALL_ID_FIELDS)
+    call_id = _first(envelope, _where(account.call_id_field, CALL_ID_FIELDS))
     if call_id is None:
-        raise ProviderTimeout(f"Cequens answer has no call id: {response.text[:200]}")
+        raise ProviderTimeout(
+            f"Cequens answer has no call id where we look (DIALER_CEQUENS__CALL_ID_FIELD says where"
+            f" yours is): {response.text[:200]}"
+        )
     return str(call_id)
 
 
@@ -161,32 +173,56 @@ def _lower(value: Any) -> Any:
 
 
 class Status(Callback):
-    """A status callback, each field under any of its guessed names."""
+    """A status callback's fields, found where the account's settings (or our guesses) say."""
 
-    call_id: CallId | None = Field(None, validation_alias=AliasChoices(*CALLBACK_ID_FIELDS))
+    call_id: CallId | None = None
     status: Annotated[
         Literal["initiated", "ringing", "answered", "completed", "busy", "no-answer", "failed", "rejected"],
         BeforeValidator(_lower),
-    ] = Field(validation_alias=AliasChoices(*STATUS_FIELDS))
+    ]
     duration: Seconds | None = None
 
 
 class Dtmf(Callback):
     """The DTMF callback's query."""
 
-    call_id: CallId | None = Field(None, validation_alias=AliasChoices(*CALLBACK_ID_FIELDS))
-    digits: Digits = Field("", validation_alias=AliasChoices(*DIGITS_FIELDS))
+    call_id: CallId | None = None
+    digits: Digits = ""
 
 
-def parse_webhook(webhook: Webhook) -> CallEvent:
+def parse_webhook(webhook: Webhook, settings: CequensSettings | None = None) -> CallEvent:
+    account = settings or CequensSettings()
+    ids = _where(account.callback_id_field, CALLBACK_ID_FIELDS)
     if webhook.kind == "dtmf":
-        entered = read(Dtmf, webhook.query, what="Cequens DTMF callback")
+        query = dict(webhook.query)
+        fields = {
+            "call_id": _first(query, ids),
+            "digits": _first(query, _where(account.digits_field, DIGITS_FIELDS)),
+        }
+        entered = read(Dtmf, {key: value for key, value in fields.items() if value is not None}, what=_DTMF)
         # No digits is no answer: nothing to store, and a later callback may still bring one.
         return CallEvent(call_id=entered.call_id, digits=entered.digits or None)
     if webhook.kind != "status":
         raise WebhookPayloadError(f"Cequens sends no {webhook.kind!r} callback")
-    status = read(Status, webhook.body, what="Cequens status callback")
+    try:
+        payload = pydantic_core.from_json(webhook.body)  # refuses any depth of nesting, as a ValueError
+    except ValueError:
+        raise WebhookPayloadError("Cequens status callback: body: not JSON") from None
+    fields = {
+        "call_id": _first(payload, ids),
+        "status": _first(payload, _where(account.status_field, STATUS_FIELDS)),
+        "duration": payload.get("duration") if isinstance(payload, dict) else None,
+    }
+    status = read(Status, {key: value for key, value in fields.items() if value is not None}, what=_STATUS)
     return CallEvent(status=STATUSES[status.status], call_id=status.call_id, duration=status.duration)
+
+
+_STATUS = (
+    "Cequens status callback (DIALER_CEQUENS__STATUS_FIELD and __CALLBACK_ID_FIELD say where yours has them)"
+)
+_DTMF = (
+    "Cequens DTMF callback (DIALER_CEQUENS__DIGITS_FIELD and __CALLBACK_ID_FIELD say where yours has them)"
+)
 
 
 def check_campaign(spec: CampaignSpec) -> list[str]:

@@ -116,7 +116,7 @@ class ProviderClient:
         response = self._send(
             provider, settings, lambda token: provider.build_call(order, settings, token), pace
         )
-        return provider.parse_call(response)
+        return provider.parse_call(response, settings)
 
     def look_up(
         self,

@@ -133,7 +133,7 @@ def build_call(order: CallOrder, settings: CmSettings, token: str | None = None)
     )
 
 
-def parse_call(response: httpx.Response) -> str:
+def parse_call(response: httpx.Response, settings: Any = None) -> str:
     """The call id of the one callee's ``call-queued`` event (an array of one, or the object)."""
     try:
         answer = response.json()
@@ -180,7 +180,7 @@ class Finished(Callback):
     ended_on: datetime | None = Field(None, alias="ended-on")
 
 
-def parse_webhook(webhook: Webhook) -> CallEvent:
+def parse_webhook(webhook: Webhook, settings: Any = None) -> CallEvent:
     finished = read(Finished, webhook.body, what="CM.com callback")
     result = finished.result
     status = RESULT_CODES[result.code]

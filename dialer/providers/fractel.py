@@ -30,7 +30,7 @@ from __future__ import annotations
 import base64
 import hmac
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
 
 import httpx
@@ -160,7 +160,7 @@ def build_call(order: CallOrder, settings: FractelSettings, token: str | None = 
     )
 
 
-def parse_call(response: httpx.Response) -> str:
+def parse_call(response: httpx.Response, settings: Any = None) -> str:
     return call_id_at(response, "call", "id", provider="Fractel")
 
 
@@ -206,7 +206,7 @@ def unconnected(response: httpx.Response) -> AttemptStatus | None:
     return None if found is None else DISPOSITIONS[found[1].replace(" ", "_")]
 
 
-def parse_webhook(webhook: Webhook) -> CallEvent:
+def parse_webhook(webhook: Webhook, settings: Any = None) -> CallEvent:
     event = read(Event, _fields(webhook.body), what="Fractel callback")
     if event.status == "BEGIN":
         return CallEvent(status=AttemptStatus.DIALING, call_id=event.uid)

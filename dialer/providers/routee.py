@@ -250,7 +250,7 @@ def build_call(order: CallOrder, settings: RouteeSettings, token: str | None = N
     )
 
 
-def parse_call(response: httpx.Response) -> str:
+def parse_call(response: httpx.Response, settings: Any = None) -> str:
     return call_id_at(response, "trackingId", provider="Routee")
 
 
@@ -336,7 +336,7 @@ class Collected(Callback):
     collected_tones: Digits = Field("", alias="collectedTones")
 
 
-def parse_webhook(webhook: Webhook) -> CallEvent:
+def parse_webhook(webhook: Webhook, settings: Any = None) -> CallEvent:
     if webhook.kind in ("status", "transfer"):  # a transfer's DIAL calls back on its own URL
         status = read(Status, webhook.body, what="Routee status callback")
         event = status.outcome(status.status.name)

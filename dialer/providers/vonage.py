@@ -313,7 +313,7 @@ def build_call(order: CallOrder, settings: VonageSettings, token: str | None = N
     )
 
 
-def parse_call(response: httpx.Response) -> str:
+def parse_call(response: httpx.Response, settings: Any = None) -> str:
     return call_id_at(response, "uuid", provider="Vonage")
 
 
@@ -466,7 +466,7 @@ def _event(event: Event) -> CallEvent:
     )
 
 
-def parse_webhook(webhook: Webhook) -> CallEvent:
+def parse_webhook(webhook: Webhook, settings: Any = None) -> CallEvent:
     if webhook.kind == "event":
         return _event(read(Event, webhook.body, what="Vonage event"))
     if webhook.kind == "input":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -30,16 +31,24 @@ _MODULES: dict[str, Any] = {
 
 
 def simulator_app(
-    provider: str, settings: Settings, *, rate_limit: float | None = None, time_scale: float = 0.1
+    provider: str,
+    settings: Settings,
+    *,
+    rate_limit: float | None = None,
+    time_scale: float = 0.1,
+    readings: Mapping[str, str] | None = None,
 ) -> Starlette:
     """A simulator for ``provider`` that accepts the credentials in ``settings``, limited to
-    ``rate_limit`` requests per second (default: the account's setting, else the documented limit)."""
+    ``rate_limit`` requests per second (default: the account's setting, else the documented limit),
+    reading its documents as ``readings`` say where they can be read two ways."""
     module = _MODULES.get(provider)
     if module is None:
         raise ConfigurationError(f"no simulator for {provider!r} (known: {', '.join(sorted(_MODULES))})")
     credentials = settings.provider_settings(provider)
     limit = rate_limit or credentials.rate_limit or module.DOCUMENTED_LIMIT
-    simulation = Simulation(provider=provider, rate_limit=limit, time_scale=time_scale)
+    simulation = Simulation(
+        provider=provider, rate_limit=limit, time_scale=time_scale, readings=dict(readings or {})
+    )
     try:
         app: Starlette = module.create_app(simulation, credentials)
     except ValueError as error:

@@ -1,4 +1,10 @@
-"""A Cequens stand-in: sign-in for a bearer JWT, calls with user input, status and DTMF callbacks."""
+"""A Cequens stand-in: sign-in for a bearer JWT, calls with user input, status and DTMF callbacks.
+
+Cequens's public pages give the call's fields but not its path, its answer, nor its callbacks'
+fields. The simulator chooses them for itself, not from our settings (``Simulation.readings``:
+``call_path``, ``call_id_field`` (a dotted path in the answer), ``callback_id_field``,
+``status_field``, ``digits_field``; by default those we guessed first), so a wrong guess fails.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +39,17 @@ _STATUS = {
     "failed": "failed",
     "rejected": "rejected",
 }
+
+
+SHAPE = {
+    "call_path": "/voice/v1/calls",
+    "call_id_field": "data.callId",
+    "callback_id_field": "callId",
+    "status_field": "status",
+    "digits_field": "digits",
+}
+"""What the simulator's Cequens answers and calls back with, unless ``Simulation.readings`` say
+otherwise: the first of our adapter's guesses (see the module's docstring)."""
 
 
 def _envelope(data: dict[str, Any], request_id: str | None = None) -> dict[str, Any]:
@@ -113,11 +130,13 @@ def create_app(sim: Simulation, settings: CequensSettings) -> Starlette:
             return False
         return header.startswith("Bearer ")
 
+    shape = SHAPE | sim.readings
+
     async def run(body: dict[str, Any], call_id: str, script: Script) -> None:
         async def conversation() -> None:
             await sim.pause(min(len(body.get("sayText", "")) / 15, 20) * body.get("repeat", 2))
             if body.get("collectInput") and script.behaviour == "answered":
-                query = {"callId": call_id, "digits": script.answer(1) or ""}
+                query = {shape["callback_id_field"]: call_id, shape["digits_field"]: script.answer(1) or ""}
                 await sim.deliver(
                     client, client.build_request("GET", body["dtmfCallbackEndpoint"], params=query)
                 )
@@ -126,8 +145,8 @@ def create_app(sim: Simulation, settings: CequensSettings) -> Starlette:
             if stage == "machine" or "statusCallbackEndpoint" not in body:
                 return  # Cequens does not detect answering machines
             payload: dict[str, Any] = {
-                "callId": call_id,
-                "status": _STATUS[stage],
+                shape["callback_id_field"]: call_id,
+                shape["status_field"]: _STATUS[stage],
                 "timestamp": datetime.now(UTC).isoformat(),
                 "metaData": body.get("metaData"),
             }
@@ -156,13 +175,18 @@ def create_app(sim: Simulation, settings: CequensSettings) -> Starlette:
             return _error(400, problem, 1004)
         call_id = str(uuid.uuid4())
         sim.spawn(run(body, call_id, sim.place(body["recipient"], call_id)))
-        return JSONResponse(_envelope({"callId": call_id}))
+        *outer, last = shape["call_id_field"].split(".")
+        answer: dict[str, Any] = {last: call_id}
+        for key in reversed(outer):
+            answer = {key: answer}
+        envelope = _envelope(answer.pop("data", {})) | answer
+        return JSONResponse(envelope)
 
     return Starlette(
         routes=[
             Route("/auth/v1/tokens/", sign_in, methods=["POST"]),
             Route("/auth/v1/tokens", sign_in, methods=["POST"]),
-            Route(settings.call_path, call, methods=["POST"]),
+            Route(shape["call_path"], call, methods=["POST"]),
             *sim.routes(),
         ],
         lifespan=sim.lifespan(client),

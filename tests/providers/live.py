@@ -31,13 +31,16 @@ class Live:
 
 
 @contextmanager
-def live(provider: str, settings: Settings, *, time_scale: float = 0.01) -> Iterator[Live]:
-    """``provider``'s simulator and the receiver, each on its own loopback port."""
+def live(
+    provider: str, settings: Settings, *, time_scale: float = 0.01, readings: dict[str, str] | None = None
+) -> Iterator[Live]:
+    """``provider``'s simulator (reading its documents as ``readings`` say) and the receiver, each
+    on its own loopback port."""
     sim_socket, web_socket = loopback_socket(), loopback_socket()
     sim_url, web_url = (f"http://127.0.0.1:{s.getsockname()[1]}" for s in (sim_socket, web_socket))
     account = settings.provider_settings(provider).model_copy(update={**simulator_urls(provider, sim_url)})
     pointed = settings.model_copy(update={"public_url": web_url, provider: account})
-    app = simulator_app(provider, pointed, rate_limit=50, time_scale=time_scale)
+    app = simulator_app(provider, pointed, rate_limit=50, time_scale=time_scale, readings=readings)
     with BackgroundServer(app, sock=sim_socket), BackgroundServer(receiver_app(pointed), sock=web_socket):
         rt = local_runtime(pointed, lambda attempt_id, countdown: None)
         try:

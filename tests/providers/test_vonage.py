@@ -202,7 +202,7 @@ def test_a_status_lookup_reads_the_call_resource(settings: Settings) -> None:
 )
 def test_an_unusable_private_key_is_a_configuration_error(key: str, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
-        vonage.api_token(VonageSettings(private_key=key))
+        vonage.api_token(VonageSettings(application_id="app", private_key=key))
 
 
 # -- unsigned callbacks, as applications without signing send them ----------------------------------
@@ -356,7 +356,7 @@ def test_what_vonage_would_change_or_refuse_is_refused_at_create(change: str, pr
 )
 def test_a_bad_private_key_is_named_without_echoing_it(value: str) -> None:
     with pytest.raises(ConfigurationError) as caught:
-        vonage.api_token(VonageSettings(private_key=value))
+        vonage.api_token(VonageSettings(application_id="app", private_key=value))
     assert "DIALER_VONAGE__PRIVATE_KEY" in str(caught.value)
     assert "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcw" not in str(caught.value)
     assert "line two" not in str(caught.value)
