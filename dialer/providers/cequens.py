@@ -18,10 +18,16 @@ read:
 - The DTMF callback: a GET (as the seed says) with the call id and the digits in the query
   (:data:`DIGITS_FIELDS`), once per call.
 
+Voices: the call takes no language, only ``voiceName`` (its default, Zeina, is Arabic), so the
+voice is chosen by the flow's language from the voices Cequens names per language
+(:data:`VOICES`): Zeina (``arb``), Hala (``ar-AE``, a neural voice only), Joanna (``en-US``); for
+``en-GB`` and ``fr-FR``, which Cequens lists without naming a voice, Amy and Lea, the Amazon Polly
+voices Cequens's others are (a guess). A language with no voice is refused at ``campaign create``,
+and so is a voice of another language than the flow's.
+
 Other choices: ``sayText`` is required, so an audio campaign sends its question's prompt there (or
-nothing); ``repeat`` is the question's number of attempts (1 without a question); the voice is
-``voiceName`` when the campaign names one, else Cequens's default (Zeina); a token whose ``exp``
-cannot be read is renewed after an hour; the rate limit is taken as 10 calls per second.
+nothing); ``repeat`` is the question's number of attempts (1 without a question); a token whose
+``exp`` cannot be read is renewed after an hour; the rate limit is taken as 10 calls per second.
 """
 
 from __future__ import annotations
@@ -45,12 +51,29 @@ from dialer.providers.base import (
     Token,
     Webhook,
     caller_id_problem,
+    flow_field,
     step_field,
 )
 from dialer.providers.fields import Callback, CallId, Digits, Seconds, read
 from dialer.settings import CequensSettings
 
 DEFAULT_TOKEN_LIFETIME = 3600.0
+
+#: Each language's voice (the first), and the language of every voice Cequens names.
+VOICES: dict[str, str] = {"arb": "Zeina", "ar-AE": "Hala", "en-US": "Joanna", "en-GB": "Amy", "fr-FR": "Lea"}
+VOICE_LANGUAGES: dict[str, str] = {
+    "Zeina": "arb",
+    "Hala": "ar-AE",
+    "Joanna": "en-US",
+    "Matthew": "en-US",
+    "Kendra": "en-US",
+    "Amy": "en-GB",
+    "Brian": "en-GB",
+    "Lea": "fr-FR",
+    "Mathieu": "fr-FR",
+}
+NEURAL_ONLY = frozenset({"Hala"})
+"""Voices with no standard engine: ``neural`` must be true for them."""
 
 #: Where the call id may be in the create-call answer, in the order tried.
 CALL_ID_FIELDS = ("data.callId", "data.call_id", "data.id", "callId", "id")
@@ -96,18 +119,18 @@ def build_call(order: CallOrder, settings: CequensSettings, token: str | None = 
     steps = [step for _, step in shape.intro] + ([shape.question[1]] if shape.question else [])
     audio = next((step.audio for step in steps if step.audio), None)
     question = shape.question[1] if shape.question else None
+    voice = order.voice or VOICES[order.language]
     body: dict[str, Any] = {
         "recipient": order.to,
         "sayText": " ".join(text for step in steps if (text := order.text(step))),
-        "neural": False,
+        "neural": voice in NEURAL_ONLY,
         "repeat": question.attempts if question else 1,
         "timeout": order.ring_timeout,
         "collectInput": question is not None,
         "statusCallbackEndpoint": f"{order.callback_url}/status",
         "metaData": {"key": "attempt", "value": order.reference},
     }
-    if order.voice:
-        body["voiceName"] = order.voice
+    body["voiceName"] = voice
     if audio:
         body["audioUrl"] = audio
     if question is not None:
@@ -250,12 +273,24 @@ def check_campaign(spec: CampaignSpec) -> list[str]:
                     f"flow.steps.{name}: Cequens says nothing after the answer: let its answers"
                     " lead to steps that say nothing"
                 )
-    audio = [step for _, step in shape.intro if step.audio] + (
-        [shape.question[1]] if shape.question and shape.question[1].audio else []
-    )
-    if len(audio) > 1:
+    asked = [*shape.intro, *([shape.question] if shape.question else [])]
+    if sum(1 for _, step in asked if step.audio) > 1:
         problems.append("flow: Cequens plays one audio file a call")
+    flow = spec.call_flow
+    if flow.voice is not None and (problem := voice_problem(flow.voice)):
+        problems.append(f"{flow_field(spec, 'voice')}: {problem}")
+    elif flow.voice is not None and VOICE_LANGUAGES[flow.voice] != flow.language:
+        spoken = VOICE_LANGUAGES[flow.voice]
+        problems.append(
+            f"{flow_field(spec, 'voice')}: {flow.voice} speaks {spoken}, not the call's {flow.language}"
+        )
     return problems
+
+
+def voice_problem(voice: str) -> str | None:
+    if voice in VOICE_LANGUAGES:
+        return None
+    return f"Cequens's voices are {', '.join(VOICE_LANGUAGES)}, not {voice!r}"
 
 
 PROVIDER = Provider(
@@ -272,5 +307,7 @@ PROVIDER = Provider(
     sign_in=sign_in,
     parse_sign_in=parse_sign_in,
     check_campaign=check_campaign,
+    languages=frozenset(VOICES),
+    voice_problem=voice_problem,
     setup_hint="CALL_PATH (the call path is not in Cequens's public documents)",
 )

@@ -58,6 +58,9 @@ BUSY_SIP_CODES = frozenset({"486", "600"})
 PROMPT_LIMITS = {"Notification": 750, "DTMF": 1000}
 """The most characters of a prompt, by instruction."""
 GENDERS = {"male": "Male", "female": "Female"}
+LANGUAGES = frozenset({"de-DE", "en-US", "nl-NL", "en-GB"})
+"""What CM.com's audio-and-voices page lists (German, US English, Dutch) and its SDK's default
+voice (en-GB); its fuller list of languages is not public."""
 
 
 def _headers(settings: CmSettings) -> dict[str, str]:
@@ -260,5 +263,6 @@ PROVIDER = Provider(
     error_detail=error_detail,
     webhook_kinds=("callback",),
     check_campaign=check_campaign,
+    languages=LANGUAGES,
     voice_problem=voice_problem,
 )

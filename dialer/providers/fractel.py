@@ -267,4 +267,5 @@ PROVIDER = Provider(
     check_campaign=check_campaign,
     check_number=check_number,
     unconnected=unconnected,
+    languages=frozenset({"en-US"}),  # its TTS takes no language: only a flow's default is left as it is
 )

@@ -11,8 +11,11 @@ import pytest
 
 from campaigns.outcomes import AttemptStatus
 from dialer.errors import ProviderRejected, ProviderTimeout
-from dialer.providers import PROVIDERS, cequens, cm, fractel, routee
+from dialer.providers import PROVIDERS, cequens, cm, fractel, get_provider, routee
 from dialer.providers.base import CallEvent, Provider, Webhook
+from dialer.settings import CequensSettings
+from tests.e2e import campaign_text, refusal
+from tests.providers.test_vonage import order
 
 DATA = Path(__file__).parent / "data"
 
@@ -155,3 +158,48 @@ def test_cm_refusing_the_instruction_is_a_rejection_with_its_reason() -> None:
     answer = [{"type": "call-queued", "success": False, "error": "Invalid callee"}]
     with pytest.raises(ProviderRejected, match="Invalid callee"):
         cm.parse_call(httpx.Response(200, json=answer))
+
+
+@pytest.mark.parametrize(
+    ("provider", "language", "refused"),
+    [
+        ("vonage", "xx-XX", True),
+        ("vonage", "de-DE", False),
+        ("routee", "ja-JP", True),
+        ("cm", "xx-YY", True),  # passed through to CM.com before
+        ("cm", "nl-NL", False),
+        ("fractel", "fr-FR", True),  # Fractel's TTS takes no language: it was ignored before
+        ("cequens", "de-DE", True),  # no Cequens voice speaks it
+        ("cequens", "ar-AE", False),
+    ],
+)
+def test_every_providers_languages_are_checked_at_create(provider: str, language: str, refused: bool) -> None:
+    text = campaign_text(provider).replace("[message]\n", f'[message]\nlanguage = "{language}"\n')
+    problem = refusal(text)
+    title = get_provider(provider).title
+    assert (f"message.language: {title} does not speak {language!r}" in problem) == refused, problem
+
+
+@pytest.mark.parametrize(
+    ("language", "voice", "sent", "neural"),
+    [
+        ("en-US", None, "Joanna", False),  # not Cequens's own default, Zeina, who speaks Arabic
+        ("arb", None, "Zeina", False),
+        ("ar-AE", None, "Hala", True),  # a neural voice only
+        ("en-US", "Matthew", "Matthew", False),
+    ],
+)
+def test_cequens_speaks_in_a_voice_of_the_calls_language(
+    language: str, voice: str | None, sent: str, neural: bool
+) -> None:
+    body = json.loads(
+        cequens.build_call(
+            order(language=language, voice=voice, question=None), CequensSettings(), "t"
+        ).content
+    )
+    assert (body["voiceName"], body["neural"]) == (sent, neural)
+
+
+def test_a_cequens_voice_of_another_language_is_refused() -> None:
+    text = campaign_text("cequens").replace("[message]\n", '[message]\nvoice = "Zeina"\n')
+    assert "message.voice: Zeina speaks arb, not the call's en-US" in refusal(text)
