@@ -1,5 +1,14 @@
 """CM.com Voice API (``/voiceapi/v2``): the DTMF instruction, or a Notification without a question.
 
+A flow runs as one instruction (its steps up to its one question as the ``prompt``, the question,
+and the one closing message every answer leads to as ``valid-prompt``): CM.com's apps ask one
+question and report the answer when the call is over. Its FlowBuilder runs flows drawn in CM.com's
+web app, which a campaign file cannot make, so a flow with more is refused at create. An opt-out
+key takes effect when the callback brings the answer. In SSML, the steps' texts are one document
+under one ``<speak>`` root (text outside it is not SSML). Languages: those the audio-and-voices page
+lists (de-DE, en-US, nl-NL) and the SDK's default voice's (en-GB); the fuller list is not public.
+``instruction-id``, copied into CDRs, is the attempt's number: the callback's secret stays in its URL.
+
 Auth is the account's product token in the ``X-CM-PRODUCTTOKEN`` header. CM.com posts one callback
 when the call is over; it is unsigned, so its URL carries the attempt's secret token.
 

@@ -1,4 +1,7 @@
-"""Fractel FoneStorm: a voice call from a FoneNumber to TTS text (SSML allowed) or a WAV file.
+"""Fractel FoneStorm: a voice call from a FoneNumber to TTS text (SSML allowed), a WAV file, or another
+number: a flow of messages, or a transfer alone (``service_type`` ``Phonenumber``: the callee is
+put through once they answer; nothing can be said first, as a call has one destination). Its TTS
+takes no language: only a flow's default, en-US, is accepted.
 
 Auth: ``POST /v2/auth`` with ``username``, ``password`` and ``expires`` answers a JWT (in
 ``authorization.token``, or ``auth.token`` in the 2.4 spec), sent as the ``token`` header.

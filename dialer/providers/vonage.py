@@ -1,8 +1,19 @@
 """Vonage Voice API v1.
 
 Requests carry an application JWT (RS256, signed with the application's private key; claims
-``application_id``, ``iat``, ``jti``, ``exp``). A call runs an NCCO: ``talk`` for TTS (SSML wrapped
-in ``<speak>``), ``stream`` for audio, then optionally ``talk`` + ``input`` for a DTMF question.
+``application_id``, ``iat``, ``jti``, ``exp``); the application id is required (no default).
+
+A call runs a campaign's flow as NCCOs, one segment each (:func:`segment_ncco`): ``talk`` for TTS
+(SSML wrapped in ``<speak>``; every talk of the call in its language and style), ``stream`` for
+audio, ``talk`` with ``bargeIn`` + ``input`` for a question, whose event answers with the next
+segment's NCCO (it replaces the running one: NCCO reference); ``record`` for a record step, with
+``endOnKey`` and ``endOnSilence`` so that what follows waits for it (recording guide), its event
+bringing ``recording_url``, fetched with the application's JWT from Vonage's hosts only (as the
+SDK's ``download_recording`` does); ``connect`` for a transfer, its leg's events (the leg's own
+``uuid``, the call's ``conversation_uuid``) on the action's own ``eventUrl`` (NCCO reference).
+The event webhook also brings events with no ``status``: errors (``reason``) and transfers
+(``conversation_uuid_from``, ``_to``, webhook reference and the PHP SDK's captures); they are
+recorded and change nothing.
 
 Callbacks: every callback URL carries the attempt's secret token, which authenticates it. Vonage
 signs callbacks when the application has signing on (``signed_callbacks``, the default for Voice
