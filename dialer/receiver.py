@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("dialer.receiver")
 GROUP_LIMIT = 64
 """Callbacks written in one transaction at most: a group holds its rows' locks until it commits."""
+_Waiting = tuple[Received, asyncio.Future[Any]]
+"""A callback taken, and the future its request waits on."""
 
 
 class GroupWriter:
@@ -90,12 +92,20 @@ class GroupWriter:
                     self._waiting.put(None)  # stop after this group
                     break
                 group.append(item)
-            outcomes = self.write([callback for callback, _ in group])
-            assert self._loop is not None
-            try:
-                self._loop.call_soon_threadsafe(_answer, [future for _, future in group], outcomes)
-            except RuntimeError:  # the server's loop is closed: nobody waits for these answers
-                continue
+            pressed, rest = _first_presses(group)
+            for part in (pressed, rest) if pressed and rest else (group,):
+                if not self._written(part):
+                    break
+
+    def _written(self, group: list[_Waiting]) -> bool:
+        """Write ``group`` and hand each its answer; False once nobody waits any more."""
+        outcomes = self.write([callback for callback, _ in group])
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(_answer, [future for _, future in group], outcomes)
+        except RuntimeError:  # the server's loop is closed: nobody waits for these answers
+            return False
+        return True
 
     def write(self, group: list[Received]) -> list[tuple[bool, Any]]:
         """Record ``group`` in one transaction (each alone if that fails): each callback's
@@ -120,6 +130,25 @@ class GroupWriter:
                 return True, self._record(connection, [callback])[0]
         except Exception as error:
             return False, error
+
+
+def _first_presses(group: list[_Waiting]) -> tuple[list[_Waiting], list[_Waiting]]:
+    """The key presses of a group that no earlier callback of their call precedes, and the rest.
+
+    A key press waits for its reply (the call's next step; Routee gives up after 3 s): these are
+    written first, in a transaction of their own, and answered at once. A call's callbacks keep
+    their order: a press behind another callback of its call waits with it (keys pressed after a
+    call ended busy are refused).
+    """
+    seen: set[str] = set()
+    pressed: list[_Waiting] = []
+    rest: list[_Waiting] = []
+    for item in group:
+        callback = item[0]
+        urgent = callback.webhook.kind in callback.provider.input_kinds and callback.token not in seen
+        (pressed if urgent else rest).append(item)
+        seen.add(callback.token)
+    return pressed, rest
 
 
 def _answer(futures: list[asyncio.Future[Any]], outcomes: list[tuple[bool, Any]]) -> None:

@@ -265,6 +265,8 @@ class Provider:
     reply_to_machine: Callable[[CallOrder], Any] | None = None
     """The reply that leaves the call's first message on a machine."""
     webhook_kinds: tuple[str, ...] = field(default=("event",))
+    input_kinds: tuple[str, ...] = ()
+    """The callbacks that bring keys and wait for the call's next step in reply."""
     sign_in: Callable[[Any], httpx.Request] | None = None
     parse_sign_in: Callable[[httpx.Response], Token] | None = None
     setup: Callable[[Any, str, str | None, str], httpx.Request] | None = None

@@ -457,6 +457,7 @@ PROVIDER = Provider(
     keep_collecting=keep_collecting,
     reply_to_machine=reply_to_machine,
     webhook_kinds=("status", "collect", "machine", "transfer"),
+    input_kinds=("collect",),
     sign_in=sign_in,
     parse_sign_in=parse_sign_in,
     check_campaign=check_campaign,

@@ -565,6 +565,7 @@ PROVIDER = Provider(
     compile_segment=segment_ncco,
     reply_to_machine=reply_to_machine,
     webhook_kinds=("event", "input", "transfer", "record"),
+    input_kinds=("input",),
     check_campaign=check_campaign,
     check_settings=check_settings,
     probe=probe,

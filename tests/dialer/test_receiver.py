@@ -29,7 +29,7 @@ from dialer.errors import WebhookAuthError
 from dialer.models import Attempt, Contact, DtmfAnswer, WebhookEvent, utcnow
 from dialer.providers import vonage
 from dialer.providers.base import Webhook
-from dialer.receiver import create_app
+from dialer.receiver import _first_presses, create_app
 from dialer.recorder import Received
 from dialer.settings import Settings
 from dialer.simulators.vonage import sign_webhook
@@ -593,3 +593,16 @@ def test_vonage_events_without_a_status_are_recorded_and_change_nothing(settings
         "answered",
     ]
     assert _row(settings, attempt).status == "answered"
+
+
+def test_a_key_press_goes_ahead_of_its_group_unless_its_call_has_a_callback_before_it(
+    settings: Settings,
+) -> None:
+    def taken(token: str, kind: str) -> tuple[Received, object]:
+        hook = Webhook(kind=kind, method="POST", headers={}, query={}, body=b"{}")
+        return Received(vonage.PROVIDER, settings.vonage, token, hook), object()
+
+    group = [taken("a", "event"), taken("a", "input"), taken("b", "input"), taken("c", "event")]
+    pressed, rest = _first_presses(group)  # type: ignore[arg-type]
+    assert [(c.token, c.webhook.kind) for c, _ in pressed] == [("b", "input")]
+    assert [(c.token, c.webhook.kind) for c, _ in rest] == [("a", "event"), ("a", "input"), ("c", "event")]
