@@ -32,6 +32,7 @@ from bench.common import machine
 from bench.webhooks import Callback, Load, _calls, _database, _drive, _free_port, _server, build
 from campaigns.spec import parse_campaign
 from dialer import db
+from dialer.settings import environment
 from dialer.simulators import dev_credentials
 from dialer.simulators.vonage import sign_webhook
 from tests.e2e import survey_text
@@ -139,11 +140,7 @@ def main() -> None:
     args = parser.parse_args()
     print(machine())
     credentials = dev_credentials()
-    env = {
-        f"DIALER_{provider.upper()}__{key.upper()}": value
-        for provider, values in credentials.items()
-        for key, value in values.items()
-    }
+    env = environment(credentials)
     port = _free_port()
     serve = [
         sys.executable,

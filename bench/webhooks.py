@@ -56,6 +56,7 @@ from bench.common import cpu_seconds, machine, postgres_database
 from campaigns.spec import parse_campaign
 from dialer import db
 from dialer.embedded import loopback_socket
+from dialer.settings import environment
 from dialer.simulators import dev_credentials
 from dialer.simulators.vonage import sign_webhook
 from tests.e2e import campaign_text
@@ -404,11 +405,7 @@ def main() -> None:
     args = parser.parse_args()
     print(machine())
     credentials = dev_credentials()
-    env = {
-        f"DIALER_{provider.upper()}__{key.upper()}": value
-        for provider, values in credentials.items()
-        for key, value in values.items()
-    }
+    env = environment(credentials)
     port = _free_port()
     serve = [sys.executable, "-m", "dialer", "serve", "--port", str(port)]
     bare = [sys.executable, str(ROOT / "bench" / "bare_receiver.py"), str(port)]

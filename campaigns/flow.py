@@ -226,16 +226,14 @@ class Step(Model):
             yield "invalid", self.invalid
 
 
-class Flow(Model):
-    """A call as named steps; ``start`` (else the first step) is where every call begins."""
+class Speech(Model):
+    """How a call speaks: its language and voice (each contact's own, from CSV columns, where
+    given), and whether its texts are SSML."""
 
-    steps: dict[str, Step] = Field(min_length=1)
-    start: str | None = None
-    """Where every call begins (the first step written, if not given)."""
     language: str = "en-US"
     voice: str | None = None
     ssml: bool = False
-    """The steps' texts are SSML (the values put into placeholders are escaped)."""
+    """The texts are SSML (the values put into placeholders are escaped)."""
     language_column: str | None = None
     """The contact CSV column that holds each contact's language (empty: ``language``)."""
     voice_column: str | None = None
@@ -244,7 +242,16 @@ class Flow(Model):
     @field_validator("voice", mode="before")
     @classmethod
     def _voice_text(cls, voice: object) -> object:
+        """A style number written as a TOML number is the same voice as the string."""
         return str(voice) if isinstance(voice, int) and not isinstance(voice, bool) else voice
+
+
+class Flow(Speech):
+    """A call as named steps; ``start`` (else the first step) is where every call begins."""
+
+    steps: dict[str, Step] = Field(min_length=1)
+    start: str | None = None
+    """Where every call begins (the first step written, if not given)."""
 
     @model_validator(mode="before")
     @classmethod

@@ -15,29 +15,16 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from campaigns.fields import Duration, Model, SpecError, parse_duration, placeholders, render
-from campaigns.flow import Flow, Keys, Step
+from campaigns.flow import Flow, Keys, Speech, Step
 
 __all__ = ["Duration", "SpecError", "parse_duration", "placeholders", "render"]
 
 
-class Message(Model):
+class Message(Speech):
     """What the callee hears: TTS text (with ``{placeholders}``) or an audio file URL."""
 
     text: str | None = None
     audio_url: str | None = None
-    ssml: bool = False
-    language: str = "en-US"
-    voice: str | None = None
-    language_column: str | None = None
-    """The contact CSV column that holds each contact's language (empty: ``language``)."""
-    voice_column: str | None = None
-    """The contact CSV column that holds each contact's voice (empty: ``voice``)."""
-
-    @field_validator("voice", mode="before")
-    @classmethod
-    def _voice_text(cls, voice: object) -> object:
-        """A style number written as a TOML number is the same voice as the string."""
-        return str(voice) if isinstance(voice, int) and not isinstance(voice, bool) else voice
 
     @model_validator(mode="after")
     def _one_kind(self) -> Message:
@@ -307,14 +294,7 @@ def legacy_flow(message: Message, question: Question | None) -> Flow:
             invalid="final",
         )
         steps["final"] = Step(say=question.final_prompt)
-    return Flow(
-        steps=steps,
-        language=message.language,
-        voice=message.voice,
-        ssml=message.ssml,
-        language_column=message.language_column,
-        voice_column=message.voice_column,
-    )
+    return Flow(steps=steps, **message.model_dump(include=set(Speech.model_fields)))
 
 
 def parse_campaign(text: str) -> CampaignSpec:

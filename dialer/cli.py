@@ -891,6 +891,7 @@ def doctor() -> None:
 @click.option("--keys", default=".dialer", show_default=True, type=click.Path(path_type=Path))
 def dev_env(out: Path, keys: Path) -> None:
     """Write throwaway simulator credentials to a .env file (never use them with a real provider)."""
+    from dialer.settings import environment
     from dialer.simulators import dev_credentials, simulator_urls
 
     if out.exists():
@@ -902,10 +903,9 @@ def dev_env(out: Path, keys: Path) -> None:
     key_file.chmod(0o600)
     lines = ["# Local simulator credentials made by `dialer dev-env`; not for real providers."]
     lines.append(f"DIALER_VONAGE__PRIVATE_KEY={key_file}")
-    for provider, values in credentials.items():
-        prefix = f"DIALER_{provider.upper()}__"
-        urls = simulator_urls(provider, "http://127.0.0.1:9000")  # where `dialer simulate` listens
-        lines += [f"{prefix}{key.upper()}={value}" for key, value in (values | urls).items()]
+    simulated = "http://127.0.0.1:9000"  # where `dialer simulate` listens
+    values = {name: fields | simulator_urls(name, simulated) for name, fields in credentials.items()}
+    lines += [f"{name}={value}" for name, value in environment(values).items()]
     out.write_text("\n".join(lines) + "\n")
     out.chmod(0o600)
     console.print(f"wrote {out} and {key_file}")

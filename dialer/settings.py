@@ -5,6 +5,7 @@ Secrets are ``SecretStr``: never logged, never written to the database.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -173,6 +174,16 @@ class Settings(BaseSettings):
     def provider_settings(self, provider: str) -> ProviderAccount:
         settings: ProviderAccount = getattr(self, provider)
         return settings
+
+
+def environment(values: Mapping[str, Mapping[str, object]]) -> dict[str, str]:
+    """Nested settings values (``{"vonage": {"api_key": ...}}``) as the ``DIALER_*`` variables
+    that set them."""
+    return {
+        f"DIALER_{part.upper()}__{key.upper()}": str(value)
+        for part, fields in values.items()
+        for key, value in fields.items()
+    }
 
 
 @cache

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from dialer.cli import main
 from dialer.embedded import loopback_socket
-from dialer.settings import get_settings
+from dialer.settings import environment, get_settings
 from dialer.simulators import simulator_urls
 from tests.netns import Lan, lan
 
@@ -74,18 +74,14 @@ def provider_env(
     rate: float = RATE,
 ) -> dict[str, str]:
     """Every provider's credentials as DIALER_* variables, and ``provider`` pointed at its simulator."""
-    env = {}
-    for name, values in credentials.items():
-        for key, value in values.items():
-            if key == "private_key":  # a PEM file, as an operator would configure it
-                path = directory / f"{name}.pem"
-                path.write_text(value)
-                value = str(path)
-            env[f"DIALER_{name.upper()}__{key.upper()}"] = value
-    prefix = f"DIALER_{provider.upper()}__"
-    env |= {prefix + key.upper(): value for key, value in simulator_urls(provider, sim_url).items()}
-    env[prefix + "RATE_LIMIT"] = str(rate)
-    return env
+    values = {name: dict(fields) for name, fields in credentials.items()}
+    for name, fields in values.items():
+        if "private_key" in fields:  # a PEM file, as an operator would configure it
+            path = directory / f"{name}.pem"
+            path.write_text(fields["private_key"])
+            fields["private_key"] = str(path)
+    values[provider] |= simulator_urls(provider, sim_url) | {"rate_limit": str(rate)}
+    return environment(values)
 
 
 def _host_port(url: str) -> str:
