@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import gc
 import logging
+import shlex
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ from rich.table import Table
 from sqlmodel import col, select
 
 from campaigns.outcomes import CampaignStatus
-from dialer import db
+from dialer import db, lease
 from dialer.errors import DialerError
 from dialer.models import Campaign, utcnow
 from dialer.operations import Progress, get_campaign, progress
@@ -159,6 +160,14 @@ def _move(action: str, name: str) -> Campaign:
 
     settings = _settings()
     with db.session_scope(settings.database_url) as session:
+        if action in ("start", "resume"):  # for the workers: not while a `dialer run` dials the account
+            now, provider = utcnow(), get_campaign(session, name).provider
+            running = lease.holders(session, provider=provider, now=now, other_than=lease.WORKERS)
+            if running:
+                raise click.ClickException(
+                    f"campaign {name!r}: {provider}'s account is being dialled by {running[0]}; the workers"
+                    " would share its rate limit with it: stop that run first, or resume there"
+                )
         moved = change_status(session, name=name, action=action, now=utcnow())
     if moved.status in (CampaignStatus.PAUSED, CampaignStatus.CANCELLED):
         account = settings.provider_settings(moved.provider)
@@ -691,6 +700,15 @@ def progress_table(report: Progress) -> Table:
     for step, answers in report.answers.items():
         for answer, count in sorted(answers.items()):
             table.add_row(f"  {step}: {answer}", str(count))
+    if report.runner:
+        table.add_row("run by", report.runner)
+    if report.unattended_since is not None:
+        since = f" since {report.unattended_since:%Y-%m-%d %H:%M} UTC" if report.unattended_since else ""
+        table.add_row(
+            "note",
+            f"marked running, but no process has run it{since} (a run killed, or no workers):"
+            f" `dialer run {report.name}` resumes it here, or start the deployment's workers",
+        )
     if report.reason:
         table.add_row("note", report.reason)
     return table
@@ -927,15 +945,23 @@ def dev_env(out: Path, keys: Path) -> None:
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Where the receiver listens.")
 @click.option("--port", default=8000, show_default=True, type=int, help="Where the receiver listens.")
-def run(name: str, simulate: bool, time_scale: float, host: str, port: int) -> None:
+@click.option(
+    "--yes", is_flag=True, help="Do not ask before the first real call of a campaign only simulated."
+)
+def run(name: str, simulate: bool, time_scale: float, host: str, port: int, yes: bool) -> None:
     """Run one campaign in this process until it is done: calls, callbacks, retries.
 
     No Redis or worker is needed (the database is DIALER_DATABASE_URL, SQLite by default). The
-    provider calls back DIALER_PUBLIC_URL, which must lead to HOST:PORT here. Ctrl-C pauses the
-    campaign (no call is placed after the command returns); running it again resumes it.
+    provider calls back DIALER_PUBLIC_URL, which must lead to HOST:PORT here. Ctrl-C (or SIGTERM)
+    pauses the campaign (no call is placed after the command returns); running it again resumes it.
     """
     from dialer.runner import run_campaign
 
+    again = ["dialer", "run", name]
+    if simulate:
+        again += ["--simulate", *(["--time-scale", f"{time_scale:g}"] if time_scale != 0.1 else [])]
+    again += ["--host", host] if host != "127.0.0.1" else []
+    again += ["--port", str(port)] if port != 8000 else []
     run_campaign(
         name,
         settings=_settings(),
@@ -945,6 +971,8 @@ def run(name: str, simulate: bool, time_scale: float, host: str, port: int) -> N
         time_scale=time_scale,
         host=host,
         port=port,
+        confirm=lambda question: yes or click.confirm(question, default=False),
+        again=shlex.join(again),
     )
 
 

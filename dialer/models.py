@@ -52,6 +52,13 @@ class Campaign(SQLModel, table=True):
     created_at: datetime = _when(nullable=False, default_now=True)
     started_at: datetime | None = _when()
     finished_at: datetime | None = _when()
+    runner: str | None = Field(default=None, max_length=200)
+    """Who runs the campaign (a ``dialer run``, or the deployment's workers): see :mod:`dialer.lease`."""
+    runner_since: datetime | None = _when()
+    runner_seen: datetime | None = _when()
+    """When the runner last renewed its lease."""
+    simulated: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    """It has been run against a simulator only: the first real run asks first."""
 
 
 class ZoneGroup(SQLModel, table=True):

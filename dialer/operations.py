@@ -18,7 +18,17 @@ from campaigns.outcomes import LIVE, AttemptStatus, CampaignStatus, ContactResul
 from campaigns.spec import CampaignSpec, SpecError, parse_campaign
 from dialer.db import Db, changed, session_scope
 from dialer.errors import ConfigurationError, InvalidState, NotFound
-from dialer.models import Attempt, Campaign, Contact, DncEntry, DtmfAnswer, WebhookEvent, ZoneGroup
+from dialer.lease import lapsed
+from dialer.models import (
+    Attempt,
+    Campaign,
+    Contact,
+    DncEntry,
+    DtmfAnswer,
+    WebhookEvent,
+    ZoneGroup,
+    utcnow,
+)
 from dialer.providers import PROVIDERS, account_limit, get_provider
 from dialer.providers.base import Provider, flow_field, step_field
 from dialer.runtime import spec_of
@@ -299,6 +309,10 @@ class Progress:
     states: Counter[str] = field(default_factory=Counter)
     results: Counter[str] = field(default_factory=Counter)
     attempts: Counter[str] = field(default_factory=Counter)
+    runner: str | None = None
+    """Who runs it now (a live lease's holder), if anyone."""
+    unattended_since: datetime | None = None
+    """Running, but its runner stopped renewing its lease then (a killed run): nothing calls."""
     answers: dict[str, Counter[str]] = field(default_factory=dict)
     """Valid answers by question (the flow's step; ``question`` for ``[question]``), then by
     choice (its keys where it names none, ``recorded`` for a recording)."""
@@ -317,6 +331,10 @@ def progress(session: Session, name: str) -> Progress:
     report = Progress(
         name=campaign.name, status=campaign.status, provider=campaign.provider, reason=campaign.reason
     )
+    if lapsed(campaign, utcnow()):
+        report.unattended_since = campaign.runner_seen or campaign.started_at
+    elif campaign.status == CampaignStatus.RUNNING:
+        report.runner = campaign.runner
     for state, result, count in session.execute(
         sa.select(col(Contact.state), col(Contact.result), sa.func.count())
         .where(col(Contact.campaign_id) == campaign.id)

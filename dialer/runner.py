@@ -4,11 +4,14 @@ The pump, the callers and the sweeper run here (:func:`dialer.embedded.run_until
 so does the receiver the provider calls back. Only this campaign is pumped and swept: another
 campaign running in the same database is not this command's business.
 
-Ctrl-C pauses the campaign: callers stop taking work, the requests already on their way finish,
-the campaign is paused (queued attempts withdrawn), and no call is placed after that. Calls in
-progress still report their ends to the receiver, so the command stays until they have ended
-(Ctrl-C again leaves at once; the sweeper settles them on the next run). Running the command
-again resumes the campaign where it stopped.
+Ctrl-C (or SIGTERM, which systemd and docker send) pauses the campaign: callers stop taking work,
+the requests already on their way finish, the campaign is paused (queued attempts withdrawn), and
+no call is placed after that. Calls in progress still report their ends to the receiver, so the
+command stays until they have ended (a second signal leaves at once; the sweeper settles them on
+the next run). Running the command again resumes the campaign where it stopped.
+
+The run holds the campaign's lease (:mod:`dialer.lease`) while it runs: a second ``dialer run``
+of it, or of another campaign of the same account, is refused, naming who holds it.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from rich.live import Live
 from rich.table import Table
 
 from campaigns.outcomes import CampaignStatus
-from dialer import db
+from dialer import db, lease
 from dialer.embedded import BackgroundServer, run_until
 from dialer.errors import ConfigurationError, InvalidState
 from dialer.models import utcnow
@@ -85,15 +88,17 @@ class Interrupts:
 
     @contextmanager
     def installed(self) -> Iterator[Interrupts]:
-        """Take SIGINT while the block runs (only the main thread can; elsewhere, set the events)."""
+        """Take SIGINT and SIGTERM while the block runs (only the main thread can; elsewhere, set
+        the events)."""
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
-        previous = signal.signal(signal.SIGINT, self)
+        previous = {number: signal.signal(number, self) for number in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield self
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for number, handler in previous.items():
+                signal.signal(number, handler)
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -132,8 +137,13 @@ def run_campaign(
     port: int = 8000,
     interrupts: Interrupts | None = None,
     scripts: Mapping[str, Script] | None = None,
+    confirm: Callable[[str], bool] = lambda question: True,
+    again: str | None = None,
 ) -> Progress:
     """Run campaign ``name`` here until it completes or Ctrl-C pauses it; return its progress.
+
+    ``confirm`` is asked before the first real call of a campaign only simulated so far; ``again``
+    is the command that resumes the run, as the operator gave it.
 
     ``simulate`` runs the provider's simulator on a loopback port with throwaway credentials (its
     callees behave as its table says, or as ``scripts`` say for their numbers), and the receiver
@@ -143,6 +153,7 @@ def run_campaign(
     with db.session_scope(settings.database_url) as session:
         campaign = get_campaign(session, name)
         provider, campaign_id, spec = campaign.provider, campaign.id or 0, spec_of(campaign)
+        simulated_only = campaign.simulated
     with ExitStack() as stack:
         receiver_socket = stack.enter_context(
             listening_socket("127.0.0.1", 0) if simulate else listening_socket(host, port)
@@ -160,7 +171,19 @@ def run_campaign(
                 " so no call's outcome would arrive: set it to the public address that leads to"
                 f" {host}:{port} here (a reverse proxy or a tunnel), or run with --simulate"
             )
-        _start_or_resume(settings.database_url, name)
+        if (
+            not simulate
+            and simulated_only
+            and not confirm(
+                f"campaign {name} has only been simulated so far: place real calls through {provider}?"
+            )
+        ):
+            raise InvalidState(f"campaign {name!r}: not started (it stays as it was)")
+        holder = lease.this_process()
+        with db.session_scope(settings.database_url) as session:
+            lease.take(session, campaign=get_campaign(session, name), holder=holder, now=utcnow())
+        stack.callback(_release, settings.database_url, campaign_id, holder)
+        _start_or_resume(settings.database_url, name, simulate=simulate)
         if simulate:
             # The simulated account allows what the operator's is configured for (else the documented limit).
             limit = account_limit(provider, settings.provider_settings(provider))
@@ -173,13 +196,24 @@ def run_campaign(
         stack.enter_context(BackgroundServer(receiver_app(settings), sock=receiver_socket))
         console.print(f"running {name} through {provider}: Ctrl-C pauses")
         with (interrupts or Interrupts()).installed() as caught:
-            final = _run(settings, name, campaign_id, caught, console=console, render=render)
+            final = _run(settings, name, campaign_id, caught, console=console, render=render, holder=holder)
+    if final.status == CampaignStatus.PAUSED:
+        resume = again or f"dialer run {name}{' --simulate' if simulate else ''}"
+        console.print(f"\ncampaign {name} is paused: `{resume}` resumes it")
+    else:
+        console.print(f"\ncampaign {name} is {final.status}")
     return final
 
 
-def _start_or_resume(url: str, name: str) -> None:
+def _release(url: str, campaign_id: int, holder: str) -> None:
+    with db.session_scope(url) as session:
+        lease.release(session, campaign_id=campaign_id, holder=holder)
+
+
+def _start_or_resume(url: str, name: str, *, simulate: bool) -> None:
     with db.session_scope(url) as session:
         campaign = get_campaign(session, name)
+        campaign.simulated = simulate and (campaign.simulated or campaign.started_at is None)
         if campaign.status == CampaignStatus.RUNNING:
             return  # a run stopped without its pause (killed): carry on where it was
         if campaign.status not in (CampaignStatus.DRAFT, CampaignStatus.PAUSED):
@@ -199,9 +233,11 @@ def _run(
     *,
     console: Console,
     render: Callable[[Progress], Table],
+    holder: str,
 ) -> Progress:
     def read() -> Progress:
         with db.session_scope(settings.database_url) as session:
+            lease.renew(session, campaign_ids=[campaign_id], holder=holder, now=utcnow())
             return progress(session, name)
 
     only = frozenset({campaign_id})
@@ -234,9 +270,4 @@ def _run(
                 on_tick=tick,
                 only=only,
             )
-    final = read()
-    if final.status == CampaignStatus.PAUSED:
-        console.print(f"\ncampaign {name} is paused: `dialer run {name}` resumes it")
-    else:
-        console.print(f"\ncampaign {name} is {final.status}")
-    return final
+    return read()

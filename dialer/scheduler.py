@@ -19,6 +19,7 @@ from sqlmodel import Session, col, select
 
 from campaigns.outcomes import LIVE, AttemptStatus, CampaignStatus, ContactResult, ContactState
 from campaigns.spec import CampaignSpec
+from dialer import lease
 from dialer.db import changed, session_scope
 from dialer.dispatch import through_gate
 from dialer.errors import ProviderError
@@ -157,6 +158,10 @@ def pump(rt: Runtime) -> int:
         campaigns = session.exec(
             select(Campaign).where(col(Campaign.status) == CampaignStatus.RUNNING, rt.serves(Campaign.id))
         ).all()
+        if rt.only is None:  # the deployment: not where a `dialer run` dials (see dialer.lease)
+            held = lease.run_held_providers(session, now=now)
+            campaigns = [campaign for campaign in campaigns if campaign.provider not in held]
+            lease.hold_for_workers(session, campaign_ids=[c.id or 0 for c in campaigns], now=now)
         by_provider: dict[str, list[Campaign]] = defaultdict(list)
         for campaign in campaigns:
             by_provider[campaign.provider].append(campaign)

@@ -49,7 +49,7 @@ def test_the_running_campaigns_commands_run_as_written(tmp_path: Path) -> None:
         output, _ = running.communicate(timeout=120)
         assert running.returncode == 0, output
         assert "campaign appointment-reminders-vonage is paused" in output
-        assert "`dialer run appointment-reminders-vonage` resumes it" in output
+        assert "`dialer run appointment-reminders-vonage --simulate` resumes it" in output  # as given
 
     rejects = pd.read_csv(tmp_path / "rejects.csv")
     assert len(rejects) == 2

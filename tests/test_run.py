@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -99,7 +100,9 @@ def test_ctrl_c_pauses_with_no_call_after_it_returns_and_a_second_run_places_non
     url: str, tmp_path: Path, credentials: dict[str, dict[str, str]]
 ) -> None:
     """The provider is a simulator this test runs (so its log outlives both runs); `dialer run`
-    is a separate process, interrupted with SIGINT as a terminal's Ctrl-C would."""
+    is a separate process, interrupted with SIGINT as a terminal's Ctrl-C would (on SQLite), or
+    SIGTERM as systemd and docker stop it (on PostgreSQL). While it runs, another run is refused."""
+    interrupt = signal.SIGTERM if url.startswith("postgresql") else signal.SIGINT
     prepared(url, tmp_path)
     with BackgroundServer(
         simulator_app("vonage", Settings(vonage=credentials["vonage"]), rate_limit=RATE, time_scale=0.05)
@@ -135,11 +138,18 @@ def test_ctrl_c_pauses_with_no_call_after_it_returns_and_a_second_run_places_non
         while placed() < 12:
             assert first.poll() is None and time.monotonic() < deadline, first.communicate()[0]
             time.sleep(0.05)
-        first.send_signal(signal.SIGINT)
+        refused, _ = dialer_run().communicate(timeout=60)  # one dialer per campaign
+        assert refused.startswith(
+            "Error: campaign 'e2e': vonage's account is being dialled by dialer run on "
+        )
+        assert f"(pid {first.pid}) since " in refused
+        first.send_signal(interrupt)
         output, _ = first.communicate(timeout=120)
         returned = time.time()
         assert first.returncode == 0, output
-        assert "campaign e2e is paused: `dialer run e2e` resumes it" in output
+        assert re.search(
+            r"campaign e2e is paused: `dialer run e2e --port \d+` resumes it", output
+        )  # as given
         assert campaign_status(url) == "paused"
         with db.session_scope(url) as session:
             open_attempts = session.scalar(

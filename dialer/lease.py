@@ -1,0 +1,154 @@
+"""Who runs a campaign: a lease in the database, renewed while its holder runs, lapsing when it dies.
+
+``dialer run`` holds its campaign's lease for as long as it runs, renewing it every tick; the
+deployment's scheduler (beat) holds the lease of every campaign it pumps, as ``workers``. A lease
+not renewed for :data:`LEASE_SECONDS` has lapsed: its holder stopped (or was killed) and anyone
+may take it.
+
+The account's rate limit is held per process in ``dialer run`` (no Redis), and shared through Redis
+by the workers, so the lease is also the account's: while a ``dialer run`` holds a campaign of an
+account, no other ``dialer run`` and no worker dials for that account, and while workers run one,
+no ``dialer run`` does.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from campaigns.outcomes import CampaignStatus
+from dialer.db import Db, changed
+from dialer.errors import InvalidState
+from dialer.models import Campaign
+
+LEASE_SECONDS = 15.0
+"""How long a lease lasts without being renewed (a run renews it every tick, beat every pump)."""
+WORKERS = "the deployment's workers"
+"""The holder name of campaigns the Celery deployment runs."""
+
+
+def this_process() -> str:
+    """The holder name of this process's ``dialer run``."""
+    return f"dialer run on {socket.gethostname()} (pid {os.getpid()})"
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a campaign's lease, since when, and the campaign."""
+
+    name: str
+    since: datetime
+    campaign: str
+
+    def __str__(self) -> str:
+        return f"{self.name} since {self.since:%Y-%m-%d %H:%M:%S} UTC (campaign {self.campaign})"
+
+
+def _live(now: datetime) -> sa.ColumnElement[bool]:
+    return sa.and_(col(Campaign.runner).is_not(None), col(Campaign.runner_seen) >= now - _ttl())
+
+
+def _ttl() -> timedelta:
+    return timedelta(seconds=LEASE_SECONDS)
+
+
+def holders(session: Db, *, provider: str, now: datetime, other_than: str) -> list[Holder]:
+    """The live leases on ``provider``'s campaigns held by someone else than ``other_than``."""
+    rows = session.execute(
+        sa.select(col(Campaign.runner), col(Campaign.runner_since), col(Campaign.name)).where(
+            col(Campaign.provider) == provider, _live(now), col(Campaign.runner) != other_than
+        )
+    ).all()
+    return [Holder(str(name), since or now, str(campaign)) for name, since, campaign in rows]
+
+
+def take(session: Session, *, campaign: Campaign, holder: str, now: datetime) -> None:
+    """Take (or renew) ``campaign``'s lease for ``holder``; refused, naming who holds it, while
+    another live holder runs it or any campaign of its account."""
+    if holder != WORKERS:
+        busy = holders(session, provider=campaign.provider, now=now, other_than=holder)
+        if busy:
+            raise InvalidState(
+                f"campaign {campaign.name!r}: {campaign.provider}'s account is being dialled by {busy[0]}:"
+                " one process dials for an account at a time (its rate limit is held there);"
+                " stop or pause that first, or run both on the deployment's workers"
+            )
+    taken = changed(
+        session,
+        sa.update(Campaign)
+        .where(
+            col(Campaign.id) == campaign.id,
+            sa.or_(~_live(now), col(Campaign.runner) == holder),
+        )
+        .values(
+            runner=holder,
+            runner_seen=now,
+            runner_since=sa.case((col(Campaign.runner) == holder, col(Campaign.runner_since)), else_=now),
+        ),
+    )
+    if taken != 1:
+        (held,) = holders_of(session, campaign_id=campaign.id or 0)
+        raise InvalidState(f"campaign {campaign.name!r} is being run by {held}: stop that first")
+
+
+def holders_of(session: Db, *, campaign_id: int) -> list[Holder]:
+    row = session.execute(
+        sa.select(col(Campaign.runner), col(Campaign.runner_since), col(Campaign.name)).where(
+            col(Campaign.id) == campaign_id
+        )
+    ).one()
+    return [Holder(*row)] if row[0] else []
+
+
+def renew(session: Db, *, campaign_ids: list[int], holder: str, now: datetime) -> None:
+    """Renew ``holder``'s leases on these campaigns (those it still holds)."""
+    if campaign_ids:
+        session.execute(
+            sa.update(Campaign)
+            .where(col(Campaign.id).in_(campaign_ids), col(Campaign.runner) == holder)
+            .values(runner_seen=now)
+        )
+
+
+def release(session: Db, *, campaign_id: int, holder: str) -> None:
+    """Give up ``holder``'s lease on the campaign (if it still holds it)."""
+    session.execute(
+        sa.update(Campaign)
+        .where(col(Campaign.id) == campaign_id, col(Campaign.runner) == holder)
+        .values(runner=None, runner_seen=None, runner_since=None)
+    )
+
+
+def lapsed(campaign: Campaign, now: datetime) -> bool:
+    """Whether a running campaign has nobody behind it: no lease renewed within its time."""
+    return campaign.status == CampaignStatus.RUNNING and (
+        campaign.runner is None or campaign.runner_seen is None or campaign.runner_seen < now - _ttl()
+    )
+
+
+def hold_for_workers(session: Db, *, campaign_ids: list[int], now: datetime) -> None:
+    """The workers take (or renew) the leases of the campaigns beat pumps."""
+    if campaign_ids:
+        session.execute(
+            sa.update(Campaign)
+            .where(col(Campaign.id).in_(campaign_ids), sa.or_(~_live(now), col(Campaign.runner) == WORKERS))
+            .values(
+                runner=WORKERS,
+                runner_seen=now,
+                runner_since=sa.case(
+                    (col(Campaign.runner) == WORKERS, col(Campaign.runner_since)), else_=now
+                ),
+            )
+        )
+
+
+def run_held_providers(session: Session, *, now: datetime) -> set[str]:
+    """The providers whose account a live ``dialer run`` dials for: the workers leave them alone."""
+    return set(
+        session.exec(select(col(Campaign.provider)).where(_live(now), col(Campaign.runner) != WORKERS)).all()
+    )

@@ -1,0 +1,90 @@
+"""One dialer per campaign, and per account: the lease a run (or the workers) holds while it runs."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from click.testing import CliRunner
+from sqlmodel import select
+
+from dialer import db, lease
+from dialer.cli import main
+from dialer.errors import InvalidState
+from dialer.models import Campaign, utcnow
+from dialer.operations import get_campaign, progress
+from dialer.scheduler import pump
+from dialer.settings import Settings
+from tests.dialer.factories import NOW, FakeVonage, campaign_with_contacts, runtime
+
+A, B = "dialer run on host-a (pid 1)", "dialer run on host-b (pid 2)"
+
+
+def _take(url: str, name: str, holder: str, now: object = NOW) -> None:
+    with db.session_scope(url) as session:
+        lease.take(session, campaign=get_campaign(session, name), holder=holder, now=now)  # type: ignore[arg-type]
+
+
+def test_a_second_run_is_refused_naming_the_first_until_its_lease_lapses(url: str) -> None:
+    campaign_with_contacts(url, ["+12125550106"])
+    _take(url, "e2e", A)
+    _take(url, "e2e", A, NOW + timedelta(seconds=5))  # renewing is taking again
+    with pytest.raises(InvalidState) as caught:
+        _take(url, "e2e", B, NOW + timedelta(seconds=10))
+    assert str(caught.value).startswith(
+        "campaign 'e2e': vonage's account is being dialled by dialer run on host-a (pid 1)"
+        " since 2026-11-23 15:00:00 UTC (campaign e2e)"
+    )
+    _take(url, "e2e", B, NOW + timedelta(seconds=5 + lease.LEASE_SECONDS + 1))  # A stopped renewing
+    with db.session_scope(url) as session:
+        (holder,) = lease.holders_of(session, campaign_id=get_campaign(session, "e2e").id or 0)
+    assert holder.name == B
+
+
+def test_another_campaign_of_the_same_account_waits_and_another_accounts_does_not(url: str) -> None:
+    campaign_with_contacts(url, ["+12125550106"], name="one")
+    campaign_with_contacts(url, ["+12125550107"], name="two")
+    campaign_with_contacts(url, ["+12125550108"], name="cm-one", provider="cm")
+    _take(url, "one", A)
+    with pytest.raises(InvalidState, match="vonage's account is being dialled by dialer run on host-a"):
+        _take(url, "two", B)
+    _take(url, "cm-one", B)
+
+
+def test_a_running_campaign_nobody_runs_says_so(url: str) -> None:
+    campaign_with_contacts(url, ["+12125550106"])  # started, with no run behind it
+    with db.session_scope(url) as session:
+        report = progress(session, "e2e")
+    assert report.unattended_since is not None and report.runner is None
+    result = CliRunner().invoke(main, ["status", "e2e"], env={"DIALER_DATABASE_URL": url})
+    assert "marked running, but no process has run it since" in " ".join(result.output.split())
+    with db.session_scope(url) as session:
+        lease.take(session, campaign=get_campaign(session, "e2e"), holder=A, now=utcnow())
+        report = progress(session, "e2e")
+    assert (report.runner, report.unattended_since) == (A, None)
+
+
+def test_the_workers_leave_an_account_a_run_dials_for_and_start_is_refused(settings: Settings) -> None:
+    url = settings.database_url
+    campaign_with_contacts(url, ["+12125550106"], name="by-run")
+    campaign_with_contacts(url, ["+12125550107"], name="by-workers")
+    enqueued: list[tuple[int, float]] = []
+    deployment = runtime(settings, FakeVonage(), enqueued)  # beat's runtime: every campaign
+    deployment.clock = utcnow
+    with db.session_scope(url) as session:
+        lease.take(session, campaign=get_campaign(session, "by-run"), holder=A, now=utcnow())
+    assert pump(deployment) == 0 and enqueued == []  # not the account's other campaign either
+    with db.session_scope(url) as session:
+        get_campaign(session, "by-workers").status = "paused"
+    result = CliRunner().invoke(main, ["campaign", "resume", "by-workers"], env={"DIALER_DATABASE_URL": url})
+    assert result.exit_code == 1
+    assert "vonage's account is being dialled by dialer run on host-a (pid 1)" in result.output
+    with db.session_scope(url) as session:
+        lease.release(session, campaign_id=get_campaign(session, "by-run").id or 0, holder=A)
+        get_campaign(session, "by-workers").status = "running"
+    assert pump(deployment) == 2  # both now, and the workers hold their leases
+    with db.session_scope(url) as session:
+        held = {c.name: c.runner for c in session.exec(select(Campaign)).all()}
+    assert held == {"by-run": lease.WORKERS, "by-workers": lease.WORKERS}
+    with pytest.raises(InvalidState, match="being dialled by the deployment's workers"):
+        _take(url, "by-run", A, utcnow())
