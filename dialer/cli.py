@@ -785,9 +785,9 @@ def report(name: str, html_file: Path | None) -> None:
                 table.add_row(f"  {key}", f"{count:,}")
     console.print(table)
     if html_file is not None:
-        if not html_file.parent.is_dir():
-            raise click.ClickException(f"{html_file}: no such directory {str(html_file.parent)!r}")
-        html_file.write_text(render_html(summary), encoding="utf-8")
+        from dialer.files import write_text
+
+        write_text(html_file, render_html(summary))
         console.print(f"wrote {html_file}")
 
 

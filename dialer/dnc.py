@@ -12,6 +12,7 @@ from sqlmodel import Session, col, select
 from campaigns.phones import InvalidPhone, Normaliser, normalise
 from dialer.db import changed
 from dialer.errors import ImportFailed
+from dialer.files import not_a_file
 from dialer.importer import Reject, header_names, rows, sniff
 from dialer.models import DncEntry
 
@@ -81,8 +82,8 @@ def import_file(
 ) -> tuple[int, list[Reject]]:
     """Add every number of a CSV; return how many were new, and the rows that were not numbers
     (each with its row number and reason; the others are added)."""
-    if not path.is_file():
-        raise ImportFailed(f"{path}: no such file")
+    if (why := not_a_file(path)) is not None:
+        raise ImportFailed(f"{path}: {why}")
     encoding, delimiter = sniff(path, None, None)
     normalise = Normaliser(region)
     phones: list[str] = []

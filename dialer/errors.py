@@ -23,6 +23,10 @@ class ImportFailed(DialerError):
     """A contact file that cannot be imported; nothing was written."""
 
 
+class WriteFailed(DialerError):
+    """A file for the operator could not be written; whatever was at its path is as it was."""
+
+
 class ProviderError(DialerError):
     """A provider refused or did not answer a request."""
 

@@ -26,6 +26,7 @@ from pyarrow import parquet as pq
 from sqlmodel import Session, col
 
 from dialer.errors import ConfigurationError
+from dialer.files import write_atomically
 from dialer.models import Attempt, Campaign, Contact, DtmfAnswer
 from dialer.runtime import spec_of
 
@@ -333,11 +334,6 @@ def _xlsx(table: pa.Table, path: Path) -> None:
     """One sheet, streamed row by row; text is always written as text, never as a formula."""
     import xlsxwriter
 
-    if table.num_rows >= XLSX_MAX_ROWS:
-        raise ConfigurationError(
-            f"{path}: {table.num_rows:,} rows do not fit in one Excel sheet "
-            f"(at most {XLSX_MAX_ROWS - 1:,}): export to .csv or .parquet"
-        )
     options = {
         "constant_memory": True,
         "strings_to_formulas": False,
@@ -345,6 +341,17 @@ def _xlsx(table: pa.Table, path: Path) -> None:
         "strings_to_numbers": False,
     }
     safe = _for_spreadsheets(table)
+    try:
+        _write_book(safe, path, options)
+    except xlsxwriter.exceptions.FileCreateError as error:  # the OSError it wraps, as every writer's
+        raise (
+            error.args[0] if error.args and isinstance(error.args[0], OSError) else OSError(str(error))
+        ) from None
+
+
+def _write_book(safe: pa.Table, path: Path, options: dict[str, bool]) -> None:
+    import xlsxwriter
+
     with xlsxwriter.Workbook(str(path), options) as book:
         sheet = book.add_worksheet("results")
         sheet.write_row(0, 0, safe.column_names, book.add_format({"bold": True}))
@@ -378,11 +385,13 @@ def write_table(table: pa.Table, path: Path, *, excel: bool = False) -> None:
         raise ConfigurationError(
             f"{path}: unsupported export format {path.suffix!r} (use {', '.join(WRITERS)})"
         )
-    if not path.parent.is_dir():
-        raise ConfigurationError(f"{path}: no such directory {str(path.parent)!r}")
-    if excel:
-        if writer is not _csv:
-            raise ConfigurationError(f"{path}: --excel is for .csv files (.xlsx is Excel's own already)")
-        _csv(table, path, excel=True)
-        return
-    writer(table, path)
+    if writer is _xlsx and table.num_rows >= XLSX_MAX_ROWS:
+        raise ConfigurationError(
+            f"{path}: {table.num_rows:,} rows do not fit in one Excel sheet "
+            f"(at most {XLSX_MAX_ROWS - 1:,}): export to .csv or .parquet"
+        )
+    if excel and writer is not _csv:
+        raise ConfigurationError(f"{path}: --excel is for .csv files (.xlsx is Excel's own already)")
+    write_atomically(
+        path, lambda partial: _csv(table, partial, excel=True) if excel else writer(table, partial)
+    )

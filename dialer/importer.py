@@ -36,6 +36,7 @@ from campaigns.phones import InvalidPhone, Normaliser
 from campaigns.spec import CampaignSpec
 from dialer import db
 from dialer.errors import ImportFailed
+from dialer.files import not_a_file, write_text
 from dialer.models import Campaign, Contact, DncEntry, UTCDateTime
 from dialer.providers import get_provider
 from dialer.providers.base import Provider
@@ -256,8 +257,8 @@ def import_contacts(
 
     While this thread reads, checks and normalises a chunk, a writer thread stores the one before.
     """
-    if not path.is_file():
-        raise ImportFailed(f"{path}: no such file")
+    if (why := not_a_file(path)) is not None:
+        raise ImportFailed(f"{path}: {why}")
     spec = spec_of(campaign)
     phone_column = phone_column or spec.phone_column
     region = region or spec.region
@@ -603,5 +604,5 @@ def write_rejects(report: ImportReport, path: Path) -> None:
     writer = csv.writer(buffer)
     writer.writerow(["row (as a spreadsheet numbers it: the header is row 1)", "value", "reason"])
     writer.writerows((reject.row, reject.value, reject.reason) for reject in report.rejects)
-    path.write_text(buffer.getvalue(), encoding="utf-8")
+    write_text(path, buffer.getvalue())
     report.rejects_file = path

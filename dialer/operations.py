@@ -18,6 +18,7 @@ from campaigns.outcomes import LIVE, AttemptStatus, CampaignStatus, ContactResul
 from campaigns.spec import CampaignSpec, SpecError, parse_campaign
 from dialer.db import Db, changed, session_scope
 from dialer.errors import ConfigurationError, InvalidState, NotFound
+from dialer.files import not_a_file
 from dialer.lease import lapsed
 from dialer.models import (
     Attempt,
@@ -40,10 +41,10 @@ log = logging.getLogger("dialer.operations")
 def read_campaign_file(path: Path, settings: Settings | None = None) -> CampaignSpec:
     """Read and validate a campaign file, naming the file and field of any problem; with
     ``settings``, also against the provider account's rate limit."""
+    if (why := not_a_file(path)) is not None:
+        raise ConfigurationError(f"{path}: {why}")
     try:
         text = path.read_text(encoding="utf-8-sig")  # Notepad saves UTF-8 with a byte-order mark
-    except FileNotFoundError:
-        raise ConfigurationError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigurationError(f"{path}: cannot be read: {error}") from None
     try:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -213,3 +215,28 @@ def test_an_extension_is_a_rejected_row_where_the_provider_cannot_dial_one(tmp_p
     assert rejects_of(path)[1:] == [
         ["2", "(650) 253-0000 x123", "extension 123: CM.com cannot dial one (Vonage can)"]
     ]
+
+
+@pytest.mark.parametrize(
+    ("make", "said"),
+    [
+        (lambda path: path.mkdir(), "is a directory, not a file"),
+        (
+            lambda path: os.mkfifo(path),
+            "is a named pipe (FIFO), not a file: it is read more than once, so give a file",
+        ),
+        (None, "no such file"),
+    ],
+)
+def test_importing_what_is_not_a_file_says_what_it_is(
+    env: dict[str, str], tmp_path: Path, make: Callable[[Path], None] | None, said: str
+) -> None:
+    path = tmp_path / "contacts.csv"
+    if make is not None:
+        make(path)
+    code, output = run(env, "import", str(path), "--campaign", "e2e")
+    assert (code, output) == (1, f"Error: {path}: {said}\n")
+    assert run(env, "import", "/dev/null", "--campaign", "e2e") == (
+        1,
+        "Error: /dev/null: is a device, not a file\n",
+    )

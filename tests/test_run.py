@@ -20,7 +20,7 @@ from campaigns.outcomes import AttemptStatus
 from dialer import db
 from dialer.cli import main
 from dialer.embedded import BackgroundServer, loopback_socket
-from dialer.models import Attempt, Contact
+from dialer.models import Attempt, Campaign, Contact
 from dialer.runner import unreachable
 from dialer.settings import Settings, get_settings
 from dialer.simulators import simulator_app
@@ -176,3 +176,20 @@ def test_ctrl_c_pauses_with_no_call_after_it_returns_and_a_second_run_places_non
         check_campaign(url, simulator_url=simulator.url, export=export, queueing=120)
     with db.session_scope(url) as session:
         assert session.exec(select(Contact).where(col(Contact.state) != "done")).first() is None
+
+
+def test_a_campaign_only_simulated_so_far_asks_before_its_first_real_call(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    env = prepared(sqlite_url, tmp_path) | {"DIALER_PUBLIC_URL": "https://dialer.example.com"}
+    with db.session_scope(sqlite_url) as session:
+        session.exec(select(Campaign).where(col(Campaign.name) == "e2e")).one().simulated = True
+    get_settings.cache_clear()
+    result = CliRunner().invoke(main, ["run", "e2e", "--port", "0"], env=env, input="n\n")
+    get_settings.cache_clear()
+    assert result.exit_code == 1
+    assert (
+        "campaign e2e has only been simulated so far: place real calls through vonage? [y/N]" in result.output
+    )
+    assert result.output.rstrip().endswith("Error: campaign 'e2e': not started (it stays as it was)")
+    assert campaign_status(sqlite_url) == "draft"

@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import os
+import resource
+import subprocess
+import sys
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -8,10 +13,10 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import sqlalchemy as sa
-from sqlmodel import col
+from sqlmodel import col, select
 
 from dialer import db, export
-from dialer.errors import ConfigurationError
+from dialer.errors import ConfigurationError, DialerError
 from dialer.export import attempt_results, contact_results, write_table
 from dialer.models import Campaign, Contact
 from tests.dialer.factories import NOW, campaign_with_contacts
@@ -148,7 +153,7 @@ def test_the_contacts_own_columns_are_exported_as_the_file_gave_them(url: str, t
 )
 def test_an_unusable_output_path_is_refused(tmp_path: Path, name: str, message: str) -> None:
     path = tmp_path / name
-    with pytest.raises(ConfigurationError) as caught:
+    with pytest.raises(DialerError) as caught:
         write_table(pa.table({"phone": ["+14155550100"]}), path)
     assert str(caught.value) == message.format(path=path, parent=path.parent)
     assert not path.exists()
@@ -199,3 +204,33 @@ def test_an_excel_csv_starts_with_a_byte_order_mark(tmp_path: Path) -> None:
     assert pd.read_csv(out, encoding="utf-8-sig")["city"].tolist() == ["Zürich"]
     with pytest.raises(ConfigurationError, match=r"--excel is for \.csv files"):
         write_table(pa.table({"phone": ["+1"]}), tmp_path / "results.xlsx", excel=True)
+
+
+def _limited(limit: int) -> Callable[[], None]:
+    def apply() -> None:  # in the child: writes past ``limit`` bytes fail as on a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".xlsx", ".parquet"])
+def test_an_export_that_cannot_be_written_leaves_the_previous_file_whole(
+    url: str, finished: Campaign, tmp_path: Path, suffix: str
+) -> None:
+    (tmp_path / "out").mkdir()
+    out = tmp_path / "out" / f"results{suffix}"
+    env = {**os.environ, "DIALER_DATABASE_URL": url}
+    command = [sys.executable, "-m", "dialer", "export", "e2e", "--out", str(out)]
+    assert subprocess.run(command, env=env, capture_output=True, check=False).returncode == 0
+    before = out.read_bytes()
+    with db.session_scope(url) as session:  # more rows than fit in what the disk has left
+        contact = session.exec(select(Contact).where(col(Contact.campaign_id) == finished.id)).first()
+        assert contact is not None
+        contact.variables = contact.variables | {"note": "x" * 4000}
+    failed = subprocess.run(
+        command, env=env, capture_output=True, text=True, check=False, preexec_fn=_limited(len(before) + 512)
+    )
+    assert failed.returncode == 1
+    assert failed.stderr == f"Error: {out}: cannot be written: File too large\n"  # one line, no traceback
+    assert out.read_bytes() == before
+    assert [path.name for path in out.parent.iterdir()] == [out.name]  # no partial file left
