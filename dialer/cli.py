@@ -814,12 +814,14 @@ def serve(host: str, port: int, metrics_port: int | None, metrics_host: str, wor
 
     from dialer import metrics
     from dialer.receiver import create_app
+    from dialer.serving import uvicorn_options
 
     settings = _settings()
     # uvicorn's access log would write each callback's URL, and its token with it: the receiver
     # logs each callback itself, without the token.
     logging.getLogger("dialer.receiver").setLevel(logging.INFO)
     options: dict[str, Any] = {"host": host, "port": port, "log_level": "info", "access_log": False}
+    options |= uvicorn_options(settings)  # what a connection may send, and for how long
     receiver_metrics = None
     if metrics_port is not None:
         # With several processes, each would count only its own callbacks: then the metrics are

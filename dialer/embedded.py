@@ -113,10 +113,16 @@ def loopback_socket(port: int = 0) -> socket.socket:
 
 class BackgroundServer:
     """A uvicorn server in a thread, on a given bound socket or a free loopback port; over TLS
-    with ``certificate`` (a PEM file holding the key and the certificate chain)."""
+    with ``certificate`` (a PEM file holding the key and the certificate chain); ``options``:
+    more of uvicorn's settings (the receiver's, :func:`dialer.serving.uvicorn_options`)."""
 
     def __init__(
-        self, app: Any, *, sock: socket.socket | None = None, certificate: str | None = None
+        self,
+        app: Any,
+        *,
+        sock: socket.socket | None = None,
+        certificate: str | None = None,
+        options: dict[str, Any] | None = None,
     ) -> None:
         self._socket = sock or loopback_socket()
         self.host, self.port = self._socket.getsockname()
@@ -127,6 +133,7 @@ class BackgroundServer:
             lifespan="on",
             access_log=False,
             ssl_certfile=certificate,
+            **(options or {}),
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(

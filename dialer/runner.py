@@ -39,6 +39,7 @@ from dialer.operations import Progress, change_status, check_provider_can, get_c
 from dialer.providers import account_limit
 from dialer.receiver import create_app as receiver_app
 from dialer.runtime import spec_of
+from dialer.serving import uvicorn_options
 from dialer.settings import Settings
 from dialer.simulators import dev_credentials, simulator_app, simulator_urls
 from dialer.simulators.base import Script
@@ -193,7 +194,9 @@ def run_campaign(
             console.print(
                 f"simulating {provider} on {simulator_url}; calls take {time_scale:g} of their time"
             )
-        stack.enter_context(BackgroundServer(receiver_app(settings), sock=receiver_socket))
+        stack.enter_context(
+            BackgroundServer(receiver_app(settings), sock=receiver_socket, options=uvicorn_options(settings))
+        )
         console.print(f"running {name} through {provider}: Ctrl-C pauses")
         with (interrupts or Interrupts()).installed() as caught:
             final = _run(settings, name, campaign_id, caught, console=console, render=render, holder=holder)

@@ -156,6 +156,15 @@ class Settings(BaseSettings):
     webhook_grace: float = Field(
         3600.0, gt=0, description="seconds after its attempt ended that a callback token is still taken"
     )
+    webhook_max_head: int = Field(
+        16 * 1024, ge=1024, description="bytes a request's line and headers may have; more gets 431"
+    )
+    webhook_head_timeout: float = Field(
+        10.0, gt=0, description="seconds a request's head may take to arrive; slower, the connection closes"
+    )
+    webhook_max_connections: int = Field(
+        2000, ge=16, description="connections the receiver holds at once; a request beyond gets 503"
+    )
     tick_seconds: float = Field(1.0, gt=0, description="how often the scheduler claims due contacts")
     sweep_seconds: float = Field(10.0, gt=0, description="how often stalled attempts are checked")
     requeue_after: float = Field(30.0, gt=0, description="seconds before a queued attempt is enqueued again")

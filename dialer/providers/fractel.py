@@ -115,8 +115,10 @@ def parse_sign_in(response: httpx.Response) -> Token:
 
 def setup(settings: FractelSettings, callback_url: str, token: str | None, caller_id: str) -> httpx.Request:
     """Register our callback URL for the FoneNumber the campaign calls from."""
-    if settings.webhook_password is None:
-        raise ConfigurationError("DIALER_FRACTEL__WEBHOOK_PASSWORD is not set")
+    if settings.webhook_password is None:  # nothing we could take: refused, with one log line
+        raise WebhookAuthError(
+            "Fractel callbacks are not taken here: DIALER_FRACTEL__WEBHOOK_PASSWORD is not set"
+        )
     body = {
         "fonenumber": fonenumber(caller_id),
         "url": f"{callback_url}/event",
@@ -173,8 +175,10 @@ def error_detail(response: httpx.Response) -> str:
 
 def verify_webhook(webhook: Webhook, settings: FractelSettings) -> None:
     """Fractel sends the Basic credentials we registered with ``send_notify``."""
-    if settings.webhook_password is None:
-        raise ConfigurationError("DIALER_FRACTEL__WEBHOOK_PASSWORD is not set")
+    if settings.webhook_password is None:  # none registered: nothing to take (401, one log line)
+        raise WebhookAuthError(
+            "no Fractel callbacks are taken here: DIALER_FRACTEL__WEBHOOK_PASSWORD is not set"
+        )
     pair = f"{settings.webhook_username}:{settings.webhook_password.get_secret_value()}"
     expected = f"Basic {base64.b64encode(pair.encode()).decode()}"
     # As bytes: a header may hold any byte, and compare_digest refuses non-ASCII text.
