@@ -1,8 +1,12 @@
 """The call-outcome vocabulary and the attempt state machine.
 
 An attempt moves forward only: ``queued -> dispatching -> dialing -> ringing -> answered -> final``.
-``unknown`` marks a request that may have reached the provider without an answer (a read timeout);
-webhooks or a status look-up settle it, it is never dialed blindly again. A final status never changes.
+``unconfirmed`` marks a request that may have reached the provider without an answer (a read
+timeout, a worker that died sending it); webhooks or a status look-up settle it, it is never dialed
+blindly again. When no result comes within the call's longest possible life, the attempt ends
+``unknown``: the callee may have been called, and may have answered, so it is retried only where the
+campaign asks for it. A final status never changes, except ``unknown`` to the result a late callback
+or look-up brings (``dialer.recorder.finish``).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ class AttemptStatus(StrEnum):
 
     QUEUED = "queued"
     DISPATCHING = "dispatching"
-    UNKNOWN = "unknown"
+    UNCONFIRMED = "unconfirmed"
     DIALING = "dialing"
     RINGING = "ringing"
     ANSWERED = "answered"
@@ -26,6 +30,7 @@ class AttemptStatus(StrEnum):
     REJECTED = "rejected"
     MACHINE = "machine"
     CANCELLED = "cancelled"
+    UNKNOWN = "unknown"
 
     @property
     def is_final(self) -> bool:
@@ -45,6 +50,7 @@ FINAL = frozenset(
         AttemptStatus.REJECTED,
         AttemptStatus.MACHINE,
         AttemptStatus.CANCELLED,
+        AttemptStatus.UNKNOWN,
     }
 )
 LIVE = frozenset(AttemptStatus) - FINAL
@@ -52,7 +58,7 @@ LIVE = frozenset(AttemptStatus) - FINAL
 _RANK = {
     AttemptStatus.QUEUED: 0,
     AttemptStatus.DISPATCHING: 1,
-    AttemptStatus.UNKNOWN: 2,
+    AttemptStatus.UNCONFIRMED: 2,
     AttemptStatus.DIALING: 3,
     AttemptStatus.RINGING: 4,
     AttemptStatus.ANSWERED: 5,
@@ -84,6 +90,8 @@ class ContactResult(StrEnum):
     DTMF_ANSWERED = "dtmf_answered"
     OPTED_OUT = "opted_out"
     EXHAUSTED = "exhausted"
+    UNKNOWN = "unknown"
+    """The last attempt's result never came, and the campaign does not retry ``unknown``."""
     INVALID = "invalid"
     DNC = "dnc"
     CANCELLED = "cancelled"

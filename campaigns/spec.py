@@ -97,7 +97,8 @@ class Question(Model):
         return self.choices.get(digits) if digits else None
 
 
-RetryableOutcome = Literal["busy", "no_answer", "failed", "machine"]
+RetryableOutcome = Literal["busy", "no_answer", "failed", "machine", "unknown"]
+"""``unknown``: no result came (the callee may have been called, and answered): retried only if asked."""
 
 
 class RetryPolicy(Model):

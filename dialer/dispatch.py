@@ -236,7 +236,7 @@ def _send(
             advance(
                 session,
                 attempt_id=attempt_id,
-                status=AttemptStatus.UNKNOWN,
+                status=AttemptStatus.UNCONFIRMED,
                 now=rt.clock(),
                 reason=str(error),
             )

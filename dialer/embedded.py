@@ -10,17 +10,68 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
+import sqlalchemy as sa
 import uvicorn
 
 from dialer.dispatch import place_call
+from dialer.errors import DatabaseGone
 from dialer.pacing import LocalLimiter
 from dialer.runtime import Runtime, http_client
 from dialer.scheduler import pump, sweep
 from dialer.settings import Settings
 
 log = logging.getLogger("dialer.embedded")
+T = TypeVar("T")
+
+DATABASE_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError)
+"""What a database that is not answering raises: a dropped or refused connection, a server
+restarting, SQLite locked past its busy timeout."""
+LONGEST_BACKOFF = 5.0
+
+
+class Outage:
+    """Database errors ridden out with a growing wait, until the database has been gone longer
+    than ``limit`` seconds: then :class:`DatabaseGone`."""
+
+    def __init__(self, limit: float, *, first_wait: float = 0.25) -> None:
+        self.limit, self.first_wait = limit, first_wait
+        self.since: float | None = None
+        self.wait = first_wait
+
+    def failed(self, error: Exception) -> float:
+        """Note one failure; the seconds to wait before trying again."""
+        now = time.monotonic()
+        self.since = self.since or now
+        gone = now - self.since
+        cause = getattr(error, "orig", None) or error
+        if gone > self.limit:
+            raise DatabaseGone(
+                f"the database has not answered for {gone:.0f} s (DIALER_DB_OUTAGE_LIMIT is {self.limit:g}):"
+                f" {str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__}"
+            )
+        log.warning(
+            "database: %s; trying again in %.2g s (gone %.0f s of %g)", cause, self.wait, gone, self.limit
+        )
+        wait, self.wait = self.wait, min(self.wait * 2, LONGEST_BACKOFF)
+        return wait
+
+    def over(self) -> None:
+        if self.since is not None:
+            log.warning("database: answering again after %.0f s", time.monotonic() - self.since)
+        self.since, self.wait = None, self.first_wait
+
+    def retrying(self, step: Callable[[], T]) -> T:
+        """``step()``, tried again while the database does not answer."""
+        while True:
+            try:
+                result = step()
+            except DATABASE_ERRORS as error:
+                time.sleep(self.failed(error))
+                continue
+            self.over()
+            return result
 
 
 class LocalQueue:
@@ -51,6 +102,8 @@ class LocalQueue:
                 _, _, attempt_id = heapq.heappop(self._heap)
             try:
                 self._handler(attempt_id)
+            except DATABASE_ERRORS as error:  # the attempt stays queued: the sweeper sends it again
+                log.warning("placing attempt %s: database: %s", attempt_id, getattr(error, "orig", error))
             except Exception:
                 log.exception("placing attempt %s failed", attempt_id)
 
@@ -83,20 +136,34 @@ def run_until(
     only: frozenset[int] | None = None,
 ) -> None:
     """Pump, place and sweep in this process until ``done()`` says the work is over (``only``
-    these campaigns, by id, if given). On return no call of this process is on its way."""
+    these campaigns, by id, if given). On return no call of this process is on its way.
+
+    A database that does not answer is waited for, trying again with a growing wait, for up to
+    ``DIALER_DB_OUTAGE_LIMIT`` seconds; past that the callers stop and :class:`DatabaseGone` is raised."""
     holder: dict[str, Runtime] = {}
     queue = LocalQueue(lambda attempt_id: place_call(holder["rt"], attempt_id))
     rt = holder["rt"] = local_runtime(settings, queue.put, only)
+    outage = Outage(settings.db_outage_limit, first_wait=settings.tick_seconds)
+    last_sweep = 0.0
+
+    def step() -> None:
+        nonlocal last_sweep
+        pump(rt)
+        if time.monotonic() - last_sweep >= settings.sweep_seconds:
+            sweep(rt)
+            last_sweep = time.monotonic()
+        if on_tick:
+            on_tick()
+
     try:
         with queue:
-            last_sweep = 0.0
             while not done():
-                pump(rt)
-                if time.monotonic() - last_sweep >= settings.sweep_seconds:
-                    sweep(rt)
-                    last_sweep = time.monotonic()
-                if on_tick:
-                    on_tick()
+                try:
+                    step()
+                except DATABASE_ERRORS as error:
+                    time.sleep(outage.failed(error))  # Ctrl-C is seen within LONGEST_BACKOFF
+                    continue
+                outage.over()
                 time.sleep(settings.tick_seconds)
     finally:
         # Only once the callers have stopped: a request in flight must not lose its connection.

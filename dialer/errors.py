@@ -19,6 +19,10 @@ class InvalidState(DialerError):
     """The command does not fit the campaign's current status."""
 
 
+class DatabaseGone(DialerError):
+    """The database has not answered for longer than ``DIALER_DB_OUTAGE_LIMIT``."""
+
+
 class ImportFailed(DialerError):
     """A contact file that cannot be imported; nothing was written."""
 

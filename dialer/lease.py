@@ -3,7 +3,8 @@
 ``dialer run`` holds its campaign's lease for as long as it runs, renewing it every tick; the
 deployment's scheduler (beat) holds the lease of every campaign it pumps, as ``workers``. A lease
 not renewed for :data:`LEASE_SECONDS` has lapsed: its holder stopped (or was killed) and anyone
-may take it.
+may take it. A ``dialer run`` on this host whose process is gone has lapsed at once (a service
+restarted after a crash does not wait for it).
 
 The account's rate limit is held per process in ``dialer run`` (no Redis), and shared through Redis
 by the workers, so the lease is also the account's: while a ``dialer run`` holds a campaign of an
@@ -14,6 +15,7 @@ no ``dialer run`` does.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,6 +37,36 @@ WORKERS = "the deployment's workers"
 def this_process() -> str:
     """The holder name of this process's ``dialer run``."""
     return f"dialer run on {socket.gethostname()} (pid {os.getpid()})"
+
+
+_RUN = re.compile(r"dialer run on (?P<host>.+) \(pid (?P<pid>\d+)\)")
+
+
+def _gone(holder: str) -> bool:
+    """Whether ``holder`` is a ``dialer run`` of this host whose process no longer exists."""
+    match = _RUN.fullmatch(holder)
+    if match is None or match["host"] != socket.gethostname():
+        return False
+    try:
+        os.kill(int(match["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # another user's process: alive
+    return False
+
+
+def _drop_gone(session: Db, *, provider: str, now: datetime) -> None:
+    """Release the live-looking leases on ``provider``'s campaigns of runs here that have died."""
+    names = session.execute(
+        sa.select(col(Campaign.runner)).where(col(Campaign.provider) == provider, _live(now)).distinct()
+    ).scalars()
+    for name in [name for name in names if name and _gone(name)]:
+        session.execute(
+            sa.update(Campaign)
+            .where(col(Campaign.runner) == name)
+            .values(runner=None, runner_seen=None, runner_since=None)
+        )
 
 
 @dataclass(frozen=True)
@@ -70,6 +102,7 @@ def holders(session: Db, *, provider: str, now: datetime, other_than: str) -> li
 def take(session: Session, *, campaign: Campaign, holder: str, now: datetime) -> None:
     """Take (or renew) ``campaign``'s lease for ``holder``; refused, naming who holds it, while
     another live holder runs it or any campaign of its account."""
+    _drop_gone(session, provider=campaign.provider, now=now)
     if holder != WORKERS:
         busy = holders(session, provider=campaign.provider, now=now, other_than=holder)
         if busy:
@@ -127,7 +160,10 @@ def release(session: Db, *, campaign_id: int, holder: str) -> None:
 def lapsed(campaign: Campaign, now: datetime) -> bool:
     """Whether a running campaign has nobody behind it: no lease renewed within its time."""
     return campaign.status == CampaignStatus.RUNNING and (
-        campaign.runner is None or campaign.runner_seen is None or campaign.runner_seen < now - _ttl()
+        campaign.runner is None
+        or campaign.runner_seen is None
+        or campaign.runner_seen < now - _ttl()
+        or _gone(campaign.runner)
     )
 
 

@@ -228,13 +228,36 @@ def _campaign(session: Db, campaign_id: int) -> tuple[str, CampaignSpec]:
 
 
 @cache
-def _settle_contact(columns: tuple[str, ...]) -> sa.Update:
-    """The update of :func:`settle` to a contact still being called, setting ``columns``."""
+def _settle_contact(columns: tuple[str, ...], *, late: bool = False) -> sa.Update:
+    """The update of :func:`settle` to a contact still being called, setting ``columns``; or,
+    ``late``, to one whose last attempt ended ``unknown`` and that has not been called since."""
+    if late:
+        last = sa.select(ATTEMPTS.c.number).where(_ATTEMPT_ID).scalar_subquery()
+        still_its = sa.and_(
+            CONTACTS.c.attempts == last,
+            sa.or_(CONTACTS.c.state == ContactState.PENDING, CONTACTS.c.result == ContactResult.UNKNOWN),
+        )
+    else:
+        still_its = CONTACTS.c.state == ContactState.CALLING
     return (
         sa.update(CONTACTS)
-        .where(_CONTACT_ID, CONTACTS.c.state == ContactState.CALLING)
+        .where(_CONTACT_ID, still_its)
         .values({column: sa.bindparam(f"b_{column}") for column in columns})
     )
+
+
+_REPLACE_UNKNOWN = (
+    sa.update(ATTEMPTS)
+    .where(ATTEMPTS.c.id == sa.bindparam("b_id"), ATTEMPTS.c.status == AttemptStatus.UNKNOWN)
+    .values(
+        status=sa.bindparam("b_status"),
+        updated_at=sa.bindparam("b_now"),
+        ended_at=sa.bindparam("b_now"),
+        reason=sa.bindparam("b_reason"),
+        duration=sa.func.coalesce(sa.bindparam("b_duration"), ATTEMPTS.c.duration),
+        price=sa.func.coalesce(sa.bindparam("b_price"), ATTEMPTS.c.price),
+    )
+)
 
 
 @cache
@@ -267,8 +290,11 @@ def settle(
     spec: CampaignSpec,
     campaign_status: str,
     now: datetime,
+    late: bool = False,
 ) -> None:
-    """After a final outcome: finish the contact, or schedule its next attempt by the retry policy."""
+    """After a final outcome: finish the contact, or schedule its next attempt by the retry policy
+    (``late``: the outcome replaces an ``unknown`` one, and settles the contact again if it has not
+    been called since)."""
     values: dict[str, Any]
     if outcome == AttemptStatus.COMPLETED:
         opted_out, answered = session.execute(_CALL_RESULT, {"attempt": attempt.id}).one()
@@ -286,12 +312,14 @@ def settle(
         made = session.scalar(_ATTEMPTS_MADE, {"contact": attempt.contact_id})
         retry_at = next_attempt_at(spec.retry, outcome=outcome, attempts_made=made or 0, ended_at=now)
         if retry_at is None:
-            values = {"state": ContactState.DONE, "result": ContactResult.EXHAUSTED}
+            result = ContactResult.UNKNOWN if outcome == AttemptStatus.UNKNOWN else ContactResult.EXHAUSTED
+            values = {"state": ContactState.DONE, "result": result}
         else:
             values = {"state": ContactState.PENDING, "next_attempt_at": retry_at}
     values["updated_at"] = now
-    params = {"contact": attempt.contact_id} | {f"b_{column}": value for column, value in values.items()}
-    session.execute(_settle_contact(tuple(sorted(values))), params)
+    params = {"contact": attempt.contact_id, "attempt": attempt.id}
+    params |= {f"b_{column}": value for column, value in values.items()}
+    session.execute(_settle_contact(tuple(sorted(values)), late=late), params)
 
 
 def finish(
@@ -304,11 +332,29 @@ def finish(
     **figures: Any,
 ) -> bool:
     """End an attempt with a final ``status`` (and the call's ``figures``: duration, price) and
-    settle its contact; False if it had already ended, and then nothing is written."""
+    settle its contact; False if it had already ended, and then nothing is written.
+
+    An attempt that ended ``unknown`` (no result came in time) takes the result that comes late,
+    and its contact is settled by it, unless it has been called again since."""
+    late = False
     if not advance(session, attempt_id=attempt.id or 0, status=status, now=now, reason=reason, **figures):
-        return False
+        if status == AttemptStatus.UNKNOWN:
+            return False
+        replaced = {"b_id": attempt.id, "b_status": status.value, "b_now": now, "b_reason": reason}
+        replaced |= {"b_duration": figures.get("duration"), "b_price": figures.get("price")}
+        if changed(session, _REPLACE_UNKNOWN, replaced) != 1:
+            return False
+        late = True
     campaign_status, spec = _campaign(session, attempt.campaign_id)
-    settle(session, attempt=attempt, outcome=status, spec=spec, campaign_status=campaign_status, now=now)
+    settle(
+        session,
+        attempt=attempt,
+        outcome=status,
+        spec=spec,
+        campaign_status=campaign_status,
+        now=now,
+        late=late,
+    )
     return True
 
 
@@ -361,7 +407,8 @@ def _blocked_by_account(
 
 def _call_over(session: Db, attempt_id: int) -> bool:
     status = session.scalar(_STATUS, {"attempt": attempt_id})
-    return status is not None and AttemptStatus(status).is_final
+    # An attempt given up as ``unknown`` may be a call still going on: its inputs are answered.
+    return status is not None and AttemptStatus(status).is_final and status != AttemptStatus.UNKNOWN
 
 
 @dataclass(frozen=True)
@@ -578,7 +625,7 @@ def _check_input_time(attempt: AttemptRow, now: datetime) -> None:
     """DTMF input belongs to an answered call: while it lasts, or just after it ended (some
     providers post the keys when the call ends)."""
     current = AttemptStatus(attempt.status)
-    if not current.is_final:
+    if not current.is_final or current == AttemptStatus.UNKNOWN:
         return
     if current not in (AttemptStatus.COMPLETED, AttemptStatus.MACHINE):
         raise WebhookPayloadError(f"DTMF input for a call that was not answered ({current})")

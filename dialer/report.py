@@ -152,6 +152,7 @@ _COLOURS = {
     ContactResult.DTMF_ANSWERED: "#1b5e20",
     ContactResult.OPTED_OUT: "#4527a0",
     ContactResult.EXHAUSTED: "#c62828",
+    ContactResult.UNKNOWN: "#546e7a",
     ContactResult.DNC: "#6a1b9a",
     ContactResult.INVALID: "#8d6e63",
     ContactResult.CANCELLED: "#757575",
@@ -161,6 +162,7 @@ _COLOURS = {
     AttemptStatus.FAILED: "#c62828",
     AttemptStatus.REJECTED: "#ad1457",
     AttemptStatus.MACHINE: "#5d4037",
+    AttemptStatus.UNKNOWN: "#546e7a",
 }
 _DEFAULT_COLOUR = "#1565c0"
 

@@ -32,8 +32,8 @@ from rich.table import Table
 
 from campaigns.outcomes import CampaignStatus
 from dialer import db, lease
-from dialer.embedded import BackgroundServer, run_until
-from dialer.errors import ConfigurationError, InvalidState
+from dialer.embedded import DATABASE_ERRORS, BackgroundServer, Outage, run_until
+from dialer.errors import ConfigurationError, DatabaseGone, InvalidState
 from dialer.models import utcnow
 from dialer.operations import Progress, change_status, check_provider_can, get_campaign, progress
 from dialer.providers import account_limit
@@ -198,10 +198,18 @@ def run_campaign(
             BackgroundServer(receiver_app(settings), sock=receiver_socket, options=uvicorn_options(settings))
         )
         console.print(f"running {name} through {provider}: Ctrl-C pauses")
-        with (interrupts or Interrupts()).installed() as caught:
-            final = _run(settings, name, campaign_id, caught, console=console, render=render, holder=holder)
-    if final.status == CampaignStatus.PAUSED:
         resume = again or f"dialer run {name}{' --simulate' if simulate else ''}"
+        with (interrupts or Interrupts()).installed() as caught:
+            try:
+                final = _run(
+                    settings, name, campaign_id, caught, console=console, render=render, holder=holder
+                )
+            except DatabaseGone as error:
+                raise DatabaseGone(
+                    f"{error}. No call has been placed since it stopped answering; the campaign stays"
+                    f" marked running, and `{resume}` resumes it once the database is back"
+                ) from None
+    if final.status == CampaignStatus.PAUSED:
         console.print(f"\ncampaign {name} is paused: `{resume}` resumes it")
     else:
         console.print(f"\ncampaign {name} is {final.status}")
@@ -209,8 +217,11 @@ def run_campaign(
 
 
 def _release(url: str, campaign_id: int, holder: str) -> None:
-    with db.session_scope(url) as session:
-        lease.release(session, campaign_id=campaign_id, holder=holder)
+    try:
+        with db.session_scope(url) as session:
+            lease.release(session, campaign_id=campaign_id, holder=holder)
+    except DATABASE_ERRORS:
+        pass  # a database gone cannot be told: the lease lapses on its own
 
 
 def _start_or_resume(url: str, name: str, *, simulate: bool) -> None:
@@ -238,13 +249,20 @@ def _run(
     render: Callable[[Progress], Table],
     holder: str,
 ) -> Progress:
+    outage = Outage(settings.db_outage_limit)
+
     def read() -> Progress:
         with db.session_scope(settings.database_url) as session:
             lease.renew(session, campaign_ids=[campaign_id], holder=holder, now=utcnow())
             return progress(session, name)
 
+    def pause() -> None:
+        with db.session_scope(settings.database_url) as session:
+            if get_campaign(session, name).status == CampaignStatus.RUNNING:
+                change_status(session, name=name, action="pause", now=utcnow())
+
     only = frozenset({campaign_id})
-    state = {"report": read()}
+    state = {"report": outage.retrying(read)}
     with Live(render(state["report"]), console=console, auto_refresh=False, transient=False) as live:
 
         def tick() -> None:
@@ -258,10 +276,8 @@ def _run(
         if interrupts.stop.is_set():
             # The callers have stopped and their last requests are answered: from here on the
             # campaign is paused and its queued attempts withdrawn, so nothing more is placed.
-            with db.session_scope(settings.database_url) as session:
-                if get_campaign(session, name).status == CampaignStatus.RUNNING:
-                    change_status(session, name=name, action="pause", now=utcnow())
-            tick()
+            outage.retrying(pause)
+            outage.retrying(tick)
             if state["report"].live_calls:
                 console.print(
                     f"paused; waiting for {state['report'].live_calls} call(s) in progress to end so"
@@ -273,4 +289,4 @@ def _run(
                 on_tick=tick,
                 only=only,
             )
-    return read()
+    return outage.retrying(read)

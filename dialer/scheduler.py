@@ -25,14 +25,22 @@ from dialer.dispatch import through_gate
 from dialer.errors import ProviderError
 from dialer.models import Attempt, Campaign, Contact, DncEntry
 from dialer.providers import PROVIDERS, get_provider
+from dialer.providers.base import RING_SECONDS, Provider
 from dialer.recorder import apply_event, apply_held, finish
 from dialer.runtime import Runtime, spec_of
+from dialer.settings import Settings
 from dialer.zones import assign_groups, open_groups
 
 log = logging.getLogger("dialer.scheduler")
 
 LOOKAHEAD = 2.0
 """Seconds of each provider's budget kept queued ahead of the workers."""
+LONGEST_CALL = timedelta(minutes=10)
+"""A call's longest life when its campaign sets no ``call.max_duration``, before its recordings'
+longest and an hour for a transfer are added."""
+TRANSFER_LONGEST = timedelta(hours=1)
+LONGEST_EVER = timedelta(days=1)
+"""No call lasts longer (Vonage's ``length_timer`` at most): a look-up saying otherwise is not believed."""
 _LIVE = [status.value for status in LIVE]
 
 
@@ -199,11 +207,25 @@ def pump(rt: Runtime) -> int:
     return len(claimed)
 
 
+def result_wait(spec: CampaignSpec, provider: Provider, settings: Settings) -> timedelta:
+    """How long after it was sent an attempt with no result ends ``unknown``: the ring, the call's
+    longest life and the provider's callback delay (``DIALER_GIVE_UP_AFTER`` instead, if set)."""
+    if settings.give_up_after is not None:
+        return timedelta(seconds=settings.give_up_after)
+    call = spec.call.max_duration
+    if call is None:
+        steps = spec.call_flow.steps.values()
+        call = LONGEST_CALL + sum((s.max_duration for s in steps if s.action == "record"), timedelta())
+        if any(step.action == "transfer" for step in steps):
+            call += TRANSFER_LONGEST
+    return timedelta(seconds=RING_SECONDS + provider.callback_delay) + call
+
+
 def sweep(rt: Runtime) -> dict[str, int]:
     """Re-enqueue lost work and settle attempts whose result never came."""
     settings = rt.settings
     now = rt.clock()
-    counts = {"requeued": 0, "unknown": 0, "looked_up": 0, "given_up": 0, "waiting": 0}
+    counts = {"requeued": 0, "unconfirmed": 0, "looked_up": 0, "given_up": 0, "waiting": 0}
     with session_scope(rt.database_url) as session:
         stale = now - timedelta(seconds=settings.requeue_after)
         requeue = (
@@ -224,7 +246,7 @@ def sweep(rt: Runtime) -> dict[str, int]:
         for provider in PROVIDERS:
             answer = settings.provider_settings(provider).answer_timeout or settings.http_timeout
             cut = now - timedelta(seconds=answer * 3)
-            counts["unknown"] += changed(
+            counts["unconfirmed"] += changed(
                 session,
                 sa.update(Attempt)
                 .where(
@@ -233,8 +255,12 @@ def sweep(rt: Runtime) -> dict[str, int]:
                     col(Attempt.updated_at) < cut,
                     rt.serves(Attempt.campaign_id),
                 )
-                .values(status=AttemptStatus.UNKNOWN, updated_at=now, reason="worker stopped while sending"),
+                .values(
+                    status=AttemptStatus.UNCONFIRMED, updated_at=now, reason="worker stopped while sending"
+                ),
             )
+        # Quiet this long, an attempt is looked up; it may end unknown sooner where that is set shorter.
+        quiet = min(settings.settle_after, settings.give_up_after or settings.settle_after)
         overdue = session.exec(
             select(Attempt)
             .where(
@@ -242,18 +268,25 @@ def sweep(rt: Runtime) -> dict[str, int]:
                     [
                         s.value
                         for s in (
-                            AttemptStatus.UNKNOWN,
+                            AttemptStatus.UNCONFIRMED,
                             AttemptStatus.DIALING,
                             AttemptStatus.RINGING,
                             AttemptStatus.ANSWERED,
                         )
                     ]
                 ),
-                col(Attempt.updated_at) < now - timedelta(seconds=settings.settle_after),
+                col(Attempt.updated_at) < now - timedelta(seconds=quiet),
                 rt.serves(Attempt.campaign_id),
             )
+            .order_by(col(Attempt.updated_at))
             .limit(200)
         ).all()
+        specs = {
+            campaign.id: spec_of(campaign)
+            for campaign in session.exec(
+                select(Campaign).where(col(Campaign.id).in_({a.campaign_id for a in overdue}))
+            )
+        }
         # Callbacks kept before their call id was known, whose attempt learnt it since.
         counts["held_applied"] = sum(
             apply_held(
@@ -266,14 +299,16 @@ def sweep(rt: Runtime) -> dict[str, int]:
         rt.enqueue(attempt_id, 0)
     counts["requeued"] = len(requeue)
     for attempt in overdue:
-        counts[_reconcile(rt, attempt, now)] += 1
+        counts[_reconcile(rt, attempt, specs[attempt.campaign_id], now)] += 1
     return counts
 
 
-def _reconcile(rt: Runtime, attempt: Attempt, now: datetime) -> str:
-    """Ask the provider how an overdue attempt ended; give up on it after ``give_up_after``."""
+def _reconcile(rt: Runtime, attempt: Attempt, spec: CampaignSpec, now: datetime) -> str:
+    """Ask the provider how an overdue attempt ended; past :func:`result_wait`, with no answer, it
+    ends ``unknown``: the callee may have been called, so it is not retried as a failure."""
     provider = get_provider(attempt.provider)
-    if attempt.provider_call_id and provider.can_look_up:
+    started = attempt.dispatched_at or attempt.queued_at
+    if attempt.provider_call_id and provider.can_look_up and started > now - LONGEST_EVER:
         slot = rt.limiter.reserve([rt.provider_bucket(attempt.provider)], max_wait=0.5)
         if slot.granted:
             rt.sleep(slot.wait)
@@ -292,15 +327,27 @@ def _reconcile(rt: Runtime, attempt: Attempt, now: datetime) -> str:
                         sa.update(Attempt).where(col(Attempt.id) == attempt.id).values(updated_at=now)
                     )
                 return "looked_up"
-    started = attempt.dispatched_at or attempt.queued_at
-    if started < now - timedelta(seconds=rt.settings.give_up_after):
+    wait = result_wait(spec, provider, rt.settings)
+    if started < now - wait:
         with session_scope(rt.database_url) as session:
             finish(
                 session,
                 attempt=attempt,
-                status=AttemptStatus.FAILED,
+                status=AttemptStatus.UNKNOWN,
                 now=now,
-                reason="no result from the provider",
+                reason=_no_result(provider, wait),
             )
         return "given_up"
     return "waiting"
+
+
+def _no_result(provider: Provider, wait: timedelta) -> str:
+    """Why an attempt ended ``unknown``, and where its result may still be read."""
+    seconds = wait.total_seconds()
+    span = f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:g} s"
+    said = f"no result from {provider.title} within {span} of sending the call"
+    if provider.can_look_up:
+        return f"{said}, and its status look-up did not tell"
+    if provider.call_records:
+        return f"{said}; {provider.call_records}"
+    return f"{said}; its documents offer no status look-up or call records"

@@ -165,14 +165,23 @@ class Settings(BaseSettings):
     webhook_max_connections: int = Field(
         2000, ge=16, description="connections the receiver holds at once; a request beyond gets 503"
     )
+    db_outage_limit: float = Field(
+        300.0,
+        gt=0,
+        description="seconds `dialer run` rides out a database that does not answer before it stops calling"
+        " and exits",
+    )
     tick_seconds: float = Field(1.0, gt=0, description="how often the scheduler claims due contacts")
     sweep_seconds: float = Field(10.0, gt=0, description="how often stalled attempts are checked")
     requeue_after: float = Field(30.0, gt=0, description="seconds before a queued attempt is enqueued again")
     settle_after: float = Field(
         600.0, gt=0, description="seconds without news before an attempt is looked up"
     )
-    give_up_after: float = Field(
-        3600.0, gt=0, description="seconds after dispatch before an attempt with no result is failed"
+    give_up_after: float | None = Field(
+        None,
+        gt=0,
+        description="seconds after dispatch before an attempt with no result ends unknown (None: the"
+        " ring, the campaign's longest call and the provider's callback delay)",
     )
     vonage: VonageSettings = VonageSettings()
     cm: CmSettings = CmSettings()

@@ -56,6 +56,10 @@ class Capabilities:
     """Whether a flow can record the callee's voice (a record step)."""
 
 
+RING_SECONDS = 60
+"""How long a call rings before it is given up as unanswered."""
+
+
 @dataclass(frozen=True)
 class CallOrder:
     """Everything a provider needs to place one attempt, or to run the next part of its flow."""
@@ -69,7 +73,7 @@ class CallOrder:
     """Our per-attempt webhook base, ``{public_url}/webhooks/{provider}/{token}``; add the kind."""
     reference: str
     """Names the attempt to the provider, in a field its records may show: never a secret."""
-    ring_timeout: int = 60
+    ring_timeout: int = RING_SECONDS
     call: CallOptions = field(default_factory=CallOptions)
     extension: str = ""
     """Digits to send once the call is answered ('' for none)."""
@@ -288,6 +292,12 @@ class Provider:
     recording_request: Callable[[str, Any, str | None], httpx.Request] | None = None
     """The download of a recording at a URL the provider gave, with the account's credentials."""
     recording_hosts: tuple[str, ...] = ()
+    callback_delay: float = 120.0
+    """Seconds after a call ends within which its last callback has come, the provider's retries
+    included: past the call's longest life and this, no result is coming (the attempt is ``unknown``)."""
+    call_records: str = ""
+    """Where an operator reads how a call ended that no callback told (a CDR or report API), for a
+    provider with no status look-up: named in the reason of an attempt that ended ``unknown``."""
     """The domains a recording may be fetched from with those credentials (the simulator's too)."""
 
     def repeats_tones(self, settings: Any) -> bool:

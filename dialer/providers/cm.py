@@ -265,6 +265,7 @@ PROVIDER = Provider(
         tts=True, ssml=True, audio=False, dtmf=True, machine_detection=False, text_limit=PROMPT_LIMITS["DTMF"]
     ),
     default_rate_limit=10.0,
+    call_records="CM.com's Voice CDR API (https://docs.cmtelecom.com/voice-cdr/v1) lists the account's calls",
     build_call=build_call,
     parse_call=parse_call,
     verify_webhook=verify_webhook,

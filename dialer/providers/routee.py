@@ -429,6 +429,7 @@ def voice_problem(voice: str) -> str | None:
 PROVIDER = Provider(
     name="routee",
     title="Routee",
+    callback_delay=300.0,  # it retries a callback not acknowledged within 2 s
     capabilities=Capabilities(
         tts=True,
         ssml=False,

@@ -180,6 +180,8 @@ class Placement:
     at: float
     digits_after_answer: str = ""
     """DTMF the request asked to send once the callee answers (an extension), as it was given."""
+    behaviour: str = ""
+    """How the callee behaves (:class:`Script`): ``answered`` and ``machine`` pick up."""
 
 
 @dataclass
@@ -249,8 +251,9 @@ class Simulation:
     def place(self, to: str, call_id: str, digits_after_answer: str = "") -> Script:
         """Log an accepted call and say how its callee behaves."""
         self._seen[to] += 1
-        self.placements.append(Placement(to, call_id, time.time(), digits_after_answer))
-        return self.scripts.get(to) or script_for(to, self._seen[to])
+        script = self.scripts.get(to) or script_for(to, self._seen[to])
+        self.placements.append(Placement(to, call_id, time.time(), digits_after_answer, script.behaviour))
+        return script
 
     def transfer(self, to: str, leg_id: str) -> Script:
         """Log a leg a transfer placed (not a call of ours: the account places it for the call)

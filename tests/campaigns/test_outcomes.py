@@ -10,7 +10,8 @@ from campaigns.outcomes import FINAL, AttemptStatus, moves_forward
     [
         (AttemptStatus.QUEUED, AttemptStatus.DISPATCHING, True),
         (AttemptStatus.DIALING, AttemptStatus.RINGING, True),
-        (AttemptStatus.UNKNOWN, AttemptStatus.RINGING, True),
+        (AttemptStatus.UNCONFIRMED, AttemptStatus.RINGING, True),
+        (AttemptStatus.UNKNOWN, AttemptStatus.RINGING, False),
         (AttemptStatus.RINGING, AttemptStatus.COMPLETED, True),
         (AttemptStatus.ANSWERED, AttemptStatus.RINGING, False),
         (AttemptStatus.COMPLETED, AttemptStatus.ANSWERED, False),
@@ -31,4 +32,5 @@ def test_every_final_outcome_is_final() -> None:
         "rejected",
         "machine",
         "cancelled",
+        "unknown",
     }

@@ -112,7 +112,7 @@ def test_a_timeout_after_sending_is_never_redialed(settings: Settings) -> None:
     rt = runtime(settings, times_out, enqueued)
     place_call(rt, attempt.id or 0)
     place_call(rt, attempt.id or 0)
-    assert _attempt(settings.database_url, attempt.id or 0).status == "unknown"
+    assert _attempt(settings.database_url, attempt.id or 0).status == "unconfirmed"
     assert enqueued == []
 
 

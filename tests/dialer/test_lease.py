@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
+import socket
+import subprocess
+import sys
 from datetime import timedelta
 
 import pytest
@@ -39,6 +44,23 @@ def test_a_second_run_is_refused_naming_the_first_until_its_lease_lapses(url: st
     with db.session_scope(url) as session:
         (holder,) = lease.holders_of(session, campaign_id=get_campaign(session, "e2e").id or 0)
     assert holder.name == B
+
+
+def test_a_run_of_this_host_that_died_holds_nothing(url: str) -> None:
+    """A service restarted after a crash takes its campaign back at once, not after the lease's
+    15 s; a live process of this host, or any of another host, is waited for."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    here = socket.gethostname()
+    campaign_with_contacts(url, ["+12125550106"])
+    _take(url, "e2e", f"dialer run on {here} (pid {dead.pid})")
+    _take(url, "e2e", B, NOW + timedelta(seconds=1))
+    with pytest.raises(InvalidState, match="dialer run on host-b"):
+        _take(url, "e2e", f"dialer run on {here} (pid {os.getpid()})", NOW + timedelta(seconds=2))
+    alive = f"dialer run on {here} (pid {os.getpid()})"
+    _take(url, "e2e", alive, NOW + timedelta(seconds=5 + lease.LEASE_SECONDS))
+    with pytest.raises(InvalidState, match=re.escape(alive)):
+        _take(url, "e2e", B, NOW + timedelta(seconds=6 + lease.LEASE_SECONDS))
 
 
 def test_another_campaign_of_the_same_account_waits_and_another_accounts_does_not(url: str) -> None:

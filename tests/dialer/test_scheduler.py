@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from importlib import resources
 from pathlib import Path
 
 import httpx
@@ -10,13 +11,17 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import col, select
 
-from campaigns.spec import parse_campaign
+from campaigns.outcomes import AttemptStatus
+from campaigns.spec import CallOptions, parse_campaign
 from dialer import db
 from dialer.importer import import_contacts
 from dialer.models import Attempt, Campaign, Contact, DncEntry, ZoneGroup
 from dialer.operations import change_status, create_campaign, set_provider
-from dialer.runtime import Runtime
-from dialer.scheduler import pump, sweep
+from dialer.providers import get_provider
+from dialer.providers.base import CallEvent
+from dialer.recorder import apply_event
+from dialer.runtime import Runtime, spec_of
+from dialer.scheduler import claim_due, pump, result_wait, sweep
 from dialer.settings import Settings
 from tests.dialer.factories import (
     NOW,
@@ -94,8 +99,8 @@ def test_a_worker_killed_while_sending_leaves_unknown_not_a_redial(settings: Set
     enqueued: list[tuple[int, float]] = []
     rt = runtime(settings, FakeVonage(), enqueued)
     rt.clock = lambda: NOW + timedelta(minutes=5)
-    assert sweep(rt)["unknown"] == 1
-    assert _attempts(settings.database_url)[0].status == "unknown" and enqueued == []
+    assert sweep(rt)["unconfirmed"] == 1
+    assert _attempts(settings.database_url)[0].status == "unconfirmed" and enqueued == []
 
 
 def _overdue_call(settings: Settings) -> tuple[FakeVonage, Runtime]:
@@ -128,16 +133,105 @@ def test_a_status_look_up_passes_the_provider_gate_like_a_call(settings: Setting
     assert now[0] >= first + rt.provider_gate("vonage").transit + 1.0 - 1e-6
 
 
-def test_an_attempt_the_provider_knows_nothing_of_is_given_up(settings: Settings) -> None:
-    campaign = campaign_with_contacts(settings.database_url, PHONES[:1])
-    queued_attempts(settings.database_url, campaign, 1)
+def _silent_call(settings: Settings, provider: str = "vonage", retry_on: str = "") -> Runtime:
+    """An attempt sent at NOW of which nothing was heard since (its callbacks lost)."""
+    text = campaign_text(provider, 60)
+    if retry_on:
+        text = text.replace('retry_on = ["busy", "no_answer", "failed"]', f"retry_on = {retry_on}")
+    campaign = campaign_with_contacts(settings.database_url, PHONES[:1], provider=provider, text=text)
     with db.session_scope(settings.database_url) as session:
-        session.execute(sa.update(Attempt).values(status="unknown", dispatched_at=NOW))
-    rt = runtime(settings, FakeVonage(), [])
-    rt.clock = lambda: NOW + timedelta(seconds=settings.give_up_after + 1)
+        spec = spec_of(session.get_one(Campaign, campaign.id))
+        claim_due(session, campaign=session.get_one(Campaign, campaign.id), spec=spec, limit=1, now=NOW)
+        session.execute(
+            sa.update(Attempt).values(status="dialing", provider_call_id="call-9", dispatched_at=NOW)
+        )
+    return runtime(settings, FakeVonage(*[httpx.Response(404)] * 10), [])
+
+
+def _contact(url: str) -> tuple[str, str | None]:
+    with db.session_scope(url) as session:
+        contact = session.exec(select(Contact)).one()
+        return contact.state, contact.result
+
+
+def test_an_attempt_with_no_result_ends_unknown_and_is_not_called_again(settings: Settings) -> None:
+    """CM.com has no status look-up: past the ring, the longest call (10 min unless the campaign
+    says) and its callback delay (2 min), the attempt is unknown, and the contact done as such."""
+    rt = _silent_call(settings, "cm")
+    rt.clock = lambda: NOW + timedelta(minutes=12, seconds=59)
+    assert sweep(rt)["waiting"] == 1
+    rt.clock = lambda: NOW + timedelta(minutes=13, seconds=1)
     assert sweep(rt)["given_up"] == 1
     attempt = _attempts(settings.database_url)[0]
-    assert (attempt.status, attempt.reason) == ("failed", "no result from the provider")
+    assert attempt.status == "unknown"
+    assert attempt.reason == (
+        "no result from CM.com within 13 min of sending the call; CM.com's Voice CDR API"
+        " (https://docs.cmtelecom.com/voice-cdr/v1) lists the account's calls"
+    )
+    assert _contact(settings.database_url) == ("done", "unknown")
+    assert sweep(rt)["given_up"] == 0  # once
+
+
+def test_unknown_is_retried_only_where_the_campaign_asks(settings: Settings) -> None:
+    rt = _silent_call(settings, "vonage", retry_on='["busy", "unknown"]')
+    rt.clock = lambda: NOW + timedelta(hours=1)
+    assert sweep(rt)["given_up"] == 1  # its look-up (404) did not tell
+    attempt = _attempts(settings.database_url)[0]
+    assert (attempt.status, attempt.reason) == (
+        "unknown",
+        "no result from Vonage within 13 min of sending the call, and its status look-up did not tell",
+    )
+    assert _contact(settings.database_url) == ("pending", None)
+
+
+@pytest.mark.parametrize("retry_on", ["", '["unknown"]'])
+def test_a_result_that_comes_after_unknown_replaces_it(settings: Settings, retry_on: str) -> None:
+    """The callee answered; the callback came late (a receiver down for a while): the attempt
+    and its contact take the real result, and a retry waiting for it is called off."""
+    rt = _silent_call(settings, "cm", retry_on=retry_on)
+    rt.clock = lambda: NOW + timedelta(minutes=14)
+    sweep(rt)
+    late = CallEvent(status=AttemptStatus.COMPLETED, duration=31)
+    attempt = _attempts(settings.database_url)[0]
+    with db.session_scope(settings.database_url) as session:
+        apply_event(session, attempt=attempt, event=late, now=NOW + timedelta(minutes=15))
+        apply_event(session, attempt=attempt, event=late, now=NOW + timedelta(minutes=16))  # repeated
+    attempt = _attempts(settings.database_url)[0]
+    assert (attempt.status, attempt.duration) == ("completed", 31)
+    assert attempt.ended_at == NOW + timedelta(minutes=15)
+    assert _contact(settings.database_url) == ("done", "reached")
+
+
+def test_a_late_result_leaves_a_contact_called_again_alone(settings: Settings) -> None:
+    rt = _silent_call(settings, "cm", retry_on='["unknown"]')
+    rt.clock = lambda: NOW + timedelta(minutes=14)
+    sweep(rt)
+    first = _attempts(settings.database_url)[0]
+    with db.session_scope(settings.database_url) as session:
+        campaign = session.exec(select(Campaign)).one()
+        assert claim_due(
+            session, campaign=campaign, spec=spec_of(campaign), limit=1, now=NOW + timedelta(hours=1)
+        )
+    with db.session_scope(settings.database_url) as session:
+        late = CallEvent(status=AttemptStatus.BUSY)
+        apply_event(session, attempt=first, event=late, now=NOW + timedelta(hours=1, minutes=1))
+    assert [a.status for a in _attempts(settings.database_url)] == ["busy", "queued"]
+    assert _contact(settings.database_url) == ("calling", None)
+
+
+def test_how_long_a_result_is_waited_for(settings: Settings) -> None:
+    """The ring (60 s), the call's longest life and the provider's callback delay; or the setting."""
+    base = parse_campaign(campaign_text("vonage", 60))
+    cm, routee = get_provider("cm"), get_provider("routee")
+    assert result_wait(base, cm, settings) == timedelta(minutes=13)
+    assert result_wait(base, routee, settings) == timedelta(minutes=16)  # Routee retries for longer
+    capped = base.model_copy(update={"call": CallOptions(max_duration=timedelta(minutes=2))})
+    assert result_wait(capped, cm, settings) == timedelta(minutes=5)
+    survey = (resources.files("dialer") / "examples" / "survey.toml").read_text()
+    assert result_wait(parse_campaign(survey), cm, settings) == timedelta(minutes=13)  # its 10m
+    uncapped = parse_campaign(survey.replace('max_duration = "10m"\n', ""))  # records 60 s, transfers
+    assert result_wait(uncapped, cm, settings) == timedelta(hours=1, minutes=14)
+    assert result_wait(base, cm, settings.model_copy(update={"give_up_after": 30.0})) == timedelta(seconds=30)
 
 
 def test_a_finished_campaign_is_marked_completed(settings: Settings) -> None:

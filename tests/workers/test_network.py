@@ -48,7 +48,7 @@ def test_no_second_at_the_provider_holds_more_than_the_limit_across_a_jittered_n
     # must hold each permit that long at least (README: DIALER_PACING_TRANSIT).
     settings = {"DIALER_PACING_TRANSIT": "0.15"}
     # A request lost with its connection may have been received: its call is not placed again
-    # but settled as failed once no result has come (an hour by default; here within the test).
+    # but ends unknown once no result has come (13 minutes by default; here within the test).
     settings |= {"DIALER_SETTLE_AFTER": "20", "DIALER_GIVE_UP_AFTER": "40"}
     with deployment(
         tmp_path,

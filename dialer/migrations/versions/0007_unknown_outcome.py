@@ -1,0 +1,47 @@
+"""A request the provider may have received unanswered is ``unconfirmed`` (a live state); ``unknown``
+becomes the final outcome of an attempt whose result never came
+
+Revision ID: 1c2d3e4f5a6b
+Revises: 0b1c2d3e4f5a
+Create Date: 2026-12-04 19:00:00
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "1c2d3e4f5a6b"
+down_revision = "0b1c2d3e4f5a"
+branch_labels = None
+depends_on = None
+
+_BEFORE = "status IN ('queued', 'dispatching', 'unknown', 'dialing', 'ringing', 'answered')"
+_AFTER = "status IN ('queued', 'dispatching', 'unconfirmed', 'dialing', 'ringing', 'answered')"
+
+
+def _live_index(old: str, new: str) -> None:
+    with op.batch_alter_table("attempt", schema=None) as batch_op:
+        batch_op.drop_index(
+            "uq_attempt_live_contact", sqlite_where=sa.text(old), postgresql_where=sa.text(old)
+        )
+    with op.batch_alter_table("attempt", schema=None) as batch_op:
+        batch_op.create_index(
+            "uq_attempt_live_contact",
+            ["contact_id"],
+            unique=True,
+            sqlite_where=sa.text(new),
+            postgresql_where=sa.text(new),
+        )
+
+
+def upgrade() -> None:
+    # Every 'unknown' so far was the live state: no attempt had the final outcome yet.
+    op.execute("UPDATE attempt SET status = 'unconfirmed' WHERE status = 'unknown'")
+    _live_index(_BEFORE, _AFTER)
+
+
+def downgrade() -> None:
+    # The final outcome had no name before: it was 'failed'.
+    op.execute("UPDATE attempt SET status = 'failed' WHERE status = 'unknown'")
+    op.execute("UPDATE contact SET result = 'exhausted' WHERE result = 'unknown'")
+    op.execute("UPDATE attempt SET status = 'unknown' WHERE status = 'unconfirmed'")
+    _live_index(_AFTER, _BEFORE)
