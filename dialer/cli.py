@@ -75,6 +75,10 @@ def _settings() -> Settings:
     return get_settings()
 
 
+_PROVIDER = click.Choice(["vonage", "cm", "routee", "cequens", "fractel"])
+"""The providers a --provider option takes (checked against PROVIDERS by a test)."""
+
+
 # -- database -------------------------------------------------------------------------------------
 
 
@@ -85,9 +89,17 @@ def db_group() -> None:
 
 @db_group.command()
 def upgrade() -> None:
-    """Apply every migration to DIALER_DATABASE_URL."""
-    db.upgrade(_settings().database_url)
-    console.print("database is up to date")
+    """Apply every migration to DIALER_DATABASE_URL (creating the tables in a new database)."""
+    url = _settings().database_url
+    shown = sa.make_url(url).render_as_string(hide_password=True)
+    before, head = db.revisions(url)
+    db.upgrade(url)
+    if before is None:
+        console.print(f"created the tables in {shown} (migration {head})", markup=False)
+    elif before != head:
+        console.print(f"migrated {shown} from {before} to {head}", markup=False)
+    else:
+        console.print(f"{shown} was up to date already ({head})", markup=False)
 
 
 # -- campaigns ------------------------------------------------------------------------------------
@@ -122,8 +134,9 @@ def campaign_update(file: Path) -> None:
     settings = _settings()
     spec = read_campaign_file(file, settings)
     with db.session_scope(settings.database_url) as session:
-        update_campaign(session, spec=spec, settings=settings)
-    console.print(f"updated campaign {spec.name}; resume it with: dialer campaign resume {spec.name}")
+        updated = update_campaign(session, spec=spec, settings=settings)
+        again = lease.resume_command(updated)
+    console.print(f"updated campaign {spec.name}; {again} carries it on", markup=False)
 
 
 @campaign.command("delete")
@@ -169,6 +182,8 @@ def _move(action: str, name: str) -> Campaign:
                     " would share its rate limit with it: stop that run first, or resume there"
                 )
         moved = change_status(session, name=name, action=action, now=utcnow())
+        if action in ("start", "resume"):
+            lease.meant_for_workers(session, campaign=moved, now=utcnow())
     if moved.status in (CampaignStatus.PAUSED, CampaignStatus.CANCELLED):
         account = settings.provider_settings(moved.provider)
         left = wait_for_sends(
@@ -179,23 +194,24 @@ def _move(action: str, name: str) -> Campaign:
         if left:
             raise click.ClickException(f"{left} call request(s) still on their way to the provider")
     console.print(f"campaign {moved.name} is {moved.status}")
+    if moved.status == CampaignStatus.PAUSED:
+        console.print(f"{lease.resume_command(moved)} resumes it", markup=False)
     return moved
 
 
-@campaign.command("start")
-@click.argument("name")
-@click.option(
+_WAIT_FOR_WORKERS = click.option(
     "--wait",
     type=click.FloatRange(min=0),
     default=5.0,
     show_default=True,
     help="Seconds to wait for Celery workers to take the campaign (0: do not check).",
 )
-def campaign_start(name: str, wait: float) -> None:
-    """Start calling a campaign's contacts (on Celery workers; `dialer run` calls in one process)."""
+
+
+def _warn_without_workers(name: str, wait: float) -> None:
+    """Say so when no worker or beat runs to call a campaign just started or resumed on them."""
     from dialer.health import missing_workers
 
-    _move("start", name)
     missing = missing_workers(_settings(), wait=wait) if wait else None
     if missing:
         why, commands = missing
@@ -209,6 +225,15 @@ def campaign_start(name: str, wait: float) -> None:
             f"or pause it (`dialer campaign pause {name}`) and run it in one process: `dialer run {name}`",
             markup=False,
         )
+
+
+@campaign.command("start")
+@click.argument("name")
+@_WAIT_FOR_WORKERS
+def campaign_start(name: str, wait: float) -> None:
+    """Start calling a campaign's contacts (on Celery workers; `dialer run` calls in one process)."""
+    _move("start", name)
+    _warn_without_workers(name, wait)
 
 
 @campaign.command("try")
@@ -377,9 +402,11 @@ def campaign_pause(name: str) -> None:
 
 @campaign.command("resume")
 @click.argument("name")
-def campaign_resume(name: str) -> None:
-    """Resume a paused campaign."""
+@_WAIT_FOR_WORKERS
+def campaign_resume(name: str, wait: float) -> None:
+    """Resume a paused campaign on the Celery workers (`dialer run NAME` resumes it in one process)."""
     _move("resume", name)
+    _warn_without_workers(name, wait)
 
 
 @campaign.command("cancel")
@@ -391,7 +418,7 @@ def campaign_cancel(name: str) -> None:
 
 @campaign.command("provider")
 @click.argument("name")
-@click.argument("provider")
+@click.argument("provider", type=_PROVIDER)
 def campaign_provider(name: str, provider: str) -> None:
     """Switch a (not running) campaign to another PROVIDER; contacts are kept."""
     from dialer.operations import set_provider
@@ -629,7 +656,9 @@ def dnc_list(campaign_name: str | None) -> None:
 @click.option(
     "--region", help="Two-letter country for numbers without +country code (default: the campaign's)."
 )
-@click.option("--phone-column", default="phone", show_default=True)
+@click.option(
+    "--phone-column", default="phone", show_default=True, help="The column holding the numbers (any case)."
+)
 @click.option("--reason", help="Why (kept with every number).")
 @click.option(
     "--rejects",
@@ -795,8 +824,13 @@ def report(name: str, html_file: Path | None) -> None:
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Where the receiver listens (0.0.0.0: every address).",
+)
+@click.option("--port", default=8000, show_default=True, type=int, help="Where the receiver listens.")
 @click.option(
     "--metrics-port", type=int, help="Serve Prometheus metrics at /metrics on this port (default: none)."
 )
@@ -836,9 +870,15 @@ def serve(host: str, port: int, metrics_port: int | None, metrics_host: str, wor
 
 
 @main.command()
-@click.option("--provider", default="vonage", show_default=True, help="Which provider's API to simulate.")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=9000, show_default=True, type=int)
+@click.option(
+    "--provider",
+    default="vonage",
+    show_default=True,
+    type=_PROVIDER,
+    help="Which provider's API to simulate.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Where the simulator listens.")
+@click.option("--port", default=9000, show_default=True, type=int, help="Where the simulator listens.")
 @click.option(
     "--rate-limit", type=float, help="Calls per second before 429 (default: the provider's documented limit)."
 )
@@ -888,16 +928,24 @@ def providers() -> None:
 
 
 @main.command()
-def doctor() -> None:
-    """Check the deployment: database, Redis, workers and beat, the clock, the public URL, the
-    receiver and each provider's credentials (a request that places no call). Exit code 1 if any fails."""
-    from dialer.health import checks
+@click.option(
+    "--mode",
+    type=click.Choice(["run", "workers"]),
+    help="How campaigns run here: `dialer run` in one process, or Celery workers with Redis"
+    " (default: workers if DIALER_REDIS_URL is set, else run).",
+)
+def doctor(mode: str | None) -> None:
+    """Check what running campaigns needs here: the database, the public URL and each provider's
+    credentials (a request that places no call); on workers also Redis, the clock, workers, beat
+    and the receiver. Exit code 1 if any fails."""
+    from dialer.health import Mode, checks, chosen_mode
     from dialer.runtime import http_client
 
     settings = _settings()
     failed = False
+    chosen = cast(Mode, mode) if mode else chosen_mode(settings)
     with http_client(settings) as http:
-        for check in checks(settings, http=http):
+        for check in checks(settings, http=http, mode=chosen):
             failed |= check.state == "FAIL"
             console.print(
                 f"{check.state:<4}  {check.name:<10}  {check.detail}", highlight=False, markup=False
@@ -907,8 +955,20 @@ def doctor() -> None:
 
 
 @main.command("dev-env")
-@click.option("--out", default=".env", show_default=True, type=click.Path(path_type=Path))
-@click.option("--keys", default=".dialer", show_default=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    default=".env",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="The settings file to write.",
+)
+@click.option(
+    "--keys",
+    default=".dialer",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="The directory for the Vonage private key (a file of its own, readable by you only).",
+)
 def dev_env(out: Path, keys: Path) -> None:
     """Write throwaway simulator credentials to a .env file (never use them with a real provider)."""
     from dialer.settings import environment
@@ -979,8 +1039,21 @@ def run(name: str, simulate: bool, time_scale: float, host: str, port: int, yes:
 
 
 @main.command()
-@click.option("--provider", default="vonage", show_default=True, help="Which provider's simulator to run.")
-@click.option("--dir", "directory", default="quickstart", show_default=True, type=click.Path(path_type=Path))
+@click.option(
+    "--provider",
+    default="vonage",
+    show_default=True,
+    type=_PROVIDER,
+    help="Which provider's simulator to run.",
+)
+@click.option(
+    "--dir",
+    "directory",
+    default="quickstart",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Where the demo's database, contacts and results go.",
+)
 @click.option(
     "--example",
     type=click.Choice(["survey"]),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -97,9 +98,28 @@ class Check:
     detail: str
 
 
-def checks(settings: Settings, *, http: httpx.Client) -> Iterator[Check]:
-    """Every check, in the order an operator fixes things."""
-    yield database(settings.database_url)
+Mode = Literal["run", "workers"]
+
+
+def chosen_mode(settings: Settings) -> Mode:
+    """How this machine runs campaigns, when not said: on workers where Redis is configured
+    (``DIALER_REDIS_URL``), else in one process (``dialer run``)."""
+    return "workers" if "redis_url" in settings.model_fields_set else "run"
+
+
+def checks(settings: Settings, *, http: httpx.Client, mode: Mode) -> Iterator[Check]:
+    """Every check the mode needs, in the order an operator fixes things."""
+    if mode == "run":
+        yield Check("mode", "ok", "dialer run, one process (`--mode workers` checks a deployment)")
+    else:
+        yield Check("mode", "ok", "Celery workers, beat and the receiver (`--mode run` checks one process)")
+    reachable = database(settings.database_url)
+    yield reachable
+    if mode == "run":
+        also = _campaign_providers(settings.database_url) if reachable.state == "ok" else frozenset()
+        yield public_url(settings, also=also)
+        yield from _credentials(settings, http)
+        return
     try:
         client = redis_client(settings.redis_url)
         client.ping()
@@ -111,15 +131,39 @@ def checks(settings: Settings, *, http: httpx.Client) -> Iterator[Check]:
         yield from workers(settings, client)
     yield public_url(settings)
     yield receiver(settings, http)
+    yield from _credentials(settings, http)
+
+
+def _credentials(settings: Settings, http: httpx.Client) -> Iterator[Check]:
     configured = [name for name in PROVIDERS if settings.provider_settings(name).configured]
     if not configured:
-        yield Check("providers", "warn", "no provider has credentials (see README: Settings)")
+        yield Check(
+            "providers", "warn", "no provider has credentials (see README: Settings); --simulate needs none"
+        )
     for name in configured:
         yield credentials(name, settings, http)
 
 
+def _campaign_providers(url: str) -> frozenset[str]:
+    """The providers of the campaigns not yet finished (a run would call through them)."""
+    try:
+        with db.session_scope(url) as session:
+            rows = session.execute(
+                sa.text(
+                    "SELECT DISTINCT provider FROM campaign WHERE status NOT IN ('completed', 'cancelled')"
+                )
+            )
+            return frozenset(str(name) for (name,) in rows)
+    except sa.exc.SQLAlchemyError:
+        return frozenset()  # the database's own check says why
+
+
 def database(url: str) -> Check:
-    shown = sa.make_url(url).render_as_string(hide_password=True)
+    parsed = sa.make_url(url)
+    shown = parsed.render_as_string(hide_password=True)
+    file = parsed.database if parsed.get_backend_name() == "sqlite" else None
+    if file and file != ":memory:" and not Path(file).exists():  # looking must leave no empty file
+        return Check("database", "FAIL", f"{shown}: no such file yet: run `dialer db upgrade`")
     try:
         current, head = db.revisions(url)
     except sa.exc.SQLAlchemyError as error:
@@ -162,7 +206,8 @@ def workers(settings: Settings, client: redis.Redis) -> Iterator[Check]:
         yield Check("beat", "FAIL", f"the pump {when}: start exactly one `{BEAT}` (and a worker)")
 
 
-def public_url(settings: Settings) -> Check:
+def public_url(settings: Settings, *, also: frozenset[str] = frozenset()) -> Check:
+    """Whether the providers configured (and ``also`` these) can call ``DIALER_PUBLIC_URL`` back."""
     url = settings.public_url
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -172,14 +217,15 @@ def public_url(settings: Settings) -> Check:
     cannot = [
         name
         for name in PROVIDERS
-        if settings.provider_settings(name).configured
+        if (settings.provider_settings(name).configured or name in also)
         and unreachable(url, settings.provider_settings(name).base_url)
     ]
     if cannot:
         return Check(
             "public URL",
             "FAIL",
-            f"{url} is on this machine or a private network: {', '.join(cannot)} cannot call it back",
+            f"{url} is on this machine or a private network: {', '.join(cannot)} cannot call it back"
+            " (`dialer run` refuses it; --simulate does not need it)",
         )
     if parts.scheme == "http" and not private_host(parts.hostname):
         return Check("public URL", "warn", f"{url} is plain http: callbacks and their tokens travel in clear")

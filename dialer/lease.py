@@ -85,6 +85,15 @@ def _live(now: datetime) -> sa.ColumnElement[bool]:
     return sa.and_(col(Campaign.runner).is_not(None), col(Campaign.runner_seen) >= now - _ttl())
 
 
+def _free(now: datetime) -> sa.ColumnElement[bool]:
+    """Not :func:`_live` (spelt out: SQL's NOT of a comparison with NULL is NULL, not true)."""
+    return sa.or_(
+        col(Campaign.runner).is_(None),
+        col(Campaign.runner_seen).is_(None),
+        col(Campaign.runner_seen) < now - _ttl(),
+    )
+
+
 def _ttl() -> timedelta:
     return timedelta(seconds=LEASE_SECONDS)
 
@@ -116,7 +125,7 @@ def take(session: Session, *, campaign: Campaign, holder: str, now: datetime) ->
         sa.update(Campaign)
         .where(
             col(Campaign.id) == campaign.id,
-            sa.or_(~_live(now), col(Campaign.runner) == holder),
+            sa.or_(_free(now), col(Campaign.runner) == holder),
         )
         .values(
             runner=holder,
@@ -149,12 +158,33 @@ def renew(session: Db, *, campaign_ids: list[int], holder: str, now: datetime) -
 
 
 def release(session: Db, *, campaign_id: int, holder: str) -> None:
-    """Give up ``holder``'s lease on the campaign (if it still holds it)."""
+    """Give up ``holder``'s lease on the campaign (if it still holds it); its name stays, as the
+    campaign's last runner (:func:`resume_command`)."""
     session.execute(
         sa.update(Campaign)
         .where(col(Campaign.id) == campaign_id, col(Campaign.runner) == holder)
-        .values(runner=None, runner_seen=None, runner_since=None)
+        .values(runner_seen=None)
     )
+
+
+def meant_for_workers(session: Db, *, campaign: Campaign, now: datetime) -> None:
+    """Note that the workers are to run ``campaign`` (started or resumed for them), unless a live
+    holder runs it: its last runner, for :func:`resume_command`, before beat takes its lease."""
+    session.execute(
+        sa.update(Campaign).where(col(Campaign.id) == campaign.id, _free(now)).values(runner=WORKERS)
+    )
+
+
+def resume_command(campaign: Campaign) -> str:
+    """The command that carries a stopped campaign on the way it was run: ``dialer run`` (with
+    ``--simulate`` if it has only been simulated), or the workers'."""
+    run = f"`dialer run {campaign.name}{' --simulate' if campaign.simulated else ''}`"
+    workers = f"`dialer campaign resume {campaign.name}` (with the workers running)"
+    if campaign.runner == WORKERS:
+        return workers
+    if campaign.runner:
+        return run
+    return f"{run} (one process), or {workers}"
 
 
 def lapsed(campaign: Campaign, now: datetime) -> bool:
@@ -172,7 +202,7 @@ def hold_for_workers(session: Db, *, campaign_ids: list[int], now: datetime) -> 
     if campaign_ids:
         session.execute(
             sa.update(Campaign)
-            .where(col(Campaign.id).in_(campaign_ids), sa.or_(~_live(now), col(Campaign.runner) == WORKERS))
+            .where(col(Campaign.id).in_(campaign_ids), sa.or_(_free(now), col(Campaign.runner) == WORKERS))
             .values(
                 runner=WORKERS,
                 runner_seen=now,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -205,7 +207,7 @@ def test_a_paused_campaign_is_updated_from_its_file(env: dict[str, str], tmp_pat
     assert run(env, "campaign", "pause", "e2e")[0] == 0
     assert run(env, "campaign", "update", str(path)) == (
         0,
-        "updated campaign e2e; resume it with: dialer campaign resume e2e\n",
+        "updated campaign e2e; `dialer campaign resume e2e` (with the workers running) carries it on\n",
     )
     with db.session_scope(env["DIALER_DATABASE_URL"]) as session:
         spec = spec_of(get_campaign(session, "e2e"))
@@ -288,3 +290,67 @@ def test_quickstart_runs_the_survey_example_with_its_flow(
             assert all(url.startswith("http://127.0.0.1:") for url in rows["comment"])
             assert set(rows["recommend"]) == {"no"}
     assert (tmp_path / "quickstart" / "survey.toml").is_file()
+
+
+def test_doctor_checks_what_a_single_process_run_needs(tmp_path: Path) -> None:
+    """No Redis configured: `dialer run` is the mode; no workers or beat are asked for, an empty
+    directory stays empty, and a loopback public URL fails as `dialer run` would refuse it."""
+
+    def doctor(**extra: str | None) -> tuple[int, dict[str, tuple[str, str]]]:
+        get_settings.cache_clear()
+        environment = {"DIALER_DATABASE_URL": f"sqlite:///{tmp_path / 'dialer.db'}", "DIALER_REDIS_URL": None}
+        result = CliRunner().invoke(main, ["doctor"], env=environment | extra)
+        lines = {line[6:16].strip(): (line[:4].strip(), line[18:]) for line in result.output.splitlines()}
+        return result.exit_code, lines
+
+    code, lines = doctor()
+    assert code == 1 and list(lines) == ["mode", "database", "public URL", "providers"]
+    assert lines["mode"][1].startswith("dialer run, one process")
+    assert lines["database"] == (
+        "FAIL",
+        f"sqlite:///{tmp_path / 'dialer.db'}: no such file yet: run `dialer db upgrade`",
+    )
+    assert list(tmp_path.iterdir()) == []
+    env = {"DIALER_DATABASE_URL": f"sqlite:///{tmp_path / 'dialer.db'}"}
+    code, output = run(env, "db", "upgrade")
+    assert code == 0 and output.startswith(
+        f"created the tables in sqlite:///{tmp_path / 'dialer.db'} (migration "
+    )
+    code, output = run(env, "db", "upgrade")
+    assert code == 0 and " was up to date already (" in output
+    assert run(env, "campaign", "create", str(write_campaign(tmp_path)))[0] == 0  # a Vonage campaign
+    code, lines = doctor()
+    assert code == 1 and lines["public URL"] == (
+        "FAIL",
+        "http://127.0.0.1:8000 is on this machine or a private network: vonage cannot call it back"
+        " (`dialer run` refuses it; --simulate does not need it)",
+    )
+    code, lines = doctor(DIALER_PUBLIC_URL="https://dialer.example.com")
+    assert code == 0 and lines["public URL"] == ("ok", "https://dialer.example.com")
+    assert lines["providers"][0] == "warn"
+    code, lines = doctor(
+        DIALER_PUBLIC_URL="https://dialer.example.com", DIALER_REDIS_URL="redis://127.0.0.1:1/0"
+    )
+    assert code == 1 and lines["mode"][1].startswith("Celery workers") and lines["redis"][0] == "FAIL"
+
+
+def test_every_option_says_what_it_takes() -> None:
+    """--provider lists the five providers; every option and argument of every command has help."""
+    from dialer.cli import _PROVIDER
+
+    assert sorted(_PROVIDER.choices) == sorted(PROVIDERS)
+    assert "[vonage|cm|routee|cequens|fractel]" in run({}, "simulate", "--help")[1]
+
+    def commands(group: click.Group, path: str = "dialer") -> Iterator[tuple[str, click.Command]]:
+        for name, command in group.commands.items():
+            yield f"{path} {name}", command
+            if isinstance(command, click.Group):
+                yield from commands(command, f"{path} {name}")
+
+    silent = [
+        f"{path} {parameter.opts[0]}"
+        for path, command in commands(main)
+        for parameter in command.params
+        if isinstance(parameter, click.Option) and not parameter.help and parameter.opts[0] != "--help"
+    ]
+    assert silent == []

@@ -110,3 +110,27 @@ def test_the_workers_leave_an_account_a_run_dials_for_and_start_is_refused(setti
     assert held == {"by-run": lease.WORKERS, "by-workers": lease.WORKERS}
     with pytest.raises(InvalidState, match="being dialled by the deployment's workers"):
         _take(url, "by-run", A, utcnow())
+
+
+def test_a_stopped_campaign_is_carried_on_the_way_it_was_run(url: str) -> None:
+    """Its last runner's command: `dialer run` (simulated so far: `--simulate` too), or the workers'."""
+    campaign_with_contacts(url, ["+12125550106"])
+    with db.session_scope(url) as session:
+        campaign = get_campaign(session, "e2e")
+        assert lease.resume_command(campaign) == (
+            "`dialer run e2e` (one process), or `dialer campaign resume e2e` (with the workers running)"
+        )
+    _take(url, "e2e", A)
+    with db.session_scope(url) as session:
+        lease.release(session, campaign_id=get_campaign(session, "e2e").id or 0, holder=A)
+    with db.session_scope(url) as session:
+        campaign = get_campaign(session, "e2e")
+        assert lease.holders_of(session, campaign_id=campaign.id or 0)[0].name == A  # remembered, not held
+        assert lease.holders(session, provider="vonage", now=NOW, other_than=B) == []
+        assert lease.resume_command(campaign) == "`dialer run e2e`"
+        campaign.simulated = True
+        assert lease.resume_command(campaign) == "`dialer run e2e --simulate`"
+        lease.meant_for_workers(session, campaign=campaign, now=NOW)
+    with db.session_scope(url) as session:
+        campaign = get_campaign(session, "e2e")
+        assert lease.resume_command(campaign) == "`dialer campaign resume e2e` (with the workers running)"

@@ -48,6 +48,7 @@ def test_doctor_passes_on_a_running_deployment_and_names_each_part_that_fails(
             time.sleep(0.5)
         _, lines = found
         assert list(lines) == [
+            "mode",
             "database",
             "redis",
             "clock",
@@ -78,7 +79,8 @@ def test_doctor_passes_on_a_running_deployment_and_names_each_part_that_fails(
         # A database never migrated, a Redis that is not there.
         code, lines = doctor(env | {"DIALER_DATABASE_URL": f"sqlite:///{tmp_path / 'new.db'}"})
         assert code == 1 and lines["database"][0] == "FAIL"
-        assert lines["database"][1].endswith("has no tables yet: run `dialer db upgrade`")
+        assert lines["database"][1].endswith("no such file yet: run `dialer db upgrade`")
+        assert not (tmp_path / "new.db").exists()
         code, lines = doctor(env | {"DIALER_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
         assert code == 1 and lines["redis"][0] == "FAIL" and "clock" not in lines
 
