@@ -255,6 +255,13 @@ class CampaignSpec(Model):
             raise SpecError("message", "a campaign needs [message] (and maybe [question]), or a [flow]")
         if self.flow is not None and self.question is not None:
             raise SpecError("question", "a flow asks its questions in its steps")
+        if self.call.on_machine == "leave_message" and "machine" in self.retry.retry_on:
+            raise SpecError(
+                "retry.retry_on",
+                "lists machine, but call.on_machine = 'leave_message' leaves the message on the machine:"
+                " calling again would leave another; take machine out of retry_on, or choose another"
+                " on_machine",
+            )
         return self
 
     @cached_property

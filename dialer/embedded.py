@@ -121,10 +121,19 @@ class LocalQueue:
 
 
 def local_runtime(
-    settings: Settings, queue_put: Callable[[int, float], None], only: frozenset[int] | None = None
+    settings: Settings,
+    queue_put: Callable[[int, float], None],
+    only: frozenset[int] | None = None,
+    *,
+    simulated: bool = False,
 ) -> Runtime:
     return Runtime(
-        settings=settings, limiter=LocalLimiter(), http=http_client(settings), enqueue=queue_put, only=only
+        settings=settings,
+        limiter=LocalLimiter(),
+        http=http_client(settings),
+        enqueue=queue_put,
+        only=only,
+        simulated=simulated,
     )
 
 
@@ -134,6 +143,7 @@ def run_until(
     *,
     on_tick: Callable[[], None] | None = None,
     only: frozenset[int] | None = None,
+    simulated: bool = False,
 ) -> None:
     """Pump, place and sweep in this process until ``done()`` says the work is over (``only``
     these campaigns, by id, if given). On return no call of this process is on its way.
@@ -142,7 +152,7 @@ def run_until(
     ``DIALER_DB_OUTAGE_LIMIT`` seconds; past that the callers stop and :class:`DatabaseGone` is raised."""
     holder: dict[str, Runtime] = {}
     queue = LocalQueue(lambda attempt_id: place_call(holder["rt"], attempt_id))
-    rt = holder["rt"] = local_runtime(settings, queue.put, only)
+    rt = holder["rt"] = local_runtime(settings, queue.put, only, simulated=simulated)
     outage = Outage(settings.db_outage_limit, first_wait=settings.tick_seconds)
     last_sweep = 0.0
 

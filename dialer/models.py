@@ -152,6 +152,10 @@ class Attempt(SQLModel, table=True):
     transfer_status: str | None = Field(default=None, max_length=20)
     """How the transfer's leg ended: answered (and then completed), busy, no_answer, failed..."""
     transfer_seconds: int | None = None
+    simulated: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    """Placed with a provider's simulator (``dialer run --simulate``): not learnt from by ``plan``."""
+    message_left: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    """A machine answered and was given the message to record (``on_machine = "leave_message"``)."""
     queued_at: datetime = _when(nullable=False, default_now=True)
     dispatched_at: datetime | None = _when()
     answered_at: datetime | None = _when()

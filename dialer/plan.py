@@ -146,7 +146,11 @@ def _observed(session: Session, campaign_id: int, spec: CampaignSpec) -> tuple[f
     """Call length (seconds) and retry share from the latest ended attempts, with their number."""
     rows = session.execute(
         sa.select(col(Attempt.status), col(Attempt.dispatched_at), col(Attempt.ended_at))
-        .where(col(Attempt.campaign_id) == campaign_id, col(Attempt.status).in_([s.value for s in FINAL]))
+        .where(
+            col(Attempt.campaign_id) == campaign_id,
+            col(Attempt.status).in_([s.value for s in FINAL]),
+            ~col(Attempt.simulated),  # a simulator's calls last a tenth of real ones, as scripted
+        )
         .order_by(col(Attempt.id).desc())
         .limit(SAMPLE)
     ).all()

@@ -120,6 +120,7 @@ _ANSWERED_BY = (
     .where(_ATTEMPT_ID, among(ATTEMPTS.c.status, _LIVE))
     .values(answered_by=sa.bindparam("answered_by"))
 )
+_MESSAGE_LEFT = sa.update(ATTEMPTS).where(_ATTEMPT_ID).values(message_left=True)
 _ADD_TO_BUFFER = (
     sa.update(ATTEMPTS)
     .where(_ATTEMPT_ID)
@@ -825,6 +826,7 @@ def _apply(session: Db, admitted: _Admitted, *, now: datetime, public_url: str) 
     call = _Call(attempt, spec, provider, callback.settings, callback.webhook, callback.token, public_url)
     if leave_message:  # a machine is ready to record: leave the message, skip the questions
         assert provider.reply_to_machine is not None
+        session.execute(_MESSAGE_LEFT, {"attempt": attempt.id})
         return provider.reply_to_machine(call.order(session)) or None
     if event.recording is not None:
         record_recording(session, call, event, now=now)

@@ -202,7 +202,14 @@ def run_campaign(
         with (interrupts or Interrupts()).installed() as caught:
             try:
                 final = _run(
-                    settings, name, campaign_id, caught, console=console, render=render, holder=holder
+                    settings,
+                    name,
+                    campaign_id,
+                    caught,
+                    console=console,
+                    render=render,
+                    holder=holder,
+                    simulated=simulate,
                 )
             except DatabaseGone as error:
                 raise DatabaseGone(
@@ -248,6 +255,7 @@ def _run(
     console: Console,
     render: Callable[[Progress], Table],
     holder: str,
+    simulated: bool,
 ) -> Progress:
     outage = Outage(settings.db_outage_limit)
 
@@ -272,7 +280,7 @@ def _run(
         def calling() -> bool:
             return not interrupts.stop.is_set() and state["report"].status == CampaignStatus.RUNNING
 
-        run_until(settings, lambda: not calling(), on_tick=tick, only=only)
+        run_until(settings, lambda: not calling(), on_tick=tick, only=only, simulated=simulated)
         if interrupts.stop.is_set():
             # The callers have stopped and their last requests are answered: from here on the
             # campaign is paused and its queued attempts withdrawn, so nothing more is placed.
@@ -288,5 +296,6 @@ def _run(
                 lambda: interrupts.leave.is_set() or not state["report"].live_calls,
                 on_tick=tick,
                 only=only,
+                simulated=simulated,
             )
     return outage.retrying(read)

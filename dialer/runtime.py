@@ -37,6 +37,8 @@ class Runtime:
     """Told the provider's name each time it answers 429 (the workers count them in Redis)."""
     only: frozenset[int] | None = None
     """The campaigns (ids) this runtime pumps and sweeps; None: every one (``dialer run`` serves one)."""
+    simulated: bool = False
+    """Its calls go to a provider's simulator (``dialer run --simulate``): their attempts say so."""
     calls: ProviderClient = field(init=False)
 
     def __post_init__(self) -> None:

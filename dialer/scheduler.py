@@ -49,7 +49,13 @@ def _count(session: Session, *conditions: sa.ColumnElement[bool]) -> int:
 
 
 def claim_due(
-    session: Session, *, campaign: Campaign, spec: CampaignSpec, limit: int, now: datetime
+    session: Session,
+    *,
+    campaign: Campaign,
+    spec: CampaignSpec,
+    limit: int,
+    now: datetime,
+    simulated: bool = False,
 ) -> list[int]:
     """Turn up to ``limit`` due, in-window contacts into queued attempts; return the attempt ids.
 
@@ -104,6 +110,7 @@ def claim_due(
                             "provider": campaign.provider,
                             "status": AttemptStatus.QUEUED.value,
                             "callback_token": secrets.token_urlsafe(24),
+                            "simulated": simulated,
                             "queued_at": now,
                             "updated_at": now,
                         }
@@ -199,7 +206,9 @@ def pump(rt: Runtime) -> int:
                     )
                     limit = min(limit, math.ceil(spec.pacing.calls_per_second * LOOKAHEAD) - queued)
                 if limit > 0:
-                    ids = claim_due(session, campaign=campaign, spec=spec, limit=limit, now=now)
+                    ids = claim_due(
+                        session, campaign=campaign, spec=spec, limit=limit, now=now, simulated=rt.simulated
+                    )
                     budget -= len(ids)
                     claimed += ids
     for attempt_id in claimed:

@@ -57,6 +57,8 @@ def test_a_campaign_runs_to_its_end_against_the_simulator(url: str, tmp_path: Pa
     with db.session_scope(url) as session:
         states = session.execute(sa.select(Contact.state, sa.func.count()).group_by(Contact.state)).all()
     assert dict(states) == {"done": 20}  # type: ignore[arg-type]
+    with db.session_scope(url) as session:  # each call says it went to a simulator (plan skips it)
+        assert set(session.scalars(sa.select(Attempt.simulated))) == {True}
     assert run(env, "run", "e2e", "--simulate") == (
         1,
         "Error: campaign 'e2e' is completed: nothing left to call"
@@ -174,6 +176,8 @@ def test_ctrl_c_pauses_with_no_call_after_it_returns_and_a_second_run_places_non
         # Each attempt placed exactly once across both runs, retries as the policy says (the
         # pause between the runs counts as queueing), every contact finished.
         check_campaign(url, simulator_url=simulator.url, export=export, queueing=120)
+        with db.session_scope(url) as session:  # calls to a provider's address: real, as far as it knows
+            assert set(session.scalars(sa.select(Attempt.simulated))) == {False}
     with db.session_scope(url) as session:
         assert session.exec(select(Contact).where(col(Contact.state) != "done")).first() is None
 
@@ -193,3 +197,24 @@ def test_a_campaign_only_simulated_so_far_asks_before_its_first_real_call(
     )
     assert result.output.rstrip().endswith("Error: campaign 'e2e': not started (it stays as it was)")
     assert campaign_status(sqlite_url) == "draft"
+
+
+@pytest.mark.timeout(120)
+def test_a_message_is_left_on_a_machine_once(sqlite_url: str, tmp_path: Path) -> None:
+    """on_machine = "leave_message": the machine gets the message after its beep, the attempt says
+    so, and the callee is not called again (retry_on with machine is refused at create)."""
+    env = {"DIALER_DATABASE_URL": sqlite_url}
+    path = write_campaign(tmp_path)
+    path.write_text(path.read_text() + '\n[call]\non_machine = "leave_message"\n')
+    assert run(env, "campaign", "create", str(path))[0] == 0
+    assert run(env, "import", str(write_contacts(tmp_path, 10)), "--campaign", "e2e")[0] == 0
+    code, output = run(env, "run", "e2e", "--simulate", "--time-scale", "0.05")
+    assert code == 0, output
+    with db.session_scope(sqlite_url) as session:
+        left = session.execute(
+            sa.select(Contact.phone, Attempt.status, Attempt.message_left).join(
+                Contact, col(Contact.id) == col(Attempt.contact_id)
+            )
+        ).all()
+    assert [(phone[-1], status) for phone, status, message_left in left if message_left] == [("5", "machine")]
+    assert sum(phone.endswith("5") for phone, _, _ in left) == 1

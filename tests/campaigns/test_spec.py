@@ -47,6 +47,11 @@ def test_defaults_fill_what_a_minimal_file_leaves_out() -> None:
         ('[question]\nprompt = "Press"\nchoices = { "12" = "x" }', "question", "choice '12'"),
         ('[question]\nprompt = "Press"\npattern = "[1"', "question.pattern", "not a regular expression"),
         ("[pacing]\ncolour = 3", "pacing.colour", "unknown field"),
+        (
+            '[call]\non_machine = "leave_message"\n[retry]\nretry_on = ["busy", "machine"]',
+            "retry.retry_on",
+            "calling again would leave another",
+        ),
     ],
 )
 def test_a_bad_field_is_named_with_its_problem(change: str, field: str, message: str) -> None:

@@ -13,7 +13,7 @@ from campaigns.spec import RetryPolicy, Window
 from dialer import db
 from dialer.cli import main
 from dialer.models import Attempt, Contact
-from dialer.plan import Work, expected_attempts, finish, plan
+from dialer.plan import DEFAULT_CALL_SECONDS, Work, expected_attempts, finish, plan
 from dialer.settings import Settings
 from dialer.zones import assign_groups
 from tests.dialer.factories import NOW as FACTORY_NOW
@@ -162,3 +162,9 @@ def test_the_plan_takes_call_length_and_retry_share_from_the_attempts_that_ended
     assert found.call_seconds == (10 * 20 + 30 * 60) / 40
     assert found.contacts_left == 10
     assert [(zone.zones, zone.contacts) for zone in found.zones] == [(("America/New_York",), 10)]
+    # Calls to a simulator (a tenth of their time, outcomes as scripted) teach nothing.
+    with db.session_scope(sqlite_url) as session:
+        session.execute(sa.update(Attempt).values(simulated=True))
+    with db.session_scope(sqlite_url) as session:
+        found = plan(session, "e2e", settings=Settings(database_url=sqlite_url), now=FACTORY_NOW)
+    assert found.observed == 0 and found.call_seconds == DEFAULT_CALL_SECONDS

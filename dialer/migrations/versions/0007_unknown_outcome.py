@@ -1,5 +1,6 @@
 """A request the provider may have received unanswered is ``unconfirmed`` (a live state); ``unknown``
-becomes the final outcome of an attempt whose result never came
+becomes the final outcome of an attempt whose result never came. Attempts say whether they were
+simulated (``plan`` learns from real calls only) and whether they left a message on a machine.
 
 Revision ID: 1c2d3e4f5a6b
 Revises: 0b1c2d3e4f5a
@@ -37,9 +38,17 @@ def upgrade() -> None:
     # Every 'unknown' so far was the live state: no attempt had the final outcome yet.
     op.execute("UPDATE attempt SET status = 'unconfirmed' WHERE status = 'unknown'")
     _live_index(_BEFORE, _AFTER)
+    with op.batch_alter_table("attempt", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("simulated", sa.Boolean(), nullable=False, server_default=sa.false()))
+        batch_op.add_column(
+            sa.Column("message_left", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("attempt", schema=None) as batch_op:
+        batch_op.drop_column("message_left")
+        batch_op.drop_column("simulated")
     # The final outcome had no name before: it was 'failed'.
     op.execute("UPDATE attempt SET status = 'failed' WHERE status = 'unknown'")
     op.execute("UPDATE contact SET result = 'exhausted' WHERE result = 'unknown'")
