@@ -721,6 +721,13 @@ def progress_table(report: Progress) -> Table:
     table.add_row("contacts", str(report.contacts))
     table.add_row("done", f"{report.done} ({report.done / report.contacts:.0%})" if report.contacts else "0")
     table.add_row("calls in progress", str(report.live_calls))
+    if report.waiting_for_window:
+        opens = (
+            f"; the first window opens {report.window_opens:%Y-%m-%d %H:%M} UTC"
+            if report.window_opens
+            else ""
+        )
+        table.add_row("waiting for their window", f"{report.waiting_for_window}{opens}")
     for result, count in sorted(report.results.items()):
         table.add_row(f"  {result}", str(count))
     table.add_row("attempts", str(sum(report.attempts.values())))
@@ -1010,7 +1017,14 @@ def dev_env(out: Path, keys: Path) -> None:
 @click.option(
     "--yes", is_flag=True, help="Do not ask before the first real call of a campaign only simulated."
 )
-def run(name: str, simulate: bool, time_scale: float, host: str, port: int, yes: bool) -> None:
+@click.option(
+    "--ignore-window",
+    is_flag=True,
+    help="With --simulate: call whatever the campaign's window says (as the quickstart does).",
+)
+def run(
+    name: str, simulate: bool, time_scale: float, host: str, port: int, yes: bool, ignore_window: bool
+) -> None:
     """Run one campaign in this process until it is done: calls, callbacks, retries.
 
     No Redis or worker is needed (the database is DIALER_DATABASE_URL, SQLite by default). The
@@ -1022,6 +1036,7 @@ def run(name: str, simulate: bool, time_scale: float, host: str, port: int, yes:
     again = ["dialer", "run", name]
     if simulate:
         again += ["--simulate", *(["--time-scale", f"{time_scale:g}"] if time_scale != 0.1 else [])]
+        again += ["--ignore-window"] if ignore_window else []
     again += ["--host", host] if host != "127.0.0.1" else []
     again += ["--port", str(port)] if port != 8000 else []
     run_campaign(
@@ -1035,6 +1050,7 @@ def run(name: str, simulate: bool, time_scale: float, host: str, port: int, yes:
         port=port,
         confirm=lambda question: yes or click.confirm(question, default=False),
         again=shlex.join(again),
+        ignore_window=ignore_window,
     )
 
 

@@ -35,7 +35,7 @@ from dialer.pacing import Bucket, Gate
 from dialer.providers import get_provider
 from dialer.providers.base import ACCOUNT_TOKEN, CallOrder, callback_base, order_for
 from dialer.recorder import advance, apply_held, finish
-from dialer.runtime import Runtime, spec_of
+from dialer.runtime import Runtime
 from dialer.zones import group_zones
 
 log = logging.getLogger("dialer.dispatch")
@@ -157,7 +157,7 @@ def place_call(rt: Runtime, attempt_id: int) -> None:
     if row is None or row[0].status != AttemptStatus.QUEUED:
         return  # already placed, released or finished: a duplicate delivery
     attempt, contact, campaign, group = row
-    spec = spec_of(campaign)
+    spec = rt.spec_of(campaign)
     now = rt.clock()
     if campaign.status != CampaignStatus.RUNNING:
         with session_scope(url) as session:

@@ -126,6 +126,7 @@ def local_runtime(
     only: frozenset[int] | None = None,
     *,
     simulated: bool = False,
+    any_time: bool = False,
 ) -> Runtime:
     return Runtime(
         settings=settings,
@@ -134,6 +135,7 @@ def local_runtime(
         enqueue=queue_put,
         only=only,
         simulated=simulated,
+        any_time=any_time,
     )
 
 
@@ -144,6 +146,7 @@ def run_until(
     on_tick: Callable[[], None] | None = None,
     only: frozenset[int] | None = None,
     simulated: bool = False,
+    any_time: bool = False,
 ) -> None:
     """Pump, place and sweep in this process until ``done()`` says the work is over (``only``
     these campaigns, by id, if given). On return no call of this process is on its way.
@@ -152,7 +155,7 @@ def run_until(
     ``DIALER_DB_OUTAGE_LIMIT`` seconds; past that the callers stop and :class:`DatabaseGone` is raised."""
     holder: dict[str, Runtime] = {}
     queue = LocalQueue(lambda attempt_id: place_call(holder["rt"], attempt_id))
-    rt = holder["rt"] = local_runtime(settings, queue.put, only, simulated=simulated)
+    rt = holder["rt"] = local_runtime(settings, queue.put, only, simulated=simulated, any_time=any_time)
     outage = Outage(settings.db_outage_limit, first_wait=settings.tick_seconds)
     last_sweep = 0.0
 

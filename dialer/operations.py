@@ -13,9 +13,10 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from campaigns import window as windows
 from campaigns.flow import one_question
 from campaigns.outcomes import LIVE, AttemptStatus, CampaignStatus, ContactResult, ContactState
-from campaigns.spec import CampaignSpec, SpecError, parse_campaign
+from campaigns.spec import CampaignSpec, SpecError, Window, parse_campaign
 from dialer.db import Db, changed, session_scope
 from dialer.errors import ConfigurationError, InvalidState, NotFound
 from dialer.files import not_a_file
@@ -34,6 +35,7 @@ from dialer.providers import PROVIDERS, account_limit, get_provider
 from dialer.providers.base import Provider, flow_field, step_field
 from dialer.runtime import spec_of
 from dialer.settings import Settings
+from dialer.zones import group_zones
 
 log = logging.getLogger("dialer.operations")
 
@@ -314,6 +316,10 @@ class Progress:
     """Who runs it now (a live lease's holder), if anyone."""
     unattended_since: datetime | None = None
     """Running, but its runner stopped renewing its lease then (a killed run): nothing calls."""
+    waiting_for_window: int = 0
+    """Contacts due to be called whose window is closed now (in a running campaign)."""
+    window_opens: datetime | None = None
+    """When the first of those windows opens."""
     answers: dict[str, Counter[str]] = field(default_factory=dict)
     """Valid answers by question (the flow's step; ``question`` for ``[question]``), then by
     choice (its keys where it names none, ``recorded`` for a recording)."""
@@ -327,7 +333,8 @@ class Progress:
         return sum(n for status, n in self.attempts.items() if AttemptStatus(status) in LIVE)
 
 
-def progress(session: Session, name: str) -> Progress:
+def progress(session: Session, name: str, *, window: Window | None = None) -> Progress:
+    """A campaign's counts; contacts wait for ``window`` (None: the campaign's own)."""
     campaign = get_campaign(session, name)
     report = Progress(
         name=campaign.name, status=campaign.status, provider=campaign.provider, reason=campaign.reason
@@ -361,6 +368,36 @@ def progress(session: Session, name: str) -> Progress:
         .group_by(col(DtmfAnswer.step), label)
     ):
         report.answers.setdefault(step, Counter())[answer] = count
-    rank = {step: index for index, step in enumerate(spec_of(campaign).call_flow.questions())}
+    spec = spec_of(campaign)
+    rank = {step: index for index, step in enumerate(spec.call_flow.questions())}
     report.answers = dict(sorted(report.answers.items(), key=lambda item: rank.get(item[0], len(rank))))
+    if campaign.status == CampaignStatus.RUNNING:
+        _waiting(session, report, campaign_id=campaign.id or 0, window=window or spec.window, now=utcnow())
     return report
+
+
+def _waiting(session: Session, report: Progress, *, campaign_id: int, window: Window, now: datetime) -> None:
+    """How many pending contacts wait for their window, and when the first of them opens."""
+    closed = {
+        group_id: windows.next_open(window, group_zones(window, zones, own), now)
+        for group_id, zones, own in session.execute(
+            sa.select(col(ZoneGroup.id), col(ZoneGroup.zones), col(ZoneGroup.own)).where(
+                col(ZoneGroup.campaign_id) == campaign_id
+            )
+        )
+        if not windows.is_open(window, group_zones(window, zones, own), now)
+    }
+    if not closed:
+        return
+    counts = session.execute(
+        sa.select(col(Contact.zone_group_id), sa.func.count())
+        .where(
+            col(Contact.campaign_id) == campaign_id,
+            col(Contact.state) == ContactState.PENDING,
+            col(Contact.zone_group_id).in_(closed),
+        )
+        .group_by(col(Contact.zone_group_id))
+    ).all()
+    report.waiting_for_window = sum(count for _, count in counts)
+    if counts:
+        report.window_opens = min(closed[group_id] for group_id, _ in counts if group_id is not None)

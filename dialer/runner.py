@@ -31,6 +31,7 @@ from rich.live import Live
 from rich.table import Table
 
 from campaigns.outcomes import CampaignStatus
+from campaigns.spec import Window
 from dialer import db, lease
 from dialer.embedded import DATABASE_ERRORS, BackgroundServer, Outage, run_until
 from dialer.errors import ConfigurationError, DatabaseGone, InvalidState
@@ -140,17 +141,23 @@ def run_campaign(
     scripts: Mapping[str, Script] | None = None,
     confirm: Callable[[str], bool] = lambda question: True,
     again: str | None = None,
+    ignore_window: bool = False,
 ) -> Progress:
     """Run campaign ``name`` here until it completes or Ctrl-C pauses it; return its progress.
 
     ``confirm`` is asked before the first real call of a campaign only simulated so far; ``again``
-    is the command that resumes the run, as the operator gave it.
+    is the command that resumes the run, as the operator gave it. ``ignore_window`` (a simulation
+    only) places calls whatever the campaign's window says.
 
     ``simulate`` runs the provider's simulator on a loopback port with throwaway credentials (its
     callees behave as its table says, or as ``scripts`` say for their numbers), and the receiver
     on another; otherwise the receiver listens on ``host:port``, where
     ``DIALER_PUBLIC_URL`` must lead from the provider.
     """
+    if ignore_window and not simulate:
+        raise ConfigurationError(
+            "--ignore-window is for a simulation only: real calls keep the campaign's window"
+        )
     with db.session_scope(settings.database_url) as session:
         campaign = get_campaign(session, name)
         provider, campaign_id, spec = campaign.provider, campaign.id or 0, spec_of(campaign)
@@ -193,6 +200,7 @@ def run_campaign(
             stack.enter_context(BackgroundServer(app, sock=sim_socket))
             console.print(
                 f"simulating {provider} on {simulator_url}; calls take {time_scale:g} of their time"
+                + ("; the calling window is ignored" if ignore_window else "")
             )
         stack.enter_context(
             BackgroundServer(receiver_app(settings), sock=receiver_socket, options=uvicorn_options(settings))
@@ -210,6 +218,7 @@ def run_campaign(
                     render=render,
                     holder=holder,
                     simulated=simulate,
+                    any_time=ignore_window,
                 )
             except DatabaseGone as error:
                 raise DatabaseGone(
@@ -256,13 +265,14 @@ def _run(
     render: Callable[[Progress], Table],
     holder: str,
     simulated: bool,
+    any_time: bool,
 ) -> Progress:
     outage = Outage(settings.db_outage_limit)
 
     def read() -> Progress:
         with db.session_scope(settings.database_url) as session:
             lease.renew(session, campaign_ids=[campaign_id], holder=holder, now=utcnow())
-            return progress(session, name)
+            return progress(session, name, window=Window.always() if any_time else None)
 
     def pause() -> None:
         with db.session_scope(settings.database_url) as session:
@@ -280,7 +290,9 @@ def _run(
         def calling() -> bool:
             return not interrupts.stop.is_set() and state["report"].status == CampaignStatus.RUNNING
 
-        run_until(settings, lambda: not calling(), on_tick=tick, only=only, simulated=simulated)
+        run_until(
+            settings, lambda: not calling(), on_tick=tick, only=only, simulated=simulated, any_time=any_time
+        )
         if interrupts.stop.is_set():
             # The callers have stopped and their last requests are answered: from here on the
             # campaign is paused and its queued attempts withdrawn, so nothing more is placed.
@@ -297,5 +309,6 @@ def _run(
                 on_tick=tick,
                 only=only,
                 simulated=simulated,
+                any_time=any_time,
             )
     return outage.retrying(read)

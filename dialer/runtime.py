@@ -15,7 +15,7 @@ import httpx
 import sqlalchemy as sa
 from sqlmodel import col
 
-from campaigns.spec import CampaignSpec
+from campaigns.spec import CampaignSpec, Window
 from dialer.models import Campaign, utcnow
 from dialer.pacing import Bucket, Gate, Limiter
 from dialer.providers import account_limit
@@ -39,6 +39,8 @@ class Runtime:
     """The campaigns (ids) this runtime pumps and sweeps; None: every one (``dialer run`` serves one)."""
     simulated: bool = False
     """Its calls go to a provider's simulator (``dialer run --simulate``): their attempts say so."""
+    any_time: bool = False
+    """Calls are placed whatever the campaigns' windows say (``dialer run --simulate --ignore-window``)."""
     calls: ProviderClient = field(init=False)
 
     def __post_init__(self) -> None:
@@ -47,6 +49,11 @@ class Runtime:
     @property
     def database_url(self) -> str:
         return self.settings.database_url
+
+    def spec_of(self, campaign: Campaign) -> CampaignSpec:
+        """The campaign's spec as this runtime calls it (its window always open with ``any_time``)."""
+        spec = spec_of(campaign)
+        return spec.model_copy(update={"window": Window.always()}) if self.any_time else spec
 
     def serves(self, campaign_id: int | None) -> sa.ColumnElement[bool]:
         """A condition on a campaign id column: true for the campaigns this runtime serves."""

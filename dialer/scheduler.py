@@ -191,7 +191,7 @@ def pump(rt: Runtime) -> int:
             for campaign in running:
                 if budget <= 0:
                     break
-                spec = spec_of(campaign)
+                spec = rt.spec_of(campaign)
                 room = spec.pacing.max_concurrent - _count(
                     session,
                     col(Attempt.campaign_id) == campaign.id,

@@ -8,15 +8,18 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
+from rich.console import Console
 from sqlmodel import col, select
 
 from campaigns.outcomes import AttemptStatus
+from campaigns.spec import Window
 from dialer import db
 from dialer.cli import main
 from dialer.embedded import BackgroundServer, loopback_socket
@@ -218,3 +221,44 @@ def test_a_message_is_left_on_a_machine_once(sqlite_url: str, tmp_path: Path) ->
         ).all()
     assert [(phone[-1], status) for phone, status, message_left in left if message_left] == [("5", "machine")]
     assert sum(phone.endswith("5") for phone, _, _ in left) == 1
+
+
+@pytest.mark.timeout(120)
+def test_a_simulation_says_who_waits_for_a_window_and_may_ignore_it(sqlite_url: str, tmp_path: Path) -> None:
+    """A window closed now: the live table counts the contacts it holds and says when it opens;
+    --ignore-window (a simulation only) calls them at once."""
+    from dialer.cli import progress_table
+    from dialer.operations import change_status, progress
+
+    env = {"DIALER_DATABASE_URL": sqlite_url}
+    path = write_campaign(tmp_path)
+    now = datetime.now(UTC)
+    closed_day = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[(now.weekday() + 3) % 7]
+    text = path.read_text().replace(
+        'days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]', f'days = ["{closed_day}"]'
+    )
+    path.write_text(text.replace('start = "00:00"', 'start = "00:00"\ntimezone = "UTC"'))
+    assert run(env, "campaign", "create", str(path))[0] == 0
+    assert run(env, "import", str(write_contacts(tmp_path, 10)), "--campaign", "e2e")[0] == 0
+    with db.session_scope(sqlite_url) as session:
+        change_status(session, name="e2e", action="start", now=now)
+        report = progress(session, "e2e")
+        always = progress(session, "e2e", window=Window.always())
+        change_status(session, name="e2e", action="pause", now=now)
+    opens = (now + timedelta(days=3)).replace(hour=0, minute=0, second=0, microsecond=0)
+    assert (report.waiting_for_window, report.window_opens) == (10, opens)
+    assert always.waiting_for_window == 0
+    shown = Console(width=200, record=True)
+    shown.print(progress_table(report))
+    rows = [" ".join(line.replace("│", " ").split()) for line in shown.export_text().splitlines()]
+    assert f"waiting for their window 10; the first window opens {opens:%Y-%m-%d %H:%M} UTC" in rows
+
+    code, output = run(env, "run", "e2e", "--ignore-window")
+    assert (code, output.strip()) == (
+        1,
+        "Error: --ignore-window is for a simulation only: real calls keep the campaign's window",
+    )
+    code, output = run(env, "run", "e2e", "--simulate", "--ignore-window", "--time-scale", "0.05")
+    assert code == 0, output
+    assert "the calling window is ignored" in output
+    assert output.rstrip().endswith("campaign e2e is completed")
