@@ -512,11 +512,26 @@ def import_command(
             session.rollback()
     verb = "would import" if dry_run else "imported"
     line = f"{verb} {report.accepted} contact(s) into {campaign_name}"
+    before = sum(reject.reason == "already in the campaign" for reject in report.rejects)
+    if before:
+        line += f"; {before} already in it (imported before)"
     if report.rejects:
-        rejects = rejects or csv_file.with_name(csv_file.stem + ".rejects.csv")
+        # An earlier import's rejects are kept: a new file beside them, unless --rejects names one.
+        rejects = rejects or _unused(csv_file.with_name(csv_file.stem + ".rejects.csv"))
         write_rejects(report, rejects)
-        line += f"; {len(report.rejects)} row(s) rejected, listed in {rejects}"
-    console.print(line + ("; nothing imported (--dry-run)" if dry_run else ""))
+        others = len(report.rejects) - before
+        line += f"; {others} row(s) rejected" if others else ""
+        line += f", listed in {rejects}"
+    console.print(line + ("; nothing imported (--dry-run)" if dry_run else ""), markup=False)
+
+
+def _unused(path: Path) -> Path:
+    """``path``, or ``NAME-2.ext``, ``NAME-3.ext``... the first that does not exist."""
+    candidate, number = path, 1
+    while candidate.exists():
+        number += 1
+        candidate = path.with_name(f"{path.name.removesuffix('.csv')}-{number}.csv")
+    return candidate
 
 
 @main.command("export")

@@ -354,3 +354,29 @@ def test_every_option_says_what_it_takes() -> None:
         if isinstance(parameter, click.Option) and not parameter.help and parameter.opts[0] != "--help"
     ]
     assert silent == []
+
+
+def test_importing_a_file_again_says_its_rows_are_in_and_keeps_the_first_rejects(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    assert run(env, "campaign", "create", str(write_campaign(tmp_path)))[0] == 0
+    path = tmp_path / "contacts.csv"
+    path.write_text("phone,first_name\n+12125550106,Ada\n+12125550107,Ben\nnot a number,Cy\n")
+    first = tmp_path / "contacts.rejects.csv"
+    assert run(env, "import", str(path), "--campaign", "e2e") == (
+        0,
+        f"imported 2 contact(s) into e2e; 1 row(s) rejected, listed in {first}\n",
+    )
+    kept = first.read_text()
+    second = tmp_path / "contacts.rejects-2.csv"
+    assert run(env, "import", str(path), "--campaign", "e2e") == (
+        0,
+        "imported 0 contact(s) into e2e; 2 already in it (imported before);"
+        f" 1 row(s) rejected, listed in {second}\n",
+    )
+    assert first.read_text() == kept
+    assert [line.split(",")[-1] for line in second.read_text().splitlines()[1:]] == [
+        "already in the campaign",
+        "already in the campaign",
+        first.read_text().splitlines()[1].split(",")[-1],
+    ]
