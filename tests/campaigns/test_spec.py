@@ -86,3 +86,9 @@ def test_a_spec_survives_its_round_trip_through_the_database_json() -> None:
 def test_templates_render_from_contact_columns() -> None:
     assert placeholders("Hi {first_name}, see you {date}.") == {"first_name", "date"}
     assert render("Hi {first_name}", {"first_name": "Ada"}) == "Hi Ada"
+
+
+def test_a_voice_given_as_a_number_is_taken_as_its_name() -> None:
+    """TOML's `voice = 3` is the voice "3" (a [flow] reads its voice the same way: class Speech)."""
+    spec = parse_campaign(MINIMAL.replace('[message]\n', '[message]\nvoice = 3\n'))
+    assert spec.message is not None and spec.message.voice == "3"
