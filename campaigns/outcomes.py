@@ -92,6 +92,8 @@ class ContactResult(StrEnum):
     EXHAUSTED = "exhausted"
     UNKNOWN = "unknown"
     """The last attempt's result never came, and the campaign does not retry ``unknown``."""
+    EXPIRED = "expired"
+    """Not reached before the campaign's ``schedule.end``."""
     INVALID = "invalid"
     DNC = "dnc"
     CANCELLED = "cancelled"

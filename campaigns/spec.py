@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Literal
 
@@ -218,6 +218,33 @@ class Pacing(Model):
     max_concurrent: int = Field(50, ge=1, le=10000)
 
 
+class Schedule(Model):
+    """When a campaign may call at all: from ``start``, and until ``end``, after which the contacts
+    not reached finish as ``expired``. Both are moments with their offset (``2026-12-07T09:00:00-05:00``)."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+
+    @field_validator("start", "end")
+    @classmethod
+    def _aware(cls, moment: datetime | None) -> datetime | None:
+        if moment is not None and moment.utcoffset() is None:
+            raise ValueError("give the moment with its offset from UTC (Z, or +01:00 and the like)")
+        return moment
+
+    @model_validator(mode="after")
+    def _order(self) -> Schedule:
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise SpecError("end", "is not after schedule.start")
+        return self
+
+    def before_start(self, now: datetime) -> bool:
+        return self.start is not None and now < self.start
+
+    def over(self, now: datetime) -> bool:
+        return self.end is not None and now >= self.end
+
+
 class CampaignSpec(Model):
     """A parsed, validated campaign file."""
 
@@ -231,6 +258,7 @@ class CampaignSpec(Model):
     window: Window = Window()
     pacing: Pacing = Pacing()
     call: CallOptions = CallOptions()
+    schedule: Schedule = Schedule()
     phone_column: str = "phone"
     region: str | None = Field(None, min_length=2, max_length=2)
 

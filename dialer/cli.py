@@ -9,7 +9,7 @@ import shlex
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -353,6 +353,18 @@ def campaign_plan(name: str) -> None:
         f" {_duration(retry.delay.total_seconds())} after the previous one{backoff};"
         f" {found.retry_share:.0%} of calls retried, {found.call_seconds:.0f} s per call ({observed})",
     ]
+    if found.starts is not None:
+        lines.append(
+            f"starts: {found.starts.astimezone(UTC):%a %Y-%m-%d %H:%M} UTC"
+            f" (in {_duration((found.starts - now).total_seconds())}): nothing is called before"
+        )
+    if found.ends is not None:
+        expiring = (
+            f"about {found.expiring:,.0f} contacts left then expire"
+            if found.expiring >= 0.5
+            else "every contact should be called by then"
+        )
+        lines.append(f"ends: {found.ends.astimezone(UTC):%a %Y-%m-%d %H:%M} UTC: {expiring}")
     for line in lines:
         console.print(line, markup=False)
     table = Table("time zones", "contacts", "window opens (UTC)")
@@ -736,6 +748,14 @@ def progress_table(report: Progress) -> Table:
     table.add_row("contacts", str(report.contacts))
     table.add_row("done", f"{report.done} ({report.done / report.contacts:.0%})" if report.contacts else "0")
     table.add_row("calls in progress", str(report.live_calls))
+    if report.starts_at is not None:
+        table.add_row(
+            "starts", f"{report.starts_at.astimezone(UTC):%a %Y-%m-%d %H:%M} UTC: nothing is called before"
+        )
+    if report.ends_at is not None:
+        table.add_row(
+            "ends", f"{report.ends_at.astimezone(UTC):%a %Y-%m-%d %H:%M} UTC: contacts not reached expire"
+        )
     if report.waiting_for_window:
         opens = (
             f"; the first window opens {report.window_opens:%Y-%m-%d %H:%M} UTC"

@@ -159,8 +159,8 @@ def place_call(rt: Runtime, attempt_id: int) -> None:
     attempt, contact, campaign, group = row
     spec = rt.spec_of(campaign)
     now = rt.clock()
-    if campaign.status != CampaignStatus.RUNNING:
-        with session_scope(url) as session:
+    if campaign.status != CampaignStatus.RUNNING or spec.schedule.over(now):
+        with session_scope(url) as session:  # past the end, the pump expires the contact
             release(session, attempt=attempt, retry_at=None, now=now)
         return
     zones = contact_zones(contact, spec, group)

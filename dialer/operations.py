@@ -320,6 +320,10 @@ class Progress:
     """Contacts due to be called whose window is closed now (in a running campaign)."""
     window_opens: datetime | None = None
     """When the first of those windows opens."""
+    starts_at: datetime | None = None
+    """The campaign's ``schedule.start``, while it is still to come."""
+    ends_at: datetime | None = None
+    """The campaign's ``schedule.end``: its contacts not reached by then expire."""
     answers: dict[str, Counter[str]] = field(default_factory=dict)
     """Valid answers by question (the flow's step; ``question`` for ``[question]``), then by
     choice (its keys where it names none, ``recorded`` for a recording)."""
@@ -369,10 +373,13 @@ def progress(session: Session, name: str, *, window: Window | None = None) -> Pr
     ):
         report.answers.setdefault(step, Counter())[answer] = count
     spec = spec_of(campaign)
+    now = utcnow()
+    report.starts_at = spec.schedule.start if spec.schedule.before_start(now) else None
+    report.ends_at = spec.schedule.end
     rank = {step: index for index, step in enumerate(spec.call_flow.questions())}
     report.answers = dict(sorted(report.answers.items(), key=lambda item: rank.get(item[0], len(rank))))
     if campaign.status == CampaignStatus.RUNNING:
-        _waiting(session, report, campaign_id=campaign.id or 0, window=window or spec.window, now=utcnow())
+        _waiting(session, report, campaign_id=campaign.id or 0, window=window or spec.window, now=now)
     return report
 
 

@@ -16,6 +16,7 @@ import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col
@@ -83,6 +84,12 @@ class Plan:
     attempts_left: float = 0.0
     finish: datetime | None = None
     """When the last call should end (None: not within HORIZON)."""
+    starts: datetime | None = None
+    """The campaign's ``schedule.start``, if it is still to come: nothing is called before."""
+    ends: datetime | None = None
+    """The campaign's ``schedule.end``."""
+    expiring: float = 0.0
+    """Contacts expected to be left uncalled (or unreached) at ``ends``."""
 
     @property
     def rate(self) -> float:
@@ -119,6 +126,10 @@ def plan(session: Session, name: str, *, settings: Settings, now: datetime) -> P
         observed=observed,
         policy=spec.retry,
     )
+    result.ends = spec.schedule.end
+    if spec.schedule.before_start(now):
+        result.starts = spec.schedule.start
+        now = max(now, spec.schedule.start or now)  # the campaign is played from its start
     work, per_zone = _work(session, campaign.id or 0, spec, now=now, share=share, call_seconds=call_seconds)
     for item in work:
         result.attempts_left += item.count * expected_attempts(share, item.made, spec.retry)
@@ -129,8 +140,10 @@ def plan(session: Session, name: str, *, settings: Settings, now: datetime) -> P
         except ValueError:
             result.zones.append(Zone(zones=zones, contacts=contacts, opens=None, never=True))
             continue
-        result.zones.append(Zone(zones=zones, contacts=contacts, opens=None if opens == now else opens))
-    result.finish = finish(
+        result.zones.append(
+            Zone(zones=zones, contacts=contacts, opens=None if opens == result.now else opens)
+        )
+    played = play(
         work,
         window=spec.window,
         policy=spec.retry,
@@ -138,7 +151,9 @@ def plan(session: Session, name: str, *, settings: Settings, now: datetime) -> P
         calls_per_second=result.calls_per_second,
         call_seconds=call_seconds,
         now=now,
+        until=spec.schedule.end,
     )
+    result.finish, result.expiring = played.finish, played.left
     return result
 
 
@@ -209,7 +224,20 @@ def _delay(policy: RetryPolicy, made: int) -> timedelta:
     return retry_delay(policy.model_copy(update={"jitter": 0.0}), attempts_made=max(1, made))
 
 
-def finish(
+@dataclass(frozen=True)
+class Played:
+    finish: datetime | None
+    """When the last expected call ends (None: not within the horizon); the end, if it comes first."""
+    left: float = 0.0
+    """Contacts still to be called at the end."""
+
+
+def finish(work: list[Work], **options: Any) -> datetime | None:
+    """When the last expected call of ``work`` ends (:func:`play`'s ``finish``)."""
+    return play(work, **options).finish
+
+
+def play(
     work: list[Work],
     *,
     window: Window,
@@ -219,9 +247,10 @@ def finish(
     call_seconds: float,
     now: datetime,
     horizon: timedelta = HORIZON,
-) -> datetime | None:
-    """When the last expected call of ``work`` ends, played forward in steps of STEP from ``now``
-    (None: not within ``horizon``)."""
+    until: datetime | None = None,
+) -> Played:
+    """Play ``work`` forward in steps of STEP from ``now``: when its last expected call ends, or,
+    if ``until`` (the campaign's end) comes first, how many contacts are left then."""
     pending = [(item.due, item.zones, item.made, item.count) for item in work if item.count > 0]
     heapq.heapify(pending)
     per_step = calls_per_second * STEP.total_seconds()
@@ -229,13 +258,15 @@ def finish(
     t = now
     last_call: datetime | None = None
     while pending:
+        if until is not None and t >= until:
+            return Played(until, sum(item[3] for item in pending))
         if t > end:
-            return None
+            return Played(None)
         due_now = []
         while pending and pending[0][0] <= t:
             due_now.append(heapq.heappop(pending))
         if not due_now:
-            t = pending[0][0]  # idle until then
+            t = pending[0][0] if until is None else min(pending[0][0], until)  # idle until then
             continue
         opened: dict[tuple[str, ...], bool] = {}
         capacity = per_step
@@ -265,4 +296,4 @@ def finish(
         for (due, zones, made), count in retries.items():
             heapq.heappush(pending, (due, zones, made, count))
         t += STEP
-    return now if last_call is None else last_call + timedelta(seconds=call_seconds)
+    return Played(now if last_call is None else last_call + timedelta(seconds=call_seconds))

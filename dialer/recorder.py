@@ -309,6 +309,8 @@ def settle(
         values = {"state": ContactState.DONE, "result": result}
     elif campaign_status == CampaignStatus.CANCELLED:
         values = {"state": ContactState.DONE, "result": ContactResult.CANCELLED}
+    elif spec.schedule.over(now) and outcome != AttemptStatus.UNKNOWN:
+        values = {"state": ContactState.DONE, "result": ContactResult.EXPIRED}
     else:
         made = session.scalar(_ATTEMPTS_MADE, {"contact": attempt.contact_id})
         retry_at = next_attempt_at(spec.retry, outcome=outcome, attempts_made=made or 0, ended_at=now)

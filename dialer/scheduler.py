@@ -189,9 +189,12 @@ def pump(rt: Runtime) -> int:
                 live = _count(session, col(Attempt.provider) == provider, col(Attempt.status).in_(_LIVE))
                 budget = min(budget, cap - live)
             for campaign in running:
-                if budget <= 0:
-                    break
                 spec = rt.spec_of(campaign)
+                if spec.schedule.over(now):
+                    expire(session, campaign_id=campaign.id or 0, now=now)
+                    continue
+                if budget <= 0 or spec.schedule.before_start(now):
+                    continue
                 room = spec.pacing.max_concurrent - _count(
                     session,
                     col(Attempt.campaign_id) == campaign.id,
@@ -214,6 +217,17 @@ def pump(rt: Runtime) -> int:
     for attempt_id in claimed:
         rt.enqueue(attempt_id, 0)
     return len(claimed)
+
+
+def expire(session: Session, *, campaign_id: int, now: datetime) -> int:
+    """Past its ``schedule.end``, a campaign's contacts waiting to be called finish as expired
+    (those on a call finish as it ends); how many."""
+    return changed(
+        session,
+        sa.update(Contact)
+        .where(col(Contact.campaign_id) == campaign_id, col(Contact.state) == ContactState.PENDING)
+        .values(state=ContactState.DONE, result=ContactResult.EXPIRED, updated_at=now),
+    )
 
 
 def result_wait(spec: CampaignSpec, provider: Provider, settings: Settings) -> timedelta:
