@@ -113,6 +113,7 @@ _LIVE_ATTEMPT = sa.text(
 class Attempt(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("contact_id", "number"),
+        sa.Index("ix_attempt_phone", "phone", "queued_at"),
         # At most one live call per contact, enforced by the database itself.
         sa.Index(
             "uq_attempt_live_contact",
@@ -155,6 +156,8 @@ class Attempt(SQLModel, table=True):
     simulated: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     """Placed with a provider's simulator (``dialer run --simulate``): not learnt from by ``plan``."""
     message_left: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    phone: str | None = Field(default=None, max_length=16)
+    """The number called (the contact's), for the cap on calls per number across campaigns."""
     """A machine answered and was given the message to record (``on_machine = "leave_message"``)."""
     queued_at: datetime = _when(nullable=False, default_now=True)
     dispatched_at: datetime | None = _when()

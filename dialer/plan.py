@@ -29,6 +29,7 @@ from dialer.models import Attempt, Contact, ZoneGroup
 from dialer.operations import get_campaign
 from dialer.providers import account_limit
 from dialer.runtime import spec_of
+from dialer.scheduler import NumberCap
 from dialer.settings import Settings
 from dialer.zones import group_zones
 
@@ -130,7 +131,15 @@ def plan(session: Session, name: str, *, settings: Settings, now: datetime) -> P
     if spec.schedule.before_start(now):
         result.starts = spec.schedule.start
         now = max(now, spec.schedule.start or now)  # the campaign is played from its start
-    work, per_zone = _work(session, campaign.id or 0, spec, now=now, share=share, call_seconds=call_seconds)
+    work, per_zone = _work(
+        session,
+        campaign.id or 0,
+        spec,
+        now=now,
+        share=share,
+        call_seconds=call_seconds,
+        cap=NumberCap.of(settings),
+    )
     for item in work:
         result.attempts_left += item.count * expected_attempts(share, item.made, spec.retry)
     result.contacts_left = sum(per_zone.values())
@@ -185,10 +194,13 @@ def _work(
     now: datetime,
     share: float,
     call_seconds: float,
+    cap: NumberCap | None = None,
 ) -> tuple[list[Work], Counter[tuple[str, ...]]]:
     """The work left, by zone group and attempts made, and the contacts left per zones: those
     waiting are due at the latest of their group's due times (or now); those on a call come back,
-    a retry share of them, after it."""
+    a retry share of them, after it; those whose number the ``cap`` holds, when it allows them."""
+    held = _held(session, campaign_id, cap, now=now) if cap else []
+    held_count = Counter((zones, own, made) for zones, own, made, _ in held)
     rows = session.execute(
         sa.select(
             col(ZoneGroup.zones),
@@ -216,8 +228,46 @@ def _work(
                 work.append(Work(due=back, zones=checked, made=made, count=count * share))
             continue
         due = max(now, latest.replace(tzinfo=now.tzinfo) if latest.tzinfo is None else latest)
-        work.append(Work(due=due, zones=checked, made=made, count=float(count)))
+        free = count - held_count[(zones, own, made)]
+        if free > 0:
+            work.append(Work(due=due, zones=checked, made=made, count=float(free)))
+    for zones, own, made, allowed in held:
+        work.append(
+            Work(
+                due=max(now, allowed),
+                zones=group_zones(spec.window, zones or "", bool(own)),
+                made=made,
+                count=1.0,
+            )
+        )
     return work, per_zone
+
+
+def _held(
+    session: Session, campaign_id: int, cap: NumberCap, *, now: datetime
+) -> list[tuple[str | None, bool | None, int, datetime]]:
+    """The campaign's waiting contacts whose number the cap holds: their group, attempts made,
+    and when the cap allows them."""
+    span = timedelta(days=cap.days)
+    rows = session.execute(
+        sa.select(
+            col(ZoneGroup.zones),
+            col(ZoneGroup.own),
+            col(Contact.attempts),
+            sa.func.min(col(Attempt.queued_at)),
+        )
+        .select_from(Contact)
+        .join(Attempt, col(Attempt.phone) == col(Contact.phone))
+        .outerjoin(ZoneGroup, col(ZoneGroup.id) == col(Contact.zone_group_id))
+        .where(
+            col(Contact.campaign_id) == campaign_id,
+            col(Contact.state) == ContactState.PENDING,
+            col(Attempt.queued_at) > now - span,
+        )
+        .group_by(col(Contact.id), col(ZoneGroup.zones), col(ZoneGroup.own), col(Contact.attempts))
+        .having(sa.func.count() >= cap.calls)
+    ).all()
+    return [(zones, own, made, first + span) for zones, own, made, first in rows]
 
 
 def _delay(policy: RetryPolicy, made: int) -> timedelta:

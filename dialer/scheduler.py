@@ -12,6 +12,7 @@ import math
 import secrets
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -48,6 +49,30 @@ def _count(session: Session, *conditions: sa.ColumnElement[bool]) -> int:
     return session.scalar(sa.select(sa.func.count()).select_from(Attempt).where(*conditions)) or 0
 
 
+@dataclass(frozen=True)
+class NumberCap:
+    """At most ``calls`` attempts to one number in ``days``, whatever campaign places them."""
+
+    calls: int
+    days: float
+
+    @classmethod
+    def of(cls, settings: Settings) -> NumberCap | None:
+        return None if settings.number_cap is None else cls(settings.number_cap, settings.number_cap_days)
+
+    def held(self, session: Session, phones: Sequence[str], *, now: datetime) -> dict[str, datetime]:
+        """The numbers of ``phones`` called ``calls`` times in the last ``days``, with when the
+        oldest of those calls leaves the span (they may be called again then)."""
+        span = timedelta(days=self.days)
+        rows = session.execute(
+            sa.select(col(Attempt.phone), sa.func.min(col(Attempt.queued_at)))
+            .where(col(Attempt.phone).in_(set(phones)), col(Attempt.queued_at) > now - span)
+            .group_by(col(Attempt.phone))
+            .having(sa.func.count() >= self.calls)
+        ).all()
+        return {str(phone): first + span for phone, first in rows}
+
+
 def claim_due(
     session: Session,
     *,
@@ -56,12 +81,14 @@ def claim_due(
     limit: int,
     now: datetime,
     simulated: bool = False,
+    cap: NumberCap | None = None,
 ) -> list[int]:
     """Turn up to ``limit`` due, in-window contacts into queued attempts; return the attempt ids.
 
     The window is checked once per zone group, and contacts are read only from the groups whose
     window is open, the earliest due first: contacts waiting for their window cost nothing, however
-    many they are. Numbers on the DNC list are finished as ``dnc``.
+    many they are. Numbers on the DNC list are finished as ``dnc``; numbers called as often as the
+    ``cap`` allows (by any campaign) wait until it allows them again.
     """
     campaign_id = campaign.id or 0
     assign_groups(session, campaign_id=campaign_id)  # contacts written without a group, if any
@@ -91,7 +118,20 @@ def claim_due(
                 )
                 .values(state=ContactState.DONE, result=ContactResult.DNC, updated_at=now)
             )
-        callable_ids = [contact_id for contact_id, phone in candidates if phone not in blocked]
+        held = cap.held(session, [phone for _, phone in candidates], now=now) if cap else {}
+        for phone, allowed in held.items():
+            session.execute(
+                sa.update(Contact)
+                .where(
+                    col(Contact.id).in_([contact_id for contact_id, number in candidates if number == phone]),
+                    col(Contact.state) == ContactState.PENDING,
+                )
+                .values(next_attempt_at=allowed, updated_at=now)
+            )
+        phones = dict(candidates)
+        callable_ids = [
+            contact_id for contact_id, phone in candidates if phone not in blocked and phone not in held
+        ]
         if callable_ids:
             rows = session.execute(
                 sa.update(Contact)
@@ -111,6 +151,7 @@ def claim_due(
                             "status": AttemptStatus.QUEUED.value,
                             "callback_token": secrets.token_urlsafe(24),
                             "simulated": simulated,
+                            "phone": phones[contact_id],
                             "queued_at": now,
                             "updated_at": now,
                         }
@@ -210,7 +251,13 @@ def pump(rt: Runtime) -> int:
                     limit = min(limit, math.ceil(spec.pacing.calls_per_second * LOOKAHEAD) - queued)
                 if limit > 0:
                     ids = claim_due(
-                        session, campaign=campaign, spec=spec, limit=limit, now=now, simulated=rt.simulated
+                        session,
+                        campaign=campaign,
+                        spec=spec,
+                        limit=limit,
+                        now=now,
+                        simulated=rt.simulated,
+                        cap=NumberCap.of(rt.settings),
                     )
                     budget -= len(ids)
                     claimed += ids

@@ -165,6 +165,13 @@ class Settings(BaseSettings):
     webhook_max_connections: int = Field(
         2000, ge=16, description="connections the receiver holds at once; a request beyond gets 503"
     )
+    number_cap: int | None = Field(
+        None,
+        ge=1,
+        description="at most this many calls to one number, whatever campaign places them, in"
+        " DIALER_NUMBER_CAP_DAYS (None: no cap)",
+    )
+    number_cap_days: float = Field(7.0, gt=0, description="the days over which DIALER_NUMBER_CAP counts")
     db_outage_limit: float = Field(
         300.0,
         gt=0,

@@ -114,3 +114,29 @@ def test_plan_and_status_count_from_the_start_and_say_what_the_end_leaves(settin
     rows = [" ".join(line.replace("│", " ").split()) for line in status.output.splitlines()]
     assert f"starts {START:%a %Y-%m-%d %H:%M} UTC: nothing is called before" in rows
     assert f"ends {END:%a %Y-%m-%d %H:%M} UTC: contacts not reached expire" in rows
+
+
+def test_a_cap_on_calls_per_number_holds_across_campaigns(settings: Settings) -> None:
+    """At most 2 calls to a number in 7 days, whichever campaign places them: the second campaign's
+    contacts wait until the first call leaves the span, and plan counts the wait."""
+    url = settings.database_url
+    settings = settings.model_copy(update={"number_cap": 2, "number_cap_days": 7.0})
+    campaign_with_contacts(url, PHONES[:2], name="one")
+    campaign_with_contacts(url, PHONES[:2], name="two")
+    campaign_with_contacts(url, PHONES[:2], name="three")
+    rt = runtime(settings, FakeVonage(), [])
+    assert pump(rt) == 4  # one's and two's; three's numbers have had their two calls
+    with db.session_scope(url) as session:
+        waiting = session.execute(
+            sa.select(Campaign.name, Contact.state, Contact.next_attempt_at)
+            .join(Campaign, col(Campaign.id) == col(Contact.campaign_id))
+            .where(col(Campaign.name) == "three")
+        ).all()
+        attempts = session.scalars(sa.select(Attempt.phone)).all()
+    assert waiting == [("three", "pending", NOW + timedelta(days=7))] * 2
+    assert sorted(attempts) == sorted(PHONES[:2] * 2)
+    with db.session_scope(url) as session:
+        found = plan(session, "three", settings=settings, now=NOW)
+    assert found.finish is not None and found.finish >= NOW + timedelta(days=7)
+    rt.clock = lambda: NOW + timedelta(days=7, seconds=1)
+    assert pump(rt) == 2
