@@ -48,6 +48,14 @@ def _parse(raw: str, region: str | None) -> phonenumbers.PhoneNumber:
     return number
 
 
+def area(e164: str) -> tuple[int, str]:
+    """A number's country calling code and area code (``(1, "415")`` for +14155550100; the area
+    is empty for numbers without one, such as most mobiles outside North America)."""
+    number = phonenumbers.parse(e164)
+    national = phonenumbers.national_significant_number(number)
+    return number.country_code or 0, national[: phonenumbers.length_of_geographical_area_code(number)]
+
+
 def is_e164(value: str) -> bool:
     """True when ``value`` is a valid number written exactly in E.164 (``+`` and digits only)."""
     try:

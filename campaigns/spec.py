@@ -218,6 +218,18 @@ class Pacing(Model):
     max_concurrent: int = Field(50, ge=1, le=10000)
 
 
+class CallerIds(Model):
+    """A pool of caller IDs besides the campaign's ``caller_id``: each call takes one, in turn
+    (``rotate``) or the one that shares the callee's country and area code (``local``; else the
+    campaign's ``caller_id``), none more than ``per_day`` times in 24 hours."""
+
+    numbers: tuple[str, ...] = ()
+    file: str | None = None
+    """A file of numbers, one per line, beside the campaign file: read into ``numbers`` at create."""
+    choose: Literal["rotate", "local"] = "rotate"
+    per_day: int | None = Field(None, ge=1)
+
+
 class Schedule(Model):
     """When a campaign may call at all: from ``start``, and until ``end``, after which the contacts
     not reached finish as ``expired``. Both are moments with their offset (``2026-12-07T09:00:00-05:00``)."""
@@ -258,6 +270,7 @@ class CampaignSpec(Model):
     window: Window = Window()
     pacing: Pacing = Pacing()
     call: CallOptions = CallOptions()
+    caller_ids: CallerIds = CallerIds()
     schedule: Schedule = Schedule()
     phone_column: str = "phone"
     region: str | None = Field(None, min_length=2, max_length=2)
@@ -291,6 +304,12 @@ class CampaignSpec(Model):
                 " on_machine",
             )
         return self
+
+    @property
+    def caller_pool(self) -> tuple[str, ...]:
+        """Every caller ID the campaign may call from: its pool, then its ``caller_id`` if not in it."""
+        pool = self.caller_ids.numbers
+        return pool if self.caller_id in pool else (*pool, self.caller_id)
 
     @cached_property
     def call_flow(self) -> Flow:

@@ -854,6 +854,11 @@ def report(name: str, html_file: Path | None) -> None:
             table.add_row(heading, "")
             for key, count in rows:
                 table.add_row(f"  {key}", f"{count:,}")
+    if len(rates := summary.caller_id_rates()) > 1:
+        table.add_section()
+        table.add_row("answer rate by caller ID", "")
+        for caller_id, rate in rates:
+            table.add_row(f"  {caller_id}", rate)
     console.print(table)
     if html_file is not None:
         from dialer.files import write_text

@@ -20,6 +20,7 @@ from campaigns.flow import start
 from campaigns.outcomes import AttemptStatus, CampaignStatus, ContactState, earlier_than
 from campaigns.phones import zones_of
 from campaigns.spec import CampaignSpec
+from dialer import callers
 from dialer.db import among, changed, session_scope, statement_connection
 from dialer.errors import (
     ConfigurationError,
@@ -94,6 +95,7 @@ _CLAIM = (
     )
     .values(
         status=AttemptStatus.DISPATCHING,
+        caller_id=sa.bindparam("caller_id"),
         dispatched_at=sa.bindparam("b_now"),
         updated_at=sa.bindparam("b_now"),
     )
@@ -117,9 +119,12 @@ _DIALING = (
 )
 
 
-def _claim(connection: sa.Connection, *, attempt_id: int, campaign_id: int, now: datetime) -> bool:
-    """``queued -> dispatching``, only while the campaign is still running."""
-    return changed(connection, _CLAIM, {"attempt": attempt_id, "campaign": campaign_id, "b_now": now}) == 1
+def _claim(
+    connection: sa.Connection, *, attempt_id: int, campaign_id: int, caller_id: str, now: datetime
+) -> bool:
+    """``queued -> dispatching`` from ``caller_id``, only while the campaign is still running."""
+    params = {"attempt": attempt_id, "campaign": campaign_id, "caller_id": caller_id, "b_now": now}
+    return changed(connection, _CLAIM, params) == 1
 
 
 def _requeue(session: Session, *, attempt_id: int, now: datetime, failed: bool = False) -> None:
@@ -134,9 +139,12 @@ def _requeue(session: Session, *, attempt_id: int, now: datetime, failed: bool =
     )
 
 
-def call_order(rt: Runtime, *, attempt: Attempt, contact: Contact, spec: CampaignSpec) -> CallOrder:
+def call_order(
+    rt: Runtime, *, attempt: Attempt, contact: Contact, spec: CampaignSpec, caller_id: str | None = None
+) -> CallOrder:
     return order_for(
         spec,
+        caller_id=caller_id,
         to=contact.phone,
         variables=contact.variables,
         extension=contact.extension,
@@ -169,6 +177,15 @@ def place_call(rt: Runtime, attempt_id: int) -> None:
             release(session, attempt=attempt, retry_at=windows.next_open(spec.window, zones, now), now=now)
         return
 
+    caller_id = spec.caller_id
+    if len(spec.caller_pool) > 1:
+        with statement_connection(url) as connection:
+            chosen, free_at = callers.choose(connection, spec, to=contact.phone, turn=attempt_id, now=now)
+        if chosen is None:  # every caller ID it may use has made its calls of the day
+            with session_scope(url) as session:
+                release(session, attempt=attempt, retry_at=free_at, now=now)
+            return
+        caller_id = chosen
     buckets = rt.buckets(campaign, spec)
     slot = rt.limiter.reserve(buckets, max_wait=MAX_SLEEP)
     if not slot.granted:
@@ -179,9 +196,24 @@ def place_call(rt: Runtime, attempt_id: int) -> None:
         rt.sleep(slot.wait)
 
     with statement_connection(url) as connection:
-        if not _claim(connection, attempt_id=attempt_id, campaign_id=campaign.id or 0, now=rt.clock()):
+        claimed = _claim(
+            connection,
+            attempt_id=attempt_id,
+            campaign_id=campaign.id or 0,
+            caller_id=caller_id,
+            now=rt.clock(),
+        )
+        if not claimed:
             return
-    call_id = _send(rt, attempt=attempt, contact=contact, campaign=campaign, spec=spec, buckets=buckets)
+    call_id = _send(
+        rt,
+        attempt=attempt,
+        contact=contact,
+        campaign=campaign,
+        spec=spec,
+        buckets=buckets,
+        caller_id=caller_id,
+    )
     if call_id is not None:
         with statement_connection(url) as connection:
             try:
@@ -208,17 +240,18 @@ def _send(
     campaign: Campaign,
     spec: CampaignSpec,
     buckets: list[Bucket],
+    caller_id: str,
 ) -> str | None:
     """Ask the provider for a claimed attempt's call: its call id, or None when the provider did not
     place it (the attempt is then requeued, left for reconciliation, or finished, as the answer says)."""
     url, attempt_id = rt.database_url, attempt.id or 0
     provider = get_provider(attempt.provider)
     credentials = rt.settings.provider_settings(attempt.provider)
-    order = call_order(rt, attempt=attempt, contact=contact, spec=spec)
+    order = call_order(rt, attempt=attempt, contact=contact, spec=spec, caller_id=caller_id)
     try:
         if not provider.per_call_callbacks:
             account_url = f"{rt.settings.public_url.rstrip('/')}/webhooks/{provider.name}/{ACCOUNT_TOKEN}"
-            rt.calls.prepare(provider, credentials, callback_url=account_url, caller_id=spec.caller_id)
+            rt.calls.prepare(provider, credentials, callback_url=account_url, caller_id=caller_id)
         gate = rt.provider_gate(attempt.provider)
         return rt.calls.place(provider, credentials, order, pace=lambda: through_gate(rt, gate))
     except ProviderRateLimited as error:

@@ -114,6 +114,7 @@ class Attempt(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("contact_id", "number"),
         sa.Index("ix_attempt_phone", "phone", "queued_at"),
+        sa.Index("ix_attempt_caller_id", "caller_id", "dispatched_at"),
         # At most one live call per contact, enforced by the database itself.
         sa.Index(
             "uq_attempt_live_contact",
@@ -158,6 +159,8 @@ class Attempt(SQLModel, table=True):
     message_left: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     phone: str | None = Field(default=None, max_length=16)
     """The number called (the contact's), for the cap on calls per number across campaigns."""
+    caller_id: str | None = Field(default=None, max_length=32)
+    """The caller ID the call went out from (one of the campaign's pool)."""
     """A machine answered and was given the message to record (``on_machine = "leave_message"``)."""
     queued_at: datetime = _when(nullable=False, default_now=True)
     dispatched_at: datetime | None = _when()

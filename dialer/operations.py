@@ -16,6 +16,7 @@ from sqlmodel import Session, col, select
 from campaigns import window as windows
 from campaigns.flow import one_question
 from campaigns.outcomes import LIVE, AttemptStatus, CampaignStatus, ContactResult, ContactState
+from campaigns.phones import InvalidPhone, normalise
 from campaigns.spec import CampaignSpec, SpecError, Window, parse_campaign
 from dialer.db import Db, changed, session_scope
 from dialer.errors import ConfigurationError, InvalidState, NotFound
@@ -53,8 +54,38 @@ def read_campaign_file(path: Path, settings: Settings | None = None) -> Campaign
         spec = parse_campaign(text)
     except SpecError as error:
         raise ConfigurationError(f"{path}: {error}") from None
+    if spec.caller_ids.file is not None:
+        numbers = (
+            *spec.caller_ids.numbers,
+            *_caller_ids_file(path.parent / spec.caller_ids.file, spec.region),
+        )
+        spec = spec.model_copy(
+            update={"caller_ids": spec.caller_ids.model_copy(update={"numbers": numbers, "file": None})}
+        )
     check_provider_can(spec, source=str(path), settings=settings)
     return spec
+
+
+def _caller_ids_file(path: Path, region: str | None) -> list[str]:
+    """The numbers of a caller-ID file, one per line (blank lines and ``#`` comments skipped), in E.164."""
+    if (why := not_a_file(path)) is not None:
+        raise ConfigurationError(f"caller_ids.file: {path}: {why}")
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigurationError(f"caller_ids.file: {path}: cannot be read: {error}") from None
+    numbers = []
+    for row, line in enumerate(lines, start=1):
+        value = line.split("#", 1)[0].strip()
+        if not value:
+            continue
+        try:
+            numbers.append(normalise(value, region))
+        except InvalidPhone as error:
+            raise ConfigurationError(f"{path}: line {row}: {value!r}: {error}") from None
+    if not numbers:
+        raise ConfigurationError(f"caller_ids.file: {path}: no numbers in it")
+    return numbers
 
 
 def check_provider_can(spec: CampaignSpec, *, source: str, settings: Settings | None = None) -> None:
@@ -72,6 +103,13 @@ def check_provider_can(spec: CampaignSpec, *, source: str, settings: Settings | 
     if provider.languages is not None and flow.language not in provider.languages:
         problems.append(f"{flow_field(spec, 'language')}: {provider.title} does not speak {flow.language!r}")
     problems += provider.check_campaign(spec)
+    for index, number in enumerate(spec.caller_ids.numbers):  # each as the provider checks caller_id
+        if number != spec.caller_id:
+            problems += [
+                problem.replace("caller_id:", f"caller_ids.numbers[{index}]:", 1)
+                for problem in provider.check_campaign(spec.model_copy(update={"caller_id": number}))
+                if problem.startswith("caller_id:")
+            ]
     if settings is not None and spec.pacing.calls_per_second is not None:
         limit = account_limit(spec.provider, settings.provider_settings(spec.provider))
         if spec.pacing.calls_per_second > limit:

@@ -114,7 +114,12 @@ _CALL_RESULT = sa.select(
     sa.exists().where(ANSWERS.c.attempt_id == ATTEMPTS.c.id, ANSWERS.c.valid),
 ).where(_ATTEMPT_ID)
 _ATTEMPTS_MADE = sa.select(CONTACTS.c.attempts).where(_CONTACT_ID)
-_CONTACT = sa.select(CONTACTS.c.phone, CONTACTS.c.variables, CONTACTS.c.extension).where(_CONTACT_ID)
+_CONTACT = sa.select(
+    CONTACTS.c.phone,
+    CONTACTS.c.variables,
+    CONTACTS.c.extension,
+    sa.select(ATTEMPTS.c.caller_id).where(_ATTEMPT_ID).scalar_subquery(),
+).where(_CONTACT_ID)
 _ANSWERED_BY = (
     sa.update(ATTEMPTS)
     .where(_ATTEMPT_ID, among(ATTEMPTS.c.status, _LIVE))
@@ -429,9 +434,12 @@ class _Call:
 
     def order(self, session: Db) -> CallOrder:
         """The call as its provider's compiler takes it (the contact read for its number and columns)."""
-        phone, variables, extension = session.execute(_CONTACT, {"contact": self.attempt.contact_id}).one()
+        phone, variables, extension, caller_id = session.execute(
+            _CONTACT, {"contact": self.attempt.contact_id, "attempt": self.attempt.id}
+        ).one()
         return order_for(
             self.spec,
+            caller_id=caller_id,
             to=phone,
             variables=variables or {},
             extension=extension,

@@ -36,6 +36,16 @@ class Report:
     funnel: list[tuple[str, int]]
     """Contacts who answered a call, then who answered each question (in the flow's order), and
     who were transferred or opted out."""
+    by_caller_id: list[tuple[str, int, int]]
+    """Each caller ID the calls went out from: its calls placed, and those answered."""
+
+    def caller_id_rates(self) -> list[tuple[str, str]]:
+        """The answer rate of each caller ID, as (caller ID, "answered of calls (rate)") rows."""
+        return [
+            (caller_id, f"{answered:,} of {calls:,} answered ({answered / calls:.0%})")
+            for caller_id, calls, answered in self.by_caller_id
+            if calls
+        ]
 
     @property
     def reached(self) -> int:
@@ -127,6 +137,19 @@ def build_report(session: Session, name: str) -> Report:
             sa.func.count(sa.distinct(col(Attempt.contact_id))).filter(col(Attempt.opted_out)),
         ).where(ours)
     ).one()
+    by_caller_id = [
+        (str(caller_id), int(calls), int(answered))
+        for caller_id, calls, answered in session.execute(
+            sa.select(
+                col(Attempt.caller_id),
+                sa.func.count(),
+                sa.func.count().filter(col(Attempt.answered_at).is_not(None)),
+            )
+            .where(ours, col(Attempt.caller_id).is_not(None))
+            .group_by(col(Attempt.caller_id))
+            .order_by(col(Attempt.caller_id))
+        )
+    ]
     funnel = [("answered the call", reached)]
     funnel += [(f"answered {step}", answered_each.get(step, 0)) for step in flow.questions()]
     if any(step.action == "transfer" for step in flow.steps.values()):
@@ -142,6 +165,7 @@ def build_report(session: Session, name: str) -> Report:
         first_call_at=first,
         last_call_at=last,
         funnel=funnel,
+        by_caller_id=by_caller_id,
     )
 
 
@@ -238,6 +262,14 @@ def render_html(report: Report, *, now: datetime | None = None) -> str:
     ]
     name = html.escape(counts.name)
     note = f"<p>{html.escape(counts.reason)}</p>" if counts.reason else ""
+    rates = report.caller_id_rates()
+    by_caller = (
+        "<h2>Answer rate by caller ID</h2><table>"
+        + "".join(f"<tr><td>{html.escape(c)}</td><td>{html.escape(rate)}</td></tr>" for c, rate in rates)
+        + "</table>"
+        if len(rates) > 1
+        else ""
+    )
     return (
         "<!doctype html>\n"
         f'<html lang="en"><head><meta charset="utf-8"><title>{name}: campaign report</title>'
@@ -245,7 +277,7 @@ def render_html(report: Report, *, now: datetime | None = None) -> str:
         f"<h1>{name}</h1>"
         f'<p class="meta">{html.escape(counts.provider)} · {html.escape(counts.status)} · '
         f"report made {_stamp(now or utcnow())}</p>{note}"
-        f"<table>{summary}</table>"
+        f"<table>{summary}</table>{by_caller}"
         f'<div class="charts">{"".join(charts)}</div>'
         "</body></html>\n"
     )

@@ -120,11 +120,12 @@ def order_for(
     callback_url: str,
     reference: str,
     extension: str = "",
+    caller_id: str | None = None,
 ) -> CallOrder:
-    """One contact's call of a campaign."""
+    """One contact's call of a campaign, from ``caller_id`` (None: the campaign's)."""
     return CallOrder(
         to=to,
-        caller_id=spec.caller_id,
+        caller_id=caller_id or spec.caller_id,
         flow=spec.call_flow,
         variables=variables,
         callback_url=callback_url,

@@ -1,7 +1,8 @@
 """A request the provider may have received unanswered is ``unconfirmed`` (a live state); ``unknown``
 becomes the final outcome of an attempt whose result never came. Attempts say whether they were
 simulated (``plan`` learns from real calls only) and whether they left a message on a machine,
-and carry the number they called (a cap on calls per number counts them across campaigns).
+and carry the number they called (a cap on calls per number counts them across campaigns) and the
+caller ID they called from.
 
 Revision ID: 1c2d3e4f5a6b
 Revises: 0b1c2d3e4f5a
@@ -45,13 +46,17 @@ def upgrade() -> None:
             sa.Column("message_left", sa.Boolean(), nullable=False, server_default=sa.false())
         )
         batch_op.add_column(sa.Column("phone", sa.String(length=16), nullable=True))
+        batch_op.add_column(sa.Column("caller_id", sa.String(length=32), nullable=True))
     op.execute("UPDATE attempt SET phone = (SELECT phone FROM contact WHERE contact.id = attempt.contact_id)")
     with op.batch_alter_table("attempt", schema=None) as batch_op:
         batch_op.create_index("ix_attempt_phone", ["phone", "queued_at"], unique=False)
+        batch_op.create_index("ix_attempt_caller_id", ["caller_id", "dispatched_at"], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("attempt", schema=None) as batch_op:
+        batch_op.drop_index("ix_attempt_caller_id")
+        batch_op.drop_column("caller_id")
         batch_op.drop_index("ix_attempt_phone")
         batch_op.drop_column("phone")
         batch_op.drop_column("message_left")
