@@ -90,5 +90,5 @@ def test_templates_render_from_contact_columns() -> None:
 
 def test_a_voice_given_as_a_number_is_taken_as_its_name() -> None:
     """TOML's `voice = 3` is the voice "3" (a [flow] reads its voice the same way: class Speech)."""
-    spec = parse_campaign(MINIMAL.replace('[message]\n', '[message]\nvoice = 3\n'))
+    spec = parse_campaign(MINIMAL.replace("[message]\n", "[message]\nvoice = 3\n"))
     assert spec.message is not None and spec.message.voice == "3"
