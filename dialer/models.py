@@ -157,11 +157,11 @@ class Attempt(SQLModel, table=True):
     simulated: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     """Placed with a provider's simulator (``dialer run --simulate``): not learnt from by ``plan``."""
     message_left: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    """A machine answered and was given the message to record (``on_machine = "leave_message"``)."""
     phone: str | None = Field(default=None, max_length=16)
     """The number called (the contact's), for the cap on calls per number across campaigns."""
     caller_id: str | None = Field(default=None, max_length=32)
     """The caller ID the call went out from (one of the campaign's pool)."""
-    """A machine answered and was given the message to record (``on_machine = "leave_message"``)."""
     queued_at: datetime = _when(nullable=False, default_now=True)
     dispatched_at: datetime | None = _when()
     answered_at: datetime | None = _when()
