@@ -230,6 +230,21 @@ class CallerIds(Model):
     per_day: int | None = Field(None, ge=1)
 
 
+class Notify(Model):
+    """Where each contact's final result is pushed as it is settled (and each attempt's, with
+    ``attempts``): a JSON POST signed with ``DIALER_NOTIFY_SECRET``."""
+
+    url: str | None = None
+    attempts: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return url
+
+
 class Schedule(Model):
     """When a campaign may call at all: from ``start``, and until ``end``, after which the contacts
     not reached finish as ``expired``. Both are moments with their offset (``2026-12-07T09:00:00-05:00``)."""
@@ -272,6 +287,7 @@ class CampaignSpec(Model):
     call: CallOptions = CallOptions()
     caller_ids: CallerIds = CallerIds()
     schedule: Schedule = Schedule()
+    notify: Notify = Notify()
     phone_column: str = "phone"
     region: str | None = Field(None, min_length=2, max_length=2)
 

@@ -756,6 +756,14 @@ def progress_table(report: Progress) -> Table:
         table.add_row(
             "ends", f"{report.ends_at.astimezone(UTC):%a %Y-%m-%d %H:%M} UTC: contacts not reached expire"
         )
+    if report.notify_url:
+        pushed = report.notifications
+        line = f"{pushed['delivered']:,} delivered to {report.notify_url}"
+        line += f", {pushed['waiting']:,} waiting" if pushed["waiting"] else ""
+        line += f", {pushed['failing']:,} failing" if pushed["failing"] else ""
+        line += f", {pushed['given_up']:,} given up (`dialer notify replay`)" if pushed["given_up"] else ""
+        line += f"; last error: {report.notify_error}" if report.notify_error else ""
+        table.add_row("results pushed", line)
     if report.waiting_for_window:
         opens = (
             f"; the first window opens {report.window_opens:%Y-%m-%d %H:%M} UTC"
@@ -865,6 +873,64 @@ def report(name: str, html_file: Path | None) -> None:
 
         write_text(html_file, render_html(summary))
         console.print(f"wrote {html_file}")
+
+
+# -- results pushed ---------------------------------------------------------------------------------
+
+
+@main.group(cls=_Group)
+def notify() -> None:
+    """Results pushed to a campaign's [notify] URL."""
+
+
+@notify.command("send")
+@click.argument("name")
+def notify_send(name: str) -> None:
+    """Deliver the campaign's results not yet delivered, trying again as they fail, until every one
+    is delivered or given up (Ctrl-C stops; what is left stays to send)."""
+    from dialer import notify as outbox
+    from dialer.runtime import http_client
+
+    settings = _settings()
+    with db.session_scope(settings.database_url) as session:
+        campaign = get_campaign(session, name)
+    only = frozenset({campaign.id or 0})
+    with http_client(settings) as http:
+        while True:
+            sent = outbox.deliver_due(settings, http, only=only)
+            with db.session_scope(settings.database_url) as session:
+                standing = outbox.standing(session, campaign_id=campaign.id)
+                error = outbox.last_error(session, campaign_id=campaign.id or 0)
+            if sent:
+                console.print(
+                    ", ".join(f"{count:,} {what}" for what, count in sorted(sent.items())), markup=False
+                )
+            if not standing["waiting"] and not standing["failing"]:
+                break
+            time.sleep(settings.tick_seconds)
+    line = f"{standing['delivered']:,} result(s) of {name} delivered"
+    if standing["given_up"]:
+        line += f"; {standing['given_up']:,} given up after three days (last error: {error})"
+        line += f": `dialer notify replay {name}` sends them again"
+    console.print(line, markup=False)
+
+
+@notify.command("replay")
+@click.argument("name")
+def notify_replay(name: str) -> None:
+    """Send every finished contact's result of the campaign again (new events, delivered like the first)."""
+    from dialer import notify as outbox
+
+    with db.session_scope(_settings().database_url) as session:
+        campaign = get_campaign(session, name)
+        if not spec_of(campaign).notify.url:
+            raise click.ClickException(f"campaign {name!r} has no [notify] url to send its results to")
+        count = outbox.replay(session, campaign_id=campaign.id or 0, now=utcnow())
+    console.print(
+        f"{count:,} result(s) of {name} to send again: a run, the workers or"
+        f" `dialer notify send {name}` send them",
+        markup=False,
+    )
 
 
 # -- servers --------------------------------------------------------------------------------------

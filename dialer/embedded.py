@@ -12,9 +12,11 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
+import httpx
 import sqlalchemy as sa
 import uvicorn
 
+from dialer import notify
 from dialer.dispatch import place_call
 from dialer.errors import DatabaseGone
 from dialer.pacing import LocalLimiter
@@ -168,8 +170,9 @@ def run_until(
         if on_tick:
             on_tick()
 
+    notifier = Notifier(settings, only)
     try:
-        with queue:
+        with queue, notifier:
             while not done():
                 try:
                     step()
@@ -181,6 +184,32 @@ def run_until(
     finally:
         # Only once the callers have stopped: a request in flight must not lose its connection.
         rt.http.close()
+
+
+class Notifier:
+    """Delivers the served campaigns' results to their ``[notify]`` URLs in a thread of its own,
+    every tick, while the block runs (a send in flight is finished at its end)."""
+
+    def __init__(self, settings: Settings, only: frozenset[int] | None) -> None:
+        self.settings, self.only = settings, only
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._deliver, daemon=True, name="notifier")
+
+    def _deliver(self) -> None:
+        with httpx.Client() as http:
+            while not self._stop.wait(self.settings.tick_seconds):
+                try:
+                    notify.deliver_due(self.settings, http, only=self.only)
+                except DATABASE_ERRORS as error:  # the main loop rides the outage out, and says so
+                    log.debug("notifier: database: %s", error)
+
+    def __enter__(self) -> Notifier:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.settings.notify_timeout + 5)
 
 
 def loopback_socket(port: int = 0) -> socket.socket:

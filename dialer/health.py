@@ -17,9 +17,11 @@ from urllib.parse import urlsplit
 import httpx
 import redis
 import sqlalchemy as sa
+from sqlmodel import col
 
-from dialer import db
+from dialer import db, notify
 from dialer.errors import DialerError, ProviderAuthError
+from dialer.models import Notification
 from dialer.providers import PROVIDERS
 from dialer.providers.client import ProviderClient
 from dialer.runner import private_host, unreachable
@@ -115,6 +117,9 @@ def checks(settings: Settings, *, http: httpx.Client, mode: Mode) -> Iterator[Ch
         yield Check("mode", "ok", "Celery workers, beat and the receiver (`--mode run` checks one process)")
     reachable = database(settings.database_url)
     yield reachable
+    pushed = results(settings.database_url) if reachable.state == "ok" else None
+    if pushed is not None:
+        yield pushed
     if mode == "run":
         also = _campaign_providers(settings.database_url) if reachable.state == "ok" else frozenset()
         yield public_url(settings, also=also)
@@ -132,6 +137,29 @@ def checks(settings: Settings, *, http: httpx.Client, mode: Mode) -> Iterator[Ch
     yield public_url(settings)
     yield receiver(settings, http)
     yield from _credentials(settings, http)
+
+
+def results(url: str) -> Check | None:
+    """Whether the results pushed to campaigns' [notify] URLs are getting there (None: none pushed)."""
+    try:
+        with db.session_scope(url) as session:
+            standing = notify.standing(session)
+            error = session.scalar(
+                sa.select(col(Notification.last_error))
+                .where(col(Notification.delivered_at).is_(None), col(Notification.last_error).is_not(None))
+                .order_by(col(Notification.id).desc())
+                .limit(1)
+            )
+    except sa.exc.SQLAlchemyError:
+        return None  # the database's own check says why
+    if not standing:
+        return None
+    counts = ", ".join(f"{standing[what]:,} {what.replace('_', ' ')}" for what in sorted(standing))
+    if standing["given_up"]:
+        return Check("results", "FAIL", f"{counts}; last error: {error} (`dialer notify replay NAME`)")
+    if standing["failing"]:
+        return Check("results", "warn", f"{counts}; last error: {error}")
+    return Check("results", "ok", counts)
 
 
 def _credentials(settings: Settings, http: httpx.Client) -> Iterator[Check]:

@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from sqlmodel import col
 
 from campaigns.outcomes import FINAL, AttemptStatus
+from dialer import notify
 from dialer.db import session_scope
 from dialer.models import Attempt, Campaign, Contact
 from dialer.settings import Settings
@@ -80,6 +81,11 @@ class SharedState(Collector):
         contacts = GaugeMetricFamily(
             "dialer_campaign_contacts", "A campaign's contacts by state.", labels=["campaign", "state"]
         )
+        pushed = GaugeMetricFamily(
+            "dialer_notifications",
+            "Results pushed to campaigns' [notify] URLs, by state: delivered, waiting, failing, given_up.",
+            labels=["state"],
+        )
         info = GaugeMetricFamily(
             "dialer_campaign_info",
             "Each campaign, with its provider and status.",
@@ -95,6 +101,7 @@ class SharedState(Collector):
                 campaigns = session.execute(
                     sa.select(col(Campaign.name), col(Campaign.provider), col(Campaign.status))
                 ).all()
+                standing = notify.standing(session)
                 states = session.execute(
                     sa.select(col(Campaign.name), col(Contact.state), sa.func.count())
                     .join(Campaign, col(Campaign.id) == col(Contact.campaign_id))
@@ -117,7 +124,9 @@ class SharedState(Collector):
             info.add_metric([name, provider, status], 1)
         for name, state, count in states:
             contacts.add_metric([name, state], count)
-        yield from (up, calls, live, queued, contacts, info)
+        for state in ("delivered", "waiting", "failing", "given_up"):
+            pushed.add_metric([state], standing[state])
+        yield from (up, calls, live, queued, contacts, info, pushed)
 
     def _redis(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("dialer_redis_up", "Whether Redis answered this scrape.")

@@ -169,6 +169,28 @@ class Attempt(SQLModel, table=True):
     updated_at: datetime = _when(nullable=False, default_now=True)
 
 
+class Notification(SQLModel, table=True):
+    """A result to push to the operator's URL (the campaign's ``[notify]``): written in the
+    transaction that settles it, deleted from nothing, marked when delivered (an outbox)."""
+
+    __table_args__ = (sa.Index("ix_notification_due", "delivered_at", "next_try_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: str = Field(max_length=36, unique=True)
+    """Sent with every delivery of it: the receiver's key for idempotency."""
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    contact_id: int = Field(foreign_key="contact.id")
+    attempt_id: int | None = Field(default=None, foreign_key="attempt.id")
+    kind: str = Field(max_length=20)
+    """``contact.finished`` or ``attempt.ended``."""
+    created_at: datetime = _when(nullable=False, default_now=True)
+    next_try_at: datetime | None = _when()
+    """When it is (next) due; None once given up."""
+    tries: int = 0
+    delivered_at: datetime | None = _when()
+    last_error: str | None = Field(default=None, max_length=500)
+
+
 class WebhookEvent(SQLModel, table=True):
     """Every callback exactly as received, stored once (``dedupe_key`` is the body's hash)."""
 

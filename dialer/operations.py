@@ -18,6 +18,7 @@ from campaigns.flow import one_question
 from campaigns.outcomes import LIVE, AttemptStatus, CampaignStatus, ContactResult, ContactState
 from campaigns.phones import InvalidPhone, normalise
 from campaigns.spec import CampaignSpec, SpecError, Window, parse_campaign
+from dialer import notify
 from dialer.db import Db, changed, session_scope
 from dialer.errors import ConfigurationError, InvalidState, NotFound
 from dialer.files import not_a_file
@@ -28,6 +29,7 @@ from dialer.models import (
     Contact,
     DncEntry,
     DtmfAnswer,
+    Notification,
     WebhookEvent,
     ZoneGroup,
     utcnow,
@@ -63,6 +65,10 @@ def read_campaign_file(path: Path, settings: Settings | None = None) -> Campaign
             update={"caller_ids": spec.caller_ids.model_copy(update={"numbers": numbers, "file": None})}
         )
     check_provider_can(spec, source=str(path), settings=settings)
+    if settings is not None and spec.notify.url and settings.notify_secret is None:
+        raise ConfigurationError(
+            f"{path}: notify.url: DIALER_NOTIFY_SECRET is not set, and results are only sent signed"
+        )
     return spec
 
 
@@ -230,6 +236,7 @@ def delete_campaign(session: Session, *, name: str) -> int:
     attempts = sa.select(col(Attempt.id)).where(col(Attempt.campaign_id) == campaign_id)
     session.execute(sa.delete(WebhookEvent).where(col(WebhookEvent.attempt_id).in_(attempts)))
     session.execute(sa.delete(DtmfAnswer).where(col(DtmfAnswer.attempt_id).in_(attempts)))
+    session.execute(sa.delete(Notification).where(col(Notification.campaign_id) == campaign_id))
     session.execute(sa.delete(Attempt).where(col(Attempt.campaign_id) == campaign_id))
     session.execute(sa.delete(DncEntry).where(col(DncEntry.campaign_id) == campaign_id))
     contacts = changed(session, sa.delete(Contact).where(col(Contact.campaign_id) == campaign_id))
@@ -274,10 +281,18 @@ def change_status(session: Session, *, name: str, action: str, now: datetime) ->
     if target in (CampaignStatus.PAUSED, CampaignStatus.CANCELLED):
         _withdraw_queued(session, campaign_id=campaign.id, now=now)
     if target == CampaignStatus.CANCELLED:
-        session.execute(
+        ids = session.scalars(
             sa.update(Contact)
             .where(col(Contact.campaign_id) == campaign.id, col(Contact.state) == ContactState.PENDING)
             .values(state=ContactState.DONE, result=ContactResult.CANCELLED, updated_at=now)
+            .returning(col(Contact.id))
+        ).all()
+        notify.contacts_finished(
+            session,
+            spec_of(campaign),
+            campaign_id=campaign.id or 0,
+            contact_ids=[i for i in ids if i],
+            now=now,
         )
     session.refresh(campaign)
     return campaign
@@ -362,6 +377,11 @@ class Progress:
     """The campaign's ``schedule.start``, while it is still to come."""
     ends_at: datetime | None = None
     """The campaign's ``schedule.end``: its contacts not reached by then expire."""
+    notify_url: str | None = None
+    notifications: Counter[str] = field(default_factory=Counter)
+    """Its results pushed to ``notify_url``, by where they stand (:func:`dialer.notify.standing`)."""
+    notify_error: str | None = None
+    """Why the latest result not delivered was not."""
     answers: dict[str, Counter[str]] = field(default_factory=dict)
     """Valid answers by question (the flow's step; ``question`` for ``[question]``), then by
     choice (its keys where it names none, ``recorded`` for a recording)."""
@@ -414,6 +434,10 @@ def progress(session: Session, name: str, *, window: Window | None = None) -> Pr
     now = utcnow()
     report.starts_at = spec.schedule.start if spec.schedule.before_start(now) else None
     report.ends_at = spec.schedule.end
+    if spec.notify.url:
+        report.notify_url = spec.notify.url
+        report.notifications = notify.standing(session, campaign_id=campaign.id)
+        report.notify_error = notify.last_error(session, campaign_id=campaign.id or 0)
     rank = {step: index for index, step in enumerate(spec.call_flow.questions())}
     report.answers = dict(sorted(report.answers.items(), key=lambda item: rank.get(item[0], len(rank))))
     if campaign.status == CampaignStatus.RUNNING:

@@ -27,6 +27,7 @@ from campaigns.outcomes import (
 )
 from campaigns.retry import next_attempt_at
 from campaigns.spec import CampaignSpec
+from dialer import notify
 from dialer.db import Db, among, changed, insert_new, insert_new_rows
 from dialer.errors import WebhookAuthError, WebhookPayloadError
 from dialer.models import Attempt, Campaign, Contact, DncEntry, DtmfAnswer, UTCDateTime, WebhookEvent
@@ -327,7 +328,11 @@ def settle(
     values["updated_at"] = now
     params = {"contact": attempt.contact_id, "attempt": attempt.id}
     params |= {f"b_{column}": value for column, value in values.items()}
-    session.execute(_settle_contact(tuple(sorted(values)), late=late), params)
+    settled = changed(session, _settle_contact(tuple(sorted(values)), late=late), params) == 1
+    if settled and values["state"] == ContactState.DONE:
+        notify.contacts_finished(
+            session, spec, campaign_id=attempt.campaign_id, contact_ids=[attempt.contact_id], now=now
+        )
 
 
 def finish(
@@ -354,6 +359,15 @@ def finish(
             return False
         late = True
     campaign_status, spec = _campaign(session, attempt.campaign_id)
+    if spec.notify.url and spec.notify.attempts:
+        notify.add(
+            session,
+            campaign_id=attempt.campaign_id,
+            contact_ids=[attempt.contact_id],
+            attempt_id=attempt.id,
+            kind=notify.ATTEMPT_ENDED,
+            now=now,
+        )
     settle(
         session,
         attempt=attempt,

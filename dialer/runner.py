@@ -225,6 +225,14 @@ def run_campaign(
                     f"{error}. No call has been placed since it stopped answering; the campaign stays"
                     f" marked running, and `{resume}` resumes it once the database is back"
                 ) from None
+    left = final.notifications["waiting"] + final.notifications["failing"]
+    if final.notify_url and left:
+        why = f" (last error: {final.notify_error})" if final.notify_error else ""
+        console.print(
+            f"{left:,} result(s) not yet delivered to {final.notify_url}{why}: `dialer notify send {name}`"
+            " delivers them (a later run or the workers do too)",
+            markup=False,
+        )
     if final.status == CampaignStatus.PAUSED:
         console.print(f"\ncampaign {name} is paused: `{resume}` resumes it")
     else:

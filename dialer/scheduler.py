@@ -20,7 +20,7 @@ from sqlmodel import Session, col, select
 
 from campaigns.outcomes import LIVE, AttemptStatus, CampaignStatus, ContactResult, ContactState
 from campaigns.spec import CampaignSpec
-from dialer import lease
+from dialer import lease, notify
 from dialer.db import changed, session_scope
 from dialer.dispatch import through_gate
 from dialer.errors import ProviderError
@@ -110,13 +110,17 @@ def claim_due(
             ).all()
         )
         if blocked:
-            session.execute(
+            finished = session.scalars(
                 sa.update(Contact)
                 .where(
                     col(Contact.id).in_([contact_id for contact_id, phone in candidates if phone in blocked]),
                     col(Contact.state) == ContactState.PENDING,
                 )
                 .values(state=ContactState.DONE, result=ContactResult.DNC, updated_at=now)
+                .returning(col(Contact.id))
+            ).all()
+            notify.contacts_finished(
+                session, spec, campaign_id=campaign_id, contact_ids=[i for i in finished if i], now=now
             )
         held = cap.held(session, [phone for _, phone in candidates], now=now) if cap else {}
         for phone, allowed in held.items():
@@ -232,7 +236,7 @@ def pump(rt: Runtime) -> int:
             for campaign in running:
                 spec = rt.spec_of(campaign)
                 if spec.schedule.over(now):
-                    expire(session, campaign_id=campaign.id or 0, now=now)
+                    expire(session, spec, campaign_id=campaign.id or 0, now=now)
                     continue
                 if budget <= 0 or spec.schedule.before_start(now):
                     continue
@@ -266,15 +270,19 @@ def pump(rt: Runtime) -> int:
     return len(claimed)
 
 
-def expire(session: Session, *, campaign_id: int, now: datetime) -> int:
+def expire(session: Session, spec: CampaignSpec, *, campaign_id: int, now: datetime) -> int:
     """Past its ``schedule.end``, a campaign's contacts waiting to be called finish as expired
     (those on a call finish as it ends); how many."""
-    return changed(
-        session,
+    ids = session.scalars(
         sa.update(Contact)
         .where(col(Contact.campaign_id) == campaign_id, col(Contact.state) == ContactState.PENDING)
-        .values(state=ContactState.DONE, result=ContactResult.EXPIRED, updated_at=now),
+        .values(state=ContactState.DONE, result=ContactResult.EXPIRED, updated_at=now)
+        .returning(col(Contact.id))
+    ).all()
+    notify.contacts_finished(
+        session, spec, campaign_id=campaign_id, contact_ids=[i for i in ids if i], now=now
     )
+    return len(ids)
 
 
 def result_wait(spec: CampaignSpec, provider: Provider, settings: Settings) -> timedelta:

@@ -172,6 +172,13 @@ class Settings(BaseSettings):
         " DIALER_NUMBER_CAP_DAYS (None: no cap)",
     )
     number_cap_days: float = Field(7.0, gt=0, description="the days over which DIALER_NUMBER_CAP counts")
+    notify_secret: SecretStr | None = Field(
+        None, description="signs the results pushed to a campaign's [notify] URL (HMAC-SHA256)"
+    )
+    notify_timeout: float = Field(10.0, gt=0, description="seconds a [notify] URL may take to answer")
+    notify_first_retry: float = Field(
+        10.0, gt=0, description="seconds before a failed result push is tried again (doubling, up to an hour)"
+    )
     db_outage_limit: float = Field(
         300.0,
         gt=0,

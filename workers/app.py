@@ -26,6 +26,7 @@ app.conf.update(
     beat_schedule={
         "pump": {"task": "dialer.pump", "schedule": settings.tick_seconds, "options": {"expires": 5}},
         "sweep": {"task": "dialer.sweep", "schedule": settings.sweep_seconds, "options": {"expires": 30}},
+        "notify": {"task": "dialer.notify", "schedule": settings.tick_seconds, "options": {"expires": 5}},
     },
 )
 

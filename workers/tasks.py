@@ -7,7 +7,7 @@ from functools import cache
 
 import redis
 
-from dialer import dispatch, health, metrics, scheduler
+from dialer import dispatch, health, metrics, notify, scheduler
 from dialer.pacing import RedisLimiter
 from dialer.runtime import Runtime, http_client
 from workers.app import app, settings
@@ -69,3 +69,9 @@ def sweep() -> dict[str, int]:
     finally:
         with contextlib.suppress(redis.exceptions.LockNotOwnedError):  # it lapsed meanwhile
             lock.release()
+
+
+@app.task(name="dialer.notify")
+def deliver_results() -> dict[str, int]:
+    """Push the results due to their campaigns' [notify] URLs (each claimed by one deliverer)."""
+    return dict(notify.deliver_due(settings, runtime().http))
