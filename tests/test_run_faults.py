@@ -122,7 +122,7 @@ def test_a_run_killed_mid_campaign_calls_nobody_who_answered_again(
         first = simulator.run()
         wait_for(lambda: len(sim_log(simulator)["placements"]) >= 15 or first.poll() is not None, 60, "calls")
         first.send_signal(signal.SIGKILL)
-        first.wait()
+        first.communicate()  # and its pipe closed
         # The calls it left go on at the provider, and their callbacks find nobody to take them.
         wait_for(lambda: sim_log(simulator)["calls_in_progress"] == 0, 60, "the calls in progress to end")
         assert sim_log(simulator)["callbacks_failed"] > 0
