@@ -279,12 +279,14 @@ class Flow(Speech):
 
     def required_columns(self) -> set[str]:
         """The contact CSV columns every contact needs: the texts' placeholders, transfer numbers."""
+        return self.spoken_columns() | {step.to_column for step in self.steps.values() if step.to_column}
+
+    def spoken_columns(self) -> set[str]:
+        """The columns the texts' ``{placeholders}`` are filled from."""
         columns: set[str] = set()
         for step in self.steps.values():
             for text in (step.say, step.retry):
                 columns |= placeholders(text or "")
-            if step.to_column:
-                columns.add(step.to_column)
         return columns
 
 

@@ -277,6 +277,9 @@ class CampaignSpec(Model):
 
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     provider: str
+    fallback: tuple[str, ...] = ()
+    """The routes taken, in order, when the one in use cannot place calls (after ``provider``, the
+    first route: the campaign row's ``provider`` is the route in use)."""
     caller_id: str
     message: Message | None = None
     question: Question | None = None
@@ -290,6 +293,9 @@ class CampaignSpec(Model):
     notify: Notify = Notify()
     phone_column: str = "phone"
     region: str | None = Field(None, min_length=2, max_length=2)
+    defaults: dict[str, str] = Field(default_factory=dict)
+    """What a ``{placeholder}`` says for a contact whose cell is empty (``first_name = "there"``);
+    a row with an empty placeholder and no default here is rejected at import."""
 
     @field_validator("region")
     @classmethod
@@ -312,6 +318,13 @@ class CampaignSpec(Model):
             raise SpecError("message", "a campaign needs [message] (and maybe [question]), or a [flow]")
         if self.flow is not None and self.question is not None:
             raise SpecError("question", "a flow asks its questions in its steps")
+        for name, text in self.defaults.items():
+            if name not in self.call_flow.spoken_columns():
+                raise SpecError(f"defaults.{name}", "no text of the call has this {placeholder}")
+            if not text.strip():
+                raise SpecError(f"defaults.{name}", "an empty default is what it is there to replace")
+        if len(set(self.routes)) != len(self.routes):
+            raise SpecError("fallback", "names a route twice (the provider is the first route)")
         if self.call.on_machine == "leave_message" and "machine" in self.retry.retry_on:
             raise SpecError(
                 "retry.retry_on",
@@ -320,6 +333,11 @@ class CampaignSpec(Model):
                 " on_machine",
             )
         return self
+
+    @property
+    def routes(self) -> tuple[str, ...]:
+        """The providers a campaign may call through, in order: ``provider``, then ``fallback``."""
+        return (self.provider, *self.fallback)
 
     @property
     def caller_pool(self) -> tuple[str, ...]:

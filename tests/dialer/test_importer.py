@@ -210,3 +210,75 @@ def test_each_contacts_language_and_transfer_number_are_checked_and_kept_normali
         kept = session.exec(sa.select(Contact.variables).order_by(Contact.id)).scalars().all()  # type: ignore[call-overload]
     assert [variables["desk"] for variables in kept] == ["+14155550199", "+14155550198"]
     assert [variables["language"] for variables in kept] == ["en-US", "es-US"]
+
+
+@pytest.mark.parametrize("default", [None, "there"])
+def test_an_empty_placeholder_is_rejected_or_takes_the_campaigns_default(
+    url: str, tmp_path: Path, default: str | None
+) -> None:
+    text = campaign_text("vonage", 60)
+    assert "{first_name}" in text
+    if default is not None:
+        text += f'\n[defaults]\nfirst_name = "{default}"\n'
+    with db.session_scope(url) as session:
+        campaign = create_campaign(session, parse_campaign(text))
+    path = tmp_path / "contacts.csv"
+    path.write_text("phone,first_name\n+12125550101,Ada\n+12125550102,  \n+12125550103,\n")
+    report = _import(url, campaign, path)
+    with db.session_scope(url) as session:
+        kept = session.exec(sa.select(Contact.variables).order_by(Contact.id)).scalars().all()  # type: ignore[call-overload]
+    if default is None:
+        assert report.accepted == 1
+        why = (
+            "column 'first_name': empty, and {first_name} is spoken:"
+            " fill it in, or give the campaign defaults.first_name"
+        )
+        assert [(reject.row, reject.value, reject.reason) for reject in report.rejects] == [
+            (3, "+12125550102,  ", why),
+            (4, "+12125550103,", why),
+        ]
+        assert [variables["first_name"] for variables in kept] == ["Ada"]
+    else:
+        assert report.accepted == 3 and report.rejects == []
+        assert [variables["first_name"] for variables in kept] == ["Ada", "there", "there"]
+
+
+def test_a_default_for_no_placeholder_is_refused() -> None:
+    text = campaign_text("vonage", 60) + '\n[defaults]\nsurname = "Smith"\n'
+    with pytest.raises(Exception, match=r"defaults\.surname: no text of the call has this \{placeholder\}"):
+        parse_campaign(text)
+
+
+def test_a_file_read_in_a_process_of_its_own_imports_as_one_read_here(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Big files are read by a process from the fork server (:data:`importer.READ_ASIDE`): the
+    same rows taken, the same rejects, and its errors raised here as they would be."""
+    lines = ["phone,first_name"]
+    for n in range(3000):
+        lines.append(f"+1212555{n % 2500:04d},Name{n}" if n % 7 else f"junk{n},Name{n}")
+    path = tmp_path / "contacts.csv"
+    path.write_text("\n".join(lines) + "\n")
+    results = []
+    for name, aside in (("here", 1 << 40), ("aside", 0)):
+        monkeypatch.setattr(importer, "READ_ASIDE", aside)
+        with db.session_scope(url) as session:
+            campaign = create_campaign(
+                session, parse_campaign(campaign_text("vonage", 60).replace("e2e", name))
+            )
+        report = _import(url, campaign, path)
+        with db.session_scope(url) as session:
+            stored = session.execute(
+                sa.select(Contact.phone, Contact.row_number, Contact.variables)
+                .where(Contact.campaign_id == campaign.id)
+                .order_by(Contact.id)
+            ).all()
+        results.append((report.accepted, report.rejects, stored))
+    assert results[0] == results[1]
+    accepted, rejects, _ = results[1]
+    distinct = len({n % 2500 for n in range(3000) if n % 7})
+    assert accepted == distinct == 2214 and len(rejects) == 3000 - distinct
+    bad = tmp_path / "bad.csv"
+    bad.write_text("number,first_name\n+12125550106,Ada\n")
+    with pytest.raises(ImportFailed, match=r"row 1: no 'phone' column"):
+        _import(url, campaign, bad)
