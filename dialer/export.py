@@ -29,6 +29,7 @@ from dialer.errors import ConfigurationError
 from dialer.files import write_atomically
 from dialer.models import Attempt, Campaign, Contact, DtmfAnswer
 from dialer.runtime import spec_of
+from dialer.sheet import write_sheet
 
 _FORMULA = r"^[=+\-@\t\r]"
 _NUMBER = r"^[+-]?\d+(?:\.\d+)?$"
@@ -43,6 +44,7 @@ _TYPES = {
     "opted_out": pa.bool_(),
     "transferred": pa.bool_(),
     "transfer_seconds": pa.int64(),
+    "message_left": pa.bool_(),
 }
 """Every exported column is text except these, and the timestamps (``*_at``)."""
 _ONLY_IF_USED = ("extension",)
@@ -135,7 +137,8 @@ def _answer_columns(
 
 def contact_results(session: Session, campaign: Campaign) -> pa.Table:
     """One row per contact, in import order: phone, the CSV's own columns, result, attempts, the
-    last attempt's outcome and timing, and the contact's answers (:func:`_answer_columns`)."""
+    last attempt's outcome and timing, the contact's answers (:func:`_answer_columns`) and whether a
+    message was left on its machine."""
     last = sa.orm.aliased(Attempt)
     answer, joined, answers = _answer_columns(campaign, col(DtmfAnswer.contact_id), last, col(Contact.id))
     table = _read(
@@ -154,6 +157,10 @@ def contact_results(session: Session, campaign: Campaign) -> pa.Table:
             col(last.answered_at),
             col(last.ended_at),
             *answers,
+            *_message_left(
+                campaign,
+                sa.exists().where(col(Attempt.contact_id) == col(Contact.id), col(Attempt.message_left)),
+            ),
         )
         .outerjoin(
             last, sa.and_(col(last.contact_id) == col(Contact.id), col(last.number) == col(Contact.attempts))
@@ -219,12 +226,19 @@ def attempt_results(session: Session, campaign: Campaign) -> pa.Table:
             col(Attempt.answered_at),
             col(Attempt.ended_at),
             *answers,
+            *_message_left(campaign, sa.true() == col(Attempt.message_left)),
         )
         .join(Contact, col(Contact.id) == col(Attempt.contact_id))
         .outerjoin(answer, joined)
         .where(col(Attempt.campaign_id) == campaign.id)
         .order_by(col(Attempt.contact_id), col(Attempt.number)),
     )
+
+
+def _message_left(campaign: Campaign, left: sa.ColumnElement[bool]) -> list[sa.Label[bool]]:
+    """``message_left`` (``left``: whether a message was left on a machine), for a campaign that
+    leaves one (``on_machine = "leave_message"``)."""
+    return [left.label("message_left")] if spec_of(campaign).call.on_machine == "leave_message" else []
 
 
 def _read(session: Session, query: sa.Select[*tuple[Any, ...]]) -> pa.Table:
@@ -312,10 +326,11 @@ def _iso(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.binary_join_element_wise(pc.replace_substring(text, " ", "T", max_replacements=1), "Z", "")
 
 
-def _for_spreadsheets(table: pa.Table) -> pa.Table:
-    """Formula cells escaped (the header's too), timestamps as ISO-8601 UTC text."""
+def _for_spreadsheets(table: pa.Table, *, dates: bool = False) -> pa.Table:
+    """Formula cells escaped (the header's too); timestamps as ISO-8601 UTC text, unless ``dates``
+    (a sheet's date cells)."""
     columns = [
-        _iso(column) if pa.types.is_timestamp(column.type) else escape_formulas(column)
+        _iso(column) if pa.types.is_timestamp(column.type) and not dates else escape_formulas(column)
         for column in table.columns
     ]
     names = escape_formulas(pa.chunked_array([pa.array(table.column_names, pa.string())])).to_pylist()
@@ -331,35 +346,8 @@ def _csv(table: pa.Table, path: Path, *, excel: bool = False) -> None:
 
 
 def _xlsx(table: pa.Table, path: Path) -> None:
-    """One sheet, streamed row by row; text is always written as text, never as a formula."""
-    import xlsxwriter
-
-    options = {
-        "constant_memory": True,
-        "strings_to_formulas": False,
-        "strings_to_urls": False,
-        "strings_to_numbers": False,
-    }
-    safe = _for_spreadsheets(table)
-    try:
-        _write_book(safe, path, options)
-    except xlsxwriter.exceptions.FileCreateError as error:  # the OSError it wraps, as every writer's
-        raise (
-            error.args[0] if error.args and isinstance(error.args[0], OSError) else OSError(str(error))
-        ) from None
-
-
-def _write_book(safe: pa.Table, path: Path, options: dict[str, bool]) -> None:
-    import xlsxwriter
-
-    with xlsxwriter.Workbook(str(path), options) as book:
-        sheet = book.add_worksheet("results")
-        sheet.write_row(0, 0, safe.column_names, book.add_format({"bold": True}))
-        row = 1
-        for batch in safe.to_batches(max_chunksize=10_000):
-            for values in zip(*(column.to_pylist() for column in batch.columns), strict=True):
-                sheet.write_row(row, 0, values)
-                row += 1
+    """One sheet (:func:`dialer.sheet.write_sheet`): text always text, times real date cells."""
+    write_sheet(_for_spreadsheets(table, dates=True), path)
 
 
 def _parquet(table: pa.Table, path: Path) -> None:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
@@ -221,6 +222,12 @@ def test_a_message_is_left_on_a_machine_once(sqlite_url: str, tmp_path: Path) ->
         ).all()
     assert [(phone[-1], status) for phone, status, message_left in left if message_left] == [("5", "machine")]
     assert sum(phone.endswith("5") for phone, _, _ in left) == 1
+    for rows in ([], ["--attempts"]):  # the export says where a message was left
+        out = tmp_path / f"results{len(rows)}.csv"
+        assert run(env, "export", "e2e", "--out", str(out), *rows)[0] == 0
+        exported = pd.read_csv(out, dtype=str)
+        assert exported.loc[exported["message_left"] == "true", "phone"].str[-1].tolist() == ["5"]
+        assert set(exported["message_left"]) == {"true", "false"}
 
 
 @pytest.mark.timeout(120)
