@@ -862,6 +862,11 @@ def report(name: str, html_file: Path | None) -> None:
             table.add_row(heading, "")
             for key, count in rows:
                 table.add_row(f"  {key}", f"{count:,}")
+    if len(routes := summary.route_rows()) > 1:
+        table.add_section()
+        table.add_row("by route", "")
+        for route, text in routes:
+            table.add_row(f"  {route}", text)
     if len(rates := summary.caller_id_rates()) > 1:
         table.add_section()
         table.add_row("answer rate by caller ID", "")

@@ -31,7 +31,7 @@ from dialer.errors import (
     ProviderUnavailable,
 )
 from dialer.models import Attempt, Campaign, Contact, ZoneGroup
-from dialer.operations import pause_provider_campaigns
+from dialer.operations import route_around
 from dialer.pacing import Bucket, Gate
 from dialer.providers import get_provider
 from dialer.providers.base import ACCOUNT_TOKEN, CallOrder, callback_base, order_for
@@ -54,10 +54,17 @@ def contact_zones(contact: Contact, spec: CampaignSpec, group: ZoneGroup | None 
 
 
 def release(session: Session, *, attempt: Attempt, retry_at: datetime | None, now: datetime) -> bool:
-    """Take back an attempt that never reached the provider, returning its contact to the queue."""
+    """Take back an attempt that never reached the provider, returning its contact to the queue.
+
+    Matched by its callback token as well as its id: SQLite gives a withdrawn attempt's id to the
+    next one made, which may be another contact's."""
     deleted = changed(
         session,
-        sa.delete(Attempt).where(col(Attempt.id) == attempt.id, col(Attempt.status) == AttemptStatus.QUEUED),
+        sa.delete(Attempt).where(
+            col(Attempt.id) == attempt.id,
+            col(Attempt.callback_token) == attempt.callback_token,
+            col(Attempt.status) == AttemptStatus.QUEUED,
+        ),
     )
     if deleted != 1:
         return False
@@ -88,9 +95,14 @@ _CLAIM = (
     sa.update(Attempt)
     .where(
         col(Attempt.id) == sa.bindparam("attempt"),
+        col(Attempt.callback_token) == sa.bindparam("token"),
         col(Attempt.status) == AttemptStatus.QUEUED,
         sa.select(col(Campaign.id))
-        .where(col(Campaign.id) == sa.bindparam("campaign"), col(Campaign.status) == CampaignStatus.RUNNING)
+        .where(
+            col(Campaign.id) == sa.bindparam("campaign"),
+            col(Campaign.status) == CampaignStatus.RUNNING,
+            col(Campaign.provider) == col(Attempt.provider),
+        )
         .exists(),
     )
     .values(
@@ -119,11 +131,16 @@ _DIALING = (
 )
 
 
-def _claim(
-    connection: sa.Connection, *, attempt_id: int, campaign_id: int, caller_id: str, now: datetime
-) -> bool:
-    """``queued -> dispatching`` from ``caller_id``, only while the campaign is still running."""
-    params = {"attempt": attempt_id, "campaign": campaign_id, "caller_id": caller_id, "b_now": now}
+def _claim(connection: sa.Connection, *, attempt: Attempt, caller_id: str, now: datetime) -> bool:
+    """``queued -> dispatching`` from ``caller_id``, only while the campaign is still running on the
+    attempt's route. The same attempt, not only the same id: see `release`."""
+    params = {
+        "attempt": attempt.id,
+        "token": attempt.callback_token,
+        "campaign": attempt.campaign_id,
+        "caller_id": caller_id,
+        "b_now": now,
+    }
     return changed(connection, _CLAIM, params) == 1
 
 
@@ -167,7 +184,8 @@ def place_call(rt: Runtime, attempt_id: int) -> None:
     attempt, contact, campaign, group = row
     spec = rt.spec_of(campaign)
     now = rt.clock()
-    if campaign.status != CampaignStatus.RUNNING or spec.schedule.over(now):
+    moved = campaign.provider != attempt.provider  # to another route: the pump queues it there
+    if campaign.status != CampaignStatus.RUNNING or moved or spec.schedule.over(now):
         with session_scope(url) as session:  # past the end, the pump expires the contact
             release(session, attempt=attempt, retry_at=None, now=now)
         return
@@ -196,13 +214,7 @@ def place_call(rt: Runtime, attempt_id: int) -> None:
         rt.sleep(slot.wait)
 
     with statement_connection(url) as connection:
-        claimed = _claim(
-            connection,
-            attempt_id=attempt_id,
-            campaign_id=campaign.id or 0,
-            caller_id=caller_id,
-            now=rt.clock(),
-        )
+        claimed = _claim(connection, attempt=attempt, caller_id=caller_id, now=rt.clock())
         if not claimed:
             return
     call_id = _send(
@@ -253,7 +265,9 @@ def _send(
             account_url = f"{rt.settings.public_url.rstrip('/')}/webhooks/{provider.name}/{ACCOUNT_TOKEN}"
             rt.calls.prepare(provider, credentials, callback_url=account_url, caller_id=caller_id)
         gate = rt.provider_gate(attempt.provider)
-        return rt.calls.place(provider, credentials, order, pace=lambda: through_gate(rt, gate))
+        call_id = rt.calls.place(provider, credentials, order, pace=lambda: through_gate(rt, gate))
+        rt.succeeded(attempt.provider)
+        return call_id
     except ProviderRateLimited as error:
         rt.on_rate_limited(attempt.provider)
         pause = error.retry_after if error.retry_after is not None else 1.0
@@ -263,7 +277,9 @@ def _send(
         rt.enqueue(attempt_id, pause)
     except ProviderUnavailable as error:
         _on_unavailable(rt, attempt=attempt, error=error)
+        _breaker(rt, provider=attempt.provider, error=error)
     except ProviderTimeout as error:
+        _breaker(rt, provider=attempt.provider, error=error)
         log.warning("attempt %s: %s; left for reconciliation", attempt_id, error)
         with session_scope(url) as session:
             advance(
@@ -274,10 +290,15 @@ def _send(
                 reason=str(error),
             )
     except (ProviderSetupError, ConfigurationError) as error:
-        # Credentials and the API's address are the account's: every campaign on it is stopped.
+        # Credentials and the API's address are the account's: every campaign on it moves to its
+        # next route, or stops. The attempt goes back to the queue, whose next look at it takes it
+        # back (the campaign has left this route, or is paused), even if another thread moved it.
         with session_scope(url) as session:
             _requeue(session, attempt_id=attempt_id, now=rt.clock())
-            pause_provider_campaigns(session, provider=attempt.provider, reason=str(error), now=rt.clock())
+            route_around(
+                session, provider=attempt.provider, reason=str(error), cause="refused", now=rt.clock()
+            )
+        rt.enqueue(attempt_id, 0.0)
     except ProviderRejected as error:
         ended = AttemptStatus(error.outcome) if error.outcome else AttemptStatus.REJECTED
         with session_scope(url) as session:
@@ -322,6 +343,25 @@ def through_gate(rt: Runtime, gate: Gate) -> Iterator[None]:
         yield
     finally:
         rt.limiter.done(gate, ticket)
+
+
+def _breaker(rt: Runtime, *, provider: str, error: Exception) -> None:
+    """A run of failed requests to a provider moves its campaigns to their next route (a campaign
+    with none stays, its attempts tried again); their first route is tried again later."""
+    failures = rt.failed(provider)
+    if failures < rt.settings.route_failures:
+        return
+    rt.succeeded(provider)  # counted afresh, on the way back
+    with session_scope(rt.database_url) as session:
+        route_around(
+            session,
+            provider=provider,
+            reason=f"{failures} requests in a row failed, the last: {error}",
+            cause="failures",
+            now=rt.clock(),
+            back_after=timedelta(seconds=rt.settings.route_retry),
+            pause=False,
+        )
 
 
 def _on_unavailable(rt: Runtime, *, attempt: Attempt, error: ProviderUnavailable) -> None:

@@ -88,8 +88,9 @@ class SharedState(Collector):
         )
         info = GaugeMetricFamily(
             "dialer_campaign_info",
-            "Each campaign, with its provider and status.",
-            labels=["campaign", "provider", "status"],
+            "Each campaign, with its status and the provider it calls through (its route): when that is"
+            " not its first, route_cause says why it left the one before (refused, balance, failures).",
+            labels=["campaign", "provider", "status", "route_cause"],
         )
         try:
             with session_scope(self.settings.database_url) as session:
@@ -99,7 +100,12 @@ class SharedState(Collector):
                     )
                 ).all()
                 campaigns = session.execute(
-                    sa.select(col(Campaign.name), col(Campaign.provider), col(Campaign.status))
+                    sa.select(
+                        col(Campaign.name),
+                        col(Campaign.provider),
+                        col(Campaign.status),
+                        col(Campaign.route_cause),
+                    )
                 ).all()
                 standing = notify.standing(session)
                 states = session.execute(
@@ -120,8 +126,8 @@ class SharedState(Collector):
                 queued.add_metric([provider], count)
             else:
                 live.add_metric([provider, status], count)
-        for name, provider, status in campaigns:
-            info.add_metric([name, provider, status], 1)
+        for name, provider, status, cause in campaigns:
+            info.add_metric([name, provider, status, cause or ""], 1)
         for name, state, count in states:
             contacts.add_metric([name, state], count)
         for state in ("delivered", "waiting", "failing", "given_up"):

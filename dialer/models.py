@@ -59,6 +59,11 @@ class Campaign(SQLModel, table=True):
     """When the runner last renewed its lease."""
     simulated: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     """It has been run against a simulator only: the first real run asks first."""
+    route_back_at: datetime | None = _when()
+    """When its first route, left after a run of failures, is tried again."""
+    route_cause: str | None = Field(default=None, max_length=20)
+    """Why it left the route before the one in use: ``refused`` (credentials or the API's address),
+    ``balance`` or ``failures``; None on its first route."""
 
 
 class ZoneGroup(SQLModel, table=True):

@@ -7,8 +7,9 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -36,7 +37,7 @@ from dialer.models import (
 )
 from dialer.providers import PROVIDERS, account_limit, get_provider
 from dialer.providers.base import Provider, flow_field, step_field
-from dialer.runtime import spec_of
+from dialer.runtime import spec_from, spec_of
 from dialer.settings import Settings
 from dialer.zones import group_zones
 
@@ -109,6 +110,18 @@ def check_provider_can(spec: CampaignSpec, *, source: str, settings: Settings | 
     if provider.languages is not None and flow.language not in provider.languages:
         problems.append(f"{flow_field(spec, 'language')}: {provider.title} does not speak {flow.language!r}")
     problems += provider.check_campaign(spec)
+    for index, route in enumerate(spec.fallback):  # the call as each route would place it
+        if route not in PROVIDERS:
+            problems.append(
+                f"fallback[{index}]: unknown provider {route!r} (known: {', '.join(sorted(PROVIDERS))})"
+            )
+            continue
+        try:
+            check_provider_can(
+                spec.model_copy(update={"provider": route, "fallback": ()}), source=route, settings=settings
+            )
+        except ConfigurationError as error:
+            problems.append(f"fallback[{index}]: {error}")
     for index, number in enumerate(spec.caller_ids.numbers):  # each as the provider checks caller_id
         if number != spec.caller_id:
             problems += [
@@ -298,19 +311,76 @@ def change_status(session: Session, *, name: str, action: str, now: datetime) ->
     return campaign
 
 
-def pause_provider_campaigns(session: Db, *, provider: str, reason: str, now: datetime) -> list[str]:
-    """Pause every running campaign on a provider account that cannot place calls (bad credentials,
-    no balance), with the reason for the operator; return their names."""
-    paused = session.execute(
-        sa.update(Campaign)
-        .where(col(Campaign.provider) == provider, col(Campaign.status) == CampaignStatus.RUNNING)
-        .values(status=CampaignStatus.PAUSED, reason=f"paused: {reason}"[:500])
-        .returning(col(Campaign.id), col(Campaign.name))
+def route_around(
+    session: Db,
+    *,
+    provider: str,
+    reason: str,
+    cause: str,
+    now: datetime,
+    back_after: timedelta | None = None,
+    pause: bool = True,
+) -> list[str]:
+    """Move every running campaign off a provider account that cannot place calls (credentials
+    refused, no balance, a run of failures: the ``cause``) to its next route, with the reason for
+    the operator;
+    a campaign with no route left is paused (unless not ``pause``: a run of failures may pass).
+    ``back_after``: the first route is tried again then. Their queued attempts are taken back, to be
+    placed on the new route; a call that may have reached the old one is settled there first (its
+    contact is not called again while it lasts). Return the names of the campaigns moved or paused."""
+    running = session.execute(
+        sa.select(col(Campaign.id), col(Campaign.name), col(Campaign.spec)).where(
+            col(Campaign.provider) == provider, col(Campaign.status) == CampaignStatus.RUNNING
+        )
     ).all()
-    for campaign_id, name in paused:
-        _withdraw_queued(session, campaign_id=campaign_id, now=now)
-        log.error("campaign %s paused: %s", name, reason)
-    return [name for _, name in paused]
+    moved = []
+    for campaign_id, name, raw in running:
+        routes = spec_from(raw).routes
+        later = routes[routes.index(provider) + 1 :] if provider in routes else ()
+        if later:
+            values: dict[str, Any] = {
+                "provider": later[0],
+                "reason": f"on {later[0]} since {now:%Y-%m-%d %H:%M} UTC, as {provider} failed: {reason}"[
+                    :500
+                ],
+                "route_back_at": now + back_after if back_after and routes[0] != later[0] else None,
+                "route_cause": cause,
+            }
+            log.error("campaign %s moves from %s to %s: %s", name, provider, later[0], reason)
+        elif pause:
+            values = {"status": CampaignStatus.PAUSED, "reason": f"paused: {reason}"[:500]}
+            log.error("campaign %s paused: %s", name, reason)
+        else:
+            continue
+        guarded = sa.update(Campaign).where(
+            col(Campaign.id) == campaign_id,
+            col(Campaign.provider) == provider,
+            col(Campaign.status) == CampaignStatus.RUNNING,
+        )
+        if changed(session, guarded.values(values)) == 1:
+            _withdraw_queued(session, campaign_id=campaign_id, now=now)
+            moved.append(name)
+    return moved
+
+
+def route_back(session: Db, *, campaign: Campaign, now: datetime) -> None:
+    """Try a campaign's first route again, its time come (``route_back_at``)."""
+    first = spec_of(campaign).routes[0]
+    guarded = sa.update(Campaign).where(
+        col(Campaign.id) == campaign.id,
+        col(Campaign.provider) == campaign.provider,
+        col(Campaign.status) == CampaignStatus.RUNNING,
+    )
+    values = {
+        "provider": first,
+        "route_back_at": None,
+        "route_cause": None,
+        "reason": f"back on {first} since {now:%Y-%m-%d %H:%M} UTC, trying it again"
+        f" ({campaign.provider} took over when it failed)",
+    }
+    if changed(session, guarded.values(values)) == 1:
+        _withdraw_queued(session, campaign_id=campaign.id, now=now)
+        log.warning("campaign %s tries %s again", campaign.name, first)
 
 
 def _withdraw_queued(session: Db, *, campaign_id: int | None, now: datetime) -> None:

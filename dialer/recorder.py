@@ -414,7 +414,7 @@ def _blocked_by_account(
 ) -> None:
     """The provider account, not the callee, stopped the call: pause every campaign on that
     account and give the contact back its turn, to be called once the operator has fixed it."""
-    from dialer.operations import pause_provider_campaigns
+    from dialer.operations import route_around
 
     reason = f"{title or attempt.provider}: {event.account_problem}"
     if not advance(session, attempt_id=attempt.id or 0, status=AttemptStatus.FAILED, now=now, reason=reason):
@@ -424,7 +424,7 @@ def _blocked_by_account(
         .where(CONTACTS.c.id == attempt.contact_id, CONTACTS.c.state == ContactState.CALLING)
         .values(state=ContactState.PENDING, next_attempt_at=now, updated_at=now)
     )
-    pause_provider_campaigns(session, provider=attempt.provider, reason=reason, now=now)
+    route_around(session, provider=attempt.provider, reason=reason, cause="balance", now=now)
 
 
 def _call_over(session: Db, attempt_id: int) -> bool:

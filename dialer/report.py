@@ -38,6 +38,19 @@ class Report:
     who were transferred or opted out."""
     by_caller_id: list[tuple[str, int, int]]
     """Each caller ID the calls went out from: its calls placed, and those answered."""
+    by_route: list[tuple[str, int, int, Decimal | None]]
+    """Each provider the calls went through: its calls, those answered, and their cost."""
+
+    def route_rows(self) -> list[tuple[str, str]]:
+        """Calls, answers and cost of each route, as (provider, text) rows."""
+        return [
+            (
+                route,
+                f"{calls:,} calls, {answered:,} answered"
+                + (f", cost {cost:.4f}" if cost is not None else ""),
+            )
+            for route, calls, answered, cost in self.by_route
+        ]
 
     def caller_id_rates(self) -> list[tuple[str, str]]:
         """The answer rate of each caller ID, as (caller ID, "answered of calls (rate)") rows."""
@@ -150,6 +163,20 @@ def build_report(session: Session, name: str) -> Report:
             .order_by(col(Attempt.caller_id))
         )
     ]
+    by_route = [
+        (str(route), int(calls), int(answered), None if cost is None else Decimal(str(cost)))
+        for route, calls, answered, cost in session.execute(
+            sa.select(
+                col(Attempt.provider),
+                sa.func.count(),
+                sa.func.count().filter(col(Attempt.answered_at).is_not(None)),
+                sa.func.sum(sa.cast(col(Attempt.price), sa.Numeric(18, 8))),
+            )
+            .where(ours, col(Attempt.dispatched_at).is_not(None))
+            .group_by(col(Attempt.provider))
+            .order_by(col(Attempt.provider))
+        )
+    ]
     funnel = [("answered the call", reached)]
     funnel += [(f"answered {step}", answered_each.get(step, 0)) for step in flow.questions()]
     if any(step.action == "transfer" for step in flow.steps.values()):
@@ -166,6 +193,7 @@ def build_report(session: Session, name: str) -> Report:
         last_call_at=last,
         funnel=funnel,
         by_caller_id=by_caller_id,
+        by_route=by_route,
     )
 
 
@@ -229,6 +257,14 @@ svg text { fill: #212121; }
 """
 
 
+def _breakdown(title: str, rows: list[tuple[str, str]]) -> str:
+    """A titled two-column table of ``rows``, or nothing when there is one row or none to compare."""
+    if len(rows) < 2:
+        return ""
+    cells = "".join(f"<tr><td>{html.escape(key)}</td><td>{html.escape(text)}</td></tr>" for key, text in rows)
+    return f"<h2>{html.escape(title)}</h2><table>{cells}</table>"
+
+
 def render_html(report: Report, *, now: datetime | None = None) -> str:
     """The report as one HTML page with inline CSS and SVG charts (no scripts, no network)."""
     counts = report.progress
@@ -262,14 +298,8 @@ def render_html(report: Report, *, now: datetime | None = None) -> str:
     ]
     name = html.escape(counts.name)
     note = f"<p>{html.escape(counts.reason)}</p>" if counts.reason else ""
-    rates = report.caller_id_rates()
-    by_caller = (
-        "<h2>Answer rate by caller ID</h2><table>"
-        + "".join(f"<tr><td>{html.escape(c)}</td><td>{html.escape(rate)}</td></tr>" for c, rate in rates)
-        + "</table>"
-        if len(rates) > 1
-        else ""
-    )
+    by_route = _breakdown("By route", report.route_rows())
+    by_caller = _breakdown("Answer rate by caller ID", report.caller_id_rates())
     return (
         "<!doctype html>\n"
         f'<html lang="en"><head><meta charset="utf-8"><title>{name}: campaign report</title>'
@@ -277,7 +307,7 @@ def render_html(report: Report, *, now: datetime | None = None) -> str:
         f"<h1>{name}</h1>"
         f'<p class="meta">{html.escape(counts.provider)} · {html.escape(counts.status)} · '
         f"report made {_stamp(now or utcnow())}</p>{note}"
-        f"<table>{summary}</table>{by_caller}"
+        f"<table>{summary}</table>{by_route}{by_caller}"
         f'<div class="charts">{"".join(charts)}</div>'
         "</body></html>\n"
     )

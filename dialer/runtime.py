@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -42,9 +44,22 @@ class Runtime:
     any_time: bool = False
     """Calls are placed whatever the campaigns' windows say (``dialer run --simulate --ignore-window``)."""
     calls: ProviderClient = field(init=False)
+    _failures: Counter[str] = field(default_factory=Counter, init=False)
+    _failures_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def __post_init__(self) -> None:
         self.calls = ProviderClient(self.http)
+
+    def failed(self, provider: str) -> int:
+        """Note a request to ``provider`` that failed (5xx, unreachable, no answer): how many in a row."""
+        with self._failures_lock:
+            self._failures[provider] += 1
+            return self._failures[provider]
+
+    def succeeded(self, provider: str) -> None:
+        """A request to ``provider`` went through: the run of failures is over."""
+        with self._failures_lock:
+            self._failures[provider] = 0
 
     @property
     def database_url(self) -> str:

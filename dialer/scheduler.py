@@ -25,6 +25,7 @@ from dialer.db import changed, session_scope
 from dialer.dispatch import through_gate
 from dialer.errors import ProviderError
 from dialer.models import Attempt, Campaign, Contact, DncEntry
+from dialer.operations import route_back
 from dialer.providers import PROVIDERS, get_provider
 from dialer.providers.base import RING_SECONDS, Provider
 from dialer.recorder import apply_event, apply_held, finish
@@ -218,6 +219,10 @@ def pump(rt: Runtime) -> int:
         campaigns = session.exec(
             select(Campaign).where(col(Campaign.status) == CampaignStatus.RUNNING, rt.serves(Campaign.id))
         ).all()
+        for campaign in campaigns:
+            if campaign.route_back_at is not None and campaign.route_back_at <= now:
+                route_back(session, campaign=campaign, now=now)
+                session.refresh(campaign)
         if rt.only is None:  # the deployment: not where a `dialer run` dials (see dialer.lease)
             held = lease.run_held_providers(session, now=now)
             campaigns = [campaign for campaign in campaigns if campaign.provider not in held]

@@ -179,6 +179,17 @@ class Settings(BaseSettings):
     notify_first_retry: float = Field(
         10.0, gt=0, description="seconds before a failed result push is tried again (doubling, up to an hour)"
     )
+    route_failures: int = Field(
+        10,
+        ge=1,
+        description="requests to a provider failing in a row (5xx, no answer) before its campaigns"
+        " move to their next route",
+    )
+    route_retry: float = Field(
+        300.0,
+        gt=0,
+        description="seconds before a campaign moved off its first route by failures tries it again",
+    )
     db_outage_limit: float = Field(
         300.0,
         gt=0,

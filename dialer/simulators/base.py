@@ -203,7 +203,7 @@ class Simulation:
     callbacks_delivered: int = 0
     _sending: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(CALLBACK_CONNECTIONS))
     fault: str | None = None
-    """``429``, ``500`` or ``slow``: how create-call requests are answered until ``fault_until``."""
+    """``429``, ``500``, ``401`` or ``slow``: how create-call requests are answered until ``fault_until``."""
     fault_until: float = 0.0
     faulted: int = 0
     balance: int | None = None
@@ -230,6 +230,8 @@ class Simulation:
         self.requests.append(time.time())
         if self._faulting("500"):
             return JSONResponse({"error": "Internal Server Error"}, status_code=500)
+        if self._faulting("401"):  # the account's credentials revoked meanwhile
+            return JSONResponse({"error": "Unauthorized"}, status_code=401)
         if self._faulting("slow"):
             await asyncio.sleep(self.slow_seconds)
         return None

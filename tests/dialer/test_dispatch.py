@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import threading
+from datetime import timedelta
 
 import httpx
 import pytest
 from sqlmodel import select
 
 from dialer import db
-from dialer.dispatch import place_call
+from dialer.dispatch import _claim, place_call, release
 from dialer.models import Attempt, Campaign, Contact
 from dialer.operations import change_status
 from dialer.settings import Settings
@@ -165,3 +167,24 @@ def test_a_call_id_the_provider_gave_twice_fails_the_second_call_saying_why(sett
         "Vonage answered with call id 'call-same', which another attempt has already:"
         " this call's outcome cannot be told apart from that one's"
     )
+
+
+def test_a_worker_holding_a_withdrawn_attempt_leaves_the_next_one_given_its_id_alone(
+    settings: Settings,
+) -> None:
+    """A campaign moved to another route withdraws its queued attempts while a worker may hold one
+    it read; SQLite gives the withdrawn id to the next attempt, another contact's."""
+    url = settings.database_url
+    campaign = campaign_with_contacts(url, ["+12125550106", "+12125550107"])
+    (held,) = queued_attempts(url, campaign, 1)
+    with db.session_scope(url) as session:
+        assert release(session, attempt=held, retry_at=NOW + timedelta(hours=1), now=NOW)
+    (fresh,) = queued_attempts(url, campaign, 1)
+    assert (fresh.id, fresh.contact_id) == (held.id, held.contact_id + 1)  # the id, given again
+    with db.statement_connection(url) as connection:
+        assert not _claim(connection, attempt=held, caller_id="+14155550100", now=NOW)
+    with db.session_scope(url) as session:
+        assert not release(session, attempt=held, retry_at=None, now=NOW)
+    provider = FakeVonage()
+    place_call(runtime(settings, provider, []), fresh.id or 0)
+    assert [json.loads(r.content)["to"][0]["number"] for r in provider.requests] == ["12125550107"]

@@ -60,7 +60,8 @@ def test_calls_campaigns_and_the_receivers_callbacks_are_exposed(settings: Setti
     assert value("dialer_calls_in_progress", provider="vonage", status="ringing") == 1
     assert value("dialer_campaign_contacts", campaign="e2e", state="done") == 2
     assert value("dialer_campaign_contacts", campaign="e2e", state="calling") == 1
-    assert value("dialer_campaign_info", campaign="e2e", provider="vonage", status="running") == 1
+    info = {"campaign": "e2e", "provider": "vonage", "status": "running", "route_cause": ""}
+    assert value("dialer_campaign_info", **info) == 1
     assert value("dialer_webhooks_total", provider="vonage", code="401") == 2
     assert value("dialer_webhooks_total", provider="unknown", code="404") == 1  # not a label per made-up name
     assert value("dialer_webhook_seconds_count", provider="vonage") == 2

@@ -1,4 +1,5 @@
-"""Results pushed to the operator's URL: an outbox of notifications
+"""Results pushed to the operator's URL: an outbox of notifications; when a campaign moved off its
+first route tries it again
 
 Revision ID: 2d3e4f5a6b7c
 Revises: 1c2d3e4f5a6b
@@ -39,7 +40,13 @@ def upgrade() -> None:
     with op.batch_alter_table("notification", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_notification_campaign_id"), ["campaign_id"], unique=False)
         batch_op.create_index("ix_notification_due", ["delivered_at", "next_try_at"], unique=False)
+    with op.batch_alter_table("campaign", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("route_back_at", UTCDateTime(), nullable=True))
+        batch_op.add_column(sa.Column("route_cause", sa.String(length=20), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("campaign", schema=None) as batch_op:
+        batch_op.drop_column("route_cause")
+        batch_op.drop_column("route_back_at")
     op.drop_table("notification")
