@@ -19,7 +19,17 @@ from dialer import db
 from dialer.settings import Settings, get_settings
 from dialer.simulators import dev_credentials
 
-REDIS_URL = os.environ.get("DIALER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+def _redis_url_of_this_worker(url: str) -> str:
+    """Each pytest-xdist worker empties a Redis database of its own: gw0 the one named, gw1 the one
+    below it, and so on."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    parsed = redis.connection.parse_url(url)
+    number = int(parsed.get("db", 0)) - int(worker.removeprefix("gw"))
+    return f"{url.rsplit('/', 1)[0]}/{number}" if number >= 0 else url
+
+
+REDIS_URL = _redis_url_of_this_worker(os.environ.get("DIALER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
 POSTGRES_URL = os.environ.get("DIALER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 

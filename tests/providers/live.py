@@ -19,7 +19,7 @@ from dialer.runtime import Runtime
 from dialer.settings import Settings
 from dialer.simulators import simulator_app, simulator_urls
 from dialer.simulators.base import Script, Simulation
-from tests.dialer.factories import campaign_with_contacts, queued_attempts
+from tests.dialer.factories import NOW, campaign_with_contacts, queued_attempts
 
 
 @dataclass
@@ -43,6 +43,9 @@ def live(
     app = simulator_app(provider, pointed, rate_limit=50, time_scale=time_scale, readings=readings)
     with BackgroundServer(app, sock=sim_socket), BackgroundServer(receiver_app(pointed), sock=web_socket):
         rt = local_runtime(pointed, lambda attempt_id, countdown: None)
+        # Calls are placed at the factories' NOW, 10:00 on a Monday in New York: inside the
+        # calling window of every campaign here (the examples' too), whatever the hour of the run.
+        rt.clock = lambda: NOW
         try:
             yield Live(pointed, app.state.simulation, sim_url, rt)
         finally:

@@ -28,7 +28,7 @@ DELAY_MS = (20.0, 100.0)
     # Every Redis and PostgreSQL round trip of the workers costs 40 to 200 ms there: fewer contacts.
     [
         (frozenset({"provider"}), 300, False),
-        (frozenset({"redis", "postgres"}), 100, False),
+        (frozenset({"redis", "postgres"}), 40, False),
         (frozenset({"provider"}), 300, True),
     ],
     ids=["provider", "redis-postgres", "provider-from-hosts-of-their-own"],
