@@ -735,9 +735,10 @@ def _contact_writer(
     """Bulk insert into ``contact`` on the session's own connection (so in its transaction): a
     chunk's rows at the positions given.
 
-    PostgreSQL gets ``COPY``; SQLite a plain ``executemany``. Both skip the ORM's per-row work: the
-    one timestamp is converted once, as SQLAlchemy would store it, and the variables arrive as JSON.
-    A chunk's zone groups are found (or made) before its rows are written.
+    PostgreSQL gets ``COPY``, its text written by Arrow a column at a time (psycopg's ``write_row``
+    took a fifth of the import); SQLite a plain ``executemany``. Both skip the ORM's per-row work:
+    the one timestamp is converted once, as SQLAlchemy would store it, and the variables arrive as
+    JSON. A chunk's zone groups are found (or made) before its rows are written.
     """
     connection = session.connection()
     stamp = UTCDateTime().dialect_impl(connection.dialect).bind_processor(connection.dialect)
@@ -750,6 +751,10 @@ def _contact_writer(
 
     def write(chunk: _Chunk, taken: list[int]) -> None:
         ids = [group_id(key) for key in chunk.group_keys]
+        if copy_rows:
+            with driver.cursor() as cursor, cursor.copy(f"COPY contact ({names}) FROM STDIN") as copy:
+                copy.write(_copy_text(chunk, taken, ids, campaign_id=campaign_id, when=when))
+            return
         rows = zip(
             repeat(campaign_id),
             map(chunk.phones.__getitem__, taken),
@@ -763,14 +768,43 @@ def _contact_writer(
             repeat(when),
             repeat(when),
         )
-        if copy_rows:
-            with driver.cursor() as cursor, cursor.copy(f"COPY contact ({names}) FROM STDIN") as copy:
-                for values in rows:
-                    copy.write_row(values)
-        else:
-            driver.executemany(insert, rows)
+        driver.executemany(insert, rows)
 
     yield write
+
+
+def _copy_text(chunk: _Chunk, taken: list[int], ids: list[int], *, campaign_id: int, when: object) -> bytes:
+    """The rows of ``chunk`` at ``taken`` in COPY's text format, columns as :data:`_COLUMNS`.
+
+    No value here holds a tab or a line break (numbers, extensions and zones are checked; JSON
+    escapes control characters): only the backslashes of the variables are doubled."""
+    positions = pa.array(taken, pa.int64())
+
+    def column(values: list[Any]) -> pa.Array:
+        return pa.array(values).take(positions).cast(_LARGE)
+
+    cells = [
+        _text(str(campaign_id)),
+        column(chunk.phones),
+        column(chunk.extensions),
+        pc.replace_substring(chunk.variables.take(positions), "\\", "\\\\"),
+        column(chunk.zones).fill_null("\\N"),
+        pa.array([ids[group] for group in chunk.groups], pa.int64()).take(positions).cast(_LARGE),
+        column(chunk.rows),
+        _text("pending"),
+        _text("0"),
+        _text(str(when)),
+        _text(str(when)),
+    ]
+    lines = pc.binary_join_element_wise(*cells, _text("\t"))
+    return _joined(lines)
+
+
+def _joined(lines: pa.Array) -> bytes:
+    """Every value of ``lines``, each ended by a line break, as one run of bytes."""
+    ended = pc.binary_join_element_wise(lines, _text("\n"), _text(""))
+    joined = pc.binary_join(pa.LargeListArray.from_arrays([0, len(ended)], ended), _text(""))[0]
+    return bytes(joined.as_buffer())
 
 
 def _check_header(path: Path, columns: list[str], phone_column: str, required: set[str]) -> None:

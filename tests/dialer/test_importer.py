@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from sqlmodel import col, select
 
 from campaigns.spec import parse_campaign
 from dialer import db, importer
@@ -282,3 +284,32 @@ def test_a_file_read_in_a_process_of_its_own_imports_as_one_read_here(
     bad.write_text("number,first_name\n+12125550106,Ada\n")
     with pytest.raises(ImportFailed, match=r"row 1: no 'phone' column"):
         _import(url, campaign, bad)
+
+
+def test_every_value_is_stored_as_written_whatever_its_characters(
+    url: str, campaign: Campaign, tmp_path: Path
+) -> None:
+    """PostgreSQL gets the rows as COPY's text, where a backslash, a tab or a line break means
+    something: the values must come back as the file has them."""
+    names = ["back\\slash", 'quo"te', "tab\there", "line\nbreak", "\\N", "Zoë 😀", "bell\x07", "cr\rhere"]
+    notes = ["C:\\new\\table", '{"json": "in json"}', "\\t", "plain"]
+    path = tmp_path / "contacts.csv"
+    with path.open("w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["phone", "first_name", "note", "timezone"])
+        for index, name in enumerate(names):
+            zone = "Europe/London" if index % 2 else ""
+            writer.writerow([f"+1212555{100 + index:04d}", name, notes[index % len(notes)], zone])
+    assert _import(url, campaign, path).accepted == len(names)
+    with db.session_scope(url) as session:
+        stored = session.exec(select(Contact).order_by(col(Contact.row_number))).all()
+        assert [contact.variables["first_name"] for contact in stored] == names
+        assert [contact.variables["note"] for contact in stored] == [
+            notes[index % len(notes)] for index in range(len(names))
+        ]
+        assert [contact.zone for contact in stored] == [
+            "Europe/London" if index % 2 else None for index in range(len(names))
+        ]
+        assert {(contact.state, contact.attempts, contact.updated_at) for contact in stored} == {
+            ("pending", 0, NOW)
+        }
