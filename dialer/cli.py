@@ -430,9 +430,10 @@ def campaign_cancel(name: str) -> None:
 
 @campaign.command("provider")
 @click.argument("name")
-@click.argument("provider", type=_PROVIDER)
+@click.argument("provider")
 def campaign_provider(name: str, provider: str) -> None:
-    """Switch a (not running) campaign to another PROVIDER; contacts are kept."""
+    """Switch a (not running) campaign to another PROVIDER (vonage, cm, routee, cequens, fractel, or
+    another account of one, as vonage.backup); contacts are kept."""
     from dialer.operations import set_provider
 
     settings = _settings()
@@ -1019,7 +1020,7 @@ def simulate(provider: str, host: str, port: int, rate_limit: float | None, time
 @main.command()
 def providers() -> None:
     """List the providers with their capabilities and rate limits."""
-    from dialer.providers import PROVIDERS, account_limit
+    from dialer.providers import PROVIDERS, account_limit, get_provider
 
     settings = _settings()
     table = Table(
@@ -1033,7 +1034,7 @@ def providers() -> None:
         "calls/s",
         "max calls",
     )
-    for provider in PROVIDERS.values():
+    for provider in map(get_provider, settings.routes(PROVIDERS)):  # each account its own row
         can = provider.capabilities
         account = settings.provider_settings(provider.name)
         limit = account_limit(provider.name, account)

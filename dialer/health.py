@@ -22,7 +22,7 @@ from sqlmodel import col
 from dialer import db, notify
 from dialer.errors import DialerError, ProviderAuthError
 from dialer.models import Notification
-from dialer.providers import PROVIDERS
+from dialer.providers import PROVIDERS, get_provider
 from dialer.providers.client import ProviderClient
 from dialer.runner import private_host, unreachable
 from dialer.settings import Settings
@@ -163,7 +163,7 @@ def results(url: str) -> Check | None:
 
 
 def _credentials(settings: Settings, http: httpx.Client) -> Iterator[Check]:
-    configured = [name for name in PROVIDERS if settings.provider_settings(name).configured]
+    configured = [name for name in settings.routes(PROVIDERS) if settings.provider_settings(name).configured]
     if not configured:
         yield Check(
             "providers", "warn", "no provider has credentials (see README: Settings); --simulate needs none"
@@ -244,7 +244,7 @@ def public_url(settings: Settings, *, also: frozenset[str] = frozenset()) -> Che
         return Check("public URL", "FAIL", f"DIALER_PUBLIC_URL {url!r} must have no query or fragment")
     cannot = [
         name
-        for name in PROVIDERS
+        for name in settings.routes(PROVIDERS)
         if (settings.provider_settings(name).configured or name in also)
         and unreachable(url, settings.provider_settings(name).base_url)
     ]
@@ -274,7 +274,7 @@ def receiver(settings: Settings, http: httpx.Client) -> Check:
 
 
 def credentials(name: str, settings: Settings, http: httpx.Client) -> Check:
-    provider = PROVIDERS[name]
+    provider = get_provider(name)
     account = settings.provider_settings(name)
     try:
         tried = ProviderClient(http).try_credentials(provider, account)

@@ -35,7 +35,7 @@ from dialer.models import (
     ZoneGroup,
     utcnow,
 )
-from dialer.providers import PROVIDERS, account_limit, get_provider
+from dialer.providers import account_limit, get_provider
 from dialer.providers.base import Provider, flow_field, step_field
 from dialer.runtime import spec_from, spec_of
 from dialer.settings import Settings
@@ -98,11 +98,12 @@ def _caller_ids_file(path: Path, region: str | None) -> list[str]:
 def check_provider_can(spec: CampaignSpec, *, source: str, settings: Settings | None = None) -> None:
     """Refuse a campaign that asks its provider for something it cannot do, or more calls per
     second than the provider account allows (when ``settings`` say what the account is)."""
-    if spec.provider not in PROVIDERS:
-        raise ConfigurationError(
-            f"{source}: provider: unknown provider {spec.provider!r} (known: {', '.join(sorted(PROVIDERS))})"
-        )
-    provider = get_provider(spec.provider)
+    try:
+        provider = get_provider(spec.provider)
+        if settings is not None:
+            settings.provider_settings(spec.provider)
+    except ConfigurationError as error:
+        raise ConfigurationError(f"{source}: provider: {error}") from None
     problems = [f"{provider.title} cannot do {what}" for what in _beyond(provider, spec)]
     flow = spec.call_flow
     if not provider.replies_mid_call and isinstance(shape := one_question(flow, provider.title), tuple):
@@ -111,17 +112,12 @@ def check_provider_can(spec: CampaignSpec, *, source: str, settings: Settings | 
         problems.append(f"{flow_field(spec, 'language')}: {provider.title} does not speak {flow.language!r}")
     problems += provider.check_campaign(spec)
     for index, route in enumerate(spec.fallback):  # the call as each route would place it
-        if route not in PROVIDERS:
-            problems.append(
-                f"fallback[{index}]: unknown provider {route!r} (known: {', '.join(sorted(PROVIDERS))})"
-            )
-            continue
         try:
             check_provider_can(
                 spec.model_copy(update={"provider": route, "fallback": ()}), source=route, settings=settings
             )
         except ConfigurationError as error:
-            problems.append(f"fallback[{index}]: {error}")
+            problems.append(f"fallback[{index}]: {str(error).replace(f'{route}: provider: ', '', 1)}")
     for index, number in enumerate(spec.caller_ids.numbers):  # each as the provider checks caller_id
         if number != spec.caller_id:
             problems += [

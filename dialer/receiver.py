@@ -28,7 +28,7 @@ from starlette.routing import Route
 from dialer.db import transaction
 from dialer.errors import WebhookAuthError, WebhookPayloadError, WebhookUnsigned
 from dialer.models import utcnow
-from dialer.providers import PROVIDERS
+from dialer.providers import PROVIDERS, get_provider
 from dialer.providers.base import Webhook
 from dialer.recorder import Received, record_webhooks
 from dialer.settings import Settings, get_settings
@@ -186,7 +186,8 @@ async def _body(request: Request, limit: int) -> bytes:
 def create_app(settings: Settings, metrics: ReceiverMetrics | None = None) -> Starlette:
     """The receiver as an ASGI app; settings with which no callback could be accepted are refused.
     With ``metrics``, each callback's time to its answer and its status code are counted."""
-    for name, provider in PROVIDERS.items():
+    routes = {route: get_provider(route) for route in settings.routes(PROVIDERS)}
+    for name, provider in routes.items():
         if provider.check_settings is not None:
             provider.check_settings(settings.provider_settings(name))
     grace = timedelta(seconds=settings.webhook_grace)
@@ -205,7 +206,7 @@ def create_app(settings: Settings, metrics: ReceiverMetrics | None = None) -> St
 
         def answer(response: Response, problem: object = None) -> Response:
             if metrics is not None:  # a made-up provider name is not a label of its own
-                label = name if name in PROVIDERS else "unknown"
+                label = name if name in routes else "unknown"
                 metrics.observe(label, response.status_code, time.perf_counter() - arrived)
             if problem is None:
                 log.info("%s %s", route, response.status_code)
@@ -213,7 +214,7 @@ def create_app(settings: Settings, metrics: ReceiverMetrics | None = None) -> St
                 log.warning("%s %s: %s", route, response.status_code, problem)
             return response
 
-        provider = PROVIDERS.get(name)
+        provider = routes.get(name)
         if provider is None or kind not in provider.webhook_kinds:
             return answer(PlainTextResponse("no such callback", status_code=404), "no such callback")
         query = request.query_params

@@ -37,7 +37,7 @@ from dialer.embedded import DATABASE_ERRORS, BackgroundServer, Outage, run_until
 from dialer.errors import ConfigurationError, DatabaseGone, InvalidState
 from dialer.models import utcnow
 from dialer.operations import Progress, change_status, check_provider_can, get_campaign, progress
-from dialer.providers import account_limit
+from dialer.providers import PROVIDERS, account_limit
 from dialer.receiver import create_app as receiver_app
 from dialer.runtime import spec_of
 from dialer.serving import uvicorn_options
@@ -114,16 +114,28 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def simulated(settings: Settings, provider: str, *, simulator_url: str, public_url: str) -> Settings:
-    """``settings`` with throwaway credentials for ``provider``, pointed at its simulator."""
-    account = settings.provider_settings(provider)
+OFFLINE_URL = "http://127.0.0.1:9"
+"""Where a simulated run's other routes point: nothing listens there (port 9 is discard's)."""
+
+
+def simulated(settings: Settings, route: str, *, simulator_url: str, public_url: str) -> Settings:
+    """``settings`` with throwaway credentials for ``route``, pointed at its simulator. Every other
+    route (other providers and accounts) points nowhere: a simulated campaign that moves to its
+    next route places no real call there."""
+    provider, _, name = route.partition(".")
+    account = settings.provider_settings(route)
     values = {
         **account.model_dump(),
         **dev_credentials()[provider],
         **simulator_urls(provider, simulator_url),
+        "accounts": {},
     }
+    accounts = {other: type(getattr(settings, other))(base_url=OFFLINE_URL) for other in PROVIDERS}
+    simulating = type(account).model_validate(values)
+    if name:
+        simulating = accounts[provider].model_copy(update={"accounts": {name: simulating}})
     return settings.model_copy(
-        update={provider: type(account).model_validate(values), "public_url": public_url, **SIMULATED_TIMINGS}
+        update={**accounts, provider: simulating, "public_url": public_url, **SIMULATED_TIMINGS}
     )
 
 

@@ -326,7 +326,7 @@ def sweep(rt: Runtime) -> dict[str, int]:
             .all()
         )
         # A worker that died while sending leaves ``dispatching``: the call may exist, never re-dial.
-        for provider in PROVIDERS:
+        for provider in settings.routes(PROVIDERS):
             answer = settings.provider_settings(provider).answer_timeout or settings.http_timeout
             cut = now - timedelta(seconds=answer * 3)
             counts["unconfirmed"] += changed(
@@ -375,7 +375,7 @@ def sweep(rt: Runtime) -> dict[str, int]:
             apply_held(
                 session, provider=provider, now=now, settings=settings.provider_settings(provider.name)
             )
-            for provider in PROVIDERS.values()
+            for provider in map(get_provider, settings.routes(PROVIDERS))
             if not provider.per_call_callbacks
         )
     for attempt_id in requeue:

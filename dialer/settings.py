@@ -5,15 +5,19 @@ Secrets are ``SecretStr``: never logged, never written to the database.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from functools import cache
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Self
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dialer.errors import ConfigurationError
+
+ACCOUNT_NAME = re.compile(r"[a-z0-9_]{1,12}")
+"""The name of a provider's further account: a route through it is ``provider.name``."""
 
 
 class ProviderAccount(BaseModel):
@@ -29,8 +33,23 @@ class ProviderAccount(BaseModel):
     answer_timeout: float | None = Field(
         None, gt=0, description="seconds a create-call request may take (None: DIALER_HTTP_TIMEOUT)"
     )
+    accounts: dict[str, Self] = Field(
+        default_factory=dict,
+        description="other accounts of the provider, by name (DIALER_VONAGE__ACCOUNTS__BACKUP__...): a"
+        " campaign routes through one as `vonage.backup`, with its own credentials and limits",
+    )
     credential: ClassVar[str] = ""
     """The secret without which the account is not configured (``dialer doctor`` tries those that are)."""
+
+    @field_validator("accounts")
+    @classmethod
+    def _account_names(cls, accounts: dict[str, Self]) -> dict[str, Self]:
+        for name, account in accounts.items():
+            if not ACCOUNT_NAME.fullmatch(name):
+                raise ValueError(f"account name {name!r}: 1 to 12 lower-case letters, digits or _")
+            if account.accounts:
+                raise ValueError(f"account {name!r} has accounts of its own: give them beside it")
+        return accounts
 
     @property
     def configured(self) -> bool:
@@ -214,16 +233,38 @@ class Settings(BaseSettings):
     cequens: CequensSettings = CequensSettings()
     fractel: FractelSettings = FractelSettings()
 
-    def provider_settings(self, provider: str) -> ProviderAccount:
+    def provider_settings(self, route: str) -> ProviderAccount:
+        """The account of a route: a provider's own (``vonage``) or another of its accounts
+        (``vonage.backup``)."""
+        provider, _, name = route.partition(".")
         settings: ProviderAccount = getattr(self, provider)
-        return settings
+        if not name:
+            return settings
+        try:
+            return settings.accounts[name]
+        except KeyError:
+            raise ConfigurationError(
+                f"route {route!r}: no {provider} account {name!r} is set"
+                f" (give DIALER_{provider.upper()}__ACCOUNTS__{name.upper()}__... as for {provider} itself)"
+            ) from None
+
+    def routes(self, providers: Iterable[str]) -> list[str]:
+        """Every route of ``providers``: each provider's own account, then its other accounts."""
+        return [
+            route
+            for provider in providers
+            for route in (
+                provider,
+                *(f"{provider}.{name}" for name in self.provider_settings(provider).accounts),
+            )
+        ]
 
 
 def environment(values: Mapping[str, Mapping[str, object]]) -> dict[str, str]:
-    """Nested settings values (``{"vonage": {"api_key": ...}}``) as the ``DIALER_*`` variables
-    that set them."""
+    """Nested settings values (``{"vonage": {"api_key": ...}}``, a route's account as
+    ``{"vonage.backup": {...}}``) as the ``DIALER_*`` variables that set them."""
     return {
-        f"DIALER_{part.upper()}__{key.upper()}": str(value)
+        f"DIALER_{'__ACCOUNTS__'.join(part.upper().split('.'))}__{key.upper()}": str(value)
         for part, fields in values.items()
         for key, value in fields.items()
     }

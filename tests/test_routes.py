@@ -26,10 +26,10 @@ from dialer.cli import main
 from dialer.embedded import BackgroundServer, loopback_socket
 from dialer.models import Attempt, Campaign, Contact
 from dialer.settings import Settings, environment
-from dialer.simulators import simulator_app, simulator_urls
+from dialer.simulators import dev_credentials, simulator_app, simulator_urls
 from tests.e2e import campaign_text, write_contacts
 
-RATES = {"vonage": 8, "routee": 4}
+RATES = {"vonage": 8, "routee": 4, "vonage.backup": 5}
 CONTACTS = 16
 
 
@@ -40,12 +40,22 @@ def _log(url: str) -> dict[str, Any]:
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize(
     ("first", "then", "fault"),
-    [("vonage", "routee", "401"), ("vonage", "routee", "500"), ("routee", "vonage", "balance")],
+    [
+        ("vonage", "routee", "401"),
+        ("vonage", "routee", "500"),
+        ("routee", "vonage", "balance"),
+        ("vonage", "vonage.backup", "401"),  # another account of the same provider
+    ],
 )
 def test_a_route_that_fails_mid_campaign_hands_its_calls_to_the_next(
     tmp_path: Path, sqlite_url: str, credentials: dict[str, dict[str, str]], first: str, then: str, fault: str
 ) -> None:
-    env = {"DIALER_DATABASE_URL": sqlite_url}
+    # Another account of a provider has credentials of its own, which its simulator alone takes.
+    own = {
+        name: credentials[name] if name in credentials else dev_credentials()[name.partition(".")[0]]
+        for name in (first, then)
+    }
+    env = {"DIALER_DATABASE_URL": sqlite_url} | environment(own)
     path = tmp_path / "campaign.toml"
     path.write_text(
         campaign_text(first).replace(f'provider = "{first}"', f'provider = "{first}"\nfallback = ["{then}"]')
@@ -61,14 +71,15 @@ def test_a_route_that_fails_mid_campaign_hands_its_calls_to_the_next(
     with ExitStack() as stack:
         sims = {}
         for name in (first, then):
+            provider = name.partition(".")[0]
             app = simulator_app(
-                name, Settings(**{name: credentials[name]}), rate_limit=RATES[name], time_scale=0.05
+                provider, Settings(**{provider: own[name]}), rate_limit=RATES[name], time_scale=0.05
             )
             if name == "routee" and fault == "balance":
                 app.state.simulation.balance = 4  # then Unsent
             sims[name] = stack.enter_context(BackgroundServer(app))
         accounts = {
-            name: credentials[name] | simulator_urls(name, sims[name].url) | {"rate_limit": RATES[name]}
+            name: own[name] | simulator_urls(name, sims[name].url) | {"rate_limit": RATES[name]}
             for name in sims
         }
         with loopback_socket() as free:

@@ -41,13 +41,16 @@ def simulator_app(
     """A simulator for ``provider`` that accepts the credentials in ``settings``, limited to
     ``rate_limit`` requests per second (default: the account's setting, else the documented limit),
     reading its documents as ``readings`` say where they can be read two ways."""
-    module = _MODULES.get(provider)
+    module = _MODULES.get(provider.partition(".")[0])  # another account of it: the same simulator
     if module is None:
         raise ConfigurationError(f"no simulator for {provider!r} (known: {', '.join(sorted(_MODULES))})")
     credentials = settings.provider_settings(provider)
     limit = rate_limit or credentials.rate_limit or module.DOCUMENTED_LIMIT
     simulation = Simulation(
-        provider=provider, rate_limit=limit, time_scale=time_scale, readings=dict(readings or {})
+        provider=provider.partition(".")[0],
+        rate_limit=limit,
+        time_scale=time_scale,
+        readings=dict(readings or {}),
     )
     try:
         app: Starlette = module.create_app(simulation, credentials)
@@ -60,7 +63,7 @@ def simulator_app(
 def simulator_urls(provider: str, url: str) -> dict[str, str]:
     """The settings that point ``provider`` at its simulator at ``url`` (Routee's token host too)."""
     urls = {"base_url": url}
-    if provider == "routee":
+    if provider.partition(".")[0] == "routee":
         urls["auth_url"] = url  # the simulator also plays Routee's separate OAuth2 host
     return urls
 
