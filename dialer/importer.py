@@ -138,7 +138,13 @@ class Rows:
     refused: list[Reject]
 
 
-def rows(path: Path, encoding: str, delimiter: str, source: IO[bytes] | None = None) -> Iterator[Rows]:
+def rows(
+    path: Path,
+    encoding: str,
+    delimiter: str,
+    source: IO[bytes] | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+) -> Generator[Rows, None, None]:
     """The file in chunks of text cells; ``source`` is the open file, for progress by bytes read.
 
     Column names come stripped of surrounding spaces, cells too (``skipinitialspace`` and trailing).
@@ -150,7 +156,7 @@ def rows(path: Path, encoding: str, delimiter: str, source: IO[bytes] | None = N
             keep_default_na=False,
             encoding=encoding,
             sep=delimiter,
-            chunksize=CHUNK_ROWS,
+            chunksize=chunk_rows,
             skipinitialspace=True,
             skip_blank_lines=False,  # blank rows are counted, as a spreadsheet counts them
             on_bad_lines="warn",
@@ -172,6 +178,12 @@ def rows(path: Path, encoding: str, delimiter: str, source: IO[bytes] | None = N
                     if refused:
                         yield Rows(pd.DataFrame(columns=[]), [], refused)
                     return
+                if not isinstance(frame.index, pd.RangeIndex):
+                    # pandas took the extra fields of the first row for an index: every row is shifted
+                    raise ImportFailed(
+                        f"{path}: row 2: more fields than the header's {len(frame.columns)}, so every"
+                        " row would be read shifted: fix that row (a delimiter outside quotes?) or the header"
+                    )
                 if max(bad, default=0) < following:
                     numbers = list(range(following, following + len(frame)))
                     following += len(frame)
@@ -288,7 +300,17 @@ def import_contacts(
         known={_line(phone, extension) for phone, extension in session.execute(lines)},
         blocked=set(session.scalars(blocked)),
     )
-    file = _File(path, encoding, delimiter, phone_column, mapping, spec, provider.name, region or spec.region)
+    file = _File(
+        path,
+        encoding,
+        delimiter,
+        phone_column,
+        mapping,
+        spec,
+        provider.name,
+        region or spec.region,
+        CHUNK_ROWS,
+    )
     report = ImportReport(file=path)
     size = path.stat().st_size
     with _read_aside(file, size) as parts, _contact_writer(session, campaign.id, now) as write:
@@ -318,6 +340,7 @@ class _File:
     spec: CampaignSpec
     provider: str
     region: str | None
+    chunk_rows: int = CHUNK_ROWS
 
     def source(self) -> _Source:
         """The file with the checks and normalising of its rows."""
@@ -392,8 +415,11 @@ def _reading(file: _File) -> Generator[_Chunk | _Finished, None, None]:
     renames: dict[str, str] | None = None
     rejects: list[Reject] = []
     rows_read = 0
-    with source.path.open("rb") as stream:
-        for part in rows(source.path, source.encoding, source.delimiter, stream):
+    with (
+        source.path.open("rb") as stream,
+        closing(rows(source.path, source.encoding, source.delimiter, stream, file.chunk_rows)) as chunks,
+    ):
+        for part in chunks:
             if renames is None and len(part.frame.columns):
                 renames = header_names(
                     source.path, list(part.frame.columns), wanted=source.wanted, mapping=source.mapping
@@ -547,7 +573,8 @@ def _read_aside(file: _File, size: int) -> Iterator[Iterator[_Chunk | _Finished]
     SQLite's inserts give it up for every row, which costs more than it gains in a thread). The
     process comes from a fork server that has imported this module and nothing else: a plain fork
     of this process would take along its threads and its connections (kombu's after-fork hook
-    closed a Redis connection this process was still using).
+    closed a Redis connection this process was still using). Two reading processes, each
+    normalising every other chunk, were no faster on two cores (bench/RESULTS.md, Import).
     """
     if size < READ_ASIDE or "forkserver" not in multiprocessing.get_all_start_methods():
         with closing(_reading(file)) as parts:
