@@ -291,12 +291,18 @@ def _send(
             )
     except (ProviderSetupError, ConfigurationError) as error:
         # Credentials and the API's address are the account's: every campaign on it moves to its
-        # next route, or stops. The attempt goes back to the queue, whose next look at it takes it
-        # back (the campaign has left this route, or is paused), even if another thread moved it.
+        # next route, or stops (a `dialer run` moves its own: the others' dialers find out for
+        # themselves). The attempt goes back to the queue, whose next look at it takes it back
+        # (the campaign has left this route, or is paused), even if another thread moved it.
         with session_scope(url) as session:
             _requeue(session, attempt_id=attempt_id, now=rt.clock())
             route_around(
-                session, provider=attempt.provider, reason=str(error), cause="refused", now=rt.clock()
+                session,
+                provider=attempt.provider,
+                reason=str(error),
+                cause="refused",
+                now=rt.clock(),
+                campaign_ids=rt.only,
             )
         rt.enqueue(attempt_id, 0.0)
     except ProviderRejected as error:
@@ -361,6 +367,7 @@ def _breaker(rt: Runtime, *, provider: str, error: Exception) -> None:
             now=rt.clock(),
             back_after=timedelta(seconds=rt.settings.route_retry),
             pause=False,
+            campaign_ids=rt.only,
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -175,11 +175,17 @@ def create_campaign(session: Session, spec: CampaignSpec) -> Campaign:
 
 
 def set_provider(session: Session, *, name: str, provider: str, settings: Settings | None = None) -> Campaign:
-    """Switch a campaign to another provider between launches; its contacts are untouched."""
+    """Switch a campaign to another provider (or account) between launches; its contacts are
+    untouched. The new one is its first route (taken out of its fallback routes, if there), and a
+    return to the first route that was due is dropped."""
     campaign = get_campaign(session, name)
     if campaign.status == CampaignStatus.RUNNING:
         raise InvalidState(f"campaign {name!r} is running: pause it before switching provider")
-    spec = spec_of(campaign).model_copy(update={"provider": provider})
+    old = spec_of(campaign)
+    fallback = tuple(route for route in old.fallback if route != provider)
+    spec = type(old).model_validate(
+        old.model_dump(mode="json") | {"provider": provider, "fallback": fallback}
+    )
     check_provider_can(spec, source=f"campaign {name!r}", settings=settings)
     target = get_provider(provider)
     if not target.capabilities.extensions:
@@ -199,6 +205,7 @@ def set_provider(session: Session, *, name: str, provider: str, settings: Settin
             )
     campaign.spec = spec.model_dump(mode="json")
     campaign.provider = provider
+    campaign.route_back_at = campaign.route_cause = None
     session.add(campaign)
     return campaign
 
@@ -316,17 +323,21 @@ def route_around(
     now: datetime,
     back_after: timedelta | None = None,
     pause: bool = True,
+    campaign_ids: Collection[int] | None = None,
 ) -> list[str]:
     """Move every running campaign off a provider account that cannot place calls (credentials
     refused, no balance, a run of failures: the ``cause``) to its next route, with the reason for
-    the operator;
-    a campaign with no route left is paused (unless not ``pause``: a run of failures may pass).
-    ``back_after``: the first route is tried again then. Their queued attempts are taken back, to be
-    placed on the new route; a call that may have reached the old one is settled there first (its
-    contact is not called again while it lasts). Return the names of the campaigns moved or paused."""
+    the operator; only ``campaign_ids``, if given (what one `dialer run`, a simulated one above
+    all, finds moves its own campaign). A campaign with no route left is paused (unless not
+    ``pause``: a run of failures may pass). ``back_after``: the first route is tried again then.
+    Queued attempts are taken back, to be placed on the new route; a call that may have reached
+    the old one is settled there first (its contact is not called again while it lasts). Return
+    the names of the campaigns moved or paused."""
     running = session.execute(
         sa.select(col(Campaign.id), col(Campaign.name), col(Campaign.spec)).where(
-            col(Campaign.provider) == provider, col(Campaign.status) == CampaignStatus.RUNNING
+            col(Campaign.provider) == provider,
+            col(Campaign.status) == CampaignStatus.RUNNING,
+            sa.true() if campaign_ids is None else col(Campaign.id).in_(campaign_ids),
         )
     ).all()
     moved = []

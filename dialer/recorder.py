@@ -424,7 +424,12 @@ def _blocked_by_account(
         .where(CONTACTS.c.id == attempt.contact_id, CONTACTS.c.state == ContactState.CALLING)
         .values(state=ContactState.PENDING, next_attempt_at=now, updated_at=now)
     )
-    route_around(session, provider=attempt.provider, reason=reason, cause="balance", now=now)
+    simulated = session.scalar(sa.select(ATTEMPTS.c.simulated).where(ATTEMPTS.c.id == attempt.id))
+    # A simulator's balance is nobody's: a simulated call moves its own campaign only.
+    only = [attempt.campaign_id] if simulated else None
+    route_around(
+        session, provider=attempt.provider, reason=reason, cause="balance", now=now, campaign_ids=only
+    )
 
 
 def _call_over(session: Db, attempt_id: int) -> bool:

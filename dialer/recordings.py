@@ -21,6 +21,7 @@ from dialer.errors import ConfigurationError, ProviderError
 from dialer.models import Attempt, Campaign, Contact, DtmfAnswer
 from dialer.providers import get_provider
 from dialer.providers.base import Provider, send
+from dialer.runtime import spec_of
 from dialer.settings import Settings
 
 _SUFFIXES = {"audio/mpeg": ".mp3", "audio/mp3": ".mp3", "audio/wav": ".wav", "audio/x-wav": ".wav"}
@@ -52,30 +53,32 @@ def allowed(url: str, provider: Provider, settings: Settings) -> bool:
 def fetch_recordings(
     session: Session, *, campaign: Campaign, settings: Settings, directory: Path, client: httpx.Client
 ) -> Fetched:
-    """Download every recording of ``campaign`` into ``directory`` as ``<phone>-<attempt>-<step>``."""
-    provider = get_provider(campaign.provider)
-    if provider.recording_request is None:
-        raise ConfigurationError(f"{provider.title} keeps no recordings for us to fetch")
-    if not directory.is_dir():
-        raise ConfigurationError(f"{directory}: no such directory")
+    """Download every recording of ``campaign`` into ``directory`` as ``<phone>-<attempt>-<step>``,
+    each through the route (provider and account) its attempt was placed on."""
     rows = session.exec(
-        select(DtmfAnswer, Contact.phone, Attempt.number)
+        select(DtmfAnswer, Contact.phone, Attempt.number, Attempt.provider)
         .join(Contact, col(Contact.id) == col(DtmfAnswer.contact_id))
         .join(Attempt, col(Attempt.id) == col(DtmfAnswer.attempt_id))
         .where(col(Contact.campaign_id) == campaign.id, col(DtmfAnswer.recording).is_not(None))
         .order_by(col(DtmfAnswer.id))
     ).all()
-    credentials = settings.provider_settings(provider.name)
+    routes = [get_provider(route) for route in (*spec_of(campaign).routes, *(row[3] for row in rows))]
+    if all(provider.recording_request is None for provider in routes):
+        raise ConfigurationError(f"{routes[0].title} keeps no recordings for us to fetch")
+    if not directory.is_dir():
+        raise ConfigurationError(f"{directory}: no such directory")
     done = Fetched()
-    for answer, phone, number in rows:
+    for answer, phone, number, route in rows:
         url = answer.recording or ""
         stem = f"{phone.lstrip('+')}-{number}-{answer.step}"
         if any(directory.glob(f"{stem}.*")):
             done.present += 1
             continue
-        if not allowed(url, provider, settings):
+        provider = get_provider(route)
+        if not allowed(url, provider, settings) or provider.recording_request is None:
             done.failed.append(f"{stem}: {url} is not one of {provider.title}'s hosts: not fetched")
             continue
+        credentials = settings.provider_settings(route)
         try:
             response = send(client, provider.recording_request(url, credentials, None), provider=provider)
         except ProviderError as error:

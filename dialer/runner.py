@@ -130,12 +130,17 @@ def simulated(settings: Settings, route: str, *, simulator_url: str, public_url:
         **simulator_urls(provider, simulator_url),
         "accounts": {},
     }
-    accounts = {other: type(getattr(settings, other))(base_url=OFFLINE_URL) for other in PROVIDERS}
+    offline = {}  # every provider's accounts by the same names, each with nothing to call
+    for other in PROVIDERS:
+        kind = type(getattr(settings, other))
+        names = settings.provider_settings(other).accounts
+        offline[other] = kind(base_url=OFFLINE_URL, accounts={n: kind(base_url=OFFLINE_URL) for n in names})
     simulating = type(account).model_validate(values)
     if name:
-        simulating = accounts[provider].model_copy(update={"accounts": {name: simulating}})
+        accounts = offline[provider].accounts | {name: simulating}
+        simulating = offline[provider].model_copy(update={"accounts": accounts})
     return settings.model_copy(
-        update={**accounts, provider: simulating, "public_url": public_url, **SIMULATED_TIMINGS}
+        update={**offline, provider: simulating, "public_url": public_url, **SIMULATED_TIMINGS}
     )
 
 

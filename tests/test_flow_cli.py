@@ -14,9 +14,10 @@ from dialer import db
 from dialer.cli import main
 from dialer.dispatch import place_call
 from dialer.models import Campaign, DncEntry
+from dialer.operations import change_status, set_provider
 from dialer.settings import Settings, get_settings
 from dialer.simulators.base import Script
-from tests.dialer.factories import campaign_with_contacts, queued_attempts
+from tests.dialer.factories import NOW, campaign_with_contacts, queued_attempts
 from tests.providers.live import live, when_done
 
 SURVEY = resources.files("dialer") / "examples" / "survey.toml"
@@ -98,6 +99,9 @@ def test_recordings_are_fetched_once_with_the_accounts_credentials(
         place_call(deployment.runtime, attempt.id or 0)
         ((_, answers),) = when_done(url)
         assert [answer.step for answer in answers] == ["rating", "problem", "comment", "recommend"]
+        with db.session_scope(url) as session:  # since moved to another account, with no settings here
+            change_status(session, name="patient-survey", action="pause", now=NOW)
+            set_provider(session, name="patient-survey", provider="vonage.backup")
         account = deployment.settings.vonage
         assert account.private_key is not None
         env = {

@@ -9,10 +9,13 @@ import pytest
 from click.testing import CliRunner
 from pydantic import ValidationError
 
+from dialer import db
 from dialer.cli import main
 from dialer.errors import ConfigurationError
+from dialer.operations import get_campaign
 from dialer.providers import PROVIDERS, account_limit, get_provider
 from dialer.runner import OFFLINE_URL, simulated
+from dialer.runtime import spec_of
 from dialer.settings import Settings, environment, get_settings
 from tests.e2e import campaign_text
 
@@ -72,19 +75,28 @@ def test_campaign_create_refuses_a_fallback_through_an_account_not_set(
 
 
 def test_a_simulated_run_points_every_other_route_nowhere() -> None:
-    settings = Settings(vonage={"accounts": {"backup": {"application_id": "backup-app"}}})
+    settings = Settings(
+        vonage={"accounts": {"backup": {"application_id": "backup-app"}}},
+        routee={"accounts": {"spare": {"application_id": "spare-app"}}},
+    )
     simulating = simulated(
         settings, "vonage.backup", simulator_url="http://127.0.0.1:7001", public_url="http://127.0.0.1:7002"
     )
     assert simulating.provider_settings("vonage.backup").base_url == "http://127.0.0.1:7001"
     others = [route for route in simulating.routes(PROVIDERS) if route != "vonage.backup"]
-    assert others == ["vonage", "cm", "routee", "cequens", "fractel"]
+    # Every route the operator set is still a route (a campaign naming one can be simulated).
+    assert others == ["vonage", "cm", "routee", "routee.spare", "cequens", "fractel"]
     assert {simulating.provider_settings(route).base_url for route in others} == {OFFLINE_URL}
 
 
 def test_a_campaign_switches_to_another_account_by_its_route(sqlite_url: str, tmp_path: Path) -> None:
+    """Even to its fallback route, which then is its first (a route named twice is refused)."""
     path = tmp_path / "campaign.toml"
-    path.write_text(campaign_text("vonage"))
+    path.write_text(
+        campaign_text("vonage").replace(
+            'provider = "vonage"', 'provider = "vonage"\nfallback = ["vonage.backup"]'
+        )
+    )
     env = {"DIALER_DATABASE_URL": sqlite_url} | environment(BACKUP)
     invoke = CliRunner().invoke
     assert invoke(main, ["campaign", "create", str(path)], env=env).exit_code == 0
@@ -94,4 +106,7 @@ def test_a_campaign_switches_to_another_account_by_its_route(sqlite_url: str, tm
     switched = invoke(main, ["campaign", "provider", "e2e", "vonage.backup"], env=env)
     assert switched.output == "campaign e2e now calls through vonage.backup\n"
     status = invoke(main, ["status", "e2e"], env=env)
-    assert "vonage.backup" in status.output
+    assert status.exit_code == 0 and "vonage.backup" in status.output
+    with db.session_scope(sqlite_url) as session:
+        campaign = get_campaign(session, "e2e")
+        assert (campaign.provider, spec_of(campaign).routes) == ("vonage.backup", ("vonage.backup",))

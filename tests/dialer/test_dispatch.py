@@ -188,3 +188,18 @@ def test_a_worker_holding_a_withdrawn_attempt_leaves_the_next_one_given_its_id_a
     provider = FakeVonage()
     place_call(runtime(settings, provider, []), fresh.id or 0)
     assert [json.loads(r.content)["to"][0]["number"] for r in provider.requests] == ["12125550107"]
+
+
+def test_a_dialer_run_that_finds_an_account_refused_moves_only_its_own_campaign(settings: Settings) -> None:
+    """A `dialer run` (above all a simulated one, whose other routes point nowhere) serves one
+    campaign: what it finds must not pause or move the campaigns the workers dial."""
+    campaign = campaign_with_contacts(settings.database_url, ["+12125550106"])
+    campaign_with_contacts(settings.database_url, ["+12125550107"], name="other")
+    (attempt,) = queued_attempts(settings.database_url, campaign, 1)
+    provider = FakeVonage(httpx.Response(401, json={"title": "Nope", "detail": "not here"}))
+    rt = runtime(settings, provider, [])
+    rt.only = frozenset({campaign.id or 0})
+    place_call(rt, attempt.id or 0)
+    with db.session_scope(settings.database_url) as session:
+        statuses = {c.name: c.status for c in session.exec(select(Campaign))}
+    assert statuses == {"e2e": "paused", "other": "running"}
