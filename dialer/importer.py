@@ -23,7 +23,7 @@ import re
 import signal
 import traceback
 import warnings
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -294,9 +294,10 @@ def import_contacts(
     blocked = sa.select(col(DncEntry.phone)).where(
         (col(DncEntry.campaign_id) == campaign.id) | (col(DncEntry.campaign_id).is_(None))
     )
-    provider = get_provider(campaign.provider)
+    # The route in use, then the others the campaign may move to: a contact must suit each.
+    routes = (campaign.provider, *(route for route in spec.routes if route != campaign.provider))
     admission = _Admission(
-        provider,
+        tuple(map(get_provider, routes)),
         known={_line(phone, extension) for phone, extension in session.execute(lines)},
         blocked=set(session.scalars(blocked)),
     )
@@ -307,7 +308,7 @@ def import_contacts(
         phone_column,
         mapping,
         spec,
-        provider.name,
+        routes,
         region or spec.region,
         CHUNK_ROWS,
     )
@@ -338,14 +339,14 @@ class _File:
     phone_column: str
     mapping: dict[str, str] | None
     spec: CampaignSpec
-    provider: str
+    routes: tuple[str, ...]
     region: str | None
     chunk_rows: int = CHUNK_ROWS
 
     def source(self) -> _Source:
         """The file with the checks and normalising of its rows."""
         normalise = Normaliser(self.region)
-        checks = column_checks(self.spec, get_provider(self.provider), normalise)
+        checks = column_checks(self.spec, [get_provider(route) for route in self.routes], normalise)
         required = self.spec.required_columns()
         return _Source(
             path=self.path,
@@ -500,10 +501,11 @@ def _normalised(
 @dataclass
 class _Admission:
     """Which of a file's good numbers become contacts: each the first of its number (with its
-    extension) in the file, not in the campaign already, not on the do-not-call list, and one the
-    provider can dial; the rest are rejected, saying why."""
+    extension) in the file, not in the campaign already, not on the do-not-call list, and one
+    every route of the campaign can dial; the rest are rejected, saying why."""
 
-    provider: Provider
+    providers: tuple[Provider, ...]
+    """The campaign's routes, the one in use first."""
     known: set[str]
     """The campaign's contacts, as :func:`_line` writes them."""
     blocked: set[str]
@@ -514,19 +516,20 @@ class _Admission:
 
     def taken(self, chunk: _Chunk) -> list[int]:
         """The positions in ``chunk`` of the rows to store."""
-        dials_extensions = self.provider.capabilities.extensions
-        undialable = self.provider.check_number
+        cannot = next((p for p in self.providers if not p.capabilities.extensions), None)
+        cannot_say = f"{_route(cannot, self.providers)} cannot dial one (Vonage can)" if cannot else ""
+        checks = [p.check_number for p in self.providers if p.check_number is not None]
         first_row, known, blocked, reject = self.first_row, self.known, self.blocked, self.rejects.append
         taken = []
         for position, (row, value, phone, extension) in enumerate(
             zip(chunk.rows, chunk.raw, chunk.phones, chunk.extensions, strict=True)
         ):
-            if extension and not dials_extensions:
+            if extension and cannot is not None:
                 reject(
                     Reject(
                         row,
                         value,
-                        f"extension {extension}: {self.provider.title} cannot dial one (Vonage can)",
+                        f"extension {extension}: {cannot_say}",
                     )
                 )
                 continue
@@ -538,7 +541,7 @@ class _Admission:
                 reject(Reject(row, value, "already in the campaign"))
             elif phone in blocked:
                 reject(Reject(row, value, "on the do-not-call list"))
-            elif undialable is not None and (reason := undialable(phone)):
+            elif checks and (reason := next(filter(None, (check(phone) for check in checks)), None)):
                 reject(Reject(row, value, reason))
             else:
                 taken.append(position)
@@ -635,20 +638,29 @@ Check = Callable[[str], tuple[str, str | None]]
 """A column's value as kept (normalised), and why the row cannot be imported (None: it can)."""
 
 
-def column_checks(spec: CampaignSpec, provider: Provider, normalise: Normaliser) -> dict[str, Check]:
+def column_checks(
+    spec: CampaignSpec, providers: Sequence[Provider], normalise: Normaliser
+) -> dict[str, Check]:
     """The checks of the columns a flow takes something from besides its texts: each contact's
-    language and voice (what the provider accepts), and the numbers its transfers connect to."""
+    language and voice (what every route accepts: ``providers``, the one in use first), and the
+    numbers its transfers connect to."""
     flow = spec.call_flow
     checks: dict[str, Check] = {}
-    if flow.language_column and provider.languages is not None:
-        languages = provider.languages
+    speaking = [provider for provider in providers if provider.languages is not None]
+    if flow.language_column and speaking:
 
         def language(value: str) -> tuple[str, str | None]:
-            return value, None if not value or value in languages else f"{provider.title} does not speak it"
+            silent = next((p for p in speaking if value and value not in (p.languages or ())), None)
+            return value, None if silent is None else f"{_route(silent, providers)} does not speak it"
 
         checks[flow.language_column] = language
-    if flow.voice_column and (voice_problem := provider.voice_problem) is not None:
-        checks[flow.voice_column] = lambda value: (value, voice_problem(value) if value else None)
+    voice_problems = [provider.voice_problem for provider in providers if provider.voice_problem is not None]
+    if flow.voice_column and voice_problems:
+
+        def voice(value: str) -> tuple[str, str | None]:
+            return value, next(filter(None, (problem(value) for problem in voice_problems if value)), None)
+
+        checks[flow.voice_column] = voice
 
     def number(value: str) -> tuple[str, str | None]:
         try:
@@ -662,6 +674,12 @@ def column_checks(spec: CampaignSpec, provider: Provider, normalise: Normaliser)
     for column in flow.spoken_columns() - checks.keys():
         checks[column] = _spoken(column, spec.defaults.get(column))
     return checks
+
+
+def _route(provider: Provider, providers: Sequence[Provider]) -> str:
+    """A provider as a contact's rejection names it: the route in use by its title, another by its
+    place among the campaign's routes."""
+    return provider.title if provider is providers[0] else f"{provider.title} (the route {provider.name})"
 
 
 def _spoken(column: str, default: str | None) -> Check:

@@ -203,17 +203,26 @@ def test_colleagues_behind_one_number_are_kept_by_extension_where_the_provider_c
     )
 
 
-def test_an_extension_is_a_rejected_row_where_the_provider_cannot_dial_one(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("routes", "who"),
+    [('provider = "cm"', "CM.com"), ('provider = "vonage"\nfallback = ["cm"]', "CM.com (the route cm)")],
+)
+def test_an_extension_is_a_rejected_row_where_a_route_cannot_dial_one(
+    tmp_path: Path, routes: str, who: str
+) -> None:
+    """Where the campaign's provider, or a route it may move to, cannot dial the extension."""
     env = {"DIALER_DATABASE_URL": f"sqlite:///{tmp_path / 'cm.db'}"}
     assert run(env, "db", "upgrade")[0] == 0
-    assert run(env, "campaign", "create", str(write_campaign(tmp_path, provider="cm")))[0] == 0
+    campaign = write_campaign(tmp_path, provider="cm")
+    campaign.write_text(campaign.read_text().replace('provider = "cm"', routes))
+    assert run(env, "campaign", "create", str(campaign))[0] == 0
     path = tmp_path / "office.csv"
     path.write_text("phone,first_name\n(650) 253-0000 x123,Ada\n(650) 253-0001,Ben\n")
     assert run(env, "import", str(path), "--campaign", "e2e", "--region", "US")[1].startswith(
         "imported 1 contact(s) into e2e; 1 row(s) rejected"
     )
     assert rejects_of(path)[1:] == [
-        ["2", "(650) 253-0000 x123", "extension 123: CM.com cannot dial one (Vonage can)"]
+        ["2", "(650) 253-0000 x123", f"extension 123: {who} cannot dial one (Vonage can)"]
     ]
 
 
