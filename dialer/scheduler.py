@@ -23,9 +23,9 @@ from campaigns.spec import CampaignSpec
 from dialer import lease, notify
 from dialer.db import changed, session_scope
 from dialer.dispatch import through_gate
-from dialer.errors import ProviderError
+from dialer.errors import ConfigurationError, ProviderError
 from dialer.models import Attempt, Campaign, Contact, DncEntry
-from dialer.operations import route_back
+from dialer.operations import route_around, route_back
 from dialer.providers import PROVIDERS, get_provider
 from dialer.providers.base import RING_SECONDS, Provider
 from dialer.recorder import apply_event, apply_held, finish
@@ -231,7 +231,19 @@ def pump(rt: Runtime) -> int:
         for campaign in campaigns:
             by_provider[campaign.provider].append(campaign)
         for provider, running in by_provider.items():
-            budget = math.ceil(rt.rate_limit(provider) * LOOKAHEAD) - _count(
+            try:
+                rate = rt.rate_limit(provider)
+            except ConfigurationError as error:  # an account the campaign names is not set here
+                route_around(
+                    session,
+                    provider=provider,
+                    reason=str(error),
+                    cause="refused",
+                    now=now,
+                    campaign_ids=[campaign.id or 0 for campaign in running],
+                )
+                continue
+            budget = math.ceil(rate * LOOKAHEAD) - _count(
                 session, col(Attempt.provider) == provider, col(Attempt.status) == AttemptStatus.QUEUED
             )
             cap = rt.concurrency_cap(provider)
@@ -326,8 +338,10 @@ def sweep(rt: Runtime) -> dict[str, int]:
             .all()
         )
         # A worker that died while sending leaves ``dispatching``: the call may exist, never re-dial.
-        for provider in settings.routes(PROVIDERS):
-            answer = settings.provider_settings(provider).answer_timeout or settings.http_timeout
+        sending = sa.select(col(Attempt.provider)).where(col(Attempt.status) == AttemptStatus.DISPATCHING)
+        for provider in set(session.scalars(sending.distinct())):
+            account = settings.provider_settings(provider) if settings.has_route(provider) else None
+            answer = (account and account.answer_timeout) or settings.http_timeout
             cut = now - timedelta(seconds=answer * 3)
             counts["unconfirmed"] += changed(
                 session,
@@ -391,7 +405,12 @@ def _reconcile(rt: Runtime, attempt: Attempt, spec: CampaignSpec, now: datetime)
     ends ``unknown``: the callee may have been called, so it is not retried as a failure."""
     provider = get_provider(attempt.provider)
     started = attempt.dispatched_at or attempt.queued_at
-    if attempt.provider_call_id and provider.can_look_up and started > now - LONGEST_EVER:
+    if (
+        attempt.provider_call_id
+        and provider.can_look_up
+        and started > now - LONGEST_EVER
+        and rt.settings.has_route(provider.name)
+    ):
         slot = rt.limiter.reserve([rt.provider_bucket(attempt.provider)], max_wait=0.5)
         if slot.granted:
             rt.sleep(slot.wait)

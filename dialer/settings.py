@@ -233,6 +233,11 @@ class Settings(BaseSettings):
     cequens: CequensSettings = CequensSettings()
     fractel: FractelSettings = FractelSettings()
 
+    def has_route(self, route: str) -> bool:
+        """Whether the account of a route is set (a provider's own always is)."""
+        provider, _, name = route.partition(".")
+        return not name or name in self.provider_settings(provider).accounts
+
     def provider_settings(self, route: str) -> ProviderAccount:
         """The account of a route: a provider's own (``vonage``) or another of its accounts
         (``vonage.backup``)."""

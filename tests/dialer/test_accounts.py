@@ -16,7 +16,9 @@ from dialer.operations import get_campaign
 from dialer.providers import PROVIDERS, account_limit, get_provider
 from dialer.runner import OFFLINE_URL, simulated
 from dialer.runtime import spec_of
+from dialer.scheduler import pump
 from dialer.settings import Settings, environment, get_settings
+from tests.dialer.factories import FakeVonage, campaign_with_contacts, runtime
 from tests.e2e import campaign_text
 
 BACKUP = {"vonage.backup": {"application_id": "backup-app", "rate_limit": "1.5"}}
@@ -110,3 +112,20 @@ def test_a_campaign_switches_to_another_account_by_its_route(sqlite_url: str, tm
     with db.session_scope(sqlite_url) as session:
         campaign = get_campaign(session, "e2e")
         assert (campaign.provider, spec_of(campaign).routes) == ("vonage.backup", ("vonage.backup",))
+
+
+def test_a_campaign_on_an_account_not_set_here_is_paused_and_the_others_are_called(
+    settings: Settings,
+) -> None:
+    """Beat or workers started without an account the campaign names: that campaign stops, saying
+    why, and every other campaign goes on (the pump used to stop at it)."""
+    url = settings.database_url
+    text = campaign_text("vonage").replace('provider = "vonage"', 'provider = "vonage.backup"')
+    campaign_with_contacts(url, ["+12125550106"], name="backup", text=text)
+    campaign_with_contacts(url, ["+12125550107"])
+    enqueued: list[tuple[int, float]] = []
+    assert pump(runtime(settings, FakeVonage(), enqueued)) == 1
+    with db.session_scope(url) as session:
+        stopped, going = get_campaign(session, "backup"), get_campaign(session, "e2e")
+        assert (stopped.status, going.status) == ("paused", "running")
+        assert stopped.reason is not None and "no vonage account 'backup' is set" in stopped.reason
