@@ -23,7 +23,7 @@ from dialer import notify
 from dialer.db import Db, changed, session_scope
 from dialer.errors import ConfigurationError, InvalidState, NotFound
 from dialer.files import not_a_file
-from dialer.lease import lapsed
+from dialer.lease import WORKERS, holders, lapsed
 from dialer.models import (
     Attempt,
     Campaign,
@@ -334,16 +334,23 @@ def route_around(
     the old one is settled there first (its contact is not called again while it lasts). Return
     the names of the campaigns moved or paused."""
     running = session.execute(
-        sa.select(col(Campaign.id), col(Campaign.name), col(Campaign.spec)).where(
+        sa.select(col(Campaign.id), col(Campaign.name), col(Campaign.spec), col(Campaign.runner)).where(
             col(Campaign.provider) == provider,
             col(Campaign.status) == CampaignStatus.RUNNING,
             sa.true() if campaign_ids is None else col(Campaign.id).in_(campaign_ids),
         )
     ).all()
     moved = []
-    for campaign_id, name, raw in running:
+    for campaign_id, name, raw, runner in running:
         routes = spec_from(raw).routes
-        later = routes[routes.index(provider) + 1 :] if provider in routes else ()
+        # A route another dialer dials is not taken: one process paces an account (see dialer.lease).
+        later: list[str] = []
+        busy: list[str] = []
+        for route in routes[routes.index(provider) + 1 :] if provider in routes else ():
+            held = holders(session, provider=route, now=now, other_than=runner or WORKERS)
+            (busy if held else later).append(f"{route} (dialled by {held[0].name})" if held else route)
+        if busy:
+            reason = f"{reason}; not {', '.join(busy)}"
         if later:
             values: dict[str, Any] = {
                 "provider": later[0],

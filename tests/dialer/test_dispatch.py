@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlmodel import select
 
-from dialer import db
+from dialer import db, lease
 from dialer.dispatch import _claim, place_call, release
 from dialer.models import Attempt, Campaign, Contact
 from dialer.operations import change_status
@@ -22,6 +22,7 @@ from tests.dialer.factories import (
     queued_attempts,
     runtime,
 )
+from tests.e2e import campaign_text
 
 
 def _attempt(url: str, attempt_id: int) -> Attempt:
@@ -203,3 +204,25 @@ def test_a_dialer_run_that_finds_an_account_refused_moves_only_its_own_campaign(
     with db.session_scope(settings.database_url) as session:
         statuses = {c.name: c.status for c in session.exec(select(Campaign))}
     assert statuses == {"e2e": "paused", "other": "running"}
+
+
+def test_a_campaign_does_not_move_onto_an_account_another_dialer_paces(settings: Settings) -> None:
+    """Two processes pacing one account would each allow its whole limit: a route a `dialer run`
+    dials is skipped, and with no other route left the campaign pauses, saying so."""
+    url = settings.database_url
+    text = campaign_text("vonage").replace(
+        'provider = "vonage"', 'provider = "vonage"\nfallback = ["routee"]'
+    )
+    campaign = campaign_with_contacts(url, ["+12125550106"], text=text)
+    elsewhere = campaign_with_contacts(url, ["+12125550107"], name="elsewhere", provider="routee")
+    with db.session_scope(url) as session:
+        lease.take(session, campaign=elsewhere, holder="dialer run on elsewhere (pid 1)", now=NOW)
+    (attempt,) = queued_attempts(url, campaign, 1)
+    place_call(
+        runtime(settings, FakeVonage(httpx.Response(401, json={"title": "Nope"})), []), attempt.id or 0
+    )
+    with db.session_scope(url) as session:
+        moved = session.get(Campaign, campaign.id)
+        assert moved is not None and (moved.status, moved.provider) == ("paused", "vonage")
+        assert moved.reason is not None
+        assert moved.reason.endswith("; not routee (dialled by dialer run on elsewhere (pid 1))")
