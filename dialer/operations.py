@@ -357,9 +357,10 @@ def route_around(
                 "reason": f"on {later[0]} since {now:%Y-%m-%d %H:%M} UTC, as {provider} failed: {reason}"[
                     :500
                 ],
-                "route_back_at": now + back_after if back_after and routes[0] != later[0] else None,
                 "route_cause": cause,
             }
+            if provider == routes[0]:  # only the first route is tried again, and only after failures
+                values["route_back_at"] = now + back_after if back_after else None
             log.error("campaign %s moves from %s to %s: %s", name, provider, later[0], reason)
         elif pause:
             values = {"status": CampaignStatus.PAUSED, "reason": f"paused: {reason}"[:500]}

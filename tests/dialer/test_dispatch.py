@@ -13,7 +13,8 @@ from sqlmodel import select
 from dialer import db, lease
 from dialer.dispatch import _claim, place_call, release
 from dialer.models import Attempt, Campaign, Contact
-from dialer.operations import change_status
+from dialer.operations import change_status, route_around
+from dialer.scheduler import pump
 from dialer.settings import Settings
 from tests.dialer.factories import (
     NOW,
@@ -226,3 +227,33 @@ def test_a_campaign_does_not_move_onto_an_account_another_dialer_paces(settings:
         assert moved is not None and (moved.status, moved.provider) == ("paused", "vonage")
         assert moved.reason is not None
         assert moved.reason.endswith("; not routee (dialled by dialer run on elsewhere (pid 1))")
+
+
+@pytest.mark.parametrize(
+    ("first_cause", "back_on"),
+    [("failures", "vonage"), ("refused", None)],
+)
+def test_only_a_first_route_left_after_failures_is_tried_again(
+    settings: Settings, first_cause: str, back_on: str | None
+) -> None:
+    """vonage -> routee (failures, or refused credentials) -> cm (failures): the campaign goes
+    back to vonage in time if vonage only failed; never to a refused route, nor to routee."""
+    url = settings.database_url
+    text = campaign_text("vonage").replace('"vonage"', '"vonage"\nfallback = ["routee", "cm"]', 1)
+    campaign = campaign_with_contacts(url, ["+12125550106"], text=text)
+    later = timedelta(minutes=5)
+    with db.session_scope(url) as session:
+        for provider, cause in (("vonage", first_cause), ("routee", "failures")):
+            back = later if cause == "failures" else None
+            route_around(session, provider=provider, reason="down", cause=cause, now=NOW, back_after=back)
+    with db.session_scope(url) as session:
+        moved = session.get(Campaign, campaign.id)
+        assert moved is not None and (moved.provider, moved.route_cause) == ("cm", "failures")
+        assert moved.route_back_at == (NOW + later if back_on else None)
+    rt = runtime(settings, FakeVonage(), [])
+    rt.clock = lambda: NOW + later + timedelta(seconds=1)
+    pump(rt)
+    with db.session_scope(url) as session:
+        now_on = session.get(Campaign, campaign.id)
+        assert now_on is not None and now_on.provider == (back_on or "cm")
+        assert now_on.route_cause == (None if back_on else "failures")
