@@ -185,6 +185,20 @@ def place_call(rt: Runtime, attempt_id: int) -> None:
     spec = rt.spec_of(campaign)
     now = rt.clock()
     moved = campaign.provider != attempt.provider  # to another route: the pump queues it there
+    try:
+        rt.settings.provider_settings(attempt.provider)
+    except ConfigurationError as error:  # this worker has no such account: its campaigns move on
+        with session_scope(url) as session:
+            release(session, attempt=attempt, retry_at=None, now=now)
+            route_around(
+                session,
+                provider=attempt.provider,
+                reason=str(error),
+                cause="refused",
+                now=now,
+                campaign_ids=rt.only,
+            )
+        return
     if campaign.status != CampaignStatus.RUNNING or moved or spec.schedule.over(now):
         with session_scope(url) as session:  # past the end, the pump expires the contact
             release(session, attempt=attempt, retry_at=None, now=now)

@@ -169,9 +169,12 @@ def release(session: Db, *, campaign_id: int, holder: str) -> None:
 
 def meant_for_workers(session: Db, *, campaign: Campaign, now: datetime) -> None:
     """Note that the workers are to run ``campaign`` (started or resumed for them), unless a live
-    holder runs it: its last runner, for :func:`resume_command`, before beat takes its lease."""
+    holder runs it: its last runner, for :func:`resume_command`, before beat takes its lease. The
+    operator asked for real calls: it is no longer a campaign only simulated (beat leaves those)."""
     session.execute(
-        sa.update(Campaign).where(col(Campaign.id) == campaign.id, _free(now)).values(runner=WORKERS)
+        sa.update(Campaign)
+        .where(col(Campaign.id) == campaign.id, _free(now))
+        .values(runner=WORKERS, simulated=False)
     )
 
 

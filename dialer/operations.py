@@ -378,14 +378,21 @@ def route_around(
     return moved
 
 
-def route_back(session: Db, *, campaign: Campaign, now: datetime) -> None:
-    """Try a campaign's first route again, its time come (``route_back_at``)."""
+def route_back(session: Db, *, campaign: Campaign, now: datetime, retry: timedelta) -> None:
+    """Try a campaign's first route again, its time come (``route_back_at``); while another
+    dialer paces that account, ``retry`` later."""
     first = spec_of(campaign).routes[0]
     guarded = sa.update(Campaign).where(
         col(Campaign.id) == campaign.id,
         col(Campaign.provider) == campaign.provider,
         col(Campaign.status) == CampaignStatus.RUNNING,
     )
+    if held := holders(session, provider=first, now=now, other_than=campaign.runner or WORKERS):
+        session.execute(guarded.values(route_back_at=now + retry))
+        log.warning(
+            "campaign %s stays on %s: %s dials %s", campaign.name, campaign.provider, held[0].name, first
+        )
+        return
     values = {
         "provider": first,
         "route_back_at": None,

@@ -75,6 +75,9 @@ def fetch_recordings(
             done.present += 1
             continue
         provider = get_provider(route)
+        if not settings.has_route(route):
+            done.failed.append(f"{stem}: placed through {route}, whose account is not set here: not fetched")
+            continue
         if not allowed(url, provider, settings) or provider.recording_request is None:
             done.failed.append(f"{stem}: {url} is not one of {provider.title}'s hosts: not fetched")
             continue

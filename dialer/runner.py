@@ -123,18 +123,18 @@ def simulated(settings: Settings, route: str, *, simulator_url: str, public_url:
     route (other providers and accounts) points nowhere: a simulated campaign that moves to its
     next route places no real call there."""
     provider, _, name = route.partition(".")
-    account = settings.provider_settings(route)
-    values = {
-        **account.model_dump(),
-        **dev_credentials()[provider],
-        **simulator_urls(provider, simulator_url),
-        "accounts": {},
-    }
     offline = {}  # every provider's accounts by the same names, each with nothing to call
     for other in PROVIDERS:
         kind = type(getattr(settings, other))
         names = settings.provider_settings(other).accounts
         offline[other] = kind(base_url=OFFLINE_URL, accounts={n: kind(base_url=OFFLINE_URL) for n in names})
+    account = settings.provider_settings(route)
+    values = {
+        **account.model_dump(),
+        **dev_credentials()[provider],
+        **simulator_urls(provider, simulator_url),
+        "accounts": {} if name else offline[provider].accounts,  # a provider's own keeps the others
+    }
     simulating = type(account).model_validate(values)
     if name:
         accounts = offline[provider].accounts | {name: simulating}

@@ -221,11 +221,15 @@ def pump(rt: Runtime) -> int:
         ).all()
         for campaign in campaigns:
             if campaign.route_back_at is not None and campaign.route_back_at <= now:
-                route_back(session, campaign=campaign, now=now)
+                route_back(
+                    session, campaign=campaign, now=now, retry=timedelta(seconds=rt.settings.route_retry)
+                )
                 session.refresh(campaign)
         if rt.only is None:  # the deployment: not where a `dialer run` dials (see dialer.lease)
             held = lease.run_held_providers(session, now=now)
-            campaigns = [campaign for campaign in campaigns if campaign.provider not in held]
+            # Nor a campaign only simulated so far (a killed `dialer run --simulate` leaves it
+            # running): its first real call is the operator's to ask for.
+            campaigns = [c for c in campaigns if c.provider not in held and not c.simulated]
             lease.hold_for_workers(session, campaign_ids=[c.id or 0 for c in campaigns], now=now)
         by_provider: dict[str, list[Campaign]] = defaultdict(list)
         for campaign in campaigns:

@@ -89,6 +89,11 @@ def test_a_simulated_run_points_every_other_route_nowhere() -> None:
     # Every route the operator set is still a route (a campaign naming one can be simulated).
     assert others == ["vonage", "cm", "routee", "routee.spare", "cequens", "fractel"]
     assert {simulating.provider_settings(route).base_url for route in others} == {OFFLINE_URL}
+    own = simulated(
+        settings, "vonage", simulator_url="http://127.0.0.1:7001", public_url="http://127.0.0.1:7002"
+    )
+    assert own.provider_settings("vonage").base_url == "http://127.0.0.1:7001"
+    assert own.provider_settings("vonage.backup").base_url == OFFLINE_URL  # kept, pointing nowhere
 
 
 def test_a_campaign_switches_to_another_account_by_its_route(sqlite_url: str, tmp_path: Path) -> None:

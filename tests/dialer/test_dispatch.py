@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from sqlmodel import select
 
 from dialer import db, lease
@@ -257,3 +258,61 @@ def test_only_a_first_route_left_after_failures_is_tried_again(
         now_on = session.get(Campaign, campaign.id)
         assert now_on is not None and now_on.provider == (back_on or "cm")
         assert now_on.route_cause == (None if back_on else "failures")
+
+
+def test_a_return_to_the_first_route_waits_while_another_dialer_paces_it(settings: Settings) -> None:
+    url = settings.database_url
+    text = campaign_text("vonage").replace('"vonage"', '"vonage"\nfallback = ["routee"]', 1)
+    campaign = campaign_with_contacts(url, ["+12125550106"], text=text)
+    later = timedelta(minutes=6)
+    with db.session_scope(url) as session:
+        route_around(
+            session,
+            provider="vonage",
+            reason="down",
+            cause="failures",
+            now=NOW,
+            back_after=timedelta(minutes=5),
+        )
+    elsewhere = campaign_with_contacts(url, ["+12125550107"], name="elsewhere")
+    with db.session_scope(url) as session:
+        # a run that is live when the return comes due
+        lease.take(session, campaign=elsewhere, holder="dialer run on elsewhere (pid 1)", now=NOW + later)
+    rt = runtime(settings, FakeVonage(), [])
+    rt.clock = lambda: NOW + later
+    pump(rt)
+    with db.session_scope(url) as session:
+        waiting = session.get(Campaign, campaign.id)
+        assert waiting is not None and waiting.provider == "routee"
+        retry = timedelta(seconds=settings.route_retry)
+        assert waiting.route_back_at == NOW + later + retry
+
+
+def test_the_workers_leave_a_campaign_only_simulated_until_the_operator_starts_it(settings: Settings) -> None:
+    """A killed `dialer run --simulate` leaves its campaign running: beat must not place its first
+    real calls; `campaign resume` for the workers is the operator asking for them."""
+    url = settings.database_url
+    campaign = campaign_with_contacts(url, ["+12125550106"])
+    with db.session_scope(url) as session:
+        session.execute(sa.update(Campaign).where(Campaign.id == campaign.id).values(simulated=True))
+    assert pump(runtime(settings, FakeVonage(), [])) == 0
+    with db.session_scope(url) as session:
+        lease.meant_for_workers(session, campaign=campaign, now=NOW)
+    assert pump(runtime(settings, FakeVonage(), [])) == 1
+
+
+def test_a_worker_without_the_account_of_an_attempt_takes_it_back_and_moves_its_campaign(
+    settings: Settings,
+) -> None:
+    url = settings.database_url
+    text = campaign_text("vonage").replace('"vonage"', '"vonage.backup"\nfallback = ["vonage"]', 1)
+    campaign = campaign_with_contacts(url, ["+12125550106"], text=text)
+    (attempt,) = queued_attempts(url, campaign, 1)
+    provider = FakeVonage()
+    place_call(runtime(settings, provider, []), attempt.id or 0)
+    assert provider.requests == []
+    with db.session_scope(url) as session:
+        moved = session.get(Campaign, campaign.id)
+        assert moved is not None and moved.provider == "vonage"
+        assert moved.reason is not None and "no vonage account 'backup' is set" in moved.reason
+        assert session.get(Attempt, attempt.id) is None  # taken back, to be placed on vonage
