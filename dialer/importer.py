@@ -44,6 +44,7 @@ from sqlmodel import Session, col
 from campaigns.phones import InvalidPhone, Normaliser
 from campaigns.spec import CampaignSpec
 from dialer import db
+from dialer.arrowtext import LARGE, joined, literal
 from dialer.errors import DialerError, ImportFailed
 from dialer.files import not_a_file, write_text
 from dialer.models import Campaign, Contact, DncEntry, UTCDateTime
@@ -441,7 +442,7 @@ def _normalised(
     and whose number and zone are good, with their zone groups and variables; the other rows go
     to ``rejects``."""
     if not len(frame.columns) or not len(frame):
-        return _Chunk([], [], [], [], [], [], [], pa.array([], _LARGE), read_to)
+        return _Chunk([], [], [], [], [], [], [], pa.array([], LARGE), read_to)
     refused = _checked(frame, source.checks)
     for position, why in _too_long(frame).items():
         refused[position] = (frame[source.phone_column].iat[position], why)
@@ -733,29 +734,22 @@ def _json_objects(table: pd.DataFrame, positions: list[int]) -> pa.Array:
     at a time (pandas' ``to_json`` took a tenth of the import, every row one by one)."""
     table = table.take(positions)
     if table.columns.empty:
-        return pa.array(["{}"] * len(table), _LARGE)
+        return pa.array(["{}"] * len(table), LARGE)
     parts: list[pa.Array | pa.Scalar] = []
     for index, name in enumerate(table.columns):
         key = ("{" if index == 0 else ",") + json.dumps(str(name), ensure_ascii=False) + ":"
-        parts += [_text(key), _json_strings(pa.array(table[name], type=_LARGE))]
-    parts.append(_text("}"))
-    return pc.binary_join_element_wise(*parts, _text(""))
+        parts += [literal(key), _json_strings(pa.array(table[name], type=LARGE))]
+    parts.append(literal("}"))
+    return pc.binary_join_element_wise(*parts, literal(""))
 
 
 def _json_strings(values: pa.Array) -> pa.Array:
     """Each value as a JSON string (quoted, with ``"`` and ``\\`` escaped)."""
     values = values.fill_null("")
     if pc.any(pc.match_substring_regex(values, r"[\x00-\x1f]")).as_py():  # rare: let json escape them
-        return pa.array([json.dumps(value, ensure_ascii=False) for value in values.to_pylist()], _LARGE)
+        return pa.array([json.dumps(value, ensure_ascii=False) for value in values.to_pylist()], LARGE)
     escaped = pc.replace_substring(pc.replace_substring(values, "\\", "\\\\"), '"', '\\"')
-    return pc.binary_join_element_wise(_text('"'), escaped, _text('"'), _text(""))
-
-
-_LARGE = pa.large_string()
-
-
-def _text(value: str) -> pa.Scalar:
-    return pa.scalar(value, _LARGE)
+    return pc.binary_join_element_wise(literal('"'), escaped, literal('"'), literal(""))
 
 
 _COLUMNS = (
@@ -818,7 +812,9 @@ def _contact_writer(
     yield write
 
 
-def _copy_text(chunk: _Chunk, taken: list[int], ids: list[int], *, campaign_id: int, when: object) -> bytes:
+def _copy_text(
+    chunk: _Chunk, taken: list[int], ids: list[int], *, campaign_id: int, when: object
+) -> memoryview:
     """The rows of ``chunk`` at ``taken`` in COPY's text format, columns as :data:`_COLUMNS`.
 
     No value here holds a tab or a line break (numbers, extensions and zones are checked; JSON
@@ -826,30 +822,23 @@ def _copy_text(chunk: _Chunk, taken: list[int], ids: list[int], *, campaign_id: 
     positions = pa.array(taken, pa.int64())
 
     def column(values: list[Any]) -> pa.Array:
-        return pa.array(values).take(positions).cast(_LARGE)
+        return pa.array(values).take(positions).cast(LARGE)
 
     cells = [
-        _text(str(campaign_id)),
+        literal(str(campaign_id)),
         column(chunk.phones),
         column(chunk.extensions),
         pc.replace_substring(chunk.variables.take(positions), "\\", "\\\\"),
         column(chunk.zones).fill_null("\\N"),
-        pa.array([ids[group] for group in chunk.groups], pa.int64()).take(positions).cast(_LARGE),
+        pa.array([ids[group] for group in chunk.groups], pa.int64()).take(positions).cast(LARGE),
         column(chunk.rows),
-        _text("pending"),
-        _text("0"),
-        _text(str(when)),
-        _text(str(when)),
+        literal("pending"),
+        literal("0"),
+        literal(str(when)),
+        literal(str(when)),
     ]
-    lines = pc.binary_join_element_wise(*cells, _text("\t"))
-    return _joined(lines)
-
-
-def _joined(lines: pa.Array) -> bytes:
-    """Every value of ``lines``, each ended by a line break, as one run of bytes."""
-    ended = pc.binary_join_element_wise(lines, _text("\n"), _text(""))
-    joined = pc.binary_join(pa.LargeListArray.from_arrays([0, len(ended)], ended), _text(""))[0]
-    return bytes(joined.as_buffer())
+    lines = pc.binary_join_element_wise(*cells, literal("\t"))
+    return joined(pc.binary_join_element_wise(lines, literal("\n"), literal("")))  # each line ended
 
 
 def _check_header(path: Path, columns: list[str], phone_column: str, required: set[str]) -> None:

@@ -24,6 +24,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dialer.arrowtext import LARGE, joined, literal
+
 __all__ = ["write_sheet"]
 
 _MAIN = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
@@ -115,48 +117,41 @@ def write_sheet(table: pa.Table, path: Path, *, name: str = "results") -> None:
 
 def _rows(batch: pa.RecordBatch, letters: list[str], first: int) -> memoryview:
     """The XML of a batch's rows, numbered from ``first``, end to end in one buffer."""
-    numbers = pc.cast(pa.array(range(first, first + batch.num_rows), pa.int64()), pa.large_string())
+    numbers = pc.cast(pa.array(range(first, first + batch.num_rows), pa.int64()), LARGE)
     cells = [_cells(column, letter, numbers) for column, letter in zip(batch.columns, letters, strict=True)]
     rows = pc.binary_join_element_wise(
-        _text('<row r="'), numbers, _text('">'), *cells, _text("</row>"), _text("")
+        literal('<row r="'), numbers, literal('">'), *cells, literal("</row>"), literal("")
     )
-    return _joined(rows)
-
-
-def _joined(texts: pa.Array) -> memoryview:
-    """The characters of a large-string array, end to end, as they lie in its data buffer."""
-    offsets = memoryview(texts.buffers()[1]).cast("q")
-    start, end = offsets[texts.offset], offsets[texts.offset + len(texts)]
-    return memoryview(texts.buffers()[2])[start:end]
+    return joined(rows)
 
 
 def _cells(column: pa.Array, letter: str, numbers: pa.Array) -> pa.Array:
     """Each value of ``column`` as its cell in column ``letter`` of the rows ``numbers`` ("" where
     it is null or empty text: no cell)."""
     kind = column.type
-    start = _text(f'<c r="{letter}')
+    start = literal(f'<c r="{letter}')
     if pa.types.is_timestamp(kind):
         micros = pc.cast(pc.cast(column, pa.timestamp("us"), safe=False), pa.int64())
         days = pc.add(pc.divide(pc.cast(micros, pa.float64()), 86_400_000_000.0), float(_EXCEL_EPOCH))
-        parts = [start, numbers, _text('" s="1"><v>'), pc.cast(days, pa.large_string()), _text("</v></c>")]
+        parts = [start, numbers, literal('" s="1"><v>'), pc.cast(days, LARGE), literal("</v></c>")]
     elif pa.types.is_boolean(kind):
-        value = pc.if_else(column, _text("1"), _text("0"))
-        parts = [start, numbers, _text('" t="b"><v>'), value, _text("</v></c>")]
+        value = pc.if_else(column, literal("1"), literal("0"))
+        parts = [start, numbers, literal('" t="b"><v>'), value, literal("</v></c>")]
     elif pa.types.is_integer(kind) or pa.types.is_floating(kind):
         if pa.types.is_floating(kind):  # NaN and infinities have no cell
             column = pc.if_else(pc.is_finite(column), column, pa.scalar(None, kind))
-        parts = [start, numbers, _text('"><v>'), pc.cast(column, pa.large_string()), _text("</v></c>")]
+        parts = [start, numbers, literal('"><v>'), pc.cast(column, LARGE), literal("</v></c>")]
     else:
-        text = pc.cast(column, pa.large_string())
-        text = pc.if_else(pc.equal(text, _text("")), pa.scalar(None, pa.large_string()), text)
+        text = pc.cast(column, LARGE)
+        text = pc.if_else(pc.equal(text, literal("")), pa.scalar(None, LARGE), text)
         parts = [
             start,
             numbers,
-            _text('" t="inlineStr"><is><t xml:space="preserve">'),
+            literal('" t="inlineStr"><is><t xml:space="preserve">'),
             _escape(text),
-            _text("</t></is></c>"),
+            literal("</t></is></c>"),
         ]
-    return pc.fill_null(pc.binary_join_element_wise(*parts, _text("")), _text(""))
+    return pc.fill_null(pc.binary_join_element_wise(*parts, literal("")), literal(""))
 
 
 def _escape(text: pa.Array) -> pa.Array:
@@ -186,7 +181,3 @@ def _letters(index: int) -> str:
         index, rest = divmod(index - 1, 26)
         letters = chr(ord("A") + rest) + letters
     return letters
-
-
-def _text(value: str) -> pa.Scalar:
-    return pa.scalar(value, pa.large_string())
