@@ -863,16 +863,15 @@ def report(name: str, html_file: Path | None) -> None:
             table.add_row(heading, "")
             for key, count in rows:
                 table.add_row(f"  {key}", f"{count:,}")
-    if len(routes := summary.route_rows()) > 1:
-        table.add_section()
-        table.add_row("by route", "")
-        for route, text in routes:
-            table.add_row(f"  {route}", text)
-    if len(rates := summary.caller_id_rates()) > 1:
-        table.add_section()
-        table.add_row("answer rate by caller ID", "")
-        for caller_id, rate in rates:
-            table.add_row(f"  {caller_id}", rate)
+    for heading, texts in (
+        ("by route", summary.route_rows()),
+        ("answer rate by caller ID", summary.caller_id_rates()),
+    ):
+        if len(texts) > 1:  # one has nothing to be compared with
+            table.add_section()
+            table.add_row(heading, "")
+            for key, text in texts:
+                table.add_row(f"  {key}", text)
     console.print(table)
     if html_file is not None:
         from dialer.files import write_text

@@ -367,13 +367,7 @@ def route_around(
             log.error("campaign %s paused: %s", name, reason)
         else:
             continue
-        guarded = sa.update(Campaign).where(
-            col(Campaign.id) == campaign_id,
-            col(Campaign.provider) == provider,
-            col(Campaign.status) == CampaignStatus.RUNNING,
-        )
-        if changed(session, guarded.values(values)) == 1:
-            _withdraw_queued(session, campaign_id=campaign_id, now=now)
+        if _switch(session, campaign_id=campaign_id, route=provider, values=values, now=now):
             moved.append(name)
     return moved
 
@@ -382,13 +376,8 @@ def route_back(session: Db, *, campaign: Campaign, now: datetime, retry: timedel
     """Try a campaign's first route again, its time come (``route_back_at``); while another
     dialer paces that account, ``retry`` later."""
     first = spec_of(campaign).routes[0]
-    guarded = sa.update(Campaign).where(
-        col(Campaign.id) == campaign.id,
-        col(Campaign.provider) == campaign.provider,
-        col(Campaign.status) == CampaignStatus.RUNNING,
-    )
     if held := holders(session, provider=first, now=now, other_than=campaign.runner or WORKERS):
-        session.execute(guarded.values(route_back_at=now + retry))
+        session.execute(_still_on(campaign.id, campaign.provider).values(route_back_at=now + retry))
         log.warning(
             "campaign %s stays on %s: %s dials %s", campaign.name, campaign.provider, held[0].name, first
         )
@@ -400,9 +389,27 @@ def route_back(session: Db, *, campaign: Campaign, now: datetime, retry: timedel
         "reason": f"back on {first} since {now:%Y-%m-%d %H:%M} UTC, trying it again"
         f" ({campaign.provider} took over when it failed)",
     }
-    if changed(session, guarded.values(values)) == 1:
-        _withdraw_queued(session, campaign_id=campaign.id, now=now)
+    if _switch(session, campaign_id=campaign.id, route=campaign.provider, values=values, now=now):
         log.warning("campaign %s tries %s again", campaign.name, first)
+
+
+def _still_on(campaign_id: int | None, route: str) -> sa.Update:
+    """An update of a campaign that is still running on ``route`` (nobody moved or paused it since)."""
+    return sa.update(Campaign).where(
+        col(Campaign.id) == campaign_id,
+        col(Campaign.provider) == route,
+        col(Campaign.status) == CampaignStatus.RUNNING,
+    )
+
+
+def _switch(
+    session: Db, *, campaign_id: int | None, route: str, values: dict[str, Any], now: datetime
+) -> bool:
+    """Move (or pause) a campaign still running on ``route``, taking back its queued attempts."""
+    if changed(session, _still_on(campaign_id, route).values(values)) != 1:
+        return False
+    _withdraw_queued(session, campaign_id=campaign_id, now=now)
+    return True
 
 
 def _withdraw_queued(session: Db, *, campaign_id: int | None, now: datetime) -> None:

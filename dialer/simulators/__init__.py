@@ -41,13 +41,14 @@ def simulator_app(
     """A simulator for ``provider`` that accepts the credentials in ``settings``, limited to
     ``rate_limit`` requests per second (default: the account's setting, else the documented limit),
     reading its documents as ``readings`` say where they can be read two ways."""
-    module = _MODULES.get(provider.partition(".")[0])  # another account of it: the same simulator
+    kind = provider.partition(".")[0]  # another account of a provider has the same simulator
+    module = _MODULES.get(kind)
     if module is None:
         raise ConfigurationError(f"no simulator for {provider!r} (known: {', '.join(sorted(_MODULES))})")
     credentials = settings.provider_settings(provider)
     limit = rate_limit or credentials.rate_limit or module.DOCUMENTED_LIMIT
     simulation = Simulation(
-        provider=provider.partition(".")[0],
+        provider=kind,
         rate_limit=limit,
         time_scale=time_scale,
         readings=dict(readings or {}),
