@@ -323,7 +323,15 @@ def import_contacts(
                 report.rejects = sorted(part.rejects + admission.rejects, key=lambda reject: reject.row)
                 break
             taken = admission.taken(part)
-            write(part, taken)
+            try:
+                write(part, taken)
+            except session.connection().dialect.loaded_dbapi.IntegrityError:
+                # Another import into the campaign stored some of these numbers after this one
+                # looked: this one's transaction is rolled back whole.
+                raise ImportFailed(
+                    f"{path}: another import into campaign {campaign.name!r} stored some of these numbers"
+                    " while this one ran; nothing of this one was kept: run it again (it skips those)"
+                ) from None
             report.accepted += len(taken)
             if progress is not None:
                 progress(part.read_to, size)

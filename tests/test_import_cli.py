@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from dialer import db
+from dialer import db, importer
 from dialer.cli import main
 from dialer.importer import MAX_FIELD, MAX_HEADER
 from dialer.models import Contact
@@ -249,3 +253,89 @@ def test_importing_what_is_not_a_file_says_what_it_is(
         1,
         "Error: /dev/null: is a device, not a file\n",
     )
+
+
+def _big_file(directory: Path, rows: int = 130_000) -> Path:
+    """A file past READ_ASIDE (read by a process of its own): distinct US numbers, a name each."""
+    path = directory / "big.csv"
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["phone", "first_name", "note"])
+        for n in range(rows):
+            writer.writerow(
+                [f"+1{212 + n // 8_000_000 * 100}{2_000_000 + n % 8_000_000:07d}", f"Name {n}", "x" * 40]
+            )
+    assert path.stat().st_size > importer.READ_ASIDE
+    return path
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("database", ["sqlite_url", pytest.param("postgres_url", marks=pytest.mark.services)])
+def test_two_imports_of_one_file_at_once_store_each_number_once_and_the_loser_says_why(
+    request: pytest.FixtureRequest, tmp_path: Path, database: str
+) -> None:
+    url = str(request.getfixturevalue(database))
+    env = {**os.environ, "DIALER_DATABASE_URL": url}
+    assert run({"DIALER_DATABASE_URL": url}, "campaign", "create", str(write_campaign(tmp_path)))[0] == 0
+    path = _big_file(tmp_path)
+    command = [sys.executable, "-m", "dialer", "import", str(path), "--campaign", "e2e"]
+    both = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
+    outputs = [(process.communicate(timeout=200)[0], process.returncode) for process in both]
+    lost = (
+        f"Error: {path}: another import into campaign 'e2e' stored some of these numbers while this one"
+        " ran; nothing of this one was kept: run it again (it skips those)\n"
+    )
+    said = sorted((code, output.splitlines()[-1] if code == 0 else output) for output, code in outputs)
+    assert said[0] == (0, "imported 130000 contact(s) into e2e")
+    assert said[1] in (
+        (0, f"imported 0 contact(s) into e2e; 130000 row(s) rejected, listed in {tmp_path}/big.rejects.csv"),
+        (1, lost),
+    )
+    with db.session_scope(url) as session:
+        counts = session.execute(sa.select(sa.func.count(), sa.func.count(sa.distinct(Contact.phone)))).one()
+    assert tuple(counts) == (130_000, 130_000)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_an_import_stopped_midway_keeps_nothing_and_leaves_no_process(
+    sqlite_url: str, tmp_path: Path, stop: signal.Signals
+) -> None:
+    env = {**os.environ, "DIALER_DATABASE_URL": sqlite_url}
+    assert (
+        run({"DIALER_DATABASE_URL": sqlite_url}, "campaign", "create", str(write_campaign(tmp_path)))[0] == 0
+    )
+    path = _big_file(tmp_path, rows=400_000)
+    command = [sys.executable, "-m", "dialer", "import", str(path), "--campaign", "e2e"]
+    importing = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    helpers = _descendants(importing.pid)
+    deadline = time.monotonic() + 30
+    while len(helpers) < 2:  # the fork server, and the process reading the file
+        assert time.monotonic() < deadline and importing.poll() is None
+        time.sleep(0.05)
+        helpers = _descendants(importing.pid)
+    importing.send_signal(stop)
+    output = importing.communicate(timeout=60)[0]
+    assert importing.returncode != 0 and "Traceback" not in output, output
+    deadline = time.monotonic() + 20
+    while any(Path(f"/proc/{pid}").exists() for pid in helpers):  # they leave with it
+        assert time.monotonic() < deadline, helpers
+        time.sleep(0.05)
+    with db.session_scope(sqlite_url) as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Contact)) == 0
+
+
+def _descendants(pid: int) -> set[int]:
+    found: set[int] = set()
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return found
+    for child in map(int, children):
+        found |= {child, *_descendants(child)}
+    return found
