@@ -28,13 +28,15 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
-from itertools import repeat
+from itertools import compress, repeat
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from operator import not_
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -382,7 +384,7 @@ class _Source:
     """Column names looked for among the headers, whatever their case and spaces."""
     required: set[str]
     mapping: dict[str, str] | None
-    checks: Mapping[str, Check]
+    checks: Mapping[str, ColumnCheck]
     normalise: Normaliser
 
 
@@ -451,58 +453,50 @@ def _normalised(
     to ``rejects``."""
     if not len(frame.columns) or not len(frame):
         return _Chunk([], [], [], [], [], [], [], pa.array([], LARGE), read_to)
-    refused = _checked(frame, source.checks)
+    refused, checked = _checked(frame, source.checks)
     for position, why in _too_long(frame).items():
         refused[position] = (frame[source.phone_column].iat[position], why)
     raw = frame[source.phone_column].tolist()
     own_zones = (
         [zone.strip() for zone in frame[ZONE_COLUMN]] if ZONE_COLUMN in frame.columns else [""] * len(raw)
     )
-    number = source.normalise.number
-    good: list[int] = []
-    rows_good: list[int] = []
-    raw_good: list[str] = []
-    phones: list[str] = []
-    extensions: list[str] = []
-    zones: list[str | None] = []
-    groups: list[int] = []
-    group_index: dict[tuple[str, tuple[str, ...]], int] = {}
-    group_keys: list[GroupKey] = []
-    for position, (row, value, zone) in enumerate(zip(numbers, raw, own_zones, strict=True)):
-        if refused and position in refused:
-            rejects.append(Reject(row, *refused[position]))
-            continue
-        try:
-            e164, number_zones, extension = number(value)
-        except InvalidPhone as error:
-            rejects.append(Reject(row, value, f"invalid phone number: {error}"))
-            continue
-        if zone and not _is_zone(zone):
-            rejects.append(Reject(row, zone, f"unknown time zone in column {ZONE_COLUMN!r}"))
-            continue
-        group = group_index.get((zone, number_zones))
-        if group is None:  # a group key is worked out once for each zone and numbers' zones
-            group = group_index[zone, number_zones] = len(group_keys)
-            group_keys.append(group_key(e164, zone, number_zones))
-        good.append(position)
-        rows_good.append(row)
-        raw_good.append(value)
-        phones.append(e164)
-        extensions.append(extension)
-        zones.append(zone or None)
-        groups.append(group)
-    variables = frame.drop(columns=[source.phone_column])
+    found = source.normalise.numbers(raw)
+    unknown = {zone for zone in set(own_zones) if zone and not _is_zone(zone)}
+    kept = [
+        not (position in refused or e164 is None or zone in unknown)
+        for position, (e164, zone) in enumerate(zip(found.e164, own_zones, strict=True))
+    ]
+    for position in compress(range(len(kept)), map(not_, kept)):
+        row, value, zone = numbers[position], raw[position], own_zones[position]
+        if position in refused:
+            reject = Reject(row, *refused[position])
+        elif position in found.refused:
+            reject = Reject(row, value, f"invalid phone number: {found.refused[position]}")
+        else:
+            reject = Reject(row, zone, f"unknown time zone in column {ZONE_COLUMN!r}")
+        if not reject.value:  # an empty cell: the row's text says which row it is
+            reject = reject._replace(value=source.delimiter.join(frame.iloc[position].tolist())[:200])
+        rejects.append(reject)
+    # A group for each own zone, or else each number's zones: the group key, worked out once.
+    group_index: dict[tuple[str, str], int] = {}
+    groups = [
+        group_index.setdefault(key, len(group_index))
+        for key in compress(zip(own_zones, found.zones, strict=True), kept)
+    ]
+    variables = frame.drop(columns=[source.phone_column]).assign(
+        **{column: pd.arrays.ArrowStringArray(values) for column, values in checked.items()}
+    )
     if ZONE_COLUMN in variables.columns:
         variables = variables.assign(**{ZONE_COLUMN: own_zones})
     return _Chunk(
-        rows_good,
-        raw_good,
-        phones,
-        extensions,
-        zones,
+        list(compress(numbers, kept)),
+        list(compress(raw, kept)),
+        list(compress(found.e164, kept)),  # type: ignore[arg-type]  # kept: none is None
+        list(compress(found.extensions, kept)),
+        [zone or None for zone in compress(own_zones, kept)],
         groups,
-        group_keys,
-        _json_objects(variables, good),
+        [group_key(zone, zones) for zone, zones in group_index],
+        _json_objects(variables, list(compress(range(len(kept)), kept))),
         read_to,
     )
 
@@ -645,16 +639,19 @@ def _received(receiver: Connection, reader: BaseProcess, path: Path) -> Iterator
 
 Check = Callable[[str], tuple[str, str | None]]
 """A column's value as kept (normalised), and why the row cannot be imported (None: it can)."""
+ColumnCheck = Callable[[pa.Array], tuple[pa.Array, dict[int, str]]]
+"""A check of a whole column of stripped values: the values as kept, and the rows (by position)
+that cannot be imported, with why."""
 
 
 def column_checks(
     spec: CampaignSpec, providers: Sequence[Provider], normalise: Normaliser
-) -> dict[str, Check]:
+) -> dict[str, ColumnCheck]:
     """The checks of the columns a flow takes something from besides its texts: each contact's
     language and voice (what every route accepts: ``providers``, the one in use first), and the
     numbers its transfers connect to."""
     flow = spec.call_flow
-    checks: dict[str, Check] = {}
+    checks: dict[str, ColumnCheck] = {}
     speaking = [provider for provider in providers if provider.languages is not None]
     if flow.language_column and speaking:
 
@@ -662,14 +659,14 @@ def column_checks(
             silent = next((p for p in speaking if value and value not in (p.languages or ())), None)
             return value, None if silent is None else f"{_route(silent, providers)} does not speak it"
 
-        checks[flow.language_column] = language
+        checks[flow.language_column] = _each_distinct(language)
     voice_problems = [provider.voice_problem for provider in providers if provider.voice_problem is not None]
     if flow.voice_column and voice_problems:
 
         def voice(value: str) -> tuple[str, str | None]:
             return value, next(filter(None, (problem(value) for problem in voice_problems if value)), None)
 
-        checks[flow.voice_column] = voice
+        checks[flow.voice_column] = _each_distinct(voice)
 
     def number(value: str) -> tuple[str, str | None]:
         try:
@@ -679,7 +676,7 @@ def column_checks(
 
     for step in flow.steps.values():
         if step.to_column:
-            checks[step.to_column] = number
+            checks[step.to_column] = _each_distinct(number)
     for column in flow.spoken_columns() - checks.keys():
         checks[column] = _spoken(column, spec.defaults.get(column))
     return checks
@@ -691,30 +688,61 @@ def _route(provider: Provider, providers: Sequence[Provider]) -> str:
     return provider.title if provider is providers[0] else f"{provider.title} (the route {provider.name})"
 
 
-def _spoken(column: str, default: str | None) -> Check:
+def _each_distinct(check: Check) -> ColumnCheck:
+    """``check`` as a column's: asked once for each distinct value."""
+
+    def checked(values: pa.Array) -> tuple[pa.Array, dict[int, str]]:
+        encoded = values.dictionary_encode()
+        answers = [check(value) for value in encoded.dictionary.to_pylist()]
+        indices = encoded.indices.to_numpy()
+        bad = [index for index, (_, problem) in enumerate(answers) if problem is not None]
+        problems = {
+            position: answers[indices[position]][1] or ""
+            for position in np.flatnonzero(np.isin(indices, bad)).tolist()
+        }
+        kept = pa.array([normal for normal, _ in answers], LARGE).take(encoded.indices)
+        return kept, problems
+
+    return checked
+
+
+def _spoken(column: str, default: str | None) -> ColumnCheck:
     """The check of a placeholder's column: an empty cell takes the campaign's default, or is refused
     (the callee would hear "Hi , this is...")."""
-    if default is not None:
-        return lambda value: (value or default, None)
     why = f"empty, and {{{column}}} is spoken: fill it in, or give the campaign defaults.{column}"
-    return lambda value: (value, None if value else why)
+
+    def checked(values: pa.Array) -> tuple[pa.Array, dict[int, str]]:
+        empty = pc.equal(values, "")
+        if default is not None:
+            return pc.if_else(empty, default, values), {}
+        return values, dict.fromkeys(np.flatnonzero(empty.to_numpy(zero_copy_only=False)).tolist(), why)
+
+    return checked
 
 
-def _checked(chunk: pd.DataFrame, checks: Mapping[str, Check]) -> dict[int, tuple[str, str]]:
-    """Apply ``checks`` to their columns (their values normalised in place); the rows (by position)
-    that fail one, with the value and why."""
+def _checked(
+    chunk: pd.DataFrame, checks: Mapping[str, ColumnCheck]
+) -> tuple[dict[int, tuple[str, str]], dict[str, pa.Array]]:
+    """Apply ``checks`` to their columns, their values stripped as ``str.strip`` strips them: the
+    rows (by position) that fail one, with the value and why; and the checked columns as kept."""
     failed: dict[int, tuple[str, str]] = {}
+    kept: dict[str, pa.Array] = {}
     for column, check in checks.items():
         if column not in chunk.columns:
             continue
-        kept = []
-        for index, value in enumerate(chunk[column].tolist()):
-            normal, problem = check(value.strip())
-            kept.append(normal)
-            if problem is not None and index not in failed:
-                failed[index] = (value, f"column {column!r}: {problem}")
-        chunk[column] = kept
-    return failed
+        values = pa.array(chunk[column], LARGE)
+        kept[column], problems = check(pc.utf8_trim(values, characters=WHITESPACE))
+        for position, problem in problems.items():
+            if position not in failed:
+                failed[position] = (values[position].as_py(), f"column {column!r}: {problem}")
+    return failed, kept
+
+
+WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+    "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+"""What ``str.strip`` strips (every character whose ``isspace()`` is true)."""
 
 
 def _line(phone: str, extension: str) -> str:

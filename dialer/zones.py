@@ -27,12 +27,9 @@ GROUP_BATCH = 5000
 """Contacts grouped at most in one go by :func:`assign_groups`."""
 
 
-def group_key(phone: str, own_zone: str | None, number_zones: tuple[str, ...] | None = None) -> GroupKey:
-    """The group of a contact: its own zone if it has one, else its number's zones (``zones_of``
-    the phone, unless given)."""
-    if own_zone:
-        return own_zone, True
-    return " ".join(zones_of(phone) if number_zones is None else number_zones), False
+def group_key(own_zone: str | None, number_zones: str) -> GroupKey:
+    """The group of a contact: its own zone if it has one, else its number's zones (space-separated)."""
+    return (own_zone, True) if own_zone else (number_zones, False)
 
 
 def group_zones(window: Window, zones: str, own: bool) -> tuple[str, ...]:
@@ -82,7 +79,7 @@ def assign_groups(session: Session, *, campaign_id: int, limit: int = GROUP_BATC
     ).all()
     if not rows:
         return 0
-    keys = {contact_id: group_key(phone, zone) for contact_id, phone, zone in rows}
+    keys = {contact_id: group_key(zone, " ".join(zones_of(phone))) for contact_id, phone, zone in rows}
     ids = {key: _group_id(session, campaign_id=campaign_id, key=key) for key in set(keys.values())}
     table = Contact.__table__  # type: ignore[attr-defined]
     session.connection().execute(

@@ -139,3 +139,41 @@ def test_zones_of_agrees_with_phonenumbers_for_every_valid_number() -> None:
         assert Normaliser(region).number(raw)[:2] == (e164, zones_of(e164)), (raw, region)
         checked += 1
     assert checked > 5_000
+
+
+def _one_by_one(normaliser: Normaliser, raw: str) -> tuple[str | None, str, str, str | None]:
+    try:
+        found = normaliser.number(raw)
+    except InvalidPhone as error:
+        return None, "", "", str(error)
+    return found.e164, " ".join(found.zones), found.extension, None
+
+
+def test_a_column_of_numbers_gets_the_answers_each_number_gets_alone() -> None:
+    """``numbers`` decides a column by Arrow: every region's examples, odd shapes and random
+    strings of digits and separators get exactly what ``number`` gives each, refusals included."""
+    shuffle = random.Random(20261205)
+    columns: dict[str | None, list[str]] = {}
+    for raw, region in _corpus():
+        columns.setdefault(region, []).append(raw)
+    odd = ["", " ", "+", "00", "0 044 20 7946 0123", "00 +44", "+1 011 555 0100", "\x1c+14155550100"]
+    odd += ["+1\u00a0415 555 0100", "(650) 253-0000 x123", "+999 1234", "+8001234567", "1 415 555 0100"]
+    starts = ["+1", "+44", "0044", "+49", "+33", "+7", "+86", "+61", "0", "00", "1", "011", "", "+"]
+    for region in (None, "US", "GB", "JE", "FR", "AR", "AU", "MX"):
+        columns.setdefault(region, []).extend(odd)
+        for _ in range(3000):
+            body = "".join(shuffle.choice("0123456789" * 4 + " -().") for _ in range(shuffle.randint(0, 14)))
+            columns[region].append(shuffle.choice(("", " ")) + shuffle.choice(starts) + body)
+    checked = 0
+    for region, raws in columns.items():
+        normaliser = Normaliser(region)
+        column = normaliser.numbers(raws)
+        for position, raw in enumerate(raws):
+            expected = _one_by_one(normaliser, raw)
+            e164 = column.e164[position]
+            got = (e164, "", "", column.refused.get(position))
+            if e164 is not None:
+                got = (e164, column.zones[position], column.extensions[position], None)
+            assert got == expected, (raw, region)
+            checked += 1
+    assert checked > 60_000

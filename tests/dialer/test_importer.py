@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 
 import pytest
@@ -241,7 +242,7 @@ def test_an_empty_placeholder_is_rejected_or_takes_the_campaigns_default(
             " fill it in, or give the campaign defaults.first_name"
         )
         assert [(reject.row, reject.value, reject.reason) for reject in report.rejects] == [
-            (3, "+12125550102,  ", why),
+            (3, "+12125550102,", why),  # the row as read: cells are stripped
             (4, "+12125550103,", why),
         ]
         assert [variables["first_name"] for variables in kept] == ["Ada"]
@@ -328,3 +329,9 @@ def test_every_value_is_stored_as_written_whatever_its_characters(
         assert {(contact.state, contact.attempts, contact.updated_at) for contact in stored} == {
             ("pending", 0, NOW)
         }
+
+
+def test_checked_columns_are_stripped_as_python_strips() -> None:
+    """A checked column is stripped by Arrow, told the characters ``str.strip`` strips."""
+    stripped = "".join(char for char in map(chr, range(sys.maxunicode + 1)) if char.isspace())
+    assert stripped == importer.WHITESPACE
