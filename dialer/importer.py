@@ -466,17 +466,20 @@ def _normalised(
         not (position in refused or e164 is None or zone in unknown)
         for position, (e164, zone) in enumerate(zip(found.e164, own_zones, strict=True))
     ]
+    refusals: dict[int, Reject] = {}
     for position in compress(range(len(kept)), map(not_, kept)):
         row, value, zone = numbers[position], raw[position], own_zones[position]
         if position in refused:
-            reject = Reject(row, *refused[position])
+            refusals[position] = Reject(row, *refused[position])
         elif position in found.refused:
-            reject = Reject(row, value, f"invalid phone number: {found.refused[position]}")
+            refusals[position] = Reject(row, value, f"invalid phone number: {found.refused[position]}")
         else:
-            reject = Reject(row, zone, f"unknown time zone in column {ZONE_COLUMN!r}")
-        if not reject.value:  # an empty cell: the row's text says which row it is
-            reject = reject._replace(value=source.delimiter.join(frame.iloc[position].tolist())[:200])
-        rejects.append(reject)
+            refusals[position] = Reject(row, zone, f"unknown time zone in column {ZONE_COLUMN!r}")
+    # An empty cell's reject shows its row instead, as read.
+    blank = [position for position, reject in refusals.items() if not reject.value]
+    for position, text in zip(blank, _texts(frame, blank, source.delimiter), strict=True):
+        refusals[position] = refusals[position]._replace(value=text)
+    rejects.extend(refusals.values())
     # A group for each own zone, or else each number's zones: the group key, worked out once.
     group_index: dict[tuple[str, str], int] = {}
     groups = [
@@ -743,6 +746,18 @@ WHITESPACE = (
     "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 )
 """What ``str.strip`` strips (every character whose ``isspace()`` is true)."""
+
+
+def _texts(frame: pd.DataFrame, positions: list[int], delimiter: str) -> list[str]:
+    """The rows of ``frame`` at ``positions`` as text, their cells joined by ``delimiter`` (200
+    characters at most)."""
+    if not positions:
+        return []
+    rows = frame.take(positions)
+    cells = [pa.array(rows[column], LARGE) for column in rows.columns]
+    joined = pc.binary_join_element_wise(*cells, literal(delimiter))
+    texts: list[str] = pc.utf8_slice_codeunits(joined, 0, 200).to_pylist()
+    return texts
 
 
 def _line(phone: str, extension: str) -> str:
