@@ -1,3 +1,3 @@
-from dialer.cli import main
+from dialer.entry import main
 
 main()

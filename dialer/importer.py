@@ -28,7 +28,7 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
-from itertools import compress, repeat
+from itertools import compress
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from operator import not_
@@ -47,6 +47,7 @@ from campaigns.phones import InvalidPhone, Normaliser
 from campaigns.spec import CampaignSpec
 from dialer import db
 from dialer.arrowtext import LARGE, joined, literal
+from dialer.entry import READ_ASIDE
 from dialer.errors import DialerError, ImportFailed
 from dialer.files import not_a_file, write_text
 from dialer.models import Campaign, Contact, DncEntry, UTCDateTime
@@ -61,9 +62,7 @@ MAX_HEADER = 64 * 1024
 """Bytes the header row may take: a longer first line is not a contact file's header."""
 MAX_COLUMNS = 500
 CHUNK_ROWS = 100_000
-READ_ASIDE = 8 * 1024 * 1024
-"""Bytes from which a file is read in a process of its own (about 100,000 rows): below, the second
-of starting it costs more than it saves."""
+FIRST_CHUNK_ROWS = 10_000
 ZONE_COLUMN = "timezone"
 _ENCODINGS = ("utf-8-sig", "cp1252", "latin-1")
 _DELIMITERS = ",;\t|"
@@ -166,10 +165,15 @@ def rows(
         ) as reader:
             following = 2  # the header is row 1
             bad: set[int] = set()
+            first = True
             while True:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always", pd.errors.ParserWarning)
-                    frame = next(reader, None)
+                    # A short first chunk: whoever stores the rows starts on them sooner.
+                    frame = (
+                        reader.get_chunk(min(chunk_rows, FIRST_CHUNK_ROWS)) if first else next(reader, None)
+                    )
+                    first = False
                 refused = []
                 for warning in caught:
                     for match in _BAD_LINE.finditer(str(warning.message)):
@@ -299,11 +303,6 @@ def import_contacts(
     )
     # The route in use, then the others the campaign may move to: a contact must suit each.
     routes = (campaign.provider, *(route for route in spec.routes if route != campaign.provider))
-    admission = _Admission(
-        tuple(map(get_provider, routes)),
-        known={_line(phone, extension) for phone, extension in session.execute(lines)},
-        blocked=set(session.scalars(blocked)),
-    )
     file = _File(
         path,
         encoding,
@@ -313,7 +312,9 @@ def import_contacts(
         spec,
         routes,
         region or spec.region,
-        CHUNK_ROWS,
+        known=frozenset(_line(phone, extension) for phone, extension in session.execute(lines)),
+        blocked=frozenset(session.scalars(blocked)),
+        chunk_rows=CHUNK_ROWS,
     )
     report = ImportReport(file=path)
     size = path.stat().st_size
@@ -322,11 +323,10 @@ def import_contacts(
             if isinstance(part, _Finished):
                 if part.rows == 0 and not part.rejects:
                     raise ImportFailed(f"{path}: the file has a header but no rows")
-                report.rejects = sorted(part.rejects + admission.rejects, key=lambda reject: reject.row)
+                report.rejects = sorted(part.rejects, key=lambda reject: reject.row)
                 break
-            taken = admission.taken(part)
             try:
-                write(part, taken)
+                write(part)
             except session.connection().dialect.loaded_dbapi.IntegrityError:
                 # Another import into the campaign stored some of these numbers after this one
                 # looked: this one's transaction is rolled back whole.
@@ -334,7 +334,7 @@ def import_contacts(
                     f"{path}: another import into campaign {campaign.name!r} stored some of these numbers"
                     " while this one ran; nothing of this one was kept: run it again (it skips those)"
                 ) from None
-            report.accepted += len(taken)
+            report.accepted += len(part.rows)
             if progress is not None:
                 progress(part.read_to, size)
     return report
@@ -352,12 +352,17 @@ class _File:
     spec: CampaignSpec
     routes: tuple[str, ...]
     region: str | None
+    known: frozenset[str]
+    """The campaign's contacts, as :func:`_line` writes them."""
+    blocked: frozenset[str]
+    """The numbers on the do-not-call list."""
     chunk_rows: int = CHUNK_ROWS
 
     def source(self) -> _Source:
         """The file with the checks and normalising of its rows."""
         normalise = Normaliser(self.region)
-        checks = column_checks(self.spec, [get_provider(route) for route in self.routes], normalise)
+        providers = tuple(map(get_provider, self.routes))
+        checks = column_checks(self.spec, providers, normalise)
         required = self.spec.required_columns()
         return _Source(
             path=self.path,
@@ -369,6 +374,7 @@ class _File:
             mapping=self.mapping,
             checks=checks,
             normalise=normalise,
+            admission=_Admission(providers, self.known, self.blocked),
         )
 
 
@@ -386,16 +392,16 @@ class _Source:
     mapping: dict[str, str] | None
     checks: Mapping[str, ColumnCheck]
     normalise: Normaliser
+    admission: _Admission
 
 
 @dataclass(frozen=True)
 class _Chunk:
-    """A chunk's rows whose number, fields and zone are good, column by column (lists cross a
-    pipe quickly; the variables, as JSON objects, cross as Arrow's buffers); each row's zone group
-    by its position in ``group_keys``; and how far the file is read."""
+    """A chunk's rows to store, column by column (lists cross a pipe quickly; the variables, as
+    JSON objects, cross as Arrow's buffers); each row's zone group by its position in
+    ``group_keys``; and how far the file is read."""
 
     rows: list[int]
-    raw: list[str]
     phones: list[str]
     extensions: list[str]
     zones: list[str | None]
@@ -452,7 +458,7 @@ def _normalised(
     and whose number and zone are good, with their zone groups and variables; the other rows go
     to ``rejects``."""
     if not len(frame.columns) or not len(frame):
-        return _Chunk([], [], [], [], [], [], [], pa.array([], LARGE), read_to)
+        return _Chunk([], [], [], [], [], [], pa.array([], LARGE), read_to)
     refused, checked = _checked(frame, source.checks)
     for position, why in _too_long(frame).items():
         refused[position] = (frame[source.phone_column].iat[position], why)
@@ -480,28 +486,35 @@ def _normalised(
     for position, text in zip(blank, _texts(frame, blank, source.delimiter), strict=True):
         refusals[position] = refusals[position]._replace(value=text)
     rejects.extend(refusals.values())
+    good = list(compress(range(len(kept)), kept))
+    admitted = source.admission.taken(*_at(good, numbers, raw, found.e164, found.extensions), rejects=rejects)
+    taken = [good[position] for position in admitted]
+    rows, phones, extensions, zones, numbers_zones = _at(
+        taken, numbers, found.e164, found.extensions, own_zones, found.zones
+    )
     # A group for each own zone, or else each number's zones: the group key, worked out once.
     group_index: dict[tuple[str, str], int] = {}
-    groups = [
-        group_index.setdefault(key, len(group_index))
-        for key in compress(zip(own_zones, found.zones, strict=True), kept)
-    ]
+    groups = [group_index.setdefault(key, len(group_index)) for key in zip(zones, numbers_zones, strict=True)]
     variables = frame.drop(columns=[source.phone_column]).assign(
         **{column: pd.arrays.ArrowStringArray(values) for column, values in checked.items()}
     )
     if ZONE_COLUMN in variables.columns:
         variables = variables.assign(**{ZONE_COLUMN: own_zones})
     return _Chunk(
-        list(compress(numbers, kept)),
-        list(compress(raw, kept)),
-        list(compress(found.e164, kept)),  # type: ignore[arg-type]  # kept: none is None
-        list(compress(found.extensions, kept)),
-        [zone or None for zone in compress(own_zones, kept)],
+        rows,
+        phones,
+        extensions,
+        [zone or None for zone in zones],
         groups,
         [group_key(zone, zones) for zone, zones in group_index],
-        _json_objects(variables, list(compress(range(len(kept)), kept))),
+        _json_objects(variables, taken),
         read_to,
     )
+
+
+def _at(positions: list[int], *columns: list[Any]) -> list[list[Any]]:
+    """Each column's values at ``positions``."""
+    return [[column[position] for position in positions] for column in columns]
 
 
 @dataclass
@@ -512,23 +525,31 @@ class _Admission:
 
     providers: tuple[Provider, ...]
     """The campaign's routes, the one in use first."""
-    known: set[str]
+    known: frozenset[str]
     """The campaign's contacts, as :func:`_line` writes them."""
-    blocked: set[str]
+    blocked: frozenset[str]
     """The numbers on the do-not-call list."""
     first_row: dict[str, int] = field(default_factory=dict)
     """The row of each number (with its extension) seen so far."""
-    rejects: list[Reject] = field(default_factory=list)
 
-    def taken(self, chunk: _Chunk) -> list[int]:
-        """The positions in ``chunk`` of the rows to store."""
+    def taken(
+        self,
+        rows: list[int],
+        raws: list[str],
+        phones: list[str],
+        extensions: list[str],
+        *,
+        rejects: list[Reject],
+    ) -> list[int]:
+        """The positions of the rows to store, given as columns (row numbers, values as written,
+        E.164 numbers, extensions); the other rows go to ``rejects``."""
         cannot = next((p for p in self.providers if not p.capabilities.extensions), None)
         cannot_say = f"{_route(cannot, self.providers)} cannot dial one (Vonage can)" if cannot else ""
         checks = [p.check_number for p in self.providers if p.check_number is not None]
-        first_row, known, blocked, reject = self.first_row, self.known, self.blocked, self.rejects.append
+        first_row, known, blocked, reject = self.first_row, self.known, self.blocked, rejects.append
         taken = []
         for position, (row, value, phone, extension) in enumerate(
-            zip(chunk.rows, chunk.raw, chunk.phones, chunk.extensions, strict=True)
+            zip(rows, raws, phones, extensions, strict=True)
         ):
             if extension and cannot is not None:
                 reject(
@@ -582,7 +603,8 @@ def _read_aside(file: _File, size: int) -> Iterator[Iterator[_Chunk | _Finished]
     SQLite's inserts give it up for every row, which costs more than it gains in a thread). The
     process comes from a fork server that has imported this module and nothing else: a plain fork
     of this process would take along its threads and its connections (kombu's after-fork hook
-    closed a Redis connection this process was still using). Two reading processes, each
+    closed a Redis connection this process was still using); the ``dialer`` command starts the
+    server as it starts, when it imports a big file (:mod:`dialer.entry`). Two reading processes, each
     normalising every other chunk, were no faster on two cores (bench/RESULTS.md, Import).
     """
     if size < READ_ASIDE or "forkserver" not in multiprocessing.get_all_start_methods():
@@ -819,16 +841,15 @@ _COLUMNS = (
 
 
 @contextmanager
-def _contact_writer(
-    session: Session, campaign_id: int, now: datetime
-) -> Iterator[Callable[[_Chunk, list[int]], None]]:
+def _contact_writer(session: Session, campaign_id: int, now: datetime) -> Iterator[Callable[[_Chunk], None]]:
     """Bulk insert into ``contact`` on the session's own connection (so in its transaction): a
-    chunk's rows at the positions given.
+    chunk's rows.
 
     PostgreSQL gets ``COPY``, its text written by Arrow a column at a time (psycopg's ``write_row``
-    took a fifth of the import); SQLite a plain ``executemany``. Both skip the ORM's per-row work:
-    the one timestamp is converted once, as SQLAlchemy would store it, and the variables arrive as
-    JSON. A chunk's zone groups are found (or made) before its rows are written.
+    took a fifth of the import); SQLite a plain ``executemany``, the values every row shares
+    written into the statement (each bound value costs every row). Both skip the ORM's per-row
+    work: the one timestamp is converted once, as SQLAlchemy would store it, and the variables
+    arrive as JSON. A chunk's zone groups are found (or made) before its rows are written.
     """
     connection = session.connection()
     stamp = UTCDateTime().dialect_impl(connection.dialect).bind_processor(connection.dialect)
@@ -837,51 +858,53 @@ def _contact_writer(
     names = ", ".join(_COLUMNS)
     copy_rows = db.is_postgresql(session)
     group_id = group_ids(driver, campaign_id=campaign_id, paramstyle="format" if copy_rows else "qmark")
-    insert = f"INSERT INTO contact ({names}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+    shared = f"{int(campaign_id)}, 'pending', 0, {_quoted(str(when))}, {_quoted(str(when))}"
+    insert = (
+        "INSERT INTO contact (phone, extension, variables, zone, zone_group_id, row_number,"
+        f" campaign_id, state, attempts, next_attempt_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, {shared})"
+    )
 
-    def write(chunk: _Chunk, taken: list[int]) -> None:
+    def write(chunk: _Chunk) -> None:
         ids = [group_id(key) for key in chunk.group_keys]
         if copy_rows:
             with driver.cursor() as cursor, cursor.copy(f"COPY contact ({names}) FROM STDIN") as copy:
-                copy.write(_copy_text(chunk, taken, ids, campaign_id=campaign_id, when=when))
+                copy.write(_copy_text(chunk, ids, campaign_id=campaign_id, when=when))
             return
         rows = zip(
-            repeat(campaign_id),
-            map(chunk.phones.__getitem__, taken),
-            map(chunk.extensions.__getitem__, taken),
-            chunk.variables.take(pa.array(taken, pa.int64())).to_pylist(),
-            map(chunk.zones.__getitem__, taken),
-            map(ids.__getitem__, map(chunk.groups.__getitem__, taken)),
-            map(chunk.rows.__getitem__, taken),
-            repeat("pending"),
-            repeat(0),
-            repeat(when),
-            repeat(when),
+            chunk.phones,
+            chunk.extensions,
+            chunk.variables.to_pylist(),
+            chunk.zones,
+            map(ids.__getitem__, chunk.groups),
+            chunk.rows,
+            strict=True,
         )
         driver.executemany(insert, rows)
 
     yield write
 
 
-def _copy_text(
-    chunk: _Chunk, taken: list[int], ids: list[int], *, campaign_id: int, when: object
-) -> memoryview:
-    """The rows of ``chunk`` at ``taken`` in COPY's text format, columns as :data:`_COLUMNS`.
+def _quoted(text: str) -> str:
+    """``text`` as an SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _copy_text(chunk: _Chunk, ids: list[int], *, campaign_id: int, when: object) -> memoryview:
+    """The rows of ``chunk`` in COPY's text format, columns as :data:`_COLUMNS`.
 
     No value here holds a tab or a line break (numbers, extensions and zones are checked; JSON
     escapes control characters): only the backslashes of the variables are doubled."""
-    positions = pa.array(taken, pa.int64())
 
     def column(values: list[Any]) -> pa.Array:
-        return pa.array(values).take(positions).cast(LARGE)
+        return pa.array(values).cast(LARGE)
 
     cells = [
         literal(str(campaign_id)),
         column(chunk.phones),
         column(chunk.extensions),
-        pc.replace_substring(chunk.variables.take(positions), "\\", "\\\\"),
+        pc.replace_substring(chunk.variables, "\\", "\\\\"),
         column(chunk.zones).fill_null("\\N"),
-        pa.array([ids[group] for group in chunk.groups], pa.int64()).take(positions).cast(LARGE),
+        column([ids[group] for group in chunk.groups]),
         column(chunk.rows),
         literal("pending"),
         literal("0"),

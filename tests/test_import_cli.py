@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from dialer import db, importer
 from dialer.cli import main
+from dialer.entry import READ_ASIDE
 from dialer.importer import MAX_FIELD, MAX_HEADER
 from dialer.models import Contact
 from tests.e2e import write_campaign
@@ -315,7 +316,7 @@ def test_an_import_stopped_midway_keeps_nothing_and_leaves_no_process(
     )
     helpers = _descendants(importing.pid)
     deadline = time.monotonic() + 30
-    while len(helpers) < 2:  # the fork server, and the process reading the file
+    while len(helpers) < 3:  # the resource tracker, the fork server, and the process reading the file
         assert time.monotonic() < deadline and importing.poll() is None
         time.sleep(0.05)
         helpers = _descendants(importing.pid)
@@ -339,3 +340,34 @@ def _descendants(pid: int) -> set[int]:
     for child in map(int, children):
         found |= {child, *_descendants(child)}
     return found
+
+
+def test_the_command_starts_the_reading_processs_server_first_for_a_big_file_only(tmp_path: Path) -> None:
+    """``dialer import BIG`` starts the fork server before the CLI's imports, so both import at
+    once; a small file, or another command, starts nothing."""
+    big, small = tmp_path / "big.csv", tmp_path / "small.csv"
+    big.write_bytes(b"phone\n" + b"+12125550100\n" * (READ_ASIDE // 13 + 1))
+    small.write_text("phone\n+12125550100\n")
+    script = (
+        "import sys, multiprocessing.forkserver as server\n"
+        "from dialer.entry import prepare\n"
+        "started = prepare(sys.argv[1:])\n"
+        "print(started, 'dialer.cli' in sys.modules, server._forkserver._forkserver_pid is not None)\n"
+    )
+    answers = {}
+    for arguments in (
+        ["import", str(big), "--campaign", "e2e"],
+        ["-v", "import", "--campaign", "e2e", str(big)],
+        ["import", str(small), "--campaign", "e2e"],
+        ["export", "e2e", "--out", str(big)],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", script, *arguments], capture_output=True, text=True, check=True
+        )
+        answers[" ".join(arguments)] = done.stdout.split()
+    assert list(answers.values()) == [
+        ["True", "False", "True"],
+        ["True", "False", "True"],
+        ["False", "False", "False"],
+        ["False", "False", "False"],
+    ]
