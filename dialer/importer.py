@@ -454,9 +454,9 @@ def _reading(file: _File) -> Generator[_Chunk | _Finished, None, None]:
 def _normalised(
     frame: pd.DataFrame, numbers: list[int], source: _Source, rejects: list[Reject], *, read_to: int
 ) -> _Chunk:
-    """The rows of a chunk with no field too long, whose checked columns pass (kept normalised)
-    and whose number and zone are good, with their zone groups and variables; the other rows go
-    to ``rejects``."""
+    """The rows of a chunk to store: no field too long, the checked columns passed (kept
+    normalised), the number and zone good, and admitted (see :class:`_Admission`); with their zone
+    groups and variables. The other rows go to ``rejects``."""
     if not len(frame.columns) or not len(frame):
         return _Chunk([], [], [], [], [], [], pa.array([], LARGE), read_to)
     refused, checked = _checked(frame, source.checks)
