@@ -111,7 +111,7 @@ class Normaliser:
         code, national_number, check = found
         return Number("+" + code + national_number, _zones(code, national_number, check))
 
-    def numbers(self, raw: Sequence[str]) -> Numbers:
+    def numbers(self, raw: list[str]) -> Numbers:
         """:meth:`number` of a column of values: the same answers, worked out a column at a time.
 
         The shapes :meth:`fast` takes are decided by Arrow, whose RE2 runs phonenumbers' patterns
@@ -177,7 +177,7 @@ class Normaliser:
 
 class Numbers(NamedTuple):
     """:meth:`Normaliser.numbers` of a column: each value's E.164 form (None where it is refused),
-    zones (space-separated) and extension; and why each value refused is, by position."""
+    zones (space-separated) and extension; and, by position, why each refused value is refused."""
 
     e164: list[str | None]
     zones: list[str]
@@ -261,7 +261,7 @@ class _Column:
         indices = encoded.indices.fill_null(len(zones) - 1).to_numpy()
         self.zones[rows] = np.array(zones, dtype=object)[indices]
 
-    def finished(self, raw: Sequence[str], number: Callable[[str], Number]) -> Numbers:
+    def finished(self, raw: list[str], number: Callable[[str], Number]) -> Numbers:
         """The column's numbers, those not settled here worked out one by one by ``number``."""
         e164, zones = self.e164.tolist(), self.zones.tolist()
         extensions = [""] * len(raw)

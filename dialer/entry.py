@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.forkserver
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,7 +37,13 @@ def prepare(arguments: Sequence[str]) -> bool:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return False
     multiprocessing.set_forkserver_preload(["dialer.importer"])
-    multiprocessing.forkserver.ensure_running()
+    # The server ignores Ctrl-C, which is this process's to handle, from its very start (it would
+    # only once its imports are done).
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     return True
 
 

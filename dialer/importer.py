@@ -28,10 +28,8 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
-from itertools import compress
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from operator import not_
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -286,8 +284,8 @@ def import_contacts(
     """Read ``path`` into ``campaign``'s contacts inside the caller's transaction (roll it back for
     a dry run: the report says what would have been imported).
 
-    A big file is read, checked and normalised by a process of its own (see :func:`_read_aside`)
-    while this one compares each chunk with what came before and stores it.
+    A big file is read, checked, normalised and admitted by a process of its own (see
+    :func:`_read_aside`) while this one stores each chunk it hands over.
     """
     if (why := not_a_file(path)) is not None:
         raise ImportFailed(f"{path}: {why}")
@@ -427,8 +425,8 @@ class _Failed:
 
 
 def _reading(file: _File) -> Generator[_Chunk | _Finished, None, None]:
-    """The file in chunks of rows whose number, fields and zone are good (numbers in E.164,
-    checked columns normalised); then every row refused on the way, with its reason."""
+    """The file in chunks of the rows to store (see :func:`_normalised`); then every row refused on
+    the way, with its reason."""
     source = file.source()
     renames: dict[str, str] | None = None
     rejects: list[Reject] = []
@@ -452,7 +450,7 @@ def _reading(file: _File) -> Generator[_Chunk | _Finished, None, None]:
 
 
 def _normalised(
-    frame: pd.DataFrame, numbers: list[int], source: _Source, rejects: list[Reject], *, read_to: int
+    frame: pd.DataFrame, row_numbers: list[int], source: _Source, rejects: list[Reject], *, read_to: int
 ) -> _Chunk:
     """The rows of a chunk to store: no field too long, the checked columns passed (kept
     normalised), the number and zone good, and admitted (see :class:`_Admission`); with their zone
@@ -460,6 +458,7 @@ def _normalised(
     if not len(frame.columns) or not len(frame):
         return _Chunk([], [], [], [], [], [], pa.array([], LARGE), read_to)
     refused, checked = _checked(frame, source.checks)
+    frame = frame.assign(**{column: pd.arrays.ArrowStringArray(values) for column, values in checked.items()})
     for position, why in _too_long(frame).items():
         refused[position] = (frame[source.phone_column].iat[position], why)
     raw = frame[source.phone_column].tolist()
@@ -468,45 +467,41 @@ def _normalised(
     )
     found = source.normalise.numbers(raw)
     unknown = {zone for zone in set(own_zones) if zone and not _is_zone(zone)}
-    kept = [
-        not (position in refused or e164 is None or zone in unknown)
+    good = [
+        position
         for position, (e164, zone) in enumerate(zip(found.e164, own_zones, strict=True))
+        if not (position in refused or e164 is None or zone in unknown)
     ]
-    refusals: dict[int, Reject] = {}
-    for position in compress(range(len(kept)), map(not_, kept)):
-        row, value, zone = numbers[position], raw[position], own_zones[position]
+    for position in sorted(set(range(len(raw))).difference(good)):
+        row, value, zone = row_numbers[position], raw[position], own_zones[position]
         if position in refused:
-            refusals[position] = Reject(row, *refused[position])
+            rejects.append(Reject(row, *refused[position]))
         elif position in found.refused:
-            refusals[position] = Reject(row, value, f"invalid phone number: {found.refused[position]}")
+            rejects.append(Reject(row, value, f"invalid phone number: {found.refused[position]}"))
         else:
-            refusals[position] = Reject(row, zone, f"unknown time zone in column {ZONE_COLUMN!r}")
-    # An empty cell's reject shows its row instead, as read.
-    blank = [position for position, reject in refusals.items() if not reject.value]
-    for position, text in zip(blank, _texts(frame, blank, source.delimiter), strict=True):
-        refusals[position] = refusals[position]._replace(value=text)
-    rejects.extend(refusals.values())
-    good = list(compress(range(len(kept)), kept))
-    admitted = source.admission.taken(*_at(good, numbers, raw, found.e164, found.extensions), rejects=rejects)
+            rejects.append(Reject(row, zone, f"unknown time zone in column {ZONE_COLUMN!r}"))
+    admitted = source.admission.taken(
+        *_at(good, row_numbers, raw, found.e164, found.extensions), rejects=rejects
+    )
     taken = [good[position] for position in admitted]
-    rows, phones, extensions, zones, numbers_zones = _at(
-        taken, numbers, found.e164, found.extensions, own_zones, found.zones
+    rows, phones, extensions, contact_zones, phone_zones = _at(
+        taken, row_numbers, found.e164, found.extensions, own_zones, found.zones
     )
     # A group for each own zone, or else each number's zones: the group key, worked out once.
     group_index: dict[tuple[str, str], int] = {}
-    groups = [group_index.setdefault(key, len(group_index)) for key in zip(zones, numbers_zones, strict=True)]
-    variables = frame.drop(columns=[source.phone_column]).assign(
-        **{column: pd.arrays.ArrowStringArray(values) for column, values in checked.items()}
-    )
+    groups = [
+        group_index.setdefault(key, len(group_index)) for key in zip(contact_zones, phone_zones, strict=True)
+    ]
+    variables = frame.drop(columns=[source.phone_column])
     if ZONE_COLUMN in variables.columns:
         variables = variables.assign(**{ZONE_COLUMN: own_zones})
     return _Chunk(
         rows,
         phones,
         extensions,
-        [zone or None for zone in zones],
+        [zone or None for zone in contact_zones],
         groups,
-        [group_key(zone, zones) for zone, zones in group_index],
+        [group_key(own, zones) for own, zones in group_index],
         _json_objects(variables, taken),
         read_to,
     )
@@ -576,8 +571,9 @@ class _Admission:
 
 
 def _with_values(path: Path, encoding: str, delimiter: str, rejects: list[Reject]) -> list[Reject]:
-    """Rejects without a value (a row with more fields than the header, an empty number) with
-    their row's text instead (read again: they are few)."""
+    """Rejects without a value (a row with more fields than the header, an empty cell) with their
+    row's text instead, as the file has it (read again at the end, beside the storing of the last
+    chunk: they are few)."""
     missing = {reject.row for reject in rejects if not reject.value}
     if not missing:
         return rejects
@@ -768,18 +764,6 @@ WHITESPACE = (
     "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 )
 """What ``str.strip`` strips (every character whose ``isspace()`` is true)."""
-
-
-def _texts(frame: pd.DataFrame, positions: list[int], delimiter: str) -> list[str]:
-    """The rows of ``frame`` at ``positions`` as text, their cells joined by ``delimiter`` (200
-    characters at most)."""
-    if not positions:
-        return []
-    rows = frame.take(positions)
-    cells = [pa.array(rows[column], LARGE) for column in rows.columns]
-    joined = pc.binary_join_element_wise(*cells, literal(delimiter))
-    texts: list[str] = pc.utf8_slice_codeunits(joined, 0, 200).to_pylist()
-    return texts
 
 
 def _line(phone: str, extension: str) -> str:

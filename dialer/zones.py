@@ -79,7 +79,10 @@ def assign_groups(session: Session, *, campaign_id: int, limit: int = GROUP_BATC
     ).all()
     if not rows:
         return 0
-    keys = {contact_id: group_key(zone, " ".join(zones_of(phone))) for contact_id, phone, zone in rows}
+    keys = {
+        contact_id: group_key(zone, "" if zone else " ".join(zones_of(phone)))
+        for contact_id, phone, zone in rows
+    }
     ids = {key: _group_id(session, campaign_id=campaign_id, key=key) for key in set(keys.values())}
     table = Contact.__table__  # type: ignore[attr-defined]
     session.connection().execute(

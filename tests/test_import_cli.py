@@ -371,3 +371,24 @@ def test_the_command_starts_the_reading_processs_server_first_for_a_big_file_onl
         ["False", "False", "False"],
         ["False", "False", "False"],
     ]
+
+
+def test_ctrl_c_as_an_import_of_a_big_file_starts_prints_no_traceback(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """Ctrl-C reaches the whole process group: the command and the fork server it started first,
+    both still importing their modules."""
+    path = _big_file(tmp_path)
+    command = [sys.executable, "-m", "dialer", "import", str(path), "--campaign", "e2e"]
+    importing = subprocess.Popen(
+        command,
+        env={**os.environ, "DIALER_DATABASE_URL": sqlite_url},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    time.sleep(0.3)
+    os.killpg(importing.pid, signal.SIGINT)
+    output = importing.communicate(timeout=60)[0]
+    assert importing.returncode != 0 and "Traceback" not in output, output

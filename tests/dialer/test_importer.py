@@ -242,7 +242,7 @@ def test_an_empty_placeholder_is_rejected_or_takes_the_campaigns_default(
             " fill it in, or give the campaign defaults.first_name"
         )
         assert [(reject.row, reject.value, reject.reason) for reject in report.rejects] == [
-            (3, "+12125550102,", why),  # the row as read: cells are stripped
+            (3, "+12125550102,  ", why),
             (4, "+12125550103,", why),
         ]
         assert [variables["first_name"] for variables in kept] == ["Ada"]
@@ -335,3 +335,30 @@ def test_checked_columns_are_stripped_as_python_strips() -> None:
     """A checked column is stripped by Arrow, told the characters ``str.strip`` strips."""
     stripped = "".join(char for char in map(chr, range(sys.maxunicode + 1)) if char.isspace())
     assert stripped == importer.WHITESPACE
+
+
+def test_a_spoken_timezone_left_empty_takes_the_default_as_the_contacts_own_zone(
+    url: str, tmp_path: Path
+) -> None:
+    text = campaign_text("vonage", 60).replace("{first_name}", "{first_name} ({timezone})", 1)
+    text += '\n[defaults]\ntimezone = "Europe/Paris"\n'
+    with db.session_scope(url) as session:
+        campaign = create_campaign(session, parse_campaign(text))
+    path = tmp_path / "contacts.csv"
+    path.write_text("phone,first_name,timezone\n+12125550101,Ada,America/Chicago\n+12125550102,Bo,\n")
+    assert _import(url, campaign, path).accepted == 2
+    with db.session_scope(url) as session:
+        stored = session.exec(select(Contact).order_by(col(Contact.row_number))).all()
+        assert [(contact.zone, contact.variables["timezone"]) for contact in stored] == [
+            ("America/Chicago", "America/Chicago"),
+            ("Europe/Paris", "Europe/Paris"),
+        ]
+
+
+def test_the_length_limit_counts_a_checked_cell_as_kept(url: str, campaign: Campaign, tmp_path: Path) -> None:
+    """Spaces around a spoken value are stripped before its length is measured."""
+    path = tmp_path / "contacts.csv"
+    path.write_text(f"phone,first_name\n+12125550101,Ada{' ' * MAX_FIELD}\n")
+    assert _import(url, campaign, path).accepted == 1
+    with db.session_scope(url) as session:
+        assert session.exec(select(Contact)).one().variables["first_name"] == "Ada"
