@@ -467,19 +467,18 @@ def _normalised(
     )
     found = source.normalise.numbers(raw)
     unknown = {zone for zone in set(own_zones) if zone and not _is_zone(zone)}
-    good = [
-        position
-        for position, (e164, zone) in enumerate(zip(found.e164, own_zones, strict=True))
-        if not (position in refused or e164 is None or zone in unknown)
-    ]
-    for position in sorted(set(range(len(raw))).difference(good)):
-        row, value, zone = row_numbers[position], raw[position], own_zones[position]
+    good: list[int] = []
+    for position, (row, value, e164, zone) in enumerate(
+        zip(row_numbers, raw, found.e164, own_zones, strict=True)
+    ):
         if position in refused:
             rejects.append(Reject(row, *refused[position]))
-        elif position in found.refused:
+        elif e164 is None:
             rejects.append(Reject(row, value, f"invalid phone number: {found.refused[position]}"))
-        else:
+        elif zone in unknown:
             rejects.append(Reject(row, zone, f"unknown time zone in column {ZONE_COLUMN!r}"))
+        else:
+            good.append(position)
     admitted = source.admission.taken(
         *_at(good, row_numbers, raw, found.e164, found.extensions), rejects=rejects
     )
