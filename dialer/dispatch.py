@@ -7,6 +7,7 @@ guarded ``queued -> dispatching`` update succeeds sends the request.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from campaigns.flow import start
 from campaigns.outcomes import AttemptStatus, CampaignStatus, ContactState, earlier_than
 from campaigns.phones import zones_of
 from campaigns.spec import CampaignSpec
-from dialer import callers
+from dialer import callers, lease
 from dialer.db import among, changed, session_scope, statement_connection
 from dialer.errors import (
     ConfigurationError,
@@ -91,27 +92,35 @@ _CALL = (
     .outerjoin(ZoneGroup, col(ZoneGroup.id) == col(Contact.zone_group_id))
     .where(col(Attempt.id) == sa.bindparam("attempt"))
 )
-_CLAIM = (
-    sa.update(Attempt)
-    .where(
-        col(Attempt.id) == sa.bindparam("attempt"),
-        col(Attempt.callback_token) == sa.bindparam("token"),
-        col(Attempt.status) == AttemptStatus.QUEUED,
-        sa.select(col(Campaign.id))
+
+
+def _claim_statement(*campaign_conditions: sa.ColumnElement[bool]) -> sa.Update:
+    return (
+        sa.update(Attempt)
         .where(
-            col(Campaign.id) == sa.bindparam("campaign"),
-            col(Campaign.status) == CampaignStatus.RUNNING,
-            col(Campaign.provider) == col(Attempt.provider),
+            col(Attempt.id) == sa.bindparam("attempt"),
+            col(Attempt.callback_token) == sa.bindparam("token"),
+            col(Attempt.status) == AttemptStatus.QUEUED,
+            sa.select(col(Campaign.id))
+            .where(
+                col(Campaign.id) == sa.bindparam("campaign"),
+                col(Campaign.status) == CampaignStatus.RUNNING,
+                col(Campaign.provider) == col(Attempt.provider),
+                *campaign_conditions,
+            )
+            .exists(),
         )
-        .exists(),
+        .values(
+            status=AttemptStatus.DISPATCHING,
+            caller_id=sa.bindparam("caller_id"),
+            dispatched_at=sa.bindparam("b_now"),
+            updated_at=sa.bindparam("b_now"),
+        )
     )
-    .values(
-        status=AttemptStatus.DISPATCHING,
-        caller_id=sa.bindparam("caller_id"),
-        dispatched_at=sa.bindparam("b_now"),
-        updated_at=sa.bindparam("b_now"),
-    )
-)
+
+
+_CLAIM = _claim_statement()
+_CLAIM_HELD = _claim_statement(lease.HELD)
 _DIALING = (
     sa.update(Attempt)
     .where(col(Attempt.id) == sa.bindparam("attempt"))
@@ -131,9 +140,12 @@ _DIALING = (
 )
 
 
-def _claim(connection: sa.Connection, *, attempt: Attempt, caller_id: str, now: datetime) -> bool:
+def _claim(
+    connection: sa.Connection, *, attempt: Attempt, caller_id: str, now: datetime, holder: str | None = None
+) -> bool:
     """``queued -> dispatching`` from ``caller_id``, only while the campaign is still running on the
-    attempt's route. The same attempt, not only the same id: see `release`."""
+    attempt's route (and, with a ``holder``, under its lease). The same attempt, not only the same
+    id: see `release`."""
     params = {
         "attempt": attempt.id,
         "token": attempt.callback_token,
@@ -141,7 +153,9 @@ def _claim(connection: sa.Connection, *, attempt: Attempt, caller_id: str, now: 
         "caller_id": caller_id,
         "b_now": now,
     }
-    return changed(connection, _CLAIM, params) == 1
+    if holder is None:
+        return changed(connection, _CLAIM, params) == 1
+    return changed(connection, _CLAIM_HELD, params | lease.held_params(holder, now)) == 1
 
 
 def _requeue(session: Session, *, attempt_id: int, now: datetime, failed: bool = False) -> None:
@@ -228,9 +242,11 @@ def place_call(rt: Runtime, attempt_id: int) -> None:
         rt.sleep(slot.wait)
 
     with statement_connection(url) as connection:
-        claimed = _claim(connection, attempt=attempt, caller_id=caller_id, now=rt.clock())
+        claimed = _claim(connection, attempt=attempt, caller_id=caller_id, now=rt.clock(), holder=rt.holder)
         if not claimed:
             return
+    # Under a lease, the request leaves within its send window or not at all (see dialer.lease).
+    leave_by = time.monotonic() + lease.SEND_WINDOW if rt.holder else None
     call_id = _send(
         rt,
         attempt=attempt,
@@ -239,6 +255,7 @@ def place_call(rt: Runtime, attempt_id: int) -> None:
         spec=spec,
         buckets=buckets,
         caller_id=caller_id,
+        leave_by=leave_by,
     )
     if call_id is not None:
         with statement_connection(url) as connection:
@@ -267,6 +284,7 @@ def _send(
     spec: CampaignSpec,
     buckets: list[Bucket],
     caller_id: str,
+    leave_by: float | None = None,
 ) -> str | None:
     """Ask the provider for a claimed attempt's call: its call id, or None when the provider did not
     place it (the attempt is then requeued, left for reconciliation, or finished, as the answer says)."""
@@ -279,9 +297,18 @@ def _send(
             account_url = f"{rt.settings.public_url.rstrip('/')}/webhooks/{provider.name}/{ACCOUNT_TOKEN}"
             rt.calls.prepare(provider, credentials, callback_url=account_url, caller_id=caller_id)
         gate = rt.provider_gate(attempt.provider)
-        call_id = rt.calls.place(provider, credentials, order, pace=lambda: through_gate(rt, gate))
+        call_id = rt.calls.place(
+            provider, credentials, order, pace=lambda: through_gate(rt, gate, leave_by=leave_by)
+        )
         rt.succeeded(attempt.provider)
         return call_id
+    except Stale:
+        log.warning(
+            "attempt %s: not sent within %g s of its claim; queued again", attempt_id, lease.SEND_WINDOW
+        )
+        with session_scope(url) as session:
+            _requeue(session, attempt_id=attempt_id, now=rt.clock())
+        rt.enqueue(attempt_id, 0.0)
     except ProviderRateLimited as error:
         rt.on_rate_limited(attempt.provider)
         pause = error.retry_after if error.retry_after is not None else 1.0
@@ -352,14 +379,21 @@ def _dialing(connection: sa.Connection, *, attempt_id: int, call_id: str, now: d
     connection.execute(_DIALING, {"attempt": attempt_id, "call_id": call_id, "b_now": now})
 
 
+class Stale(Exception):
+    """A claimed call that could not leave by its time: it goes back to the queue, unsent."""
+
+
 @contextmanager
-def through_gate(rt: Runtime, gate: Gate) -> Iterator[None]:
+def through_gate(rt: Runtime, gate: Gate, *, leave_by: float | None = None) -> Iterator[None]:
     """Wait until the request may leave without a second over the provider's limit; then hold
-    its permit until its answer came back."""
+    its permit until its answer came back. Past ``leave_by`` (``time.monotonic()``), it does not
+    leave: :class:`Stale`."""
     ticket = uuid.uuid4().hex
     while (wait := rt.limiter.admit(gate, ticket)) > 0:
         rt.sleep(wait)
     try:
+        if leave_by is not None and time.monotonic() > leave_by:
+            raise Stale
         yield
     finally:
         rt.limiter.done(gate, ticket)

@@ -129,6 +129,7 @@ def local_runtime(
     *,
     simulated: bool = False,
     any_time: bool = False,
+    holder: str | None = None,
 ) -> Runtime:
     return Runtime(
         settings=settings,
@@ -138,6 +139,7 @@ def local_runtime(
         only=only,
         simulated=simulated,
         any_time=any_time,
+        holder=holder,
     )
 
 
@@ -149,15 +151,19 @@ def run_until(
     only: frozenset[int] | None = None,
     simulated: bool = False,
     any_time: bool = False,
+    holder: str | None = None,
 ) -> None:
     """Pump, place and sweep in this process until ``done()`` says the work is over (``only``
-    these campaigns, by id, if given). On return no call of this process is on its way.
+    these campaigns, by id, if given; calls placed under ``holder``'s lease, if given). On return
+    no call of this process is on its way.
 
     A database that does not answer is waited for, trying again with a growing wait, for up to
     ``DIALER_DB_OUTAGE_LIMIT`` seconds; past that the callers stop and :class:`DatabaseGone` is raised."""
-    holder: dict[str, Runtime] = {}
-    queue = LocalQueue(lambda attempt_id: place_call(holder["rt"], attempt_id))
-    rt = holder["rt"] = local_runtime(settings, queue.put, only, simulated=simulated, any_time=any_time)
+    runtimes: dict[str, Runtime] = {}
+    queue = LocalQueue(lambda attempt_id: place_call(runtimes["rt"], attempt_id))
+    rt = runtimes["rt"] = local_runtime(
+        settings, queue.put, only, simulated=simulated, any_time=any_time, holder=holder
+    )
     outage = Outage(settings.db_outage_limit, first_wait=settings.tick_seconds)
     last_sweep = 0.0
 

@@ -19,6 +19,10 @@ class InvalidState(DialerError):
     """The command does not fit the campaign's current status."""
 
 
+class LeaseLost(DialerError):
+    """Another holder took over the campaign a run held (its lease lapsed while it stalled)."""
+
+
 class DatabaseGone(DialerError):
     """The database has not answered for longer than ``DIALER_DB_OUTAGE_LIMIT``."""
 

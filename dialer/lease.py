@@ -25,11 +25,15 @@ from sqlmodel import Session, col, select
 
 from campaigns.outcomes import CampaignStatus
 from dialer.db import Db, changed
-from dialer.errors import InvalidState
-from dialer.models import Campaign
+from dialer.errors import InvalidState, LeaseLost
+from dialer.models import Campaign, UTCDateTime
 
 LEASE_SECONDS = 15.0
 """How long a lease lasts without being renewed (a run renews it every tick, beat every pump)."""
+SEND_WINDOW = 5.0
+"""A call is claimed only under a lease with at least this long left, and its request leaves
+within this long of the claim or not at all (:mod:`dialer.dispatch`): a holder stalled past its
+lease (stopped, swapped out) places no call after another has taken the campaign over."""
 WORKERS = "the deployment's workers"
 """The holder name of campaigns the Celery deployment runs."""
 
@@ -147,14 +151,40 @@ def holders_of(session: Db, *, campaign_id: int) -> list[Holder]:
     return [Holder(*row)] if row[0] else []
 
 
-def renew(session: Db, *, campaign_ids: list[int], holder: str, now: datetime) -> None:
-    """Renew ``holder``'s leases on these campaigns (those it still holds)."""
-    if campaign_ids:
-        session.execute(
-            sa.update(Campaign)
-            .where(col(Campaign.id).in_(campaign_ids), col(Campaign.runner) == holder)
-            .values(runner_seen=now)
-        )
+def renew(session: Db, *, campaign_ids: list[int], holder: str, now: datetime) -> int:
+    """Renew ``holder``'s leases on these campaigns (those it still holds); how many it holds."""
+    if not campaign_ids:
+        return 0
+    return changed(
+        session,
+        sa.update(Campaign)
+        .where(col(Campaign.id).in_(campaign_ids), col(Campaign.runner) == holder)
+        .values(runner_seen=now),
+    )
+
+
+def keep(session: Db, *, campaign_id: int, holder: str, now: datetime) -> None:
+    """Renew ``holder``'s lease on the campaign, or raise :class:`LeaseLost` naming who took it."""
+    if renew(session, campaign_ids=[campaign_id], holder=holder, now=now) != 1:
+        held = holders_of(session, campaign_id=campaign_id)
+        if not held:
+            raise LeaseLost("another command released it")
+        since = f" at {held[0].since:%H:%M:%S} UTC" if held[0].since else ""
+        raise LeaseLost(f"{held[0].name} took it over{since}")
+
+
+HELD = sa.and_(
+    col(Campaign.runner) == sa.bindparam("holder", type_=sa.String),
+    # Typed: an aware datetime bound untyped goes to PostgreSQL as timestamptz, which it compares
+    # with the column's zone-less UTC in the session's time zone.
+    col(Campaign.runner_seen) >= sa.bindparam("fresh", type_=UTCDateTime()),
+)
+"""A condition on a campaign row: the lease is ``holder``'s with :data:`SEND_WINDOW` left at
+least (its parameters: :func:`held_params`)."""
+
+
+def held_params(holder: str, now: datetime) -> dict[str, object]:
+    return {"holder": holder, "fresh": now - timedelta(seconds=LEASE_SECONDS - SEND_WINDOW)}
 
 
 def release(session: Db, *, campaign_id: int, holder: str) -> None:

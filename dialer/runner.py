@@ -34,7 +34,7 @@ from campaigns.outcomes import CampaignStatus
 from campaigns.spec import Window
 from dialer import db, lease
 from dialer.embedded import DATABASE_ERRORS, BackgroundServer, Outage, run_until
-from dialer.errors import ConfigurationError, DatabaseGone, InvalidState
+from dialer.errors import ConfigurationError, DatabaseGone, InvalidState, LeaseLost
 from dialer.models import utcnow
 from dialer.operations import Progress, change_status, check_provider_can, get_campaign, progress
 from dialer.providers import PROVIDERS, account_limit
@@ -204,6 +204,9 @@ def run_campaign(
             )
         ):
             raise InvalidState(f"campaign {name!r}: not started (it stays as it was)")
+        # Ctrl-C and SIGTERM are taken from before the campaign is marked running: a signal in
+        # between pauses it as one later would, instead of leaving it running with nobody behind it.
+        caught = stack.enter_context((interrupts or Interrupts()).installed())
         holder = lease.this_process()
         with db.session_scope(settings.database_url) as session:
             lease.take(session, campaign=get_campaign(session, name), holder=holder, now=utcnow())
@@ -224,24 +227,29 @@ def run_campaign(
         )
         console.print(f"running {name} through {provider}: Ctrl-C pauses")
         resume = again or f"dialer run {name}{' --simulate' if simulate else ''}"
-        with (interrupts or Interrupts()).installed() as caught:
-            try:
-                final = _run(
-                    settings,
-                    name,
-                    campaign_id,
-                    caught,
-                    console=console,
-                    render=render,
-                    holder=holder,
-                    simulated=simulate,
-                    any_time=ignore_window,
-                )
-            except DatabaseGone as error:
-                raise DatabaseGone(
-                    f"{error}. No call has been placed since it stopped answering; the campaign stays"
-                    f" marked running, and `{resume}` resumes it once the database is back"
-                ) from None
+        try:
+            final = _run(
+                settings,
+                name,
+                campaign_id,
+                caught,
+                console=console,
+                render=render,
+                holder=holder,
+                simulated=simulate,
+                any_time=ignore_window,
+            )
+        except DatabaseGone as error:
+            raise DatabaseGone(
+                f"{error}. No call has been placed since it stopped answering; the campaign stays"
+                f" marked running, and `{resume}` resumes it once the database is back"
+            ) from None
+        except LeaseLost as error:
+            raise LeaseLost(
+                f"campaign {name!r}: this run stopped: its lease went {lease.LEASE_SECONDS:g} s unrenewed"
+                f" (the process was stopped or starved) and {error}. It placed no call once its lease ran"
+                " short; the campaign is left as it is"
+            ) from None
     left = final.notifications["waiting"] + final.notifications["failing"]
     if final.notify_url and left:
         why = f" (last error: {final.notify_error})" if final.notify_error else ""
@@ -296,11 +304,12 @@ def _run(
 
     def read() -> Progress:
         with db.session_scope(settings.database_url) as session:
-            lease.renew(session, campaign_ids=[campaign_id], holder=holder, now=utcnow())
+            lease.keep(session, campaign_id=campaign_id, holder=holder, now=utcnow())
             return progress(session, name, window=Window.always() if any_time else None)
 
     def pause() -> None:
         with db.session_scope(settings.database_url) as session:
+            lease.keep(session, campaign_id=campaign_id, holder=holder, now=utcnow())  # ours to pause
             if get_campaign(session, name).status == CampaignStatus.RUNNING:
                 change_status(session, name=name, action="pause", now=utcnow())
 
@@ -316,7 +325,13 @@ def _run(
             return not interrupts.stop.is_set() and state["report"].status == CampaignStatus.RUNNING
 
         run_until(
-            settings, lambda: not calling(), on_tick=tick, only=only, simulated=simulated, any_time=any_time
+            settings,
+            lambda: not calling(),
+            on_tick=tick,
+            only=only,
+            simulated=simulated,
+            any_time=any_time,
+            holder=holder,
         )
         if interrupts.stop.is_set():
             # The callers have stopped and their last requests are answered: from here on the
@@ -335,5 +350,6 @@ def _run(
                 only=only,
                 simulated=simulated,
                 any_time=any_time,
+                holder=holder,
             )
     return outage.retrying(read)

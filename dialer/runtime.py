@@ -43,6 +43,10 @@ class Runtime:
     """Its calls go to a provider's simulator (``dialer run --simulate``): their attempts say so."""
     any_time: bool = False
     """Calls are placed whatever the campaigns' windows say (``dialer run --simulate --ignore-window``)."""
+    holder: str | None = None
+    """The lease this runtime dials under (``dialer run``'s, :mod:`dialer.lease`): a call is claimed
+    only while its campaign's lease is this holder's, and sent within the lease's send window.
+    None: no lease is checked."""
     calls: ProviderClient = field(init=False)
     _failures: Counter[str] = field(default_factory=Counter, init=False)
     _failures_lock: threading.Lock = field(default_factory=threading.Lock, init=False)

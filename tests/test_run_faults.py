@@ -8,12 +8,14 @@ from __future__ import annotations
 import csv
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +24,10 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from dialer import db
+from dialer import db, lease
 from dialer.cli import main
 from dialer.embedded import BackgroundServer, loopback_socket
+from dialer.models import Campaign, utcnow
 from dialer.settings import Settings, environment
 from dialer.simulators import simulator_app, simulator_urls
 from tests.conftest import POSTGRES_URL
@@ -55,11 +58,13 @@ def provider(
         with loopback_socket() as free:  # a free port, released for the commands to take
             port = free.getsockname()[1]
 
-        def dialer_run() -> subprocess.Popen[str]:
-            """`dialer run e2e`, its receiver on the same port each time, as under a service manager."""
+        def dialer_run(elsewhere: int | None = None) -> subprocess.Popen[str]:
+            """`dialer run e2e`, its receiver on the same port each time, as under a service manager
+            (or on port ``elsewhere``, for a second run beside the first)."""
+            at = elsewhere or port
             return subprocess.Popen(
-                [sys.executable, "-m", "dialer", "run", "e2e", "--port", str(port)],
-                env=env | {"DIALER_PUBLIC_URL": f"http://127.0.0.1:{port}"},
+                [sys.executable, "-m", "dialer", "run", "e2e", "--port", str(at)],
+                env=env | {"DIALER_PUBLIC_URL": f"http://127.0.0.1:{at}"},
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
@@ -244,3 +249,45 @@ def test_a_run_stops_calling_and_leaves_when_the_database_is_gone_too_long(
         log = sim_log(simulator)
     assert called_after_answering(log) == []
     assert "unconfirmed" not in outcomes(postgres_url)
+
+
+def lease_lapsed(url: str) -> bool:
+    with db.session_scope(url) as session:
+        seen = session.execute(sa.select(Campaign.runner_seen)).scalar_one()  # type: ignore[call-overload]
+    return seen is not None and seen < utcnow() - timedelta(seconds=lease.LEASE_SECONDS)
+
+
+@pytest.mark.timeout(240)
+def test_a_run_stalled_past_its_lease_places_no_call_once_another_took_over(
+    postgres_url: str, tmp_path: Path, credentials: dict[str, dict[str, str]]
+) -> None:
+    """A run stopped (SIGSTOP) until its lease lapses, a second run taking the campaign over, and
+    the first woken while the second dials: the first leaves, naming the second, and the
+    provider never sees the account's limit passed (both dialing would have doubled it)."""
+    prepare(postgres_url, tmp_path, "vonage")
+    with provider("vonage", postgres_url, credentials) as simulator:
+        first = simulator.run()
+        wait_for(lambda: len(sim_log(simulator)["placements"]) >= 8, 60, "the first calls")
+        first.send_signal(signal.SIGSTOP)
+        try:
+            wait_for(lambda: lease_lapsed(postgres_url), 30, "the stopped run's lease to lapse")
+            with loopback_socket() as free:
+                second = simulator.run(free.getsockname()[1])
+            placed = len(sim_log(simulator)["placements"])
+            wait_for(
+                lambda: len(sim_log(simulator)["placements"]) >= placed + 3, 60, "the second run's calls"
+            )
+        finally:
+            first.send_signal(signal.SIGCONT)
+        output, _ = first.communicate(timeout=60)
+        assert first.returncode == 1, output
+        assert "this run stopped: its lease went 15 s unrenewed" in " ".join(output.split())
+        assert f"dialer run on {socket.gethostname()} (pid {second.pid}) took it over at " in output
+        output, _ = second.communicate(timeout=180)
+        assert second.returncode == 0, output
+        assert output.rstrip().endswith("campaign e2e is completed")
+        log = sim_log(simulator)
+    assert log["busiest_second"] <= RATE, log["busiest_second"]
+    assert called_after_answering(log) == []
+    call_ids = [p["call_id"] for p in log["placements"]]
+    assert len(call_ids) == len(set(call_ids))

@@ -10,17 +10,19 @@ import sys
 from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 from sqlmodel import select
 
 from dialer import db, lease
 from dialer.cli import main
-from dialer.errors import InvalidState
-from dialer.models import Campaign, utcnow
+from dialer.dispatch import place_call
+from dialer.errors import InvalidState, LeaseLost
+from dialer.models import Attempt, Campaign, utcnow
 from dialer.operations import get_campaign, progress
 from dialer.scheduler import pump
 from dialer.settings import Settings
-from tests.dialer.factories import NOW, FakeVonage, campaign_with_contacts, runtime
+from tests.dialer.factories import NOW, FakeVonage, campaign_with_contacts, queued_attempts, runtime
 
 A, B = "dialer run on host-a (pid 1)", "dialer run on host-b (pid 2)"
 
@@ -134,3 +136,64 @@ def test_a_stopped_campaign_is_carried_on_the_way_it_was_run(url: str) -> None:
     with db.session_scope(url) as session:
         campaign = get_campaign(session, "e2e")
         assert lease.resume_command(campaign) == "`dialer campaign resume e2e` (with the workers running)"
+
+
+def _held_at(url: str, holder: str, seen: object) -> None:
+    with db.session_scope(url) as session:
+        session.execute(sa.update(Campaign).values(runner=holder, runner_seen=seen, runner_since=seen))
+
+
+def test_a_run_claims_a_call_only_under_its_own_lease_with_time_left(
+    any_db: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run stalled past its lease (stopped, starved of CPU) places nothing once another may
+    have taken the campaign over; on PostgreSQL, whatever the session's time zone."""
+    url = any_db.database_url
+    if url.startswith("postgresql"):
+        engine = db.get_engine(url)
+        with engine.connect() as connection:  # +14 h: a lease read in local time would be 14 h stale
+            connection.execute(
+                sa.text(f"ALTER DATABASE \"{engine.url.database}\" SET timezone = 'Pacific/Kiritimati'")
+            )
+            connection.commit()
+        engine.dispose()
+    campaign = campaign_with_contacts(url, ["+12125550106"])
+    (attempt,) = queued_attempts(url, campaign, 1)
+    provider, enqueued = FakeVonage(), []
+    rt = runtime(any_db, provider, enqueued)
+    rt.holder = A
+    short = lease.LEASE_SECONDS - lease.SEND_WINDOW + 1
+    for holder, seen in ((A, NOW - timedelta(seconds=short)), (B, NOW)):  # too little left; another's
+        _held_at(url, holder, seen)
+        place_call(rt, attempt.id or 0)
+        assert provider.requests == []
+    _held_at(url, A, NOW - timedelta(seconds=short - 2))
+    place_call(rt, attempt.id or 0)
+    assert len(provider.requests) == 1
+
+
+def test_a_claimed_call_that_cannot_leave_within_the_send_window_goes_back_unsent(
+    any_db: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = any_db.database_url
+    campaign = campaign_with_contacts(url, ["+12125550106"])
+    (attempt,) = queued_attempts(url, campaign, 1)
+    _held_at(url, A, NOW)
+    provider, enqueued = FakeVonage(), []
+    rt = runtime(any_db, provider, enqueued)
+    rt.holder = A
+    monkeypatch.setattr(lease, "SEND_WINDOW", -1.0)  # its time is up as soon as it is claimed
+    place_call(rt, attempt.id or 0)
+    assert provider.requests == []
+    with db.session_scope(url) as session:
+        assert session.get(Attempt, attempt.id).status == "queued"  # type: ignore[union-attr]
+    assert enqueued == [(attempt.id, 0.0)]
+
+
+def test_a_run_whose_lease_was_taken_over_is_told_by_whom(url: str) -> None:
+    campaign_with_contacts(url, ["+12125550106"])
+    _take(url, "e2e", A)
+    _take(url, "e2e", B, NOW + timedelta(seconds=lease.LEASE_SECONDS + 1))
+    with db.session_scope(url) as session, pytest.raises(LeaseLost) as caught:
+        lease.keep(session, campaign_id=get_campaign(session, "e2e").id or 0, holder=A, now=NOW)
+    assert str(caught.value) == "dialer run on host-b (pid 2) took it over at 15:00:16 UTC"
