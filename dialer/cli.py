@@ -787,7 +787,7 @@ def progress_table(report: Progress) -> Table:
         table.add_row(
             "note",
             f"marked running, but no process has run it{since} (a run killed, or no workers):"
-            f" `dialer run {report.name}` resumes it here, or start the deployment's workers",
+            f" {report.resume} carries it on",
         )
     if report.reason:
         table.add_row("note", report.reason)

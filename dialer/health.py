@@ -120,8 +120,8 @@ def checks(settings: Settings, *, http: httpx.Client, mode: Mode) -> Iterator[Ch
     pushed = results(settings.database_url) if reachable.state == "ok" else None
     if pushed is not None:
         yield pushed
+    also = _campaign_providers(settings.database_url) if reachable.state == "ok" else frozenset()
     if mode == "run":
-        also = _campaign_providers(settings.database_url) if reachable.state == "ok" else frozenset()
         yield public_url(settings, also=also)
         yield from _credentials(settings, http)
         return
@@ -134,7 +134,7 @@ def checks(settings: Settings, *, http: httpx.Client, mode: Mode) -> Iterator[Ch
         yield Check("redis", "ok", f"{settings.redis_url} answers")
         yield clock(client)
         yield from workers(settings, client)
-    yield public_url(settings)
+    yield public_url(settings, also=also)
     yield receiver(settings, http)
     yield from _credentials(settings, http)
 
@@ -242,12 +242,19 @@ def public_url(settings: Settings, *, also: frozenset[str] = frozenset()) -> Che
         return Check("public URL", "FAIL", f"DIALER_PUBLIC_URL {url!r} is not an http(s) URL with a host")
     if parts.query or parts.fragment:
         return Check("public URL", "FAIL", f"DIALER_PUBLIC_URL {url!r} must have no query or fragment")
-    cannot = [
+    used = [
         name
         for name in settings.routes(PROVIDERS)
-        if (settings.provider_settings(name).configured or name in also)
-        and unreachable(url, settings.provider_settings(name).base_url)
+        if settings.provider_settings(name).configured or name in also
     ]
+    cannot = [name for name in used if unreachable(url, settings.provider_settings(name).base_url)]
+    if not used and private_host(parts.hostname):
+        return Check(
+            "public URL",
+            "warn",
+            f"{url} is on this machine or a private network: no provider could call it back"
+            " (no provider is configured yet, and no campaign names one; fine for --simulate)",
+        )
     if cannot:
         return Check(
             "public URL",

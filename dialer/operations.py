@@ -468,6 +468,8 @@ class Progress:
     """Who runs it now (a live lease's holder), if anyone."""
     unattended_since: datetime | None = None
     """Running, but its runner stopped renewing its lease then (a killed run): nothing calls."""
+    resume: str = ""
+    """What carries an unattended campaign on, the way it was run."""
     waiting_for_window: int = 0
     """Contacts due to be called whose window is closed now (in a running campaign)."""
     window_opens: datetime | None = None
@@ -502,6 +504,11 @@ def progress(session: Session, name: str, *, window: Window | None = None) -> Pr
     )
     if lapsed(campaign, utcnow()):
         report.unattended_since = campaign.runner_seen or campaign.started_at
+        run = f"`dialer run {campaign.name}{' --simulate' if campaign.simulated else ''}`"
+        workers = "the deployment's workers and beat"
+        report.resume = {WORKERS: f"starting {workers}", None: f"{run} here, or starting {workers},"}.get(
+            campaign.runner, run
+        )
     elif campaign.status == CampaignStatus.RUNNING:
         report.runner = campaign.runner
     for state, result, count in session.execute(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import time
 from collections.abc import Callable
@@ -99,6 +100,8 @@ def run_quickstart(
         simulate=True,
         time_scale=TIME_SCALE,
         scripts=scripts,
+        # Its database is the quickstart's own, not the one DIALER_DATABASE_URL names.
+        again=f"DIALER_DATABASE_URL={shlex.quote(url)} dialer run {spec.name} --simulate",
     )
     out = directory / "results.csv"
     with db.session_scope(url) as session:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -318,13 +322,22 @@ def test_doctor_checks_what_a_single_process_run_needs(tmp_path: Path) -> None:
     )
     code, output = run(env, "db", "upgrade")
     assert code == 0 and " was up to date already (" in output
+    code, lines = doctor()  # nothing configured yet, nothing to call through
+    assert lines["public URL"] == (
+        "warn",
+        "http://127.0.0.1:8000 is on this machine or a private network: no provider could call it back"
+        " (no provider is configured yet, and no campaign names one; fine for --simulate)",
+    )
     assert run(env, "campaign", "create", str(write_campaign(tmp_path)))[0] == 0  # a Vonage campaign
-    code, lines = doctor()
-    assert code == 1 and lines["public URL"] == (
+    loopback = (
         "FAIL",
         "http://127.0.0.1:8000 is on this machine or a private network: vonage cannot call it back"
         " (`dialer run` refuses it; --simulate does not need it)",
     )
+    code, lines = doctor()
+    assert code == 1 and lines["public URL"] == loopback
+    code, lines = doctor(DIALER_REDIS_URL="redis://127.0.0.1:1/0")  # the workers' mode: the same
+    assert lines["mode"][1].startswith("Celery workers") and lines["public URL"] == loopback
     code, lines = doctor(DIALER_PUBLIC_URL="https://dialer.example.com")
     assert code == 0 and lines["public URL"] == ("ok", "https://dialer.example.com")
     assert lines["providers"][0] == "warn"
@@ -380,3 +393,35 @@ def test_importing_a_file_again_says_its_rows_are_in_and_keeps_the_first_rejects
         "already in the campaign",
         first.read_text().splitlines()[1].split(",")[-1],
     ]
+
+
+@pytest.mark.timeout(120)
+def test_an_interrupted_quickstart_says_the_command_that_carries_it_on_and_it_does(tmp_path: Path) -> None:
+    """The quickstart's database is its own: the hint names it, and the hint, run by a shell as
+    printed, finishes the campaign."""
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("DIALER_DATABASE_URL", None)
+    quickstart = subprocess.Popen(
+        [sys.executable, "-m", "dialer", "quickstart", "--dir", str(tmp_path / "qs")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert quickstart.stdout is not None
+    lines = []
+    for line in quickstart.stdout:  # until it runs
+        lines.append(line)
+        if line.startswith("running quickstart-vonage"):
+            break
+    quickstart.send_signal(signal.SIGINT)
+    output = "".join(lines) + quickstart.communicate(timeout=60)[0]
+    assert quickstart.returncode == 0, output
+    database = f"sqlite:///{(tmp_path / 'qs' / 'quickstart.db').resolve()}"
+    hint = f"DIALER_DATABASE_URL={database} dialer run quickstart-vonage --simulate"
+    assert f"campaign quickstart-vonage is paused: `{hint}` resumes it" in output
+    carried = subprocess.run(
+        hint, shell=True, env=env, capture_output=True, text=True, timeout=90, check=False
+    )
+    assert carried.returncode == 0, carried.stdout + carried.stderr
+    assert carried.stdout.rstrip().endswith("campaign quickstart-vonage is completed")

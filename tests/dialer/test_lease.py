@@ -75,6 +75,11 @@ def test_another_campaign_of_the_same_account_waits_and_another_accounts_does_no
     _take(url, "cm-one", B)
 
 
+def _words(table: str) -> str:
+    """A table's text, its lines and borders taken out."""
+    return " ".join(word for word in table.split() if word not in "│┃")
+
+
 def test_a_running_campaign_nobody_runs_says_so(url: str) -> None:
     campaign_with_contacts(url, ["+12125550106"])  # started, with no run behind it
     with db.session_scope(url) as session:
@@ -82,6 +87,15 @@ def test_a_running_campaign_nobody_runs_says_so(url: str) -> None:
     assert report.unattended_since is not None and report.runner is None
     result = CliRunner().invoke(main, ["status", "e2e"], env={"DIALER_DATABASE_URL": url})
     assert "marked running, but no process has run it since" in " ".join(result.output.split())
+    assert "`dialer run e2e` here, or starting the deployment's workers and beat, carries it on" in _words(
+        result.output
+    )
+    # Killed while simulating: what carries it on is the simulation, not real calls.
+    with db.session_scope(url) as session:
+        lease.take(session, campaign=get_campaign(session, "e2e"), holder=A, now=NOW)
+        get_campaign(session, "e2e").simulated = True
+    result = CliRunner().invoke(main, ["status", "e2e"], env={"DIALER_DATABASE_URL": url})
+    assert "(a run killed, or no workers): `dialer run e2e --simulate` carries it on" in _words(result.output)
     with db.session_scope(url) as session:
         lease.take(session, campaign=get_campaign(session, "e2e"), holder=A, now=utcnow())
         report = progress(session, "e2e")
