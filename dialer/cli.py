@@ -168,10 +168,18 @@ def campaign_list() -> None:
     console.print(table)
 
 
-def _move(action: str, name: str) -> Campaign:
+def _move(action: str, name: str, *, yes: bool = False) -> Campaign:
     from dialer.operations import change_status, wait_for_sends
 
     settings = _settings()
+    if action in ("start", "resume") and not yes:
+        with db.session_scope(settings.database_url) as session:
+            campaign = get_campaign(session, name)
+            simulated, provider = campaign.simulated, campaign.provider
+        # Asked before the transaction that moves it: an answer awaited must not hold the database.
+        question = f"campaign {name} has only been simulated so far: place real calls through {provider}?"
+        if simulated and not click.confirm(question, default=False):
+            raise click.ClickException(f"campaign {name!r}: not {action}ed (it stays as it was)")
     with db.session_scope(settings.database_url) as session:
         if action in ("start", "resume"):  # for the workers: not while a `dialer run` dials the account
             now, provider = utcnow(), get_campaign(session, name).provider
@@ -227,12 +235,18 @@ def _warn_without_workers(name: str, wait: float) -> None:
         )
 
 
+_YES = click.option(
+    "--yes", is_flag=True, help="Do not ask before the first real call of a campaign only simulated."
+)
+
+
 @campaign.command("start")
 @click.argument("name")
 @_WAIT_FOR_WORKERS
-def campaign_start(name: str, wait: float) -> None:
+@_YES
+def campaign_start(name: str, wait: float, yes: bool) -> None:
     """Start calling a campaign's contacts (on Celery workers; `dialer run` calls in one process)."""
-    _move("start", name)
+    _move("start", name, yes=yes)
     _warn_without_workers(name, wait)
 
 
@@ -415,9 +429,10 @@ def campaign_pause(name: str) -> None:
 @campaign.command("resume")
 @click.argument("name")
 @_WAIT_FOR_WORKERS
-def campaign_resume(name: str, wait: float) -> None:
+@_YES
+def campaign_resume(name: str, wait: float, yes: bool) -> None:
     """Resume a paused campaign on the Celery workers (`dialer run NAME` resumes it in one process)."""
-    _move("resume", name)
+    _move("resume", name, yes=yes)
     _warn_without_workers(name, wait)
 
 
@@ -1125,9 +1140,7 @@ def dev_env(out: Path, keys: Path) -> None:
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Where the receiver listens.")
 @click.option("--port", default=8000, show_default=True, type=int, help="Where the receiver listens.")
-@click.option(
-    "--yes", is_flag=True, help="Do not ask before the first real call of a campaign only simulated."
-)
+@_YES
 @click.option(
     "--ignore-window",
     is_flag=True,

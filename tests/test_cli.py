@@ -20,7 +20,7 @@ from dialer.operations import get_campaign
 from dialer.providers import PROVIDERS
 from dialer.runtime import spec_of
 from dialer.settings import get_settings
-from tests.e2e import campaign_text, expected, write_campaign
+from tests.e2e import campaign_text, expected, write_campaign, write_contacts
 
 
 @pytest.fixture
@@ -425,3 +425,31 @@ def test_an_interrupted_quickstart_says_the_command_that_carries_it_on_and_it_do
     )
     assert carried.returncode == 0, carried.stdout + carried.stderr
     assert carried.stdout.rstrip().endswith("campaign quickstart-vonage is completed")
+
+
+def test_starting_or_resuming_a_campaign_only_simulated_on_the_workers_asks_first(tmp_path: Path) -> None:
+    env = {"DIALER_DATABASE_URL": f"sqlite:///{tmp_path / 'dialer.db'}", "DIALER_REDIS_URL": None}
+    assert run(env, "db", "upgrade")[0] == 0
+    assert run(env, "campaign", "create", str(write_campaign(tmp_path)))[0] == 0
+    assert run(env, "import", str(write_contacts(tmp_path, 2)), "--campaign", "e2e")[0] == 0
+
+    def simulated(status: str) -> None:
+        with db.session_scope(str(env["DIALER_DATABASE_URL"])) as session:
+            campaign = get_campaign(session, "e2e")
+            campaign.simulated, campaign.status = True, status
+
+    for action, before, after in (("start", "draft", "running"), ("resume", "paused", "running")):
+        simulated(before)
+        result = CliRunner().invoke(main, ["campaign", action, "e2e", "--wait", "0"], env=env, input="n\n")
+        assert result.exit_code == 1
+        assert result.output.splitlines() == [
+            "campaign e2e has only been simulated so far: place real calls through vonage? [y/N]: n",
+            f"Error: campaign 'e2e': not {action}ed (it stays as it was)",
+        ]
+        with db.session_scope(str(env["DIALER_DATABASE_URL"])) as session:
+            assert get_campaign(session, "e2e").status == before
+        result = CliRunner().invoke(main, ["campaign", action, "e2e", "--wait", "0", "--yes"], env=env)
+        assert result.exit_code == 0, result.output
+        with db.session_scope(str(env["DIALER_DATABASE_URL"])) as session:
+            campaign = get_campaign(session, "e2e")
+            assert (campaign.status, campaign.simulated) == (after, False)
