@@ -93,6 +93,10 @@ def test_a_route_that_fails_mid_campaign_hands_its_calls_to_the_next(
                 "DIALER_TICK_SECONDS": "0.25",
                 "DIALER_ROUTE_FAILURES": "3",
                 "DIALER_HTTP_TIMEOUT": "2",
+                # The simulators share this busy test process: a request may wait there that long
+                # before it is logged (CI once saw 9 in a second at a limit of 5 with the default
+                # 0.05 s), so each permit is held that long at least (README).
+                "DIALER_PACING_TRANSIT": "0.3",
             }
         )
         log_path = tmp_path / "run.log"
