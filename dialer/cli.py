@@ -511,7 +511,7 @@ def import_command(
     with the reason in a rejects file, and every other row is imported; a file that cannot be read
     at all imports nothing.
     """
-    from dialer.importer import import_contacts, write_rejects
+    from dialer.importer import import_contacts
     from dialer.operations import get_campaign
 
     if delimiter == "\\t":
@@ -535,6 +535,9 @@ def import_command(
             delimiter=delimiter,
             progress=show,
             mapping=mapping,
+            # Written before the import commits; one the operator named is replaced, ours never.
+            rejects=rejects or csv_file.with_name(csv_file.stem + ".rejects.csv"),
+            replace_rejects=rejects is not None,
         )
         if dry_run:
             session.rollback()
@@ -543,23 +546,12 @@ def import_command(
     before = sum(reject.reason == "already in the campaign" for reject in report.rejects)
     if before:
         line += f"; {before} already in it (imported before)"
-    if report.rejects:
-        # An earlier import's rejects are kept: a new file beside them, unless --rejects names one.
-        rejects = rejects or _unused(csv_file.with_name(csv_file.stem + ".rejects.csv"))
-        write_rejects(report, rejects)
+    if report.rejects_file is not None:
         others = len(report.rejects) - before
         line += f"; {others} row(s) rejected" if others else ""
-        line += f", listed in {rejects}"
+        line += f", listed in {report.rejects_file}"
+        line += " (it replaced the file there)" if report.rejects_replaced else ""
     console.print(line + ("; nothing imported (--dry-run)" if dry_run else ""), markup=False)
-
-
-def _unused(path: Path) -> Path:
-    """``path``, or ``NAME-2.ext``, ``NAME-3.ext``... the first that does not exist."""
-    candidate, number = path, 1
-    while candidate.exists():
-        number += 1
-        candidate = path.with_name(f"{path.name.removesuffix('.csv')}-{number}.csv")
-    return candidate
 
 
 @main.command("export")

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy as sa
@@ -15,6 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from dialer.errors import ConfigurationError
+from dialer.files import destination, why
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -44,6 +46,7 @@ def dispose_engines() -> None:
 def _create_engine(url: str) -> Engine:
     try:
         if url.startswith("sqlite"):
+            _check_sqlite_path(sa.make_url(url))
             engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
             sa.event.listen(engine, "connect", _sqlite_pragmas)
             return engine
@@ -55,6 +58,20 @@ def _create_engine(url: str) -> Engine:
         return engine
     except (sa.exc.ArgumentError, ImportError) as error:
         raise ConfigurationError(f"DIALER_DATABASE_URL is not usable: {error}") from None
+
+
+def _check_sqlite_path(url: sa.URL) -> None:
+    """Refuse a SQLite file that cannot be opened, saying why: SQLite says only "unable to open
+    database file", whether the directory is missing or the path is a symlink loop."""
+    file = url.database
+    if not file or file == ":memory:" or url.query.get("uri"):
+        return
+    try:
+        target = destination(Path(file))  # a new database is made where the path (or its link) leads
+    except OSError as error:
+        raise ConfigurationError(f"sqlite database {file}: {why(error)}") from None
+    if not target.parent.is_dir():
+        raise ConfigurationError(f"sqlite database {file}: the directory {target.parent} does not exist")
 
 
 PING_AFTER = 5.0

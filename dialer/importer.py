@@ -46,7 +46,7 @@ from campaigns.spec import CampaignSpec
 from dialer import db
 from dialer.arrowtext import LARGE, joined, literal
 from dialer.entry import READ_ASIDE
-from dialer.errors import DialerError, ImportFailed
+from dialer.errors import DialerError, ImportFailed, WriteFailed
 from dialer.files import not_a_file, write_text
 from dialer.models import Campaign, Contact, DncEntry, UTCDateTime
 from dialer.providers import get_provider
@@ -81,6 +81,8 @@ class ImportReport:
     accepted: int = 0
     rejects: list[Reject] = field(default_factory=list)
     rejects_file: Path | None = None
+    rejects_replaced: bool = False
+    """Whether the rejects file took the place of a file that was at its path."""
 
 
 def sniff(path: Path, encoding: str | None, delimiter: str | None) -> tuple[str, str]:
@@ -280,15 +282,24 @@ def import_contacts(
     delimiter: str | None = None,
     progress: Progress | None = None,
     mapping: dict[str, str] | None = None,
+    rejects: Path | None = None,
+    replace_rejects: bool = True,
 ) -> ImportReport:
     """Read ``path`` into ``campaign``'s contacts inside the caller's transaction (roll it back for
     a dry run: the report says what would have been imported).
+
+    The rows not taken are listed at ``rejects`` (None: nowhere) before this returns, so before
+    the caller commits: a list that cannot be written raises, and the rollback keeps nothing, rather
+    than rows imported with their rejects lost. ``replace_rejects``: write over a file there (one
+    the operator named); else beside it, never over it (see :func:`write_rejects`).
 
     A big file is read, checked, normalised and admitted by a process of its own (see
     :func:`_read_aside`) while this one stores each chunk it hands over.
     """
     if (why := not_a_file(path)) is not None:
         raise ImportFailed(f"{path}: {why}")
+    if rejects is not None and replace_rejects and rejects.exists() and rejects.samefile(path):
+        raise ImportFailed(f"{path}: --rejects names the file being imported: give another name")
     spec = spec_of(campaign)
     phone_column = phone_column or spec.phone_column
     encoding, delimiter = sniff(path, encoding, delimiter)
@@ -335,6 +346,14 @@ def import_contacts(
             report.accepted += len(part.rows)
             if progress is not None:
                 progress(part.read_to, size)
+    if rejects is not None and report.rejects:
+        try:
+            write_rejects(report, rejects, replace=replace_rejects)
+        except WriteFailed as error:
+            raise ImportFailed(
+                f"{error}; nothing was imported (its rejected rows would go unlisted):"
+                " give --rejects a file that can be written"
+            ) from None
     return report
 
 
@@ -919,10 +938,11 @@ def _is_zone(name: str) -> bool:
     return True
 
 
-def write_rejects(report: ImportReport, path: Path) -> None:
+def write_rejects(report: ImportReport, path: Path, *, replace: bool = True) -> None:
+    """The report's rejects as CSV at ``path``, whole or not at all: over a file there (``replace``),
+    else at the first unused ``NAME-2.csv``... beside it (an earlier import's list is kept)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["row (as a spreadsheet numbers it: the header is row 1)", "value", "reason"])
     writer.writerows((reject.row, reject.value, reject.reason) for reject in report.rejects)
-    write_text(path, buffer.getvalue())
-    report.rejects_file = path
+    report.rejects_file, report.rejects_replaced = write_text(path, buffer.getvalue(), replace=replace)
