@@ -23,7 +23,7 @@ from sqlmodel import col, select
 
 from campaigns.outcomes import CampaignStatus
 from dialer import db, lease
-from dialer.errors import DialerError
+from dialer.errors import DialerError, WriteFailed
 from dialer.models import Campaign, utcnow
 from dialer.operations import Progress, get_campaign, progress
 from dialer.runtime import spec_of
@@ -726,11 +726,19 @@ def dnc_import(
             reason=reason,
             now=utcnow(),
         )
+        listed = ImportReport(file=csv_file, rejects=refused)
+        if refused:  # before the numbers are committed: a list that cannot be written adds nothing
+            out = rejects or csv_file.with_name(csv_file.stem + ".rejects.csv")
+            try:  # one the operator named is replaced; ours never (an earlier list is kept)
+                write_rejects(listed, out, replace=rejects is not None)
+            except WriteFailed as error:
+                raise WriteFailed(
+                    f"{error}; nothing was added (its rejected rows would go unlisted)"
+                ) from None
     line = f"added {added} number(s) from {csv_file}"
-    if refused:
-        out = rejects or csv_file.with_name(csv_file.stem + ".rejects.csv")
-        write_rejects(ImportReport(file=csv_file, rejects=refused), out)
-        line += f"; {len(refused)} row(s) are not phone numbers, listed in {out}"
+    if listed.rejects_file is not None:
+        line += f"; {len(refused)} row(s) are not phone numbers, listed in {listed.rejects_file}"
+        line += " (it replaced the file there)" if listed.rejects_replaced else ""
     console.print(line)
 
 

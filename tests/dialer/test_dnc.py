@@ -65,7 +65,24 @@ def test_a_file_with_bad_rows_adds_the_good_ones_and_lists_the_rest(
     )
     assert rejects.read_text().splitlines()[1:] == ["4,not a number,invalid phone number: not a phone number"]
     assert "+12125550106" in run(env, "dnc", "list")[1]
-    path.write_text("phone,name\n+12125550106,Ada\n+12125550107,Ben\n")
+    # A list that cannot be written adds nothing (its rows would go unlisted).
+    path.write_text("phone,name\n+12125550107,Ben\nnope,Cy\n")
+    code, output = run(env, "dnc", "import", str(path), "--rejects", "/sys/dnc.rejects.csv")
+    assert (code, output) == (
+        1,
+        "Error: /sys/dnc.rejects.csv: cannot be written: Permission denied; nothing was added (its"
+        " rejected rows would go unlisted)\n",
+    )
+    assert "+12125550107" not in run(env, "dnc", "list")[1]
+    # Again: the first list stays, the new one beside it.
+    code, output = run(env, "dnc", "import", str(path))
+    assert (code, output) == (
+        0,
+        f"added 1 number(s) from {path}; 1 row(s) are not phone numbers, listed in"
+        f" {tmp_path / 'dnc.rejects-2.csv'}\n",
+    )
+    assert rejects.read_text().splitlines()[1:] == ["4,not a number,invalid phone number: not a phone number"]
+    path.write_text("phone,name\n+12125550106,Ada\n+12125550108,Di\n")
     assert run(env, "dnc", "import", str(path)) == (0, f"added 1 number(s) from {path}\n")
 
 
