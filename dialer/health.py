@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlmodel import col
 
 from dialer import db, notify
-from dialer.errors import DialerError, ProviderAuthError
+from dialer.errors import ConfigurationError, DialerError, ProviderAuthError
 from dialer.models import Notification
 from dialer.providers import PROVIDERS, get_provider
 from dialer.providers.client import ProviderClient
@@ -191,6 +191,10 @@ def database(url: str) -> Check:
     shown = parsed.render_as_string(hide_password=True)
     file = parsed.database if parsed.get_backend_name() == "sqlite" else None
     if file and file != ":memory:" and not Path(file).exists():  # looking must leave no empty file
+        try:
+            db.get_engine(url)  # says why a path cannot be one (no such directory, a symlink loop)
+        except ConfigurationError as error:
+            return Check("database", "FAIL", str(error))
         return Check("database", "FAIL", f"{shown}: no such file yet: run `dialer db upgrade`")
     try:
         current, head = db.revisions(url)

@@ -453,3 +453,17 @@ def test_starting_or_resuming_a_campaign_only_simulated_on_the_workers_asks_firs
         with db.session_scope(str(env["DIALER_DATABASE_URL"])) as session:
             campaign = get_campaign(session, "e2e")
             assert (campaign.status, campaign.simulated) == (after, False)
+
+
+def test_doctor_says_why_a_sqlite_path_cannot_be_a_database(tmp_path: Path) -> None:
+    loop = tmp_path / "loop.db"
+    loop.symlink_to(loop)
+    for path, why in (
+        (loop, "Too many levels of symbolic links: it leads nowhere (a symlink loop)"),
+        (tmp_path / "gone" / "dialer.db", f"the directory {tmp_path / 'gone'} does not exist"),
+    ):
+        get_settings.cache_clear()
+        env = {"DIALER_DATABASE_URL": f"sqlite:///{path}", "DIALER_REDIS_URL": None}
+        result = CliRunner().invoke(main, ["doctor"], env=env)
+        assert result.exit_code == 1
+        assert f"FAIL  database    sqlite database {path}: {why}" in result.output
