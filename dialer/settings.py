@@ -181,6 +181,9 @@ class Settings(BaseSettings):
     webhook_head_timeout: float = Field(
         10.0, gt=0, description="seconds a request's head may take to arrive; slower, the connection closes"
     )
+    webhook_body_timeout: float = Field(
+        10.0, gt=0, description="seconds a running request's body may take to arrive; slower gets 408"
+    )
     webhook_max_connections: int = Field(
         2000, ge=16, description="connections the receiver holds at once; a request beyond gets 503"
     )

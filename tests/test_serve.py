@@ -1,10 +1,12 @@
-"""`dialer serve` under abuse, over real sockets: huge heads, slow heads, idle connections, a low
-open-file limit. Real callbacks are answered all the while."""
+"""`dialer serve` under abuse, over real sockets: huge heads, slow heads, bodies that never come,
+idle connections, clients leaving mid-body, a low open-file limit. Real callbacks are answered all
+the while. (The protocol's finer cases, with timeouts of a second: tests/dialer/test_guard.py.)"""
 
 from __future__ import annotations
 
 import os
 import resource
+import selectors
 import socket
 import subprocess
 import sys
@@ -24,15 +26,18 @@ EVENT = {"status": "ringing", "from": "14155550100", "to": "12125550106"}
 
 
 @contextmanager
-def serving(url: str, tmp_path: Path, **env: str) -> Iterator[tuple[int, subprocess.Popen[str]]]:
+def serving(
+    url: str, tmp_path: Path, most_files: int | None = None, **env: str
+) -> Iterator[tuple[int, subprocess.Popen[str]]]:
     """`dialer serve` on a free loopback port, its open-file limit at 256 (as some systems start
-    processes), with ``env`` added to its settings."""
+    processes; ``most_files``: the most it may raise it to, else the system's), with ``env`` added
+    to its settings."""
     with loopback_socket() as free:
         port = free.getsockname()[1]
 
     def low_limit() -> None:
         _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, most_files or hard))
 
     log = (tmp_path / "serve.log").open("w")
     process = subprocess.Popen(
@@ -157,3 +162,104 @@ def test_a_provider_route_without_credentials_is_refused_in_one_line(sqlite_url:
     assert answer.status_code == 401
     assert "POST /webhooks/fractel/…/event 401: no Fractel callbacks are taken here" in log
     assert "Traceback" not in log
+
+
+def _log_says(tmp_path: Path, text: str) -> bool:
+    deadline = time.monotonic() + 10
+    while text not in (tmp_path / "serve.log").read_text():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _answers(connections: list[socket.socket], within: float = 5.0) -> list[tuple[bytes, bool]]:
+    """What the receiver says on each connection: the first line it sends (b"" if none), and whether
+    it ends the connection (closes or cuts it) within ``within`` seconds."""
+    said = {connection: b"" for connection in connections}
+    ended: set[socket.socket] = set()
+    with selectors.DefaultSelector() as selector:
+        for connection in connections:
+            connection.setblocking(False)
+            selector.register(connection, selectors.EVENT_READ)
+        deadline = time.monotonic() + within
+        while len(ended) < len(connections) and (left := deadline - time.monotonic()) > 0:
+            for key, _ in selector.select(left):
+                connection = key.fileobj  # type: ignore[assignment]
+                try:
+                    chunk = connection.recv(65536)
+                except ConnectionResetError:
+                    chunk = b""
+                said[connection] += chunk
+                if not chunk:
+                    selector.unregister(connection)
+                    ended.add(connection)
+    return [(said[connection].split(b"\r\n")[0], connection in ended) for connection in connections]
+
+
+def _open(connection: socket.socket) -> bool:
+    """Whether ``connection`` is held open, with nothing said on it."""
+    connection.setblocking(False)
+    try:
+        connection.recv(1)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def test_a_client_leaving_mid_body_is_one_line_in_the_log_not_a_traceback(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    with serving(sqlite_url, tmp_path) as (port, _):
+        with socket.create_connection(("127.0.0.1", port)) as leaving:
+            leaving.sendall(
+                b"POST /webhooks/vonage/x/event HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 100\r\n\r\n{"status": '
+            )
+            assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200  # the body is awaited
+        assert _log_says(tmp_path, "left before its request's body came")
+    log = (tmp_path / "serve.log").read_text()
+    assert "Traceback" not in log and "ClientDisconnect" not in log
+
+
+def test_bodies_that_never_come_get_408_and_real_callbacks_are_answered_after(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    attempts = _attempts(sqlite_url, 4)
+    settings = {"DIALER_WEBHOOK_BODY_TIMEOUT": "1", "DIALER_WEBHOOK_MAX_CONNECTIONS": "100"}
+    with serving(sqlite_url, tmp_path, **settings) as (port, _), ExitStack() as attack:
+        stuck = [attack.enter_context(socket.create_connection(("127.0.0.1", port))) for _ in range(110)]
+        for connection in stuck:  # a head, then a hundredth of the body promised, then nothing
+            connection.sendall(
+                b"POST /webhooks/vonage/x/event HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n{"
+            )
+        answers = _answers(stuck)
+        answered = _callbacks(port, attempts)
+    assert answers.count((b"HTTP/1.1 408 Request Timeout", True)) == 100  # each held one, a second on
+    assert answers.count((b"HTTP/1.1 503 Service Unavailable", True)) == 10  # past the cap, at once
+    assert answered == [204] * 4
+    assert "408 no request body within 1 s" in (tmp_path / "serve.log").read_text()
+
+
+def test_connections_past_the_cap_get_503_not_a_reset_at_a_1024_file_limit(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    attempts = _attempts(sqlite_url, 1)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))  # this test's own 1,100 sockets
+    with serving(sqlite_url, tmp_path, most_files=1024) as (port, process), ExitStack() as attack:
+        # More connections than the receiver has files: it holds 896 (1,024 less what it needs
+        # besides), answers the others 503 and cuts them a second later. (Those past its last
+        # file the event loop closes unanswered and unlogged: nothing can be done there.)
+        held = [attack.enter_context(socket.create_connection(("127.0.0.1", port))) for _ in range(1100)]
+        past_the_cap = _answers(held[896:])
+        answered = _callbacks(port, attempts)  # its own connection: past the cap, so 503
+        still_held = sum(_open(connection) for connection in held[:896])
+        assert process.poll() is None
+    assert (b"HTTP/1.1 503 Service Unavailable", True) in past_the_cap
+    assert all(ended for _, ended in past_the_cap)  # none held past the cap
+    assert answered == [503]  # not a reset
+    assert still_held == 896
+    assert "503: the receiver holds 896 connections at once" in (tmp_path / "serve.log").read_text()
