@@ -46,7 +46,7 @@ def test_the_pump_mark_is_aged_by_redis(redis_url: str) -> None:
         ("https://dialer.example.com", True, "ok", "https://dialer.example.com"),
         ("https://dialer.example.com/prefix", True, "ok", "https://dialer.example.com/prefix"),
         ("http://dialer.example.com", True, "warn", "plain http"),
-        ("http://127.0.0.1:8000", False, "ok", "http://127.0.0.1:8000"),  # nothing real to call it back
+        ("http://127.0.0.1:8000", False, "warn", "no provider could call it back"),  # none set yet
         ("http://127.0.0.1:8000", True, "FAIL", "cm cannot call it back"),
         ("http://10.0.0.5:8000", True, "FAIL", "private network"),
         ("dialer.example.com", True, "FAIL", "not an http(s) URL"),
