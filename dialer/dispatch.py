@@ -241,12 +241,13 @@ def place_call(rt: Runtime, attempt_id: int) -> None:
     if slot.wait > 0:
         rt.sleep(slot.wait)
 
+    # Under a lease, the request leaves within half its send window of the moment the lease was
+    # read as fresh, or not at all (the other half for connecting and sending; see dialer.lease).
+    leave_by = lease_clock() + lease.SEND_WINDOW / 2 if rt.holder else None
     with statement_connection(url) as connection:
         claimed = _claim(connection, attempt=attempt, caller_id=caller_id, now=rt.clock(), holder=rt.holder)
         if not claimed:
             return
-    # Under a lease, the request leaves within its send window or not at all (see dialer.lease).
-    leave_by = time.monotonic() + lease.SEND_WINDOW if rt.holder else None
     call_id = _send(
         rt,
         attempt=attempt,
@@ -383,17 +384,28 @@ class Stale(Exception):
     """A claimed call that could not leave by its time: it goes back to the queue, unsent."""
 
 
+def lease_clock() -> float:
+    """Seconds on a clock that counts the time the machine was suspended too (a process woken from
+    a suspended host must not think its lease still fresh)."""
+    return time.clock_gettime(getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC))
+
+
 @contextmanager
 def through_gate(rt: Runtime, gate: Gate, *, leave_by: float | None = None) -> Iterator[None]:
     """Wait until the request may leave without a second over the provider's limit; then hold
-    its permit until its answer came back. Past ``leave_by`` (``time.monotonic()``), it does not
-    leave: :class:`Stale`."""
+    its permit until its answer came back. Past ``leave_by`` (:func:`lease_clock`), it does not
+    leave: :class:`Stale` (checked before its turn is taken too, so a stale request spends none)."""
+
+    def stale() -> None:
+        if leave_by is not None and lease_clock() > leave_by:
+            raise Stale
+
+    stale()
     ticket = uuid.uuid4().hex
     while (wait := rt.limiter.admit(gate, ticket)) > 0:
         rt.sleep(wait)
     try:
-        if leave_by is not None and time.monotonic() > leave_by:
-            raise Stale
+        stale()
         yield
     finally:
         rt.limiter.done(gate, ticket)

@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -16,9 +17,11 @@ import httpx
 import sqlalchemy as sa
 import uvicorn
 
-from dialer import notify
+from dialer import lease, notify
+from dialer.db import session_scope
 from dialer.dispatch import place_call
-from dialer.errors import DatabaseGone
+from dialer.errors import DatabaseGone, LeaseLost
+from dialer.models import utcnow
 from dialer.pacing import LocalLimiter
 from dialer.runtime import Runtime, http_client
 from dialer.scheduler import pump, sweep
@@ -166,9 +169,12 @@ def run_until(
     )
     outage = Outage(settings.db_outage_limit, first_wait=settings.tick_seconds)
     last_sweep = 0.0
+    keeper = LeaseKeeper(settings.database_url, holder, sorted(only or ())) if holder else None
 
     def step() -> None:
         nonlocal last_sweep
+        if keeper:  # first: a run woken after another took its campaign over does nothing more
+            keeper.keep()
         pump(rt)
         if time.monotonic() - last_sweep >= settings.sweep_seconds:
             sweep(rt)
@@ -178,7 +184,7 @@ def run_until(
 
     notifier = Notifier(settings, only)
     try:
-        with queue, notifier:
+        with queue, notifier, keeper or nullcontext():
             while not done():
                 try:
                     step()
@@ -190,6 +196,40 @@ def run_until(
     finally:
         # Only once the callers have stopped: a request in flight must not lose its connection.
         rt.http.close()
+
+
+class LeaseKeeper:
+    """Renews ``holder``'s leases on the campaigns every fifth of their time, in a thread of its
+    own while the block runs (a long sweep or pump must not let them run short: calls are claimed
+    only under a lease with time left); :meth:`keep` renews them now, or raises
+    :class:`~dialer.errors.LeaseLost` once another holder took one over."""
+
+    def __init__(self, url: str, holder: str, campaign_ids: list[int]) -> None:
+        self.url, self.holder, self.campaign_ids = url, holder, campaign_ids
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, daemon=True, name="lease")
+
+    def keep(self) -> None:
+        with session_scope(self.url) as session:
+            for campaign_id in self.campaign_ids:
+                lease.keep(session, campaign_id=campaign_id, holder=self.holder, now=utcnow())
+
+    def _renew(self) -> None:
+        while not self._stop.wait(lease.LEASE_SECONDS / 5):
+            try:
+                self.keep()
+            except LeaseLost:
+                return  # the main loop's own keep says so, and stops
+            except DATABASE_ERRORS as error:  # the main loop rides the outage out, and says so
+                log.debug("lease: database: %s", error)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
 
 
 class Notifier:

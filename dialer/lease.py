@@ -32,8 +32,9 @@ LEASE_SECONDS = 15.0
 """How long a lease lasts without being renewed (a run renews it every tick, beat every pump)."""
 SEND_WINDOW = 5.0
 """A call is claimed only under a lease with at least this long left, and its request leaves
-within this long of the claim or not at all (:mod:`dialer.dispatch`): a holder stalled past its
-lease (stopped, swapped out) places no call after another has taken the campaign over."""
+within half of it or not at all (the other half is for connecting and sending; see
+:mod:`dialer.dispatch`): a holder stalled past its lease (stopped, swapped out, suspended) places
+no call after another has taken the campaign over."""
 WORKERS = "the deployment's workers"
 """The holder name of campaigns the Celery deployment runs."""
 

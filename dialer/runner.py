@@ -259,7 +259,7 @@ def run_campaign(
             markup=False,
         )
     if final.status == CampaignStatus.PAUSED:
-        console.print(f"\ncampaign {name} is paused: `{resume}` resumes it")
+        console.print(f"\ncampaign {name} is paused: `{resume}` resumes it", markup=False)
     else:
         console.print(f"\ncampaign {name} is {final.status}")
     return final
@@ -302,9 +302,8 @@ def _run(
 ) -> Progress:
     outage = Outage(settings.db_outage_limit)
 
-    def read() -> Progress:
+    def read() -> Progress:  # the lease is kept by run_until
         with db.session_scope(settings.database_url) as session:
-            lease.keep(session, campaign_id=campaign_id, holder=holder, now=utcnow())
             return progress(session, name, window=Window.always() if any_time else None)
 
     def pause() -> None:

@@ -7,6 +7,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from datetime import timedelta
 
 import pytest
@@ -14,12 +15,14 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from sqlmodel import select
 
-from dialer import db, lease
+from dialer import db, dispatch, lease
 from dialer.cli import main
 from dialer.dispatch import place_call
+from dialer.embedded import run_until
 from dialer.errors import InvalidState, LeaseLost
 from dialer.models import Attempt, Campaign, utcnow
-from dialer.operations import get_campaign, progress
+from dialer.operations import change_status, get_campaign, progress
+from dialer.runner import OFFLINE_URL
 from dialer.scheduler import pump
 from dialer.settings import Settings
 from tests.dialer.factories import NOW, FakeVonage, campaign_with_contacts, queued_attempts, runtime
@@ -94,6 +97,10 @@ def test_a_running_campaign_nobody_runs_says_so(url: str) -> None:
     with db.session_scope(url) as session:
         lease.take(session, campaign=get_campaign(session, "e2e"), holder=A, now=NOW)
         get_campaign(session, "e2e").simulated = True
+    result = CliRunner().invoke(main, ["status", "e2e"], env={"DIALER_DATABASE_URL": url})
+    assert "(a run killed, or no workers): `dialer run e2e --simulate` carries it on" in _words(result.output)
+    with db.session_scope(url) as session:  # a dead run's name cleared: the workers still leave it
+        get_campaign(session, "e2e").runner = None
     result = CliRunner().invoke(main, ["status", "e2e"], env={"DIALER_DATABASE_URL": url})
     assert "(a run killed, or no workers): `dialer run e2e --simulate` carries it on" in _words(result.output)
     with db.session_scope(url) as session:
@@ -211,3 +218,74 @@ def test_a_run_whose_lease_was_taken_over_is_told_by_whom(url: str) -> None:
     with db.session_scope(url) as session, pytest.raises(LeaseLost) as caught:
         lease.keep(session, campaign_id=get_campaign(session, "e2e").id or 0, holder=A, now=NOW)
     assert str(caught.value) == "dialer run on host-b (pid 2) took it over at 15:00:16 UTC"
+
+
+def test_a_call_claimed_just_before_a_stall_is_not_sent_after_it(
+    any_db: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The send window runs from before the claim: a stall between the claim and the send (a
+    SIGSTOP, a suspended host) counts against it."""
+    url = any_db.database_url
+    campaign = campaign_with_contacts(url, ["+12125550106"])
+    (attempt,) = queued_attempts(url, campaign, 1)
+    _held_at(url, A, NOW)
+    clock = [100.0]
+    monkeypatch.setattr(dispatch, "lease_clock", lambda: clock[0])
+    claim = dispatch._claim
+
+    def stalled_after(*args: object, **kwargs: object) -> bool:
+        claimed = claim(*args, **kwargs)  # type: ignore[arg-type]
+        clock[0] += lease.SEND_WINDOW / 2 + 0.1
+        return claimed
+
+    monkeypatch.setattr(dispatch, "_claim", stalled_after)
+    provider, enqueued = FakeVonage(), []
+    rt = runtime(any_db, provider, enqueued)
+    rt.holder = A
+    place_call(rt, attempt.id or 0)
+    assert provider.requests == []
+    with db.session_scope(url) as session:
+        assert session.get(Attempt, attempt.id).status == "queued"  # type: ignore[union-attr]
+    assert enqueued == [(attempt.id, 0.0)]
+
+
+def test_a_run_woken_after_another_took_its_campaign_does_nothing_more(settings: Settings) -> None:
+    url = settings.database_url
+    campaign = campaign_with_contacts(url, ["+12125550106", "+12125550107"])
+    _held_at(url, B, utcnow())
+    nowhere = settings.model_copy(
+        update={"vonage": settings.vonage.model_copy(update={"base_url": OFFLINE_URL})}
+    )
+    deadline = time.monotonic() + 10
+    with pytest.raises(LeaseLost, match="dialer run on host-b"):
+        run_until(nowhere, lambda: time.monotonic() > deadline, only=frozenset({campaign.id or 0}), holder=A)
+    with db.session_scope(url) as session:
+        assert session.exec(select(Attempt)).all() == []  # nothing pumped for a campaign not its own
+
+
+def test_the_lease_is_renewed_while_a_step_takes_long(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long sweep or pump must not let the lease run short: claims need time left on it."""
+    monkeypatch.setattr(lease, "LEASE_SECONDS", 1.0)  # renewed every 0.2 s
+    url = settings.database_url
+    campaign = campaign_with_contacts(url, ["+12125550106"])
+    with db.session_scope(url) as session:  # paused: nothing is called
+        change_status(session, name="e2e", action="pause", now=NOW)
+    _held_at(url, A, utcnow())
+    seen = []
+
+    def slow_tick() -> None:
+        seen.append(_seen(url))
+        time.sleep(0.6)
+        seen.append(_seen(url))
+
+    run_until(
+        settings, lambda: len(seen) >= 2, on_tick=slow_tick, only=frozenset({campaign.id or 0}), holder=A
+    )
+    assert seen[1] > seen[0]
+
+
+def _seen(url: str) -> object:
+    with db.session_scope(url) as session:
+        return session.execute(sa.select(Campaign.runner_seen)).scalar_one()  # type: ignore[call-overload]
