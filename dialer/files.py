@@ -43,17 +43,13 @@ def write_atomically(path: Path, write: Callable[[Path], None], *, replace: bool
             shown = f"{path} (a link to {target})"
         if not target.parent.is_dir():
             raise WriteFailed(f"{shown}: no such directory {str(target.parent)!r}")
-        partial = _temporary(target)
+        mode = _mode(target) if replace else None
+        partial = _temporary(target, mode)
         write(partial)
         if not replace:
             return Written(path.with_name(_link_unused(partial, target).name), replaced=False)
-        try:
-            os.chmod(partial, stat.S_IMODE(os.stat(target).st_mode))  # the replaced file's mode
-            replaced = True
-        except FileNotFoundError:
-            replaced = False
         os.replace(partial, target)
-        return Written(path, replaced)
+        return Written(path, replaced=mode is not None)
     except OSError as error:
         raise WriteFailed(f"{shown}: cannot be written: {why(error)}") from None
     finally:
@@ -108,16 +104,31 @@ def destination(path: Path) -> Path:
     return target
 
 
-def _temporary(target: Path) -> Path:
-    """A new empty file beside ``target``, made as ``open()`` makes one (mode 0666 less the umask;
-    ``mkstemp``'s 0600 would keep the results from whoever the operator shares them with)."""
+def _mode(path: Path) -> int | None:
+    """The permission bits of the file at ``path`` (None: there is none)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return None
+
+
+def _temporary(target: Path, mode: int | None) -> Path:
+    """A new empty file beside ``target`` with the ``mode`` of the file it is to replace, given
+    before anything is written to it (a private file stays private throughout); else made as
+    ``open()`` makes one (0666 less the umask; ``mkstemp``'s 0600 would keep the results from
+    whoever the operator shares them with)."""
     while True:
         partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
         try:
-            os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            return partial
+            handle = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 if mode is None else 0o600)
         except FileExistsError:
             continue  # another writer's: draw another name
+        try:
+            if mode is not None:
+                os.fchmod(handle, mode)
+        finally:
+            os.close(handle)
+        return partial
 
 
 def why(error: OSError) -> str:

@@ -941,6 +941,8 @@ def _is_zone(name: str) -> bool:
 def write_rejects(report: ImportReport, path: Path, *, replace: bool = True) -> None:
     """The report's rejects as CSV at ``path``, whole or not at all: over a file there (``replace``),
     else at the first unused ``NAME-2.csv``... beside it (an earlier import's list is kept)."""
+    if replace and path.exists() and path.samefile(report.file):  # a link to it, too
+        raise WriteFailed(f"{path}: is the file being read: give --rejects another name")
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["row (as a spreadsheet numbers it: the header is row 1)", "value", "reason"])

@@ -74,6 +74,16 @@ def test_a_file_with_bad_rows_adds_the_good_ones_and_lists_the_rest(
         " rejected rows would go unlisted)\n",
     )
     assert "+12125550107" not in run(env, "dnc", "list")[1]
+    # Nor over the list being read, even through a link to it.
+    (tmp_path / "link.csv").symlink_to(path)
+    code, output = run(env, "dnc", "import", str(path), "--rejects", str(tmp_path / "link.csv"))
+    assert (code, output) == (
+        1,
+        f"Error: {tmp_path / 'link.csv'}: is the file being read: give --rejects another name; nothing was"
+        " added (its rejected rows would go unlisted)\n",
+    )
+    assert path.read_text() == "phone,name\n+12125550107,Ben\nnope,Cy\n"
+    assert "+12125550107" not in run(env, "dnc", "list")[1]
     # Again: the first list stays, the new one beside it.
     code, output = run(env, "dnc", "import", str(path))
     assert (code, output) == (

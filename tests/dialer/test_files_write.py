@@ -78,6 +78,24 @@ def test_a_new_file_has_the_mode_open_gives_and_a_replaced_one_keeps_its_own(
     assert stray_files(tmp_path) == []
 
 
+def test_a_private_file_replaced_stays_private_while_it_is_written(
+    tmp_path: Path, umask: Callable[[int], int]
+) -> None:
+    umask(0o022)
+    path = tmp_path / "results.csv"
+    path.write_text("the earlier results\n")
+    path.chmod(0o600)
+    modes = []
+
+    def write(partial: Path) -> None:
+        modes.append(mode(partial))
+        partial.write_text("the new results\n")
+        modes.append(mode(partial))
+
+    write_atomically(path, write)
+    assert (modes, mode(path), path.read_text()) == ([0o600, 0o600], 0o600, "the new results\n")
+
+
 def test_a_directory_where_no_file_can_be_made_is_one_error() -> None:
     for write in (
         lambda: write_text(UNWRITABLE / "x.csv", "x"),
