@@ -176,9 +176,13 @@ def _move(action: str, name: str, *, yes: bool = False) -> Campaign:
         with db.session_scope(settings.database_url) as session:
             campaign = get_campaign(session, name)
             simulated, provider = campaign.simulated, campaign.provider
+            movable = campaign.status == (
+                CampaignStatus.DRAFT if action == "start" else CampaignStatus.PAUSED
+            )
         # Asked before the transaction that moves it: an answer awaited must not hold the database.
+        # (A campaign that cannot move is not asked about: the move says why.)
         question = f"campaign {name} has only been simulated so far: place real calls through {provider}?"
-        if simulated and not click.confirm(question, default=False):
+        if simulated and movable and not click.confirm(question, default=False):
             raise click.ClickException(f"campaign {name!r}: not {action}ed (it stays as it was)")
     with db.session_scope(settings.database_url) as session:
         if action in ("start", "resume"):  # for the workers: not while a `dialer run` dials the account

@@ -506,9 +506,11 @@ def progress(session: Session, name: str, *, window: Window | None = None) -> Pr
         report.unattended_since = campaign.runner_seen or campaign.started_at
         run = f"`dialer run {campaign.name}{' --simulate' if campaign.simulated else ''}`"
         workers = "the deployment's workers and beat"
-        report.resume = {WORKERS: f"starting {workers}", None: f"{run} here, or starting {workers},"}.get(
-            campaign.runner, run
-        )
+        if campaign.simulated:  # the workers leave a campaign only simulated (see dialer.scheduler)
+            report.resume = run
+        else:
+            either = f"{run} here, or starting {workers},"
+            report.resume = {WORKERS: f"starting {workers}", None: either}.get(campaign.runner, run)
     elif campaign.status == CampaignStatus.RUNNING:
         report.runner = campaign.runner
     for state, result, count in session.execute(

@@ -453,6 +453,9 @@ def test_starting_or_resuming_a_campaign_only_simulated_on_the_workers_asks_firs
         with db.session_scope(str(env["DIALER_DATABASE_URL"])) as session:
             campaign = get_campaign(session, "e2e")
             assert (campaign.status, campaign.simulated) == (after, False)
+    simulated("running")  # nothing to resume: not asked, told why
+    result = CliRunner().invoke(main, ["campaign", "resume", "e2e", "--wait", "0"], env=env, input="y\n")
+    assert result.exit_code == 1 and "simulated so far" not in result.output, result.output
 
 
 def test_doctor_says_why_a_sqlite_path_cannot_be_a_database(tmp_path: Path) -> None:
