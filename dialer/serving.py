@@ -9,7 +9,8 @@ requests without end. The receiver's protocol bounds each:
   end, the blank line), so a body is never taken for one; at most a slice (``FEED``) past the
   limit is parsed.
 - A head not complete ``DIALER_WEBHOOK_HEAD_TIMEOUT`` seconds after it began (or after the
-  connection opened, or after blank lines between requests began) closes the connection.
+  connection opened, or after blank lines between requests began) closes the connection; it is
+  timed from its turn (no earlier answer owed: a slow answer is not the client's doing).
 - A body not complete ``DIALER_WEBHOOK_BODY_TIMEOUT`` seconds after its request began to run gets a
   408 (a pipelined request is not timed while it waits its turn).
 - At most ``MAX_PIPELINED`` requests wait their turn behind the one running; more cut the connection.
@@ -145,8 +146,8 @@ class GuardedHttpTools(HttpToolsProtocol):
         for start in range(0, len(data), FEED):
             if self._ended or self.transport.is_closing():
                 return  # refused, cut or shed: the rest is not read
-            if self._reading != "body":
-                self._start_head_timer()
+            if self._reading != "body" and not self._owed():
+                self._start_head_timer()  # timed from its turn: a slow answer is not the client's
             piece = data[start : start + FEED]
             self._reported = False
             super().data_received(piece)
@@ -159,7 +160,8 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         self._reading, self._head_bytes, self._unreported, self._reported = "head", 0, 0, True
-        self._start_head_timer()  # a head begun in a slice that began in a body
+        if not self._owed():
+            self._start_head_timer()  # a head begun in a slice that began in a body
         super().on_message_begin()
 
     def on_url(self, url: bytes) -> None:
@@ -209,6 +211,8 @@ class GuardedHttpTools(HttpToolsProtocol):
             self._cycles.popleft()
         if following is not None and following.more_body and not self.transport.is_closing():
             self._start_body_timer()
+        elif self._reading == "head" and not self._owed():
+            self._start_head_timer()  # a head begun while an answer was owed is timed from now
 
     def send_400_response(self, msg: str) -> None:
         self._drop(msg, 400)  # uvicorn's answer to a request it cannot parse: in turn too
@@ -221,6 +225,10 @@ class GuardedHttpTools(HttpToolsProtocol):
             # (receiver._body); uvicorn would log it as an error, with a 40-line traceback.
             if not self._ended:  # a refusal or cut of ours, logged already
                 log.warning("%s: left before its request's body came", self._peer())
+
+    def _owed(self) -> bool:
+        """Whether an answer is owed on this connection (a request runs or waits its turn)."""
+        return any(not cycle.response_complete for cycle in self._cycles)
 
     def _start_head_timer(self) -> None:
         if self._head_timer is None:

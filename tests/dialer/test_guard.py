@@ -237,6 +237,23 @@ def test_blank_lines_between_requests_do_not_hold_a_connection(stand_in: tuple[S
         assert time.monotonic() - started < 3  # the head timeout (1 s), not the keep-alive's
 
 
+def test_a_blank_line_after_a_request_is_not_timed_while_its_answer_is_slow(
+    stand_in: tuple[StandIn, int],
+) -> None:
+    """RFC 9112 asks servers to take a blank line after a body: the time the app takes (a database
+    waiting on a lock) is not the client's to be cut for."""
+    app, port = stand_in
+    with connect(port) as client:
+        before = Quick.read
+        client.sendall(SLOW)
+        wait_until(lambda: Quick.read >= before + len(SLOW))
+        client.sendall(b"\r\n")  # on its own, once the request runs
+        wait_until(lambda: Quick.read >= before + len(SLOW) + 2)
+        time.sleep(Quick.head_timeout * 1.5)  # the head timeout passes while the answer is owed
+        app.go.set()
+        assert Reader(client).response() == (200, b"0")
+
+
 def test_a_refused_client_that_does_not_read_is_cut_after_the_grace(
     stand_in: tuple[StandIn, int], caplog: pytest.LogCaptureFixture
 ) -> None:
