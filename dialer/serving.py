@@ -8,6 +8,8 @@ requests without end. The receiver's protocol bounds each:
   too. A head is counted as the parser reports it (the URL, each header with its colon and line
   end, the blank line), so a body is never taken for one; at most a slice (``FEED``) past the
   limit is parsed.
+- A client that does not read its answers for ``DIALER_WEBHOOK_BODY_TIMEOUT`` seconds (the
+  connection's write buffer full) is cut.
 - A head not complete ``DIALER_WEBHOOK_HEAD_TIMEOUT`` seconds after it began (or after the
   connection opened, or after blank lines between requests began) closes the connection; it is
   timed from its turn (no earlier answer owed: a slow answer is not the client's doing).
@@ -124,6 +126,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._closing_timer: asyncio.TimerHandle | None = None
+        self._write_timer: asyncio.TimerHandle | None = None
         self._app, self.app = self.app, self._run_app
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -134,7 +137,7 @@ class GuardedHttpTools(HttpToolsProtocol):
             self._start_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for timer in (self._head_timer, self._body_timer, self._closing_timer):
+        for timer in (self._head_timer, self._body_timer, self._closing_timer, self._write_timer):
             if timer is not None:
                 timer.cancel()
         super().connection_lost(exc)
@@ -213,6 +216,24 @@ class GuardedHttpTools(HttpToolsProtocol):
             self._start_body_timer()
         elif self._reading == "head" and not self._owed():
             self._start_head_timer()  # a head begun while an answer was owed is timed from now
+
+    def pause_writing(self) -> None:
+        # The client does not read its answers: one owed would wait for it for ever (uvicorn's
+        # send has no time limit), holding the connection.
+        super().pause_writing()
+        if self._write_timer is None:
+            self._write_timer = self.loop.call_later(self._body_timeout, self._not_reading)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _not_reading(self) -> None:
+        self._write_timer = None
+        self._drop(f"the client has not read its answers for {self._body_timeout:g} s")
+        self.transport.abort()  # what is written cannot leave either
 
     def send_400_response(self, msg: str) -> None:
         self._drop(msg, 400)  # uvicorn's answer to a request it cannot parse: in turn too

@@ -254,6 +254,21 @@ def test_a_blank_line_after_a_request_is_not_timed_while_its_answer_is_slow(
         assert Reader(client).response() == (200, b"0")
 
 
+def test_a_client_that_does_not_read_its_answers_is_cut(
+    stand_in: tuple[StandIn, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An answer owed to a client that does not read waits for it for ever in uvicorn: the
+    connection would be held past every other timer."""
+    with socket.socket() as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(("127.0.0.1", stand_in[1]))
+        client.sendall(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n" + ECHO)  # and never reads
+        asked = time.monotonic()
+        wait_until(lambda: client.getsockname()[1] in Quick.lost)
+        assert time.monotonic() - asked < 4  # the body timeout (1 s) once the buffer filled
+    assert "has not read its answers for 1 s" in caplog.text
+
+
 def test_a_refused_client_that_does_not_read_is_cut_after_the_grace(
     stand_in: tuple[StandIn, int], caplog: pytest.LogCaptureFixture
 ) -> None:
