@@ -305,7 +305,9 @@ def _send(
         return call_id
     except Stale:
         log.warning(
-            "attempt %s: not sent within %g s of its claim; queued again", attempt_id, lease.SEND_WINDOW
+            "attempt %s: not sent within %g s of its lease's reading; queued again",
+            attempt_id,
+            lease.SEND_WINDOW / 2,
         )
         with session_scope(url) as session:
             _requeue(session, attempt_id=attempt_id, now=rt.clock())
@@ -400,9 +402,11 @@ def through_gate(rt: Runtime, gate: Gate, *, leave_by: float | None = None) -> I
         if leave_by is not None and lease_clock() > leave_by:
             raise Stale
 
-    stale()
     ticket = uuid.uuid4().hex
-    while (wait := rt.limiter.admit(gate, ticket)) > 0:
+    while True:  # a request gone stale while it waits takes no turn
+        stale()
+        if (wait := rt.limiter.admit(gate, ticket)) <= 0:
+            break
         rt.sleep(wait)
     try:
         stale()

@@ -137,7 +137,8 @@ def local_runtime(
     return Runtime(
         settings=settings,
         limiter=LocalLimiter(),
-        http=http_client(settings),
+        # Under a lease, a request must be sent within its send window: connecting takes half at most.
+        http=http_client(settings, connect=lease.SEND_WINDOW / 2) if holder else http_client(settings),
         enqueue=queue_put,
         only=only,
         simulated=simulated,
@@ -184,7 +185,7 @@ def run_until(
 
     notifier = Notifier(settings, only)
     try:
-        with queue, notifier, keeper or nullcontext():
+        with keeper or nullcontext(), queue, notifier:  # the lease kept until the last call is out
             while not done():
                 try:
                     step()

@@ -123,8 +123,9 @@ have been received, its call is left for reconciliation instead of being placed 
 test with a jittered provider saw one with httpx's 5 s)."""
 
 
-def http_client(settings: Settings) -> httpx.Client:
-    timeout = httpx.Timeout(settings.http_timeout, connect=min(5.0, settings.http_timeout))
+def http_client(settings: Settings, *, connect: float = 5.0) -> httpx.Client:
+    """The client for providers' APIs; ``connect``: the longest a new connection may take."""
+    timeout = httpx.Timeout(settings.http_timeout, connect=min(connect, settings.http_timeout))
     limits = httpx.Limits(
         max_connections=100, max_keepalive_connections=50, keepalive_expiry=KEEPALIVE_SECONDS
     )

@@ -18,7 +18,7 @@ from sqlmodel import select
 from dialer import db, dispatch, lease
 from dialer.cli import main
 from dialer.dispatch import place_call
-from dialer.embedded import run_until
+from dialer.embedded import local_runtime, run_until
 from dialer.errors import InvalidState, LeaseLost
 from dialer.models import Attempt, Campaign, utcnow
 from dialer.operations import change_status, get_campaign, progress
@@ -247,6 +247,35 @@ def test_a_call_claimed_just_before_a_stall_is_not_sent_after_it(
     with db.session_scope(url) as session:
         assert session.get(Attempt, attempt.id).status == "queued"  # type: ignore[union-attr]
     assert enqueued == [(attempt.id, 0.0)]
+
+
+def test_a_request_gone_stale_while_it_waits_at_the_gate_takes_no_turn(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = settings.database_url
+    campaign = campaign_with_contacts(url, ["+12125550106"])
+    (attempt,) = queued_attempts(url, campaign, 1)
+    _held_at(url, A, NOW)
+    clock = [100.0]
+    monkeypatch.setattr(dispatch, "lease_clock", lambda: clock[0])
+    provider, enqueued = FakeVonage(), []
+    rt = runtime(settings, provider, enqueued)
+    rt.holder = A
+    turns = []
+
+    def admit(gate: object, ticket: str) -> float:
+        turns.append(ticket)
+        return 1.0  # wait a second: the request's window passes meanwhile
+
+    monkeypatch.setattr(rt.limiter, "admit", admit)
+    rt.sleep = lambda seconds: clock.__setitem__(0, clock[0] + seconds + lease.SEND_WINDOW)
+    place_call(rt, attempt.id or 0)
+    assert (provider.requests, len(turns), enqueued) == ([], 1, [(attempt.id, 0.0)])
+
+
+def test_a_runs_connections_to_its_provider_take_half_the_send_window_at_most(settings: Settings) -> None:
+    rt = local_runtime(settings, lambda attempt_id, countdown: None, holder=A)
+    assert rt.http.timeout.connect == lease.SEND_WINDOW / 2
 
 
 def test_a_run_woken_after_another_took_its_campaign_does_nothing_more(settings: Settings) -> None:
