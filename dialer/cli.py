@@ -169,16 +169,14 @@ def campaign_list() -> None:
 
 
 def _move(action: str, name: str, *, yes: bool = False) -> Campaign:
-    from dialer.operations import change_status, wait_for_sends
+    from dialer.operations import MOVES, change_status, wait_for_sends
 
     settings = _settings()
     if action in ("start", "resume") and not yes:
         with db.session_scope(settings.database_url) as session:
             campaign = get_campaign(session, name)
             simulated, provider = campaign.simulated, campaign.provider
-            movable = campaign.status == (
-                CampaignStatus.DRAFT if action == "start" else CampaignStatus.PAUSED
-            )
+            movable = campaign.status in MOVES[action][0]
         # Asked before the transaction that moves it: an answer awaited must not hold the database.
         # (A campaign that cannot move is not asked about: the move says why.)
         question = f"campaign {name} has only been simulated so far: place real calls through {provider}?"

@@ -261,7 +261,7 @@ def delete_campaign(session: Session, *, name: str) -> int:
     return contacts
 
 
-_MOVES = {
+MOVES = {
     "start": ({CampaignStatus.DRAFT, CampaignStatus.PAUSED}, CampaignStatus.RUNNING),
     "resume": ({CampaignStatus.PAUSED}, CampaignStatus.RUNNING),
     "pause": ({CampaignStatus.RUNNING}, CampaignStatus.PAUSED),
@@ -274,7 +274,7 @@ _MOVES = {
 
 def change_status(session: Session, *, name: str, action: str, now: datetime) -> Campaign:
     """Start, pause, resume or cancel a campaign (a guarded update: concurrent commands are safe)."""
-    allowed, target = _MOVES[action]
+    allowed, target = MOVES[action]
     campaign = get_campaign(session, name)
     if campaign.status not in allowed:
         raise InvalidState(f"campaign {name!r} is {campaign.status}: cannot {action} it")

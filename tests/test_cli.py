@@ -438,7 +438,8 @@ def test_starting_or_resuming_a_campaign_only_simulated_on_the_workers_asks_firs
             campaign = get_campaign(session, "e2e")
             campaign.simulated, campaign.status = True, status
 
-    for action, before, after in (("start", "draft", "running"), ("resume", "paused", "running")):
+    moves = (("start", "draft", "running"), ("start", "paused", "running"), ("resume", "paused", "running"))
+    for action, before, after in moves:
         simulated(before)
         result = CliRunner().invoke(main, ["campaign", action, "e2e", "--wait", "0"], env=env, input="n\n")
         assert result.exit_code == 1
