@@ -46,6 +46,8 @@ def write_atomically(path: Path, write: Callable[[Path], None], *, replace: bool
         mode = _mode(target) if replace else None
         partial = _temporary(target, mode)
         write(partial)
+        if mode is not None:
+            os.chmod(partial, mode)  # exactly: writable by its owner while it was written
         if not replace:
             return Written(path.with_name(_link_unused(partial, target).name), replaced=False)
         os.replace(partial, target)
@@ -125,7 +127,7 @@ def _temporary(target: Path, mode: int | None) -> Path:
             continue  # another writer's: draw another name
         try:
             if mode is not None:
-                os.fchmod(handle, mode)
+                os.fchmod(handle, mode | stat.S_IWUSR)
         finally:
             os.close(handle)
         return partial

@@ -938,10 +938,18 @@ def _is_zone(name: str) -> bool:
     return True
 
 
+def _same_file(one: Path, other: Path) -> bool:
+    """Whether two paths lead to one file (a path that cannot be looked at is not; writing it says why)."""
+    try:
+        return one.exists() and one.samefile(other)
+    except OSError:
+        return False
+
+
 def write_rejects(report: ImportReport, path: Path, *, replace: bool = True) -> None:
     """The report's rejects as CSV at ``path``, whole or not at all: over a file there (``replace``),
     else at the first unused ``NAME-2.csv``... beside it (an earlier import's list is kept)."""
-    if replace and path.exists() and path.samefile(report.file):  # a link to it, too
+    if replace and _same_file(path, report.file):  # a link to it, too
         raise WriteFailed(f"{path}: is the file being read: give --rejects another name")
     buffer = io.StringIO()
     writer = csv.writer(buffer)

@@ -83,6 +83,13 @@ def test_a_file_with_bad_rows_adds_the_good_ones_and_lists_the_rest(
         " added (its rejected rows would go unlisted)\n",
     )
     assert path.read_text() == "phone,name\n+12125550107,Ben\nnope,Cy\n"
+    long = tmp_path / ("r" * 300 + ".csv")
+    code, output = run(env, "dnc", "import", str(path), "--rejects", str(long))
+    assert (code, output) == (
+        1,
+        f"Error: {long}: cannot be written: File name too long; nothing was added (its rejected rows"
+        " would go unlisted)\n",
+    )
     assert "+12125550107" not in run(env, "dnc", "list")[1]
     # Again: the first list stays, the new one beside it.
     code, output = run(env, "dnc", "import", str(path))

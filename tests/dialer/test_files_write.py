@@ -94,6 +94,10 @@ def test_a_private_file_replaced_stays_private_while_it_is_written(
 
     write_atomically(path, write)
     assert (modes, mode(path), path.read_text()) == ([0o600, 0o600], 0o600, "the new results\n")
+    path.chmod(0o444)  # read-only: its owner may still write it while it is made, then not
+    modes.clear()
+    write_atomically(path, write)
+    assert (modes, mode(path)) == ([0o644, 0o644], 0o444)
 
 
 def test_a_directory_where_no_file_can_be_made_is_one_error() -> None:
