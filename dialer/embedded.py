@@ -137,7 +137,8 @@ def local_runtime(
     return Runtime(
         settings=settings,
         limiter=LocalLimiter(),
-        # Under a lease, a request must be sent within its send window: connecting takes half at most.
+        # Under a lease, a request must be sent within its send window: a new connection times out
+        # after half of it (its name's look-up aside, which httpx does not time).
         http=http_client(settings, connect=lease.SEND_WINDOW / 2) if holder else http_client(settings),
         enqueue=queue_put,
         only=only,
@@ -223,6 +224,8 @@ class LeaseKeeper:
                 return  # the main loop's own keep says so, and stops
             except DATABASE_ERRORS as error:  # the main loop rides the outage out, and says so
                 log.debug("lease: database: %s", error)
+            except Exception:  # a pool timed out, say: renewing goes on, as the callers' claims need it
+                log.exception("lease: renewing failed; trying again")
 
     def __enter__(self) -> LeaseKeeper:
         self._thread.start()

@@ -159,7 +159,11 @@ def renew(session: Db, *, campaign_ids: list[int], holder: str, now: datetime) -
     return changed(
         session,
         sa.update(Campaign)
-        .where(col(Campaign.id).in_(campaign_ids), col(Campaign.runner) == holder)
+        .where(
+            col(Campaign.id).in_(campaign_ids),
+            col(Campaign.runner) == holder,
+            col(Campaign.runner_seen).is_not(None),  # released: a late renewal must not take it back
+        )
         .values(runner_seen=now),
     )
 
@@ -168,8 +172,8 @@ def keep(session: Db, *, campaign_id: int, holder: str, now: datetime) -> None:
     """Renew ``holder``'s lease on the campaign, or raise :class:`LeaseLost` naming who took it."""
     if renew(session, campaign_ids=[campaign_id], holder=holder, now=now) != 1:
         held = holders_of(session, campaign_id=campaign_id)
-        if not held:
-            raise LeaseLost("another command released it")
+        if not held or held[0].name == holder:
+            raise LeaseLost("its lease was released meanwhile")
         since = f" at {held[0].since:%H:%M:%S} UTC" if held[0].since else ""
         raise LeaseLost(f"{held[0].name} took it over{since}")
 

@@ -318,3 +318,18 @@ def test_the_lease_is_renewed_while_a_step_takes_long(
 def _seen(url: str) -> object:
     with db.session_scope(url) as session:
         return session.execute(sa.select(Campaign.runner_seen)).scalar_one()  # type: ignore[call-overload]
+
+
+def test_a_released_lease_is_not_taken_back_by_a_late_renewal(url: str) -> None:
+    """A renewal that comes after the run gave its lease up (a keeper thread outliving its
+    stop) must not make the campaign look held by a process that has finished."""
+    campaign_with_contacts(url, ["+12125550106"])
+    _take(url, "e2e", A)
+    with db.session_scope(url) as session:
+        campaign_id = get_campaign(session, "e2e").id or 0
+        lease.release(session, campaign_id=campaign_id, holder=A)
+    with db.session_scope(url) as session:
+        assert lease.renew(session, campaign_ids=[campaign_id], holder=A, now=NOW) == 0
+        with pytest.raises(LeaseLost, match="its lease was released meanwhile"):
+            lease.keep(session, campaign_id=campaign_id, holder=A, now=NOW)
+    _take(url, "e2e", B, NOW + timedelta(seconds=1))  # free at once
