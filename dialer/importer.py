@@ -298,7 +298,7 @@ def import_contacts(
     """
     if (why := not_a_file(path)) is not None:
         raise ImportFailed(f"{path}: {why}")
-    if rejects is not None and replace_rejects and rejects.exists() and rejects.samefile(path):
+    if rejects is not None and replace_rejects and _same_file(rejects, path):
         raise ImportFailed(f"{path}: --rejects names the file being imported: give another name")
     spec = spec_of(campaign)
     phone_column = phone_column or spec.phone_column

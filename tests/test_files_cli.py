@@ -76,6 +76,14 @@ def test_a_directory_that_takes_no_file_is_one_line_for_export_and_import(
         " would go unlisted): give --rejects a file that can be written\n",
     )
     assert contacts(env) == []
+    too_long = tmp_path / ("r" * 300 + ".csv")  # a name no file system takes: looked at, it raises
+    failed = dialer(env, "import", str(path), "--campaign", "e2e", "--rejects", str(too_long))
+    assert (failed.returncode, failed.stderr) == (
+        1,
+        f"Error: {too_long}: cannot be written: File name too long; nothing was imported (its rejected"
+        " rows would go unlisted): give --rejects a file that can be written\n",
+    )
+    assert contacts(env) == []
     assert run(env, "import", str(path), "--campaign", "e2e")[0] == 0
     failed = dialer(env, "export", "e2e", "--out", "/sys/x.csv")
     assert (failed.returncode, failed.stdout, failed.stderr) == (
