@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 import sqlalchemy as sa
@@ -28,6 +28,9 @@ from dialer.models import Campaign, utcnow
 from dialer.operations import Progress, get_campaign, progress
 from dialer.runtime import spec_of
 from dialer.settings import Settings, get_settings
+
+if TYPE_CHECKING:  # the importer is loaded only by the commands that read files
+    from dialer.importer import ImportReport
 
 console = Console(highlight=False, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -524,6 +527,7 @@ def import_command(
         if not equals or not header.strip() or not name.strip():
             raise click.BadParameter(f'{rename!r}: give "HEADER=name"', param_hint="--map")
         mapping[header.strip()] = name.strip()
+    rejects_file, replace_rejects = _rejects_file(csv_file, rejects)
     with db.session_scope(_settings().database_url) as session, _bytes_bar(f"importing {csv_file}") as show:
         target = get_campaign(session, campaign_name)
         report = import_contacts(
@@ -537,9 +541,9 @@ def import_command(
             delimiter=delimiter,
             progress=show,
             mapping=mapping,
-            # Written before the import commits; one the operator named is replaced, ours never.
-            rejects=rejects or csv_file.with_name(csv_file.stem + ".rejects.csv"),
-            replace_rejects=rejects is not None,
+            # Written before the import commits.
+            rejects=rejects_file,
+            replace_rejects=replace_rejects,
         )
         if dry_run:
             session.rollback()
@@ -551,9 +555,22 @@ def import_command(
     if report.rejects_file is not None:
         others = len(report.rejects) - before
         line += f"; {others} row(s) rejected" if others else ""
-        line += f", listed in {report.rejects_file}"
-        line += " (it replaced the file there)" if report.rejects_replaced else ""
+        line += f", {_listed(report)}"
     console.print(line + ("; nothing imported (--dry-run)" if dry_run else ""), markup=False)
+
+
+def _rejects_file(csv_file: Path, given: Path | None) -> tuple[Path, bool]:
+    """Where a command lists the rows of ``csv_file`` it did not take, and whether it writes over a
+    file there: the file the operator gave is replaced; ``CSV.rejects.csv`` never is (an earlier
+    list is kept, the new one written beside it: ``CSV.rejects-2.csv``)."""
+    return (given, True) if given else (csv_file.with_name(csv_file.stem + ".rejects.csv"), False)
+
+
+def _listed(report: ImportReport) -> str:
+    """Where the report's rejects were written, and whether they took a file's place there."""
+    return f"listed in {report.rejects_file}" + (
+        " (it replaced the file there)" if report.rejects_replaced else ""
+    )
 
 
 @main.command("export")
@@ -730,17 +747,16 @@ def dnc_import(
         )
         listed = ImportReport(file=csv_file, rejects=refused)
         if refused:  # before the numbers are committed: a list that cannot be written adds nothing
-            out = rejects or csv_file.with_name(csv_file.stem + ".rejects.csv")
-            try:  # one the operator named is replaced; ours never (an earlier list is kept)
-                write_rejects(listed, out, replace=rejects is not None)
+            out, replace = _rejects_file(csv_file, rejects)
+            try:
+                write_rejects(listed, out, replace=replace)
             except WriteFailed as error:
                 raise WriteFailed(
                     f"{error}; nothing was added (its rejected rows would go unlisted)"
                 ) from None
     line = f"added {added} number(s) from {csv_file}"
     if listed.rejects_file is not None:
-        line += f"; {len(refused)} row(s) are not phone numbers, listed in {listed.rejects_file}"
-        line += " (it replaced the file there)" if listed.rejects_replaced else ""
+        line += f"; {len(refused)} row(s) are not phone numbers, {_listed(listed)}"
     console.print(line)
 
 
