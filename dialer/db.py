@@ -46,7 +46,7 @@ def dispose_engines() -> None:
 def _create_engine(url: str) -> Engine:
     try:
         if url.startswith("sqlite"):
-            _check_sqlite_path(sa.make_url(url))
+            check_sqlite_path(sa.make_url(url))
             engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
             sa.event.listen(engine, "connect", _sqlite_pragmas)
             return engine
@@ -60,7 +60,7 @@ def _create_engine(url: str) -> Engine:
         raise ConfigurationError(f"DIALER_DATABASE_URL is not usable: {error}") from None
 
 
-def _check_sqlite_path(url: sa.URL) -> None:
+def check_sqlite_path(url: sa.URL) -> None:
     """Refuse a SQLite file that cannot be opened, saying why: SQLite says only "unable to open
     database file", whether the directory is missing or the path is a symlink loop."""
     file = url.database

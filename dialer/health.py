@@ -192,7 +192,7 @@ def database(url: str) -> Check:
     file = parsed.database if parsed.get_backend_name() == "sqlite" else None
     if file and file != ":memory:" and not Path(file).exists():  # looking must leave no empty file
         try:
-            db.get_engine(url)  # says why a path cannot be one (no such directory, a symlink loop)
+            db.check_sqlite_path(parsed)  # why a path cannot be one (no such directory, a symlink loop)
         except ConfigurationError as error:
             return Check("database", "FAIL", str(error))
         return Check("database", "FAIL", f"{shown}: no such file yet: run `dialer db upgrade`")
