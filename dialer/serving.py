@@ -159,7 +159,7 @@ class GuardedHttpTools(HttpToolsProtocol):
                 # part is not known), the whole slice belongs to the part still unreported.
                 self._unreported = 0 if self._reported else self._unreported + len(piece)
                 if self._head_bytes + self._unreported > self._max_head:
-                    self._drop(f"a request's head is at most {self._max_head} bytes", 431)
+                    self._head_too_big()
 
     def on_message_begin(self) -> None:
         self._reading, self._head_bytes, self._unreported, self._reported = "head", 0, 0, True
@@ -183,7 +183,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._reading = "body"
         self._stop_head_timer()
         if self._head_bytes + 2 > self._max_head:  # the blank line ending the head
-            self._drop(f"a request's head is at most {self._max_head} bytes", 431)
+            self._head_too_big()
             return
         if len(self.pipeline) >= MAX_PIPELINED:
             self._drop(f"more than {MAX_PIPELINED} requests waiting their turn")
@@ -246,6 +246,9 @@ class GuardedHttpTools(HttpToolsProtocol):
             # (receiver._body); uvicorn would log it as an error, with a 40-line traceback.
             if not self._ended:  # a refusal or cut of ours, logged already
                 log.warning("%s: left before its request's body came", self._peer())
+
+    def _head_too_big(self) -> None:
+        self._drop(f"a request's head is at most {self._max_head} bytes", 431)
 
     def _owed(self) -> bool:
         """Whether an answer is owed on this connection (a request runs or waits its turn)."""
