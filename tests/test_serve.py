@@ -17,6 +17,7 @@ from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
 import httpx
+import pytest
 
 from dialer.embedded import loopback_socket
 from dialer.models import Attempt
@@ -82,6 +83,17 @@ def _callbacks(port: int, attempts: list[Attempt]) -> list[int]:
         ]
 
 
+@pytest.fixture
+def many_sockets() -> Iterator[None]:
+    """Room in this process for the test's own thousand-odd sockets (its limit as it was after)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def _rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -116,12 +128,11 @@ def test_a_huge_head_gets_431_before_it_is_read_and_a_callback_is_answered_meanw
     assert "431 a request's head is at most 16384 bytes" in (tmp_path / "serve.log").read_text()
 
 
+@pytest.mark.usefixtures("many_sockets")  # 1,000 of them
 def test_slow_and_idle_connections_are_closed_and_real_callbacks_are_answered_all_the_while(
     sqlite_url: str, tmp_path: Path
 ) -> None:
     attempts = _attempts(sqlite_url, 20)
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))  # this test's own 1,000 sockets
     with (
         serving(sqlite_url, tmp_path, DIALER_WEBHOOK_HEAD_TIMEOUT="2") as (port, process),
         ExitStack() as attack,
@@ -243,12 +254,11 @@ def test_bodies_that_never_come_get_408_and_real_callbacks_are_answered_after(
     assert "408 no request body within 1 s" in (tmp_path / "serve.log").read_text()
 
 
+@pytest.mark.usefixtures("many_sockets")  # 1,100 of them
 def test_connections_past_the_cap_get_503_not_a_reset_at_a_1024_file_limit(
     sqlite_url: str, tmp_path: Path
 ) -> None:
     attempts = _attempts(sqlite_url, 1)
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))  # this test's own 1,100 sockets
     with serving(sqlite_url, tmp_path, most_files=1024) as (port, process), ExitStack() as attack:
         # More connections than the receiver has files: it holds 896 (1,024 less what it needs
         # besides), answers the others 503 and cuts them a second later. (Those past its last

@@ -23,6 +23,7 @@ from dialer.errors import InvalidState, LeaseLost
 from dialer.models import Attempt, Campaign, utcnow
 from dialer.operations import change_status, get_campaign, progress
 from dialer.runner import OFFLINE_URL
+from dialer.runtime import Runtime
 from dialer.scheduler import pump
 from dialer.settings import Settings
 from tests.dialer.factories import NOW, FakeVonage, campaign_with_contacts, queued_attempts, runtime
@@ -164,9 +165,29 @@ def _held_at(url: str, holder: str, seen: object) -> None:
         session.execute(sa.update(Campaign).values(runner=holder, runner_seen=seen, runner_since=seen))
 
 
-def test_a_run_claims_a_call_only_under_its_own_lease_with_time_left(
-    any_db: Settings, monkeypatch: pytest.MonkeyPatch
+def _queued_under_a(settings: Settings) -> tuple[Runtime, Attempt, FakeVonage, list[tuple[int, float]]]:
+    """One queued attempt of a campaign whose lease A holds (renewed at ``NOW``), and A's runtime
+    with its provider and what it enqueued."""
+    url = settings.database_url
+    campaign = campaign_with_contacts(url, ["+12125550106"])
+    (attempt,) = queued_attempts(url, campaign, 1)
+    _held_at(url, A, NOW)
+    provider, enqueued = FakeVonage(), []
+    rt = runtime(settings, provider, enqueued)
+    rt.holder = A
+    return rt, attempt, provider, enqueued
+
+
+def _went_back_unsent(
+    url: str, attempt: Attempt, provider: FakeVonage, enqueued: list[tuple[int, float]]
 ) -> None:
+    assert provider.requests == []
+    with db.session_scope(url) as session:
+        assert session.get(Attempt, attempt.id).status == "queued"  # type: ignore[union-attr]
+    assert enqueued == [(attempt.id, 0.0)]
+
+
+def test_a_run_claims_a_call_only_under_its_own_lease_with_time_left(any_db: Settings) -> None:
     """A run stalled past its lease (stopped, starved of CPU) places nothing once another may
     have taken the campaign over; on PostgreSQL, whatever the session's time zone."""
     url = any_db.database_url
@@ -178,11 +199,7 @@ def test_a_run_claims_a_call_only_under_its_own_lease_with_time_left(
             )
             connection.commit()
         engine.dispose()
-    campaign = campaign_with_contacts(url, ["+12125550106"])
-    (attempt,) = queued_attempts(url, campaign, 1)
-    provider, enqueued = FakeVonage(), []
-    rt = runtime(any_db, provider, enqueued)
-    rt.holder = A
+    rt, attempt, provider, _ = _queued_under_a(any_db)
     short = lease.LEASE_SECONDS - lease.SEND_WINDOW + 1
     for holder, seen in ((A, NOW - timedelta(seconds=short)), (B, NOW)):  # too little left; another's
         _held_at(url, holder, seen)
@@ -196,19 +213,10 @@ def test_a_run_claims_a_call_only_under_its_own_lease_with_time_left(
 def test_a_claimed_call_that_cannot_leave_within_the_send_window_goes_back_unsent(
     any_db: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url = any_db.database_url
-    campaign = campaign_with_contacts(url, ["+12125550106"])
-    (attempt,) = queued_attempts(url, campaign, 1)
-    _held_at(url, A, NOW)
-    provider, enqueued = FakeVonage(), []
-    rt = runtime(any_db, provider, enqueued)
-    rt.holder = A
+    rt, attempt, provider, enqueued = _queued_under_a(any_db)
     monkeypatch.setattr(lease, "SEND_WINDOW", -1.0)  # its time is up as soon as it is claimed
     place_call(rt, attempt.id or 0)
-    assert provider.requests == []
-    with db.session_scope(url) as session:
-        assert session.get(Attempt, attempt.id).status == "queued"  # type: ignore[union-attr]
-    assert enqueued == [(attempt.id, 0.0)]
+    _went_back_unsent(any_db.database_url, attempt, provider, enqueued)
 
 
 def test_a_run_whose_lease_was_taken_over_is_told_by_whom(url: str) -> None:
@@ -225,10 +233,7 @@ def test_a_call_claimed_just_before_a_stall_is_not_sent_after_it(
 ) -> None:
     """The send window runs from before the claim: a stall between the claim and the send (a
     SIGSTOP, a suspended host) counts against it."""
-    url = any_db.database_url
-    campaign = campaign_with_contacts(url, ["+12125550106"])
-    (attempt,) = queued_attempts(url, campaign, 1)
-    _held_at(url, A, NOW)
+    rt, attempt, provider, enqueued = _queued_under_a(any_db)
     clock = [100.0]
     monkeypatch.setattr(dispatch, "lease_clock", lambda: clock[0])
     claim = dispatch._claim
@@ -239,28 +244,16 @@ def test_a_call_claimed_just_before_a_stall_is_not_sent_after_it(
         return claimed
 
     monkeypatch.setattr(dispatch, "_claim", stalled_after)
-    provider, enqueued = FakeVonage(), []
-    rt = runtime(any_db, provider, enqueued)
-    rt.holder = A
     place_call(rt, attempt.id or 0)
-    assert provider.requests == []
-    with db.session_scope(url) as session:
-        assert session.get(Attempt, attempt.id).status == "queued"  # type: ignore[union-attr]
-    assert enqueued == [(attempt.id, 0.0)]
+    _went_back_unsent(any_db.database_url, attempt, provider, enqueued)
 
 
 def test_a_request_gone_stale_while_it_waits_at_the_gate_takes_no_turn(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url = settings.database_url
-    campaign = campaign_with_contacts(url, ["+12125550106"])
-    (attempt,) = queued_attempts(url, campaign, 1)
-    _held_at(url, A, NOW)
+    rt, attempt, provider, enqueued = _queued_under_a(settings)
     clock = [100.0]
     monkeypatch.setattr(dispatch, "lease_clock", lambda: clock[0])
-    provider, enqueued = FakeVonage(), []
-    rt = runtime(settings, provider, enqueued)
-    rt.holder = A
     turns = []
 
     def admit(gate: object, ticket: str) -> float:
@@ -270,7 +263,8 @@ def test_a_request_gone_stale_while_it_waits_at_the_gate_takes_no_turn(
     monkeypatch.setattr(rt.limiter, "admit", admit)
     rt.sleep = lambda seconds: clock.__setitem__(0, clock[0] + seconds + lease.SEND_WINDOW)
     place_call(rt, attempt.id or 0)
-    assert (provider.requests, len(turns), enqueued) == ([], 1, [(attempt.id, 0.0)])
+    _went_back_unsent(settings.database_url, attempt, provider, enqueued)
+    assert len(turns) == 1
 
 
 def test_a_runs_connections_to_its_provider_take_half_the_send_window_at_most(settings: Settings) -> None:
